@@ -1,0 +1,187 @@
+"""Denoising score-matching losses, written for one example and vmapped.
+
+Two families:
+
+* ``kind="continuous"`` (score_sde): ``t ~ U[eps, T]`` (or importance-sampled),
+  the network's output is turned into a score and compared with the score of
+  the perturbation kernel. In eps-space the residual is ``sigma * s + z``;
+  ``weighting="uniform"`` is ``lambda(t) = sigma(t)^2`` (the usual eps loss),
+  ``weighting="likelihood"`` is ``lambda(t) = g(t)^2``, whose integral bounds
+  the negative log-likelihood (Song et al., 2021).
+* ``kind="discrete"`` (DDPM): ``t`` on the grid ``(n + 1) / N`` and the loss is
+  taken in the network's own parametrization: eps, x0 or v, with L2 or L1.
+
+The network enters as ``apply_fn(x_t, c) -> prediction``, a batched callable
+(parameters, labels, conditioning images and the dropout key bound in a closure
+by the caller) with ``c = network_time_input(sde, t, time_input)``, the same
+scalar :func:`diffjax.parametrization.model_score_fn` feeds it at sampling time.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffjax.parametrization import PREDICTION_KINDS, TIME_INPUTS, convert, network_time_input
+from diffjax.sde import SDE, DiscreteVPSDE, broadcast_to_x
+from diffjax.typing import Array, PRNGKey
+
+__all__ = ["make_loss_fn", "importance_sampler", "LOSS_KINDS", "NORMS", "WEIGHTINGS", "T_SAMPLINGS"]
+
+LOSS_KINDS = ("continuous", "discrete")
+NORMS = ("l2", "l1")
+WEIGHTINGS = ("uniform", "likelihood")
+T_SAMPLINGS = ("uniform", "importance")
+
+LossFn = Callable[..., tuple[Array, dict]]
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+
+
+def importance_sampler(sde: SDE, grid_size: int = 4096) -> tuple[Callable[[PRNGKey, int], Array], float]:
+    """Sampler of ``t`` with density proportional to ``g(t)^2 / sigma(t)^2`` on ``[eps, T]``.
+
+    That density makes the likelihood-weighted eps-loss ``g^2/sigma^2 ||eps_hat - z||^2``
+    a constant-weight loss, which removes most of its variance (Song et al., 2021).
+    The inverse CDF is tabulated once on a log-spaced grid (the density behaves
+    like ``1/t`` near 0), so this works for every process.
+
+    Returns:
+      ``(sample_t, weight)``: ``sample_t(key, n)`` draws ``n`` times, and
+      ``weight = Z / (T - eps)`` is the constant that turns the importance-sampled
+      loss into an unbiased estimate of the uniform-``t`` objective.
+    """
+    with jax.ensure_compile_time_eval():
+        ts = jnp.geomspace(sde.eps, sde.T, grid_size)
+        _, g = sde.sde(jnp.zeros((grid_size, 1)), ts)
+        _, sigma = sde.alpha_sigma(ts)
+        density = np.asarray(g**2 / sigma**2, np.float64)
+    ts = np.asarray(ts, np.float64)
+    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (density[1:] + density[:-1]) * np.diff(ts))])
+    total = float(cdf[-1])
+    cdf = cdf / total
+
+    def sample_t(key: PRNGKey, n: int, dtype=jnp.float32) -> Array:
+        u = jax.random.uniform(key, (n,), dtype)
+        return jnp.interp(u, jnp.asarray(cdf, dtype), jnp.asarray(ts, dtype))
+
+    return sample_t, total / (sde.T - sde.eps)
+
+
+def _per_example_loss(residual: Array, weight: Array, loss_mask: Array, norm: str) -> Array:
+    """One example: mean of ``|residual|^p`` over the counted pixels, times ``weight``."""
+    err = residual**2 if norm == "l2" else jnp.abs(residual)
+    counted = jnp.broadcast_to(loss_mask, err.shape)
+    return weight * jnp.sum(err * counted) / jnp.maximum(jnp.sum(counted), 1.0)
+
+
+def make_loss_fn(
+    sde: SDE,
+    *,
+    prediction: Literal["eps", "x0", "v", "score"] = "eps",
+    time_input: str = "t",
+    kind: Literal["continuous", "discrete"] = "continuous",
+    norm: Literal["l2", "l1"] = "l2",
+    weighting: Literal["uniform", "likelihood"] = "uniform",
+    t_sampling: Literal["uniform", "importance"] = "uniform",
+    num_steps: int = 1000,
+) -> LossFn:
+    """Build ``loss_fn(apply_fn, x0, key, *, mask=None) -> (loss, aux)``.
+
+    Args:
+      sde: the forward process.
+      prediction: what the network outputs (``"eps"``, ``"x0"``, ``"v"``, ``"score"``).
+      time_input: the conditioning scalar the network takes (see
+        :func:`diffjax.parametrization.network_time_input`).
+      kind: ``"continuous"`` (score matching in eps-space, any prediction) or
+        ``"discrete"`` (regression onto the prediction's own target on a grid of
+        ``num_steps`` times).
+      norm: ``"l2"`` or ``"l1"`` on the residual.
+      weighting: ``"uniform"`` or ``"likelihood"`` (continuous only).
+      t_sampling: ``"uniform"`` or ``"importance"`` (continuous, likelihood weighting only).
+      num_steps: grid size N for ``kind="discrete"``: step n sits at
+        ``t = eps + (T - eps) n / (N - 1)`` (``= (n + 1) / N`` for N = 1000, eps = 1e-3).
+        A :class:`~diffjax.sde.DiscreteVPSDE` always uses its own N steps at ``(n + 1) / N``.
+
+    Returns:
+      ``loss_fn(apply_fn, x0, key, *, mask=None)``: ``apply_fn(x_t, c)`` is the
+      batched network, ``x0`` the clean batch, ``key`` a PRNG key, ``mask`` an
+      optional array broadcastable to ``x0`` with 1 where the loss counts (e.g.
+      the hole for inpainting). Returns the batch-mean loss and
+      ``aux = {"per_example": (B,), "t": (B,)}``.
+    """
+    _choice("prediction kind", prediction, PREDICTION_KINDS)
+    _choice("time input", time_input, TIME_INPUTS)
+    _choice("loss kind", kind, LOSS_KINDS)
+    _choice("norm", norm, NORMS)
+    _choice("weighting", weighting, WEIGHTINGS)
+    _choice("t_sampling", t_sampling, T_SAMPLINGS)
+    if kind == "discrete" and (weighting != "uniform" or t_sampling != "uniform"):
+        raise ValueError(
+            "kind='discrete' takes weighting='uniform' and t_sampling='uniform', got "
+            f"weighting={weighting!r}, t_sampling={t_sampling!r}; use kind='continuous' for those"
+        )
+    if t_sampling == "importance" and weighting != "likelihood":
+        raise ValueError(
+            "t_sampling='importance' samples t proportional to the likelihood weight; it needs "
+            f"weighting='likelihood', got weighting={weighting!r}"
+        )
+    if kind == "discrete" and (not isinstance(num_steps, int) or num_steps < 1):
+        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    if kind == "continuous" and prediction == "score" and norm == "l1":
+        raise ValueError("an L1 score-matching loss has no density interpretation; use norm='l2'")
+
+    importance = importance_sampler(sde) if t_sampling == "importance" else None
+    # A discrete chain trains on its own steps; other processes on N points spanning [eps, T].
+    grid_steps = sde.num_steps if isinstance(sde, DiscreteVPSDE) else num_steps
+
+    def draw_t(key: PRNGKey, n: int, dtype) -> tuple[Array, Array]:
+        """Times and the per-example weight that makes the estimate unbiased."""
+        if kind == "discrete":
+            steps = jax.random.randint(key, (n,), 0, grid_steps)
+            if isinstance(sde, DiscreteVPSDE):
+                t = (steps + 1).astype(dtype) / grid_steps  # the chain's own grid
+            else:
+                t = sde.eps + (sde.T - sde.eps) * steps.astype(dtype) / max(grid_steps - 1, 1)
+            return t, jnp.ones((n,), dtype)
+        if importance is not None:
+            sample_t, weight = importance
+            return sample_t(key, n, dtype), jnp.full((n,), weight, dtype)
+        t = jax.random.uniform(key, (n,), dtype, sde.eps, sde.T)
+        if weighting == "likelihood":
+            _, g = sde.sde(jnp.zeros((n, 1), dtype), t)
+            _, sigma = sde.alpha_sigma(t)
+            return t, (g / sigma) ** 2
+        return t, jnp.ones((n,), dtype)
+
+    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, mask: Array | None = None):
+        if not jnp.issubdtype(x0.dtype, jnp.floating):
+            raise ValueError(f"x0 must be floating point in the model's range, got dtype {x0.dtype}")
+        n = x0.shape[0]
+        t_key, noise_key = jax.random.split(key)
+        t, weight = draw_t(t_key, n, x0.dtype)
+        noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+        mean, std = sde.marginal_prob(x0, t)
+        x_t = mean + broadcast_to_x(std, x0) * noise
+        pred = apply_fn(x_t, network_time_input(sde, t, time_input)).astype(x0.dtype)
+        if pred.shape != x0.shape:
+            raise ValueError(f"apply_fn returned shape {pred.shape}, expected the data's shape {x0.shape}")
+
+        if kind == "continuous":
+            # sigma * score + z: zero for the exact score of the perturbation kernel.
+            residual = convert(pred, source=prediction, target="eps", x=x_t, t=t, sde=sde) - noise
+        else:
+            target = convert(noise, source="eps", target=prediction, x=x_t, t=t, sde=sde)
+            residual = pred - target
+
+        loss_mask = jnp.ones_like(x0) if mask is None else jnp.broadcast_to(jnp.asarray(mask, x0.dtype), x0.shape)
+        per_example = jax.vmap(_per_example_loss, in_axes=(0, 0, 0, None))(residual, weight, loss_mask, norm)
+        return jnp.mean(per_example), {"per_example": per_example, "t": t}
+
+    return loss_fn
