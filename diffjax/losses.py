@@ -34,7 +34,7 @@ __all__ = ["make_loss_fn", "importance_sampler", "LOSS_KINDS", "NORMS", "WEIGHTI
 LOSS_KINDS = ("continuous", "discrete")
 NORMS = ("l2", "l1")
 WEIGHTINGS = ("uniform", "likelihood")
-T_SAMPLINGS = ("uniform", "importance")
+T_SAMPLINGS = ("uniform", "importance", "sr3")
 
 LossFn = Callable[..., tuple[Array, dict]]
 
@@ -104,7 +104,9 @@ def make_loss_fn(
         ``num_steps`` times).
       norm: ``"l2"`` or ``"l1"`` on the residual.
       weighting: ``"uniform"`` or ``"likelihood"`` (continuous only).
-      t_sampling: ``"uniform"`` or ``"importance"`` (continuous, likelihood weighting only).
+      t_sampling: ``"uniform"``; ``"importance"`` (continuous, likelihood weighting
+        only); or ``"sr3"`` (discrete only): SR3's noise levels, ``gamma = alpha(t)``
+        uniform between two adjacent grid levels, for networks conditioned on gamma.
       num_steps: grid size N for ``kind="discrete"``: step n sits at
         ``t = eps + (T - eps) n / (N - 1)`` (``= (n + 1) / N`` for N = 1000, eps = 1e-3).
         A :class:`~diffjax.sde.DiscreteVPSDE` always uses its own N steps at ``(n + 1) / N``.
@@ -122,10 +124,17 @@ def make_loss_fn(
     _choice("norm", norm, NORMS)
     _choice("weighting", weighting, WEIGHTINGS)
     _choice("t_sampling", t_sampling, T_SAMPLINGS)
-    if kind == "discrete" and (weighting != "uniform" or t_sampling != "uniform"):
+    if kind == "discrete" and (weighting != "uniform" or t_sampling == "importance"):
         raise ValueError(
-            "kind='discrete' takes weighting='uniform' and t_sampling='uniform', got "
+            "kind='discrete' takes weighting='uniform' and t_sampling 'uniform' or 'sr3', got "
             f"weighting={weighting!r}, t_sampling={t_sampling!r}; use kind='continuous' for those"
+        )
+    if t_sampling == "sr3" and kind != "discrete":
+        raise ValueError("t_sampling='sr3' draws noise levels between grid steps; it needs kind='discrete'")
+    if t_sampling == "sr3" and float(sde.alpha_sigma(jnp.float32(sde.T))[0]) == 1.0:
+        raise ValueError(
+            f"t_sampling='sr3' needs a process whose signal scale alpha(t) decays; {type(sde).__name__} "
+            "keeps alpha = 1 (use a VP-type process)"
         )
     if t_sampling == "importance" and weighting != "likelihood":
         raise ValueError(
@@ -141,14 +150,34 @@ def make_loss_fn(
     # A discrete chain trains on its own steps; other processes on N points spanning [eps, T].
     grid_steps = sde.num_steps if isinstance(sde, DiscreteVPSDE) else num_steps
 
+    def grid_time(steps: Array, dtype) -> Array:
+        if isinstance(sde, DiscreteVPSDE):
+            return (steps + 1).astype(dtype) / grid_steps  # the chain's own grid
+        return sde.eps + (sde.T - sde.eps) * steps.astype(dtype) / max(grid_steps - 1, 1)
+
+    def sr3_time(key: PRNGKey, steps: Array, t: Array, dtype) -> Array:
+        """SR3's noise levels: gamma = alpha(t) uniform between two adjacent grid levels.
+
+        Step 0's upper neighbour is t = 0 (gamma = 1). The network sees gamma
+        itself (``time_input="alpha"``), so any schedule and step count work at
+        sampling time.
+        """
+        t_prev = jnp.where(steps > 0, grid_time(steps - 1, dtype), 0.0)
+        gamma_hi = sde.alpha_sigma(t_prev)[0]
+        gamma_lo = sde.alpha_sigma(t)[0]
+        gamma = gamma_lo + (gamma_hi - gamma_lo) * jax.random.uniform(key, t.shape, dtype)
+        # gamma = 1 would mean sigma = 0; keep t away from 0.
+        gamma = jnp.minimum(gamma, sde.alpha_sigma(jnp.asarray(1e-6 * sde.T, dtype))[0])
+        return sde.t_from_log_snr(jnp.log(gamma) - 0.5 * jnp.log1p(-(gamma**2)))
+
     def draw_t(key: PRNGKey, n: int, dtype) -> tuple[Array, Array]:
         """Times and the per-example weight that makes the estimate unbiased."""
         if kind == "discrete":
-            steps = jax.random.randint(key, (n,), 0, grid_steps)
-            if isinstance(sde, DiscreteVPSDE):
-                t = (steps + 1).astype(dtype) / grid_steps  # the chain's own grid
-            else:
-                t = sde.eps + (sde.T - sde.eps) * steps.astype(dtype) / max(grid_steps - 1, 1)
+            step_key, level_key = jax.random.split(key)
+            steps = jax.random.randint(step_key, (n,), 0, grid_steps)
+            t = grid_time(steps, dtype)
+            if t_sampling == "sr3":
+                t = sr3_time(level_key, steps, t, dtype)
             return t, jnp.ones((n,), dtype)
         if importance is not None:
             sample_t, weight = importance

@@ -149,3 +149,36 @@ def test_integer_data_raises():
     loss_fn = make_loss_fn(dj.VPSDE())
     with pytest.raises(ValueError, match="floating point"):
         loss_fn(lambda x, t: x, jnp.zeros((2, 3), jnp.int32), jax.random.PRNGKey(0))
+
+
+def test_sr3_noise_levels_are_uniform_between_adjacent_grid_levels():
+    """SR3 training: n ~ U{0..N-1}, gamma ~ U(gamma_n, gamma_{n-1}). With N small the
+    density of gamma is piecewise constant: mass 1/N on each interval, flat inside."""
+    sde = dj.VPSDE()
+    n_steps = 5
+    loss_fn = make_loss_fn(sde, kind="discrete", t_sampling="sr3", num_steps=n_steps, time_input="alpha")
+    seen = {}
+
+    def probe(x_t, c):
+        seen["gamma"] = c
+        return jnp.zeros_like(x_t)
+
+    _, aux = loss_fn(probe, jnp.zeros((200_000, 1)), jax.random.PRNGKey(0))
+    gamma = np.asarray(seen["gamma"])
+    # The network sees gamma = alpha(t) for the t the loss used.
+    np.testing.assert_allclose(gamma, np.asarray(sde.alpha_sigma(aux["t"])[0]), rtol=1e-4)
+    grid_t = sde.eps + (sde.T - sde.eps) * np.arange(n_steps) / (n_steps - 1)
+    levels = np.concatenate([[1.0], np.asarray(sde.alpha_sigma(jnp.asarray(grid_t))[0])])
+    for hi, lo in zip(levels[:-1], levels[1:]):
+        inside = gamma[(gamma > lo) & (gamma <= hi)]
+        assert inside.size / gamma.size == pytest.approx(1 / n_steps, abs=0.01)
+        # Flat inside the interval: the two halves hold equal mass.
+        lower_half = np.mean(inside < 0.5 * (lo + hi))
+        assert lower_half == pytest.approx(0.5, abs=0.02)
+
+
+def test_sr3_sampling_needs_a_decaying_signal():
+    with pytest.raises(ValueError, match="alpha"):
+        make_loss_fn(dj.VESDE(), kind="discrete", t_sampling="sr3")
+    with pytest.raises(ValueError, match="kind='discrete'"):
+        make_loss_fn(dj.VPSDE(), t_sampling="sr3")
