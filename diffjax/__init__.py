@@ -4,7 +4,7 @@ The functional core (processes, conversions, samplers, likelihoods) is pure JAX
 and knows nothing of Flax: any ``score_fn(x, t)`` drives it.
 """
 
-from diffjax import parametrization, samplers
+from diffjax import degradations, parametrization, samplers, tasks
 from diffjax.likelihood import bits_per_dim, log_likelihood
 from diffjax.samplers import sample
 from diffjax.sde import SDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
@@ -21,6 +21,8 @@ __all__ = [
     "sample",
     "samplers",
     "parametrization",
+    "degradations",
+    "tasks",
     "log_likelihood",
     "bits_per_dim",
 ]
