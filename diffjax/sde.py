@@ -107,9 +107,30 @@ class SDE:
         return drift - 0.5 * broadcast_to_x(diffusion**2, x) * score
 
     def discretize(self, x: Array, t: Array, dt: float | Array) -> tuple[Array, Array]:
-        """Euler discretisation ``x_{t+dt} = x + f dt + G sqrt(|dt|) z``: returns ``(f dt, G)``."""
-        drift, diffusion = self.sde(x, t)
-        return drift * dt, diffusion * jnp.sqrt(jnp.abs(dt))
+        """One forward step from ``t - dt`` to ``t``, as ``x_t = x + f + G z``: returns ``(f, G)``.
+
+        The step is the exact Gaussian transition ``q(x_t | x_{t-dt})`` of the
+        process: ``f = (alpha_t / alpha_{t-dt} - 1) x`` and
+        ``G^2 = sigma_t^2 - (alpha_t / alpha_{t-dt})^2 sigma_{t-dt}^2``. That is
+        score_sde's discretisation for both of its families: DDPM's
+        ``sqrt(1 - beta_i)`` step for VP and ``G^2 = sigma_i^2 - sigma_{i-1}^2`` for
+        VE. ``G^2`` is written through the log-SNR gap so short steps keep float32
+        precision.
+
+        Args:
+          x: state at time ``t`` (score_sde evaluates ``f`` there), ``(batch, *dims)``.
+          t: times ``(batch,)``.
+          dt: step length, positive.
+
+        Returns:
+          ``f`` shaped like ``x`` and ``G`` of shape ``(batch,)``.
+        """
+        t = jnp.asarray(t)
+        alpha_t, sigma_t = self.alpha_sigma(t)
+        alpha_s, _ = self.alpha_sigma(t - dt)
+        log_snr_gap = 2.0 * (self.log_snr(t) - self.log_snr(t - dt))  # <= 0
+        f = broadcast_to_x(alpha_t / alpha_s - 1.0, x) * x
+        return f, sigma_t * jnp.sqrt(-jnp.expm1(log_snr_gap))
 
     # -- prior ---------------------------------------------------------------
     def prior_sample(self, key: PRNGKey, shape: Shape, dtype=jnp.float32) -> Array:
