@@ -1,0 +1,1 @@
+"""Run configurations: each module defines ``get_config(arg=None) -> ConfigDict``."""

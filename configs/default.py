@@ -1,0 +1,101 @@
+"""Base configuration shared by every config file (also the schema for key checks).
+
+Every config in this directory starts from :func:`get_base_config` and changes
+values only; a key that is not here is a typo, and ``train.py`` rejects it.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    """All sections and keys a run reads, with their defaults."""
+    c = ml_collections.ConfigDict()
+
+    c.data = ml_collections.ConfigDict()
+    c.data.name = "digits"  # "digits", "fashion_mnist", "photos" or "tfds:<name>"
+    c.data.image_size = 16
+    c.data.data_dir = ""  # "" = the loader's default location
+    c.data.use_labels = False  # feed class labels to the network (class-conditional model)
+
+    # Fields of diffjax.nn.UNetConfig (image_size / in_channels / num_classes are
+    # filled from the data section by builders.build_model).
+    c.model = ml_collections.ConfigDict()
+    c.model.base_channels = 64
+    c.model.channel_mult = (1, 2, 2)
+    c.model.num_res_blocks = 2
+    c.model.attn_resolutions = (16,)
+    c.model.num_heads = 1
+    c.model.dropout = 0.0
+    c.model.time_embedding = "fourier"
+    c.model.time_scale = 1.0
+    c.model.fourier_scale = 16.0
+    c.model.resample_with_conv = True
+    c.model.rescale_skip = True
+    c.model.prediction = "eps"  # what the network outputs: eps, x0, v or score
+    c.model.dtype = "float32"
+    c.model.param_dtype = "float32"
+
+    # Forward process; only the fields the chosen process has are used.
+    c.sde = ml_collections.ConfigDict()
+    c.sde.name = "vp"  # vp, subvp, ve, cosine, discrete
+    c.sde.beta_min = 0.1
+    c.sde.beta_max = 20.0
+    c.sde.sigma_min = 0.01
+    c.sde.sigma_max = 50.0
+    c.sde.num_steps = 1000  # discrete only
+    c.sde.beta_start = 1e-4  # discrete only
+    c.sde.beta_end = 0.02  # discrete only
+
+    c.loss = ml_collections.ConfigDict()
+    c.loss.kind = "continuous"  # or "discrete"
+    c.loss.norm = "l2"
+    c.loss.weighting = "uniform"
+    c.loss.t_sampling = "uniform"
+    c.loss.time_input = "t"
+    c.loss.num_steps = 1000  # discrete grid size
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.lr = 2e-4
+    c.optim.warmup_steps = 500
+    c.optim.weight_decay = 0.0
+    c.optim.grad_clip = 1.0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.999
+
+    c.training = ml_collections.ConfigDict()
+    c.training.num_steps = 10_000
+    c.training.batch_size = 128  # global, over all devices and hosts
+    c.training.log_every = 50
+    c.training.ckpt_every = 1000
+    c.training.sample_every = 1000  # 0 = no sample grids during training
+    c.training.num_grid_samples = 64
+    c.training.keep_checkpoints = 3
+    c.training.seed = 0
+    c.training.ema_decay = 0.999
+    c.training.progress_bar = True
+
+    c.sampling = ml_collections.ConfigDict()
+    c.sampling.sampler = "ddim"  # see builders.SAMPLERS
+    c.sampling.steps = 50
+    c.sampling.spacing = ""  # time grid: "uniform", "quadratic", "logsnr"; "" = the sampler's default
+    c.sampling.eta = 0.0  # ddim
+    c.sampling.order = 2  # dpm_solver_pp
+    c.sampling.lower_order_final = True  # dpm_solver_pp
+    c.sampling.snr = 0.16  # pc
+    c.sampling.corrector_steps = 1  # pc
+    c.sampling.rtol = 1e-5  # ode
+    c.sampling.atol = 1e-5  # ode
+    c.sampling.solver = ""  # ode: "" = the sampler's default
+    c.sampling.max_steps = 4096  # ode
+    c.sampling.denoise = True  # finish with a Tweedie denoising step
+    c.sampling.num_samples = 64
+    c.sampling.batch_size = 64
+    c.sampling.seed = 0
+    c.sampling.task = "generate"  # what sample.py does: "generate" (unconditional)
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.enabled = True  # demo evaluation at the end of training
+    c.eval.num_samples = 256
+    c.eval.fd_alexnet = True  # FD-AlexNet of samples vs held-out images
+    c.eval.split = "test"
+    return c

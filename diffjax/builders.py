@@ -1,0 +1,257 @@
+"""The only module that reads a ``ConfigDict``: it turns configs into objects.
+
+Names map to classes through explicit dicts (no registries, no import side
+effects). An unknown name raises ``ValueError`` listing the valid ones. The
+library below this module takes plain arguments and frozen dataclasses only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import ml_collections
+import optax
+from flax import nnx
+
+from diffjax import samplers, sde as sde_lib
+from diffjax.losses import make_loss_fn
+from diffjax.training import make_lr_schedule, make_optimizer
+
+__all__ = [
+    "SDES",
+    "SAMPLERS",
+    "validate_config",
+    "build_sde",
+    "build_model_config",
+    "build_model",
+    "build_loss",
+    "build_sampler",
+    "build_dataset",
+    "build_optimizer",
+    "build_lr_schedule",
+]
+
+SDES = {
+    "vp": sde_lib.VPSDE,
+    "subvp": sde_lib.SubVPSDE,
+    "ve": sde_lib.VESDE,
+    "cosine": sde_lib.CosineVPSDE,
+    "discrete": sde_lib.DiscreteVPSDE,
+}
+
+SAMPLERS = {
+    "euler_maruyama": samplers.EulerMaruyama,
+    "reverse_diffusion": samplers.ReverseDiffusion,
+    "pc": samplers.PredictorCorrector,
+    "ancestral": samplers.Ancestral,
+    "ddim": samplers.DDIM,
+    "heun": samplers.Heun,
+    "dpm_solver_pp": samplers.DPMSolverPP,
+    "ode": samplers.ProbabilityFlowODE,
+}
+
+# Config keys of the sde section that are not constructor arguments.
+_SDE_SELECTOR = "name"
+
+
+def _lookup(kind: str, name: str, table: dict):
+    if name not in table:
+        raise ValueError(f"unknown {kind} {name!r}; expected one of {sorted(table)}")
+    return table[name]
+
+
+def _constructor_fields(cls) -> set[str]:
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls) if f.init}
+    params = inspect.signature(cls).parameters.values()
+    return {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _pick(section: ml_collections.ConfigDict, cls) -> dict:
+    """The entries of ``section`` that ``cls`` takes as keyword arguments."""
+    fields = _constructor_fields(cls)
+    return {k: v for k, v in section.items() if k in fields}
+
+
+# -- schema -----------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
+    """Check that ``config`` has exactly the sections and keys of ``schema``.
+
+    Catches typos in config files (``config.training.bacth_size = ...`` silently
+    adds a key to an unlocked ConfigDict) and missing sections.
+
+    Args:
+      config: the run's config.
+      schema: the reference (``configs/default.get_base_config()``).
+
+    Raises:
+      ValueError: naming each unknown or missing key.
+    """
+    problems = []
+
+    def walk(cfg, ref, prefix):
+        for key in cfg.keys():
+            if key not in ref:
+                problems.append(f"unknown key config.{prefix}{key} (valid here: {sorted(ref.keys())})")
+            elif isinstance(ref[key], ml_collections.ConfigDict):
+                if not isinstance(cfg[key], ml_collections.ConfigDict):
+                    problems.append(f"config.{prefix}{key} must be a section, got {cfg[key]!r}")
+                else:
+                    walk(cfg[key], ref[key], f"{prefix}{key}.")
+        for key in ref.keys():
+            if key not in cfg:
+                problems.append(f"missing key config.{prefix}{key}")
+
+    walk(config, schema, "")
+    if problems:
+        raise ValueError("config does not match the schema of configs/default.py:\n  " + "\n  ".join(problems))
+
+
+# -- builders ----------------------------------------------------------------
+
+
+def build_sde(config: ml_collections.ConfigDict) -> sde_lib.SDE:
+    """The forward process named by ``config.sde.name`` with the fields it takes."""
+    cls = _lookup("sde", config.sde.name, SDES)
+    return cls(**_pick(config.sde, cls))
+
+
+def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0):
+    """``diffjax.nn.UNetConfig`` from ``config.model`` and the data's image shape.
+
+    Args:
+      config: the run config.
+      image_shape: ``(H, W, C)`` of the training images.
+      num_classes: label classes when ``config.data.use_labels``, else ignored.
+
+    Raises:
+      ValueError: on unknown model keys or hyper-parameters the UNet rejects.
+    """
+    from diffjax.nn import UNetConfig  # the network package is only needed here
+
+    height, width, channels = image_shape
+    if height != width:
+        raise ValueError(f"the UNet needs square images, the dataset gives {height}x{width}")
+    fields = _constructor_fields(UNetConfig)
+    unknown = sorted(set(config.model.keys()) - fields)
+    if unknown:
+        raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
+    kwargs = dict(config.model.items())
+    kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
+    kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+    kwargs.update(image_size=height, in_channels=channels)
+    kwargs["num_classes"] = num_classes if config.data.use_labels else 0
+    return UNetConfig(**kwargs)
+
+
+def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, num_classes: int = 0):
+    """The UNet of ``config`` with weights drawn from ``rngs``.
+
+    Args:
+      config: the run config.
+      rngs: ``nnx.Rngs`` for initialisation.
+      image_shape: ``(H, W, C)`` of the data (``dataset.image_shape``).
+      num_classes: label classes of the dataset (used with ``config.data.use_labels``).
+
+    Returns:
+      ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
+    """
+    from diffjax.nn import UNet
+
+    model_config = build_model_config(config, image_shape, num_classes)
+    return UNet(model_config, rngs=rngs), model_config
+
+
+def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None):
+    """``loss_fn(apply_fn, x0, key)`` from ``config.loss`` and ``config.model.prediction``."""
+    sde = build_sde(config) if sde is None else sde
+    return make_loss_fn(
+        sde,
+        prediction=config.model.prediction,
+        time_input=config.loss.time_input,
+        kind=config.loss.kind,
+        norm=config.loss.norm,
+        weighting=config.loss.weighting,
+        t_sampling=config.loss.t_sampling,
+        num_steps=config.loss.num_steps,
+    )
+
+
+def build_sampler(config: ml_collections.ConfigDict) -> samplers.Sampler:
+    """The sampler named by ``config.sampling.sampler``, given the fields it takes.
+
+    String fields left empty (``spacing = ""``) keep the sampler's own default.
+    """
+    cls = _lookup("sampler", config.sampling.sampler, SAMPLERS)
+    kwargs = {k: v for k, v in _pick(config.sampling, cls).items() if v != ""}
+    return cls(**kwargs)
+
+
+def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
+    """``diffjax.data.load_dataset`` for ``config.data`` and ``split``."""
+    from diffjax.data import load_dataset
+
+    return load_dataset(
+        config.data.name,
+        split=split,
+        image_size=config.data.image_size,
+        seed=config.training.seed,
+        data_dir=config.data.data_dir or None,
+    )
+
+
+def build_lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """The learning-rate schedule of ``config.optim`` over ``config.training.num_steps``."""
+    return make_lr_schedule(config.optim.lr, config.optim.warmup_steps, config.training.num_steps)
+
+
+def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """AdamW + clipping + warm-up/cosine schedule from ``config.optim``."""
+    o = config.optim
+    return make_optimizer(
+        lr=o.lr,
+        warmup_steps=o.warmup_steps,
+        total_steps=config.training.num_steps,
+        weight_decay=o.weight_decay,
+        grad_clip=o.grad_clip,
+        b1=o.b1,
+        b2=o.b2,
+    )
+
+
+def check_override_keys(argv: list[str], config: ml_collections.ConfigDict, flag: str = "config") -> None:
+    """Reject ``--config.a.b=v`` command-line overrides naming keys ``config`` lacks.
+
+    ml_collections would fail too, but with a bare ``AttributeError``
+    traceback; this names the flag, the closest key and the valid ones.
+
+    Args:
+      argv: the command line.
+      config: the config the overrides apply to.
+      flag: the config flag's name.
+
+    Raises:
+      ValueError: on the first unknown key.
+    """
+    import difflib
+
+    prefix = f"--{flag}."
+    for arg in argv:
+        if not arg.startswith(prefix):
+            continue
+        path = arg[len(prefix):].split("=", 1)[0].split(".")
+        node, walked = config, []
+        for key in path:
+            if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                where = "config." + ".".join(walked) if walked else "config"
+                close = difflib.get_close_matches(key, valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(
+                    f"unknown config key {key!r} in {arg.split('=', 1)[0]}.{hint} "
+                    f"Valid keys of {where}: {valid}"
+                )
+            node, walked = node[key], walked + [key]

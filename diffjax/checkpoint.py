@@ -1,0 +1,220 @@
+"""Checkpoints: the only module that imports Orbax.
+
+Layout of a run's work directory::
+
+    WORKDIR/checkpoints/<step>/...   Orbax checkpoints (the last few are kept)
+    WORKDIR/model_config.json       the network's hyper-parameters
+
+Saves are asynchronous (training continues while the arrays are written).
+Restores go through abstract targets built with ``jax.eval_shape`` and carrying
+the *current* mesh's shardings, so a checkpoint written on 8 devices restores
+on 1 and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from typing import Any, Callable
+
+import jax
+import orbax.checkpoint as ocp
+from jax.sharding import Sharding
+
+from diffjax.training import TrainState
+from diffjax.typing import PyTree
+
+__all__ = [
+    "Checkpointer",
+    "abstract_state",
+    "model_config_path",
+    "write_model_config",
+    "check_model_config",
+    "StopRequest",
+]
+
+MODEL_CONFIG_FILE = "model_config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def abstract_state(init_fn: Callable[[], PyTree], sharding: Sharding) -> PyTree:
+    """Shapes and dtypes of ``init_fn()`` (nothing computed), each placed on ``sharding``.
+
+    Args:
+      init_fn: builds the state to restore into (e.g. a fresh :class:`TrainState`).
+      sharding: where every restored array should live (e.g. replicated on the mesh).
+
+    Returns:
+      A pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` set.
+    """
+    shapes = jax.eval_shape(init_fn)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
+class Checkpointer:
+    """Keeps the last ``keep`` training states of a run under ``workdir/checkpoints``.
+
+    Args:
+      workdir: the run's work directory.
+      keep: number of checkpoints to keep (older ones are deleted).
+      async_save: write in a background thread while training goes on.
+    """
+
+    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+        if keep < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep,
+                enable_async_checkpointing=async_save,
+                create=True,
+            ),
+        )
+
+    def latest_step(self) -> int | None:
+        """Step of the newest complete checkpoint, or ``None`` if there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """Steps of every kept checkpoint, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def save(self, step: int, state: TrainState) -> bool:
+        """Start writing ``state`` as checkpoint ``step`` (returns at once when async).
+
+        Returns:
+          Whether a save was started (``False`` if that step already exists).
+        """
+        if step in self._manager.all_steps():
+            return False
+        return self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
+
+    def restore(self, target: PyTree, step: int | None = None) -> TrainState:
+        """Read a checkpoint into the structure, dtypes and shardings of ``target``.
+
+        Args:
+          target: abstract state from :func:`abstract_state` (or concrete arrays).
+          step: which checkpoint; default the latest.
+
+        Returns:
+          The restored state, laid out as ``target`` says.
+
+        Raises:
+          ValueError: if there is no checkpoint, or it does not match ``target``.
+        """
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise ValueError(f"no checkpoint to restore in {self.directory}")
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"checkpoint {step} in {self.directory} does not match the state this run builds "
+                f"(a different model, optimizer or corrupt files): {err}. Use a new --workdir."
+            ) from err
+        return restored.state
+
+    def wait(self) -> None:
+        """Block until every started save has been written."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        """Finish pending saves and release the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+# -- the model's hyper-parameters next to its checkpoints --------------------
+
+
+def model_config_path(workdir: str) -> str:
+    """Where the model config of a run is stored."""
+    return os.path.join(workdir, MODEL_CONFIG_FILE)
+
+
+def _normalise(obj: Any) -> Any:
+    # JSON has no tuples: compare what would be written.
+    return json.loads(json.dumps(obj, sort_keys=True))
+
+
+def write_model_config(workdir: str, model_config: dict) -> None:
+    """Store the model's hyper-parameters as JSON in the work directory."""
+    os.makedirs(workdir, exist_ok=True)
+    path = model_config_path(workdir)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(_normalise(model_config), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)  # atomic: a crash never leaves half a file
+
+
+def check_model_config(workdir: str, model_config: dict) -> None:
+    """Refuse a work directory whose checkpoints belong to a different model.
+
+    Does nothing if the directory has no stored model config yet.
+
+    Raises:
+      ValueError: listing every field that differs, and what to do.
+    """
+    path = model_config_path(workdir)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        stored = json.load(f)
+    wanted = _normalise(model_config)
+    if stored == wanted:
+        return
+    keys = sorted(set(stored) | set(wanted))
+    diffs = [
+        f"  {k}: checkpoint has {stored.get(k, '<missing>')!r}, this config has {wanted.get(k, '<missing>')!r}"
+        for k in keys
+        if stored.get(k, "<missing>") != wanted.get(k, "<missing>")
+    ]
+    raise ValueError(
+        f"{workdir} holds checkpoints of a different model ({path}):\n"
+        + "\n".join(diffs)
+        + "\nUse a new --workdir for this model, or the old model config to resume."
+    )
+
+
+# -- preemption ---------------------------------------------------------------
+
+
+class StopRequest:
+    """Turns SIGTERM (preemption, ``kill``) into a flag the training loop polls.
+
+    The loop finishes its current step, saves a checkpoint and exits cleanly
+    instead of dying mid-write.
+    """
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._previous = None
+
+    def install(self) -> "StopRequest":
+        """Install the SIGTERM handler (only possible from the main thread)."""
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def uninstall(self) -> None:
+        """Restore the previous SIGTERM handler."""
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        logging.warning("SIGTERM received: saving a checkpoint after the current step, then exiting")
+        self._event.set()
+
+    def request(self) -> None:
+        """Ask the loop to stop (what the signal handler does)."""
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()

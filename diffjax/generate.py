@@ -1,0 +1,83 @@
+"""Unconditional image generation from a trained network's parameters.
+
+Shared by ``train.py`` (sample grids, demo evaluation) and ``sample.py``. The
+returned function is pure and un-jitted; callers jit it once per batch shape.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import numpy as np
+
+from diffjax.parametrization import model_score_fn
+from diffjax.samplers.base import Sampler, sample
+from diffjax.sde import SDE
+from diffjax.training import model_from_state
+from diffjax.typing import Array, PRNGKey, PyTree
+
+__all__ = ["make_generate_fn", "generate_batches"]
+
+
+def make_generate_fn(
+    graphdef,
+    model_state: PyTree,
+    sde: SDE,
+    sampler: Sampler,
+    image_shape: tuple[int, int, int],
+    batch_size: int,
+    *,
+    prediction: str = "eps",
+    time_input: str = "t",
+    denoise: bool = True,
+) -> Callable[[PyTree, PRNGKey], Array]:
+    """Build ``generate(params, key) -> images`` for a batch of ``batch_size`` images.
+
+    Args:
+      graphdef, model_state: the network's structure and non-trainable variables.
+      sde: the process the network was trained under.
+      sampler: any :mod:`diffjax.samplers` sampler.
+      image_shape: ``(H, W, C)``.
+      batch_size: images per call.
+      prediction, time_input: how the network was trained (see :mod:`diffjax.parametrization`).
+      denoise: finish with a Tweedie denoising step.
+
+    Returns:
+      A pure function of ``(params, key)`` returning ``(batch_size, H, W, C)``
+      images, clipped to ``[-1, 1]``.
+    """
+    shape = (batch_size, *image_shape)
+
+    def generate(params: PyTree, key: PRNGKey) -> Array:
+        model = model_from_state(graphdef, params, model_state)
+        score_fn = model_score_fn(lambda x, c: model(x, c), sde, prediction=prediction, time_input=time_input)
+        prior_key, sample_key = jax.random.split(key)
+        x_init = sde.prior_sample(prior_key, shape)
+        x, _ = sample(score_fn, sde, x_init, key=sample_key, sampler=sampler, denoise=denoise)
+        return jax.numpy.clip(x, -1.0, 1.0)
+
+    return generate
+
+
+def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch_size: int, progress=None) -> np.ndarray:
+    """Call a jitted ``generate`` until ``num`` images exist (batch ``i`` uses ``fold_in(key, i)``).
+
+    Args:
+      generate_jit: ``jax.jit(make_generate_fn(...))``.
+      params: the network parameters (EMA ones for best samples).
+      key: base key.
+      num: images wanted.
+      batch_size: images per call (the last batch is cut to size).
+      progress: optional callable ``progress(done, total)`` after each batch.
+
+    Returns:
+      ``(num, H, W, C)`` float32 numpy images in ``[-1, 1]``.
+    """
+    out = []
+    batches = -(-num // batch_size)
+    for i in range(batches):
+        out.append(np.asarray(jax.device_get(generate_jit(params, jax.random.fold_in(key, i)))))
+        if progress is not None:
+            progress(i + 1, batches)
+    return np.concatenate(out)[:num]

@@ -1,0 +1,127 @@
+"""Run outputs: TensorBoard events, a JSONL metrics log, PNG images and grids.
+
+TensorBoard files are written with ``tensorboardX`` (no TensorFlow needed);
+``metrics.jsonl`` holds one JSON object per logged step, easy to read back with
+any tool. Only process 0 of a multi-host job writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+from PIL import Image
+
+__all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "Throughput"]
+
+
+class MetricWriter:
+    """Writes scalars to TensorBoard (``workdir/tb``) and ``workdir/metrics.jsonl``.
+
+    Args:
+      workdir: the run's directory.
+      enabled: write anything at all (default: only on process 0).
+    """
+
+    def __init__(self, workdir: str, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.jsonl_path = os.path.join(workdir, "metrics.jsonl")
+        self._tb = None
+        self._jsonl = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter
+
+            os.makedirs(workdir, exist_ok=True)
+            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+            self._jsonl = open(self.jsonl_path, "a")
+
+    def write_scalars(self, step: int, scalars: dict) -> None:
+        """Log ``{name: number}`` at ``step``."""
+        if not self.enabled:
+            return
+        values = {k: float(v) for k, v in scalars.items()}
+        for name, value in values.items():
+            self._tb.add_scalar(name, value, step)
+        self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
+        self._jsonl.flush()
+
+    def write_image(self, step: int, name: str, image_uint8: np.ndarray) -> None:
+        """Log one ``(H, W, C)`` uint8 image to TensorBoard."""
+        if self.enabled:
+            self._tb.add_image(name, image_uint8, step, dataformats="HWC")
+
+    def close(self) -> None:
+        if self.enabled:
+            self._tb.close()
+            self._jsonl.close()
+            self.enabled = False
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Map images in ``[-1, 1]`` to uint8 ``[0, 255]`` (values outside are clipped)."""
+    images = np.asarray(images, np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
+    """Tile ``(N, H, W, C)`` uint8 images into one ``(rows*H', cols*W', C)`` image.
+
+    Args:
+      images: uint8 batch.
+      columns: images per row; default ``ceil(sqrt(N))``.
+      padding: pixels of black between tiles.
+    """
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"image_grid needs a batch (N, H, W, C), got shape {images.shape}")
+    n, h, w, c = images.shape
+    columns = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * (h + padding) + padding, columns * (w + padding) + padding, c), images.dtype)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        grid[y : y + h, x : x + w] = img
+    return grid
+
+
+def save_png(path: str, image_uint8: np.ndarray) -> None:
+    """Write an ``(H, W, C)`` uint8 image (C = 1 or 3) as PNG."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    img = np.asarray(image_uint8)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    Image.fromarray(img).save(path)
+
+
+def save_grid(path: str, images: np.ndarray) -> np.ndarray:
+    """Save a batch of ``[-1, 1]`` images as one PNG grid; returns the uint8 grid."""
+    grid = image_grid(to_uint8(images))
+    save_png(path, grid)
+    return grid
+
+
+class Throughput:
+    """Images per second between successive calls, and an ETA for the run."""
+
+    def __init__(self, start_step: int, total_steps: int, batch_size: int):
+        self.total_steps = total_steps
+        self.batch_size = batch_size
+        self._last_step = start_step
+        self._last_time = time.perf_counter()
+
+    def update(self, step: int) -> dict:
+        """Rates since the previous call: ``images_per_sec`` and ``eta_sec``."""
+        now = time.perf_counter()
+        steps = max(step - self._last_step, 1)
+        seconds = max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        steps_per_sec = steps / seconds
+        return {
+            "images_per_sec": steps_per_sec * self.batch_size,
+            "eta_sec": max(self.total_steps - step, 0) / steps_per_sec,
+        }

@@ -1,0 +1,221 @@
+"""Training state, optimizer and the pure training step.
+
+Nothing here calls ``jax.jit``: :func:`make_train_step` returns a plain
+function, and the caller (``train.py``, tests) decides where the one compile
+boundary goes, with ``donate_argnums`` and ``out_shardings``.
+
+The model lives as ``(graphdef, params, model_state)`` from
+``nnx.split(model, nnx.Param, ...)``: parameters are trained, the rest
+(non-trainable variables, if the network has any) is carried along unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from diffjax.typing import Array, PRNGKey, PyTree
+
+__all__ = [
+    "TrainState",
+    "make_lr_schedule",
+    "make_optimizer",
+    "create_train_state",
+    "make_train_step",
+    "ema_decay_at",
+    "model_from_state",
+]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+    """Everything a run needs to continue exactly: a pytree of arrays.
+
+    Attributes:
+      step: number of optimizer updates applied so far (int32 scalar).
+      params: trainable variables (``nnx.State`` of ``nnx.Param``).
+      opt_state: optimizer state for ``params``.
+      ema_params: exponential moving average of ``params`` (used for sampling).
+      model_state: the model's non-trainable variables (often empty).
+    """
+
+    step: Array
+    params: PyTree
+    opt_state: PyTree
+    ema_params: PyTree
+    model_state: PyTree
+
+    def replace(self, **changes) -> "TrainState":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def make_lr_schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to ``lr`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if lr <= 0:
+        raise ValueError(f"learning rate must be > 0, got {lr}")
+    if warmup_steps < 0 or total_steps < 1:
+        raise ValueError(f"need warmup_steps >= 0 and total_steps >= 1, got {warmup_steps}, {total_steps}")
+    warmup_steps = min(warmup_steps, total_steps)
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=lr,
+        warmup_steps=warmup_steps,
+        # optax needs decay_steps > warmup_steps; a run made only of warm-up keeps the peak.
+        decay_steps=max(total_steps, warmup_steps + 1),
+        end_value=0.0,
+    )
+
+
+def _decay_mask(params: PyTree) -> PyTree:
+    # Weight decay on matrices and kernels only: decaying biases and norm
+    # scales pulls them towards 0, which only hurts.
+    return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+
+
+def make_optimizer(
+    lr: float,
+    warmup_steps: int,
+    total_steps: int,
+    weight_decay: float = 0.0,
+    grad_clip: float = 1.0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """AdamW with gradient clipping and a warm-up + cosine learning-rate schedule.
+
+    Args:
+      lr: peak learning rate.
+      warmup_steps: linear warm-up length in steps.
+      total_steps: length of the whole run (the cosine ends at 0 there).
+      weight_decay: decoupled weight decay, applied to tensors of rank >= 2.
+      grad_clip: clip gradients to this global norm first (``<= 0`` disables).
+      b1, b2: Adam moment decay rates.
+
+    Returns:
+      An ``optax.GradientTransformation``.
+    """
+    chain = []
+    if grad_clip > 0:
+        chain.append(optax.clip_by_global_norm(grad_clip))
+    chain.append(
+        optax.adamw(
+            make_lr_schedule(lr, warmup_steps, total_steps),
+            b1=b1,
+            b2=b2,
+            weight_decay=weight_decay,
+            mask=_decay_mask,
+        )
+    )
+    return optax.chain(*chain)
+
+
+def create_train_state(model: nnx.Module, optimizer: optax.GradientTransformation) -> tuple[Any, TrainState]:
+    """Split an NNX model and build its initial training state.
+
+    Args:
+      model: the network (an ``nnx.Module``).
+      optimizer: from :func:`make_optimizer` (or any optax transformation).
+
+    Returns:
+      ``(graphdef, state)``: the static model structure and a :class:`TrainState`
+      at step 0 whose EMA equals the initial parameters.
+    """
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        ema_params=jax.tree.map(jnp.copy, params),
+        model_state=model_state,
+    )
+    return graphdef, state
+
+
+def model_from_state(graphdef, params: PyTree, model_state: PyTree) -> nnx.Module:
+    """Rebuild the NNX module from its graph definition and variables."""
+    return nnx.merge(graphdef, params, model_state)
+
+
+def ema_decay_at(step: Array, ema_decay: float) -> Array:
+    """EMA decay at ``step``: ``min(ema_decay, (1 + step) / (10 + step))``.
+
+    The warm-up keeps the average from being dominated by the random
+    initialisation in short runs; long runs reach ``ema_decay`` after a few
+    thousand steps.
+    """
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
+
+
+def make_train_step(
+    graphdef,
+    loss_fn: Callable,
+    optimizer: optax.GradientTransformation,
+    ema_decay: float,
+    *,
+    lr_schedule: optax.Schedule | None = None,
+    use_labels: bool = False,
+    use_dropout: bool = False,
+) -> Callable[[TrainState, dict, PRNGKey], tuple[TrainState, dict]]:
+    """Build the pure training step ``train_step(state, batch, base_key) -> (state, metrics)``.
+
+    The step's randomness is ``fold_in(base_key, state.step)``: a resumed run
+    draws exactly the numbers an uninterrupted one would, whatever the
+    number of devices.
+
+    Args:
+      graphdef: from :func:`create_train_state`.
+      loss_fn: ``loss_fn(apply_fn, x0, key) -> (loss, aux)`` (:func:`diffjax.losses.make_loss_fn`);
+        ``apply_fn(x_t, c)`` is the network with parameters bound.
+      optimizer: the transformation the state was created with.
+      ema_decay: target EMA decay (see :func:`ema_decay_at`).
+      lr_schedule: if given, the learning rate is reported in the metrics.
+      use_labels: pass ``batch["label"]`` to the network as class labels.
+      use_dropout: give the network a dropout key (training mode).
+
+    Returns:
+      ``train_step``; its metrics hold ``loss``, ``grad_norm`` (before clipping),
+      ``lr`` when a schedule is given, and any scalar the loss reports.
+    """
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+
+    def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(base_key, state.step)
+        loss_key, dropout_key = jax.random.split(key)
+        labels = batch["label"] if use_labels else None
+
+        def loss_of(params):
+            model = model_from_state(graphdef, params, state.model_state)
+
+            def apply_fn(x_t, c):
+                kwargs = {"labels": labels} if use_labels else {}
+                if use_dropout:
+                    kwargs["dropout_key"] = dropout_key
+                return model(x_t, c, **kwargs)
+
+            return loss_fn(apply_fn, batch["image"], loss_key)
+
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        decay = ema_decay_at(state.step, ema_decay)
+        ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        if lr_schedule is not None:
+            metrics["lr"] = lr_schedule(state.step)
+        for name, value in (aux or {}).items():
+            if name not in metrics and jnp.ndim(value) == 0:
+                metrics[name] = value
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        return new_state, metrics
+
+    return train_step

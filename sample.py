@@ -1,0 +1,200 @@
+"""Sample from a trained run: ``python sample.py --workdir DIR [--num N] [--output DIR] [--config.sampling.X=v]``.
+
+Reads the run's ``config.json`` and ``model_config.json`` from ``--workdir``,
+restores the EMA parameters of the latest checkpoint and runs the sampler of
+``config.sampling`` (any of ``diffjax.builders.SAMPLERS``; overrides such as
+``--config.sampling.sampler=dpm_solver_pp --config.sampling.steps=20`` apply).
+
+What it does is chosen by ``config.sampling.task`` through :data:`TASKS`
+(today only ``"generate"``: unconditional samples written as ``000000.png``,
+... and ``grid.png`` into ``--output``, default ``WORKDIR/generated``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from diffjax import builders
+from diffjax.checkpoint import Checkpointer, abstract_state, model_config_path
+from diffjax.generate import generate_batches, make_generate_fn
+from diffjax.logging_utils import save_grid, save_png, to_uint8
+from diffjax.sharding import make_mesh, replicated
+from diffjax.training import TrainState
+
+CONFIG_FILE = "config.json"
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config a run in ``workdir`` was trained with (written by ``train.py``).
+
+    Raises:
+      ValueError: if ``workdir`` holds no ``config.json``.
+    """
+    path = os.path.join(workdir, CONFIG_FILE)
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{workdir} holds no {CONFIG_FILE}: expected the --workdir of a train.py run "
+            "(python train.py --config configs/X.py --workdir DIR)"
+        )
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def load_model_config(workdir: str):
+    """The ``UNetConfig`` stored next to the run's checkpoints."""
+    from diffjax.nn import UNetConfig
+
+    path = model_config_path(workdir)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
+    with open(path) as f:
+        return UNetConfig(**json.load(f))
+
+
+def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
+    """Restore the latest checkpoint's EMA parameters.
+
+    Returns:
+      ``(graphdef, ema_params, model_state, model_config, step)``.
+    """
+    from diffjax.nn import UNet
+
+    model_config = load_model_config(workdir)
+    optimizer = builders.build_optimizer(config)
+    # Abstract model: shapes only, no weights drawn.
+    model = nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0)))
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+    def init():
+        p, r = _zeros_like(params), _zeros_like(model_state)
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=optimizer.init(p),
+                          ema_params=p, model_state=r)
+
+    checkpointer = Checkpointer(workdir, keep=max(1, config.training.keep_checkpoints), async_save=False)
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
+        state = checkpointer.restore(abstract_state(init, replicated(mesh)))
+    finally:
+        checkpointer.close()
+    return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
+
+
+def _zeros_like(tree):
+    return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
+
+
+def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """Unconditional samples from the EMA parameters, as PNG files and a grid.
+
+    Args:
+      config: the run config with any sampling overrides.
+      workdir: the training run's directory.
+      output: folder for ``000000.png``, ... and ``grid.png``.
+      num: number of images.
+
+    Returns:
+      ``{"output": folder, "num": num, "step": checkpoint step}``.
+    """
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    mesh = make_mesh()
+    sde = builders.build_sde(config)
+    sampler = builders.build_sampler(config)
+    graphdef, ema_params, model_state, model_config, step = restore_ema_model(config, workdir, mesh)
+    batch = min(config.sampling.batch_size, num)
+    image_shape = (model_config.image_size, model_config.image_size, model_config.in_channels)
+    generate = jax.jit(
+        make_generate_fn(
+            graphdef, model_state, sde, sampler, image_shape, batch,
+            prediction=config.model.prediction,
+            time_input=config.loss.time_input,
+            denoise=config.sampling.denoise,
+        )
+    )
+    with tqdm(total=-(-num // batch), desc="sample batches") as bar:
+        images = generate_batches(
+            generate, ema_params, jax.random.key(config.sampling.seed), num, batch,
+            progress=lambda done, total: bar.update(1),
+        )
+    os.makedirs(output, exist_ok=True)
+    for i, img in enumerate(to_uint8(images)):
+        save_png(os.path.join(output, f"{i:06d}.png"), img)
+    save_grid(os.path.join(output, "grid.png"), images[:256])
+    print(f"wrote {num} samples (checkpoint step {step}, sampler {config.sampling.sampler}) to {output}")
+    return {"output": output, "num": num, "step": step}
+
+
+# What sample.py does for each config.sampling.task; restoration tasks
+# (--input IN_DIR) add their entries here.
+TASKS = {"generate": run_generate}
+
+
+def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, output: str | None = None,
+                        num: int | None = None, input_dir: str | None = None) -> dict:
+    """Dispatch on ``config.sampling.task`` (the in-process entry point tests use)."""
+    task = config.sampling.task
+    if task not in TASKS:
+        raise ValueError(f"unknown sampling task {task!r}; expected one of {sorted(TASKS)}")
+    if input_dir is not None:
+        raise ValueError(f"--input is for restoration tasks; this run's task {task!r} generates from noise")
+    builders.validate_config(config, _schema())
+    output = output or os.path.join(workdir, "generated")
+    num = config.sampling.num_samples if num is None else num
+    return TASKS[task](config, workdir, output, num)
+
+
+def _schema():
+    from configs.default import get_base_config
+
+    return get_base_config()
+
+
+def _workdir_from_argv(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--workdir="):
+            return arg.split("=", 1)[1]
+        if arg == "--workdir" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def cli(argv: list[str]) -> None:
+    """Parse flags against the config stored in ``--workdir`` and sample."""
+    from absl import app, flags
+    from absl import logging as absl_logging
+    from ml_collections import config_flags
+
+    workdir = _workdir_from_argv(argv)
+    if workdir is None:
+        raise SystemExit("sample.py needs --workdir DIR (the directory of a train.py run)")
+    try:
+        base = load_run_config(workdir)
+        builders.check_override_keys(argv, base)
+    except ValueError as err:
+        raise SystemExit(str(err))
+    # The stored config is the default, so --config.sampling.* overrides type-check against it.
+    config_flag = config_flags.DEFINE_config_dict("config", base, "the run's config (overridable)", lock_config=True)
+    flags.DEFINE_string("workdir", None, "directory of a train.py run")
+    num_flag = flags.DEFINE_integer("num", None, "number of samples (default config.sampling.num_samples)")
+    output_flag = flags.DEFINE_string("output", None, "output folder (default WORKDIR/generated)")
+    input_flag = flags.DEFINE_string("input", None, "input folder, for restoration tasks")
+
+    def main(_):
+        absl_logging.set_verbosity(absl_logging.WARNING)
+        sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
+                            input_dir=input_flag.value)
+
+    app.run(main, argv)
+
+
+if __name__ == "__main__":
+    cli(sys.argv)
