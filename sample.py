@@ -5,7 +5,7 @@ restores the EMA parameters of the latest checkpoint and runs the sampler of
 ``config.sampling`` (any of ``diffjax.builders.SAMPLERS``; overrides such as
 ``--config.sampling.sampler=dpm_solver_pp --config.sampling.steps=20`` apply).
 
-What it does is chosen by ``config.sampling.task`` through :data:`TASKS`
+What it does is chosen by ``config.task.name`` (the task the run trained for) through :data:`TASKS`
 (today only ``"generate"``: unconditional samples written as ``000000.png``,
 ... and ``grid.png`` into ``--output``, default ``WORKDIR/generated``).
 """
@@ -133,15 +133,15 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
     return {"output": output, "num": num, "step": step}
 
 
-# What sample.py does for each config.sampling.task; restoration tasks
+# What sample.py does for each config.task.name; restoration tasks
 # (--input IN_DIR) add their entries here.
 TASKS = {"generate": run_generate}
 
 
 def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, output: str | None = None,
                         num: int | None = None, input_dir: str | None = None) -> dict:
-    """Dispatch on ``config.sampling.task`` (the in-process entry point tests use)."""
-    task = config.sampling.task
+    """Dispatch on ``config.task.name`` (the in-process entry point tests use)."""
+    task = config.task.name
     if task not in TASKS:
         raise ValueError(f"unknown sampling task {task!r}; expected one of {sorted(TASKS)}")
     if input_dir is not None:

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from configs.default import get_base_config
 from diffjax import builders
+from diffjax.data.pipeline import host_rows
 from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
@@ -85,6 +86,7 @@ class _Run:
         self.loss_fn = builders.build_loss(config, self.sde)
         self.sampler = builders.build_sampler(config)
         self.dataset = builders.build_dataset(config, "train")
+        self.pipeline = builders.build_pipeline(config)
         self.optimizer = builders.build_optimizer(config)
         self.lr_schedule = builders.build_lr_schedule(config)
         model, self.model_config = self.build_model()
@@ -197,12 +199,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
     throughput = Throughput(start, tc.num_steps, tc.batch_size)
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and _is_lead()), desc="train")
     last_metrics, stopped_early, step = {}, False, start
     try:
         for step in range(start + 1, tc.num_steps + 1):
-            batch = host_local_to_global(next(batches), run.mesh)
+            # The iterator's batch for train step `step` is data step `step - 1`.
+            batch = run.pipeline.prepare_batch(next(batches), step=step - 1, seed=tc.seed, rows=rows)
+            batch = host_local_to_global(batch, run.mesh)
             state, metrics = train_step(state, batch, base_key)
             bar.update(1)
             save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop.requested

@@ -91,7 +91,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sampling.num_samples = 64
     c.sampling.batch_size = 64
     c.sampling.seed = 0
-    c.sampling.task = "generate"  # what sample.py does: "generate" (unconditional)
+
+    # The task the run trains for; sample.py restores inputs with the same task.
+    # Task-specific settings live in a sub-section named after the task
+    # (c.task.<name>), passed to its pipeline's constructor.
+    c.task = ml_collections.ConfigDict()
+    c.task.name = "generate"  # see builders.PIPELINES
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

@@ -16,6 +16,7 @@ from flax import nnx
 
 from diffjax import samplers, sde as sde_lib
 from diffjax.losses import make_loss_fn
+from diffjax.pipelines import GeneratePipeline
 from diffjax.training import make_lr_schedule, make_optimizer
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "build_dataset",
     "build_optimizer",
     "build_lr_schedule",
+    "build_pipeline",
+    "PIPELINES",
 ]
 
 SDES = {
@@ -49,6 +52,11 @@ SAMPLERS = {
     "heun": samplers.Heun,
     "dpm_solver_pp": samplers.DPMSolverPP,
     "ode": samplers.ProbabilityFlowODE,
+}
+
+# config.task.name -> the pipeline class; each takes the config's task section.
+PIPELINES = {
+    "generate": GeneratePipeline,
 }
 
 # Config keys of the sde section that are not constructor arguments.
@@ -144,6 +152,7 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
     kwargs.update(image_size=height, in_channels=channels)
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
+    kwargs["cond_channels"] = build_pipeline(config).cond_channels(image_shape)
     return UNetConfig(**kwargs)
 
 
@@ -255,3 +264,10 @@ def check_override_keys(argv: list[str], config: ml_collections.ConfigDict, flag
                     f"Valid keys of {where}: {valid}"
                 )
             node, walked = node[key], walked + [key]
+
+
+def build_pipeline(config: ml_collections.ConfigDict):
+    """The task's host-side pipeline (:mod:`diffjax.pipelines`) from ``config.task``."""
+    cls = _lookup("task", config.task.name, PIPELINES)
+    section = config.task.get(config.task.name, ml_collections.ConfigDict())
+    return cls(**dict(section.items()))

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from diffjax.pipelines.base import MODEL_INPUTS
 from diffjax.typing import Array, PRNGKey, PyTree
 
 __all__ = [
@@ -177,7 +178,9 @@ def make_train_step(
       optimizer: the transformation the state was created with.
       ema_decay: target EMA decay (see :func:`ema_decay_at`).
       lr_schedule: if given, the learning rate is reported in the metrics.
-      use_labels: pass ``batch["label"]`` to the network as class labels.
+      use_labels: pass ``batch["label"]`` to the network as class labels. Other
+        network inputs come from the batch's keys (``MODEL_INPUTS``: ``"cond"`` ->
+        ``cond=``), and ``batch["loss_mask"]`` restricts the loss.
       use_dropout: give the network a dropout key (training mode).
 
     Returns:
@@ -190,18 +193,23 @@ def make_train_step(
     def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(base_key, state.step)
         loss_key, dropout_key = jax.random.split(key)
-        labels = batch["label"] if use_labels else None
+        # The batch's keys are static under jit: each task's inputs are fixed per program.
+        model_inputs = {
+            keyword: batch[key]
+            for key, keyword in MODEL_INPUTS.items()
+            if key in batch and (key != "label" or use_labels)
+        }
 
         def loss_of(params):
             model = model_from_state(graphdef, params, state.model_state)
 
             def apply_fn(x_t, c):
-                kwargs = {"labels": labels} if use_labels else {}
+                kwargs = dict(model_inputs)
                 if use_dropout:
                     kwargs["dropout_key"] = dropout_key
                 return model(x_t, c, **kwargs)
 
-            return loss_fn(apply_fn, batch["image"], loss_key)
+            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"))
 
         (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

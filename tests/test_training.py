@@ -45,7 +45,7 @@ def test_train_step_on_quadratic_matches_hand_computed_update():
         def __call__(self, x, c):
             return self.w[...] * x
 
-    def loss_fn(apply_fn, x0, key):
+    def loss_fn(apply_fn, x0, key, mask=None):
         return jnp.mean(apply_fn(x0, jnp.zeros(x0.shape[:1])) ** 2), {}
 
     lr = 0.1
