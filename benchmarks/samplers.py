@@ -1,0 +1,289 @@
+"""Sampler benchmark on a Gaussian mixture with an exact score.
+
+Data: ``tests/gaussians.mixture`` (d = 8, K = 4, unequal weights, distinct
+covariances), VP process. For every sampler and NFE budget it reports the sliced
+Wasserstein-2 distance between the sampler's output and fresh exact samples,
+next to the exact-vs-exact noise floor; then the adaptive probability-flow ODE
+at several tolerances; then time per score evaluation and the loop's own
+overhead against the score function's cost at batch 256.
+
+    python benchmarks/samplers.py            # full run (a few minutes on 2 CPU cores)
+    python benchmarks/samplers.py --quick    # small subset
+
+Prints markdown tables and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import diffjax as dj  # noqa: E402
+import gaussians  # noqa: E402
+from diffjax import samplers as S  # noqa: E402
+
+
+def sliced_w2(samples: jax.Array, reference: jax.Array, key: jax.Array, projections: int) -> float:
+    """Sliced W2 from ``samples`` (N) to a reference set of k * N exact samples.
+
+    Along each random direction the 1-D W2 pairs the sorted samples with the
+    reference's quantiles at the same levels ``(i + 1/2) / N``; a reference k
+    times larger keeps its own sampling noise out of the figure. The squared
+    distances are averaged over directions, then square-rooted.
+    """
+    n = samples.shape[0]
+    k = reference.shape[0] // n
+    if reference.shape[0] != k * n or k < 1:
+        raise ValueError(f"reference size must be a multiple of {n}, got {reference.shape[0]}")
+    dirs = jax.random.normal(key, (samples.shape[1], projections), samples.dtype)
+    dirs = dirs / jnp.linalg.norm(dirs, axis=0, keepdims=True)
+    ps = jnp.sort(samples @ dirs, axis=0)
+    pr = jnp.sort(reference @ dirs, axis=0)[k // 2 :: k]
+    return float(jnp.sqrt(jnp.mean((ps - pr) ** 2)))
+
+
+# name -> (constructor from a step count, score evaluations per step). The
+# per-step cost sets the step count for an NFE budget, so budgets are matched
+# honestly (the table shows the NFE actually spent).
+REFERENCE_FACTOR = 16
+
+
+def sampler_table():
+    return {
+        "EulerMaruyama": (lambda n: S.EulerMaruyama(n), 1),
+        "ReverseDiffusion": (lambda n: S.ReverseDiffusion(n), 1),
+        "PredictorCorrector": (lambda n: S.PredictorCorrector(n, snr=0.16, corrector_steps=1), 2),
+        "Ancestral": (lambda n: S.Ancestral(n), 1),
+        "DDIM": (lambda n: S.DDIM(n, eta=0.0), 1),
+        "Heun": (lambda n: S.Heun(n), 2),
+        "DPM++1 logsnr": (lambda n: S.DPMSolverPP(n, order=1, spacing="logsnr"), 1),
+        "DPM++2M logsnr": (lambda n: S.DPMSolverPP(n, order=2, spacing="logsnr"), 1),
+        "DPM++3M logsnr": (lambda n: S.DPMSolverPP(n, order=3, spacing="logsnr"), 1),
+        "DPM++2M quadratic": (lambda n: S.DPMSolverPP(n, order=2, spacing="quadratic"), 1),
+        "DPM++3M quadratic": (lambda n: S.DPMSolverPP(n, order=3, spacing="quadratic"), 1),
+        "DPM++2M uniform": (lambda n: S.DPMSolverPP(n, order=2, spacing="uniform"), 1),
+    }
+
+
+def compiled_sampler(score_fn, sde, sampler):
+    return jax.jit(lambda x, key: dj.sample(score_fn, sde, x, key=key, sampler=sampler))
+
+
+def time_call(fn, *args, repeats: int) -> float:
+    """Fastest wall time of ``fn(*args)`` over ``repeats`` calls after a warm-up (seconds).
+
+    The minimum, not the median: on a shared machine other work only ever adds
+    time, so the fastest run is the least contaminated estimate.
+    """
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.min(times))
+
+
+def mlp_score_fn(dim: int, width: int, depth: int):
+    """A network-sized stand-in score (random MLP) for the overhead measurement only."""
+    keys = jax.random.split(jax.random.key(7), depth + 1)
+    sizes = [dim + 1] + [width] * depth + [dim]
+    weights = [jax.random.normal(k, (i, o)) / np.sqrt(i) for k, i, o in zip(keys, sizes[:-1], sizes[1:])]
+
+    def fn(x, t):
+        h = jnp.concatenate([x, t[:, None]], axis=1)
+        for w in weights[:-1]:
+            h = jax.nn.silu(h @ w)
+        return h @ weights[-1]
+
+    return fn
+
+
+def loop_overhead(score_fn, sde, sampler, dim: int, batch: int, repeats: int) -> dict:
+    """Sampler time against nfe x (the score alone), both jitted, after warm-up.
+
+    The score's cost is measured as ``nfe`` chained calls inside one compiled
+    ``lax.scan`` (no per-call dispatch), so the overhead is what the sampler's
+    own arithmetic, random draws and bookkeeping add per step.
+    """
+    x = sde.prior_sample(jax.random.key(0), (batch, dim))
+    run = compiled_sampler(score_fn, sde, sampler)
+    nfe = int(run(x, jax.random.key(1))[1]["nfe"])
+
+    @jax.jit
+    def scores_only(x):
+        t = jnp.full((batch,), 0.5, x.dtype)
+
+        def body(y, _):
+            return score_fn(y, t), None
+
+        return jax.lax.scan(body, x, None, length=nfe)[0]
+
+    # Interleave the two measurements so both see the same machine load.
+    sampler_fn = lambda x: run(x, jax.random.key(1))[0]  # noqa: E731
+    t_sampler, t_scores = [], []
+    for _ in range(repeats):
+        t_sampler.append(time_call(sampler_fn, x, repeats=1))
+        t_scores.append(time_call(scores_only, x, repeats=1))
+    t_sampler, t_scores = min(t_sampler), min(t_scores)
+    return {"nfe": nfe, "sampler_s": t_sampler, "scores_s": t_scores, "overhead": t_sampler / t_scores - 1.0}
+
+
+def overhead_table(sde, mix, *, quick: bool) -> dict:
+    """Print and return the loop-overhead table (batch 256)."""
+    score_fn = mix.score_fn(sde)
+    print("\n# Loop overhead at batch 256: sampler time / (NFE x score alone) - 1\n")
+    print("| score function | sampler | NFE | sampler ms | scores alone ms | overhead |")
+    print("|---|---|---|---|---|---|")
+    overhead_cases = {
+        "exact mixture": score_fn,
+        "MLP 3x512 (stand-in network)": mlp_score_fn(8, 512, 3),
+    }
+    overhead_samplers = {
+        "DPM++2M": S.DPMSolverPP(100, order=2),
+        "EulerMaruyama": S.EulerMaruyama(100),
+        "PredictorCorrector": S.PredictorCorrector(50),
+        "Heun": S.Heun(50),
+        "Ancestral": S.Ancestral(100),
+        "DDIM": S.DDIM(100),
+        "ProbabilityFlowODE": S.ProbabilityFlowODE(),
+    }
+    if quick:
+        overhead_samplers = {"DPM++2M": overhead_samplers["DPM++2M"]}
+    overhead = {}
+    for score_name, fn in overhead_cases.items():
+        for sampler_name, sampler in overhead_samplers.items():
+            o = loop_overhead(fn, sde, sampler, dim=8, batch=256, repeats=5 if quick else 10)
+            overhead[f"{score_name} / {sampler_name}"] = o
+            print(
+                f"| {score_name} | {sampler_name} | {o['nfe']} | {1e3 * o['sampler_s']:.2f} | "
+                f"{1e3 * o['scores_s']:.2f} | {100 * o['overhead']:.1f}% |"
+            )
+
+    return overhead
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer budgets, samples and projections")
+    parser.add_argument("--overhead-only", action="store_true", help="only the loop-overhead table")
+    args = parser.parse_args()
+    if args.overhead_only:
+        overhead = overhead_table(dj.VPSDE(), gaussians.mixture(dim=8, k=4, seed=0), quick=args.quick)
+        print(json.dumps({"benchmark": "samplers_overhead", "overhead": overhead, "device": jax.devices()[0].platform}))
+        return
+
+    budgets = [10, 100] if args.quick else [5, 10, 20, 50, 100, 1000]
+    n = 2048 if args.quick else 4096
+    projections = 128 if args.quick else 256
+    tolerances = [1e-3] if args.quick else [1e-2, 1e-3, 1e-5]
+
+    mix = gaussians.mixture(dim=8, k=4, seed=0)
+    sde = dj.VPSDE()
+    score_fn = mix.score_fn(sde)
+    proj_key = jax.random.key(1234)
+
+    reference = mix.sample(jax.random.key(100), REFERENCE_FACTOR * n)
+    # The floor: fresh exact sets of the same size N scored the same way.
+    floors = [sliced_w2(mix.sample(jax.random.key(200 + i), n), reference, proj_key, projections) for i in range(8)]
+    floor = float(np.mean(floors))
+    x_T = sde.prior_sample(jax.random.key(0), (n, 8))
+
+    results: dict[str, dict[str, dict]] = {}
+    seconds_per_nfe: dict[str, float] = {}
+    print(
+        f"# Sliced W2 to exact samples (N={n}, {projections} projections, reference {REFERENCE_FACTOR}N); "
+        f"noise floor {floor:.4f} (std {np.std(floors):.4f} over {len(floors)} exact sets)\n"
+    )
+    header = "| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |"
+    print(header)
+    print("|" + "---|" * (len(budgets) + 1))
+    for name, (make, per_step) in sampler_table().items():
+        row = {}
+        for budget in budgets:
+            steps = max(1, budget // per_step)
+            run = compiled_sampler(score_fn, sde, make(steps))
+            y, info = run(x_T, jax.random.key(1))
+            y = jax.block_until_ready(y)
+            row[str(budget)] = {"nfe": int(info["nfe"]), "sw2": sliced_w2(y, reference, proj_key, projections)}
+            if budget == budgets[-1]:
+                elapsed = time_call(lambda x: run(x, jax.random.key(1))[0], x_T, repeats=2)
+                seconds_per_nfe[name] = elapsed / int(info["nfe"])
+        results[name] = row
+        cells = [
+            f"{c['sw2']:.4f}" + ("" if c["nfe"] == int(b) else f" ({c['nfe']})") for b, c in row.items()
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\n(n) = NFE actually spent where the budget is not a multiple of the per-step cost.\n")
+
+    print("# Adaptive probability-flow ODE (Tsit5)\n")
+    print("| rtol = atol | NFE | accepted steps | rejected | sliced W2 |")
+    print("|---|---|---|---|---|")
+    ode_rows = []
+    for tol in tolerances:
+        run = compiled_sampler(score_fn, sde, S.ProbabilityFlowODE(rtol=tol, atol=tol))
+        y, info = run(x_T, jax.random.key(1))
+        row = {
+            "tol": tol,
+            "nfe": int(info["nfe"]),
+            "steps": int(info["steps"]),
+            "rejected": int(info["rejected_steps"]),
+            "sw2": sliced_w2(y, reference, proj_key, projections),
+        }
+        ode_rows.append(row)
+        print(f"| {tol:g} | {row['nfe']} | {row['steps']} | {row['rejected']} | {row['sw2']:.4f} |")
+
+    print(f"\n# Time per NFE at batch {n} (NFE {budgets[-1]} runs, fastest of 2, after warm-up)\n")
+    print("| sampler | µs per NFE |")
+    print("|---|---|")
+    for name, sec in seconds_per_nfe.items():
+        print(f"| {name} | {1e6 * sec:.1f} |")
+
+    overhead = overhead_table(sde, mix, quick=args.quick)
+
+    dpm10 = {k: v["10"]["sw2"] for k, v in results.items() if k.startswith("DPM++") and "10" in v}
+    best_name = min(dpm10, key=dpm10.get) if dpm10 else None
+    targets = {
+        "dpm_10nfe_best": best_name,
+        "dpm_10nfe_ratio_to_floor": dpm10[best_name] / floor if best_name else None,
+        "ode_tightest_ratio_to_floor": ode_rows[-1]["sw2"] / floor,
+    }
+    if "1000" in results["EulerMaruyama"]:
+        targets["stochastic_1000_ratio_to_floor"] = {
+            k: results[k]["1000"]["sw2"] / floor for k in ("EulerMaruyama", "ReverseDiffusion", "PredictorCorrector", "Ancestral")
+        }
+    print("\n# Targets\n")
+    for k, v in targets.items():
+        print(f"- {k}: {v}")
+    print(
+        json.dumps(
+            {
+                "benchmark": "samplers",
+                "quick": args.quick,
+                "n": n,
+                "projections": projections,
+                "noise_floor": floor,
+                "noise_floor_runs": floors,
+                "sw2": results,
+                "ode": ode_rows,
+                "seconds_per_nfe": seconds_per_nfe,
+                "overhead": overhead,
+                "targets": targets,
+                "device": jax.devices()[0].platform,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
