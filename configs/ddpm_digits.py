@@ -5,10 +5,11 @@
 well under a minute (for tests and for checking an installation).
 """
 
-from configs.default import get_base_config
+from configs.default import apply_smoke, check_arg, get_base_config
 
 
 def get_config(arg=None):
+    check_arg("ddpm_digits", arg)
     c = get_base_config()
     c.data.name = "digits"
     c.data.image_size = 16
@@ -33,22 +34,14 @@ def get_config(arg=None):
     c.eval.num_samples = 256
 
     if arg == "smoke":
-        c.model.base_channels = 8
-        c.model.channel_mult = (1, 2)
-        c.model.num_res_blocks = 1
-        c.model.attn_resolutions = ()
-        c.optim.warmup_steps = 5
+        apply_smoke(c)
         c.training.num_steps = 30
         c.training.batch_size = 16
-        c.training.log_every = 10
         c.training.ckpt_every = 15
         c.training.sample_every = 30
         c.training.num_grid_samples = 16
-        c.training.ema_decay = 0.9
         c.sampling.steps = 10
         c.sampling.num_samples = 16
         c.sampling.batch_size = 16
         c.eval.num_samples = 32
-    elif arg not in (None, ""):
-        raise ValueError(f"ddpm_digits takes no argument or 'smoke', got {arg!r}")
     return c

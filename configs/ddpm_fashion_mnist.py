@@ -1,11 +1,12 @@
-"""Unconditional model on Fashion-MNIST, 28x28 padded to 32x32 (grayscale)."""
+"""Unconditional model on Fashion-MNIST, 28x28 resized to 32x32 (grayscale)."""
 
-from configs.default import get_base_config
+from configs.default import apply_smoke, check_arg, get_base_config
 
 
-def get_config(arg=None):
+def unconditional_32(dataset: str):
+    """The 32x32 unconditional setting shared by the Fashion-MNIST and photos configs."""
     c = get_base_config()
-    c.data.name = "fashion_mnist"
+    c.data.name = dataset
     c.data.image_size = 32
 
     c.model.base_channels = 64
@@ -24,25 +25,10 @@ def get_config(arg=None):
 
     c.sampling.sampler = "dpm_solver_pp"
     c.sampling.steps = 20
-
-    if arg == "smoke":
-        c.model.base_channels = 8
-        c.model.channel_mult = (1, 2)
-        c.model.num_res_blocks = 1
-        c.model.attn_resolutions = ()
-        c.model.dropout = 0.0
-        c.optim.warmup_steps = 5
-        c.training.num_steps = 20
-        c.training.batch_size = 8
-        c.training.log_every = 10
-        c.training.ckpt_every = 20
-        c.training.sample_every = 20
-        c.training.num_grid_samples = 8
-        c.training.ema_decay = 0.9
-        c.sampling.steps = 5
-        c.sampling.num_samples = 8
-        c.sampling.batch_size = 8
-        c.eval.num_samples = 16
-    elif arg not in (None, ""):
-        raise ValueError(f"ddpm_fashion_mnist takes no argument or 'smoke', got {arg!r}")
     return c
+
+
+def get_config(arg=None):
+    check_arg("ddpm_fashion_mnist", arg)
+    c = unconditional_32("fashion_mnist")
+    return apply_smoke(c) if arg == "smoke" else c

@@ -97,6 +97,19 @@ def get_base_config() -> ml_collections.ConfigDict:
     # (c.task.<name>), passed to its pipeline's constructor.
     c.task = ml_collections.ConfigDict()
     c.task.name = "generate"  # see builders.PIPELINES
+    # Super-resolution (SR3); see docs/sr.md.
+    c.task.sr3 = ml_collections.ConfigDict({
+        "scale": 4, "noise_aug_max": 0.0, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
+        "tile_overlap": 8,  # sample.py --input: output pixels shared by neighbouring tiles
+    })
+    # An SR stage of a cascade (CDM): SR3 + conditioning augmentation; see docs/sr.md.
+    c.task.cascade = ml_collections.ConfigDict({
+        "scale": 2, "noise_aug_max": 0.5, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
+        "tile_overlap": 8,
+        "previous_workdir": "",  # the --workdir of the stage below
+        "truncated": False,  # True: stop the stage below at sample_aug_level instead of re-noising its output
+        "sample_aug_level": 0.1,
+    })
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training
@@ -104,3 +117,35 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.eval.fd_alexnet = True  # FD-AlexNet of samples vs held-out images
     c.eval.split = "test"
     return c
+
+
+def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink a config to a tiny CPU run (seconds): a small UNet, a few dozen steps.
+
+    Config files call it for their ``:smoke`` argument, then adjust what their
+    task needs on top.
+    """
+    c.model.base_channels = 8
+    c.model.channel_mult = (1, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.model.dropout = 0.0
+    c.optim.warmup_steps = 5
+    c.training.num_steps = 20
+    c.training.batch_size = 8
+    c.training.log_every = 10
+    c.training.ckpt_every = 20
+    c.training.sample_every = 20
+    c.training.num_grid_samples = 8
+    c.training.ema_decay = 0.9
+    c.sampling.steps = 5
+    c.sampling.num_samples = 8
+    c.sampling.batch_size = 8
+    c.eval.num_samples = 16
+    return c
+
+
+def check_arg(config_name: str, arg, allowed=("smoke",)) -> None:
+    """Refuse a config argument the file does not know."""
+    if arg not in (None, "", *allowed):
+        raise ValueError(f"{config_name} takes no argument or one of {list(allowed)}, got {arg!r}")

@@ -158,8 +158,27 @@ class _UnitPrior:
         return _std_normal_logp(z)
 
 
+class _LinearBeta:
+    """``beta(t) = beta_min + t (beta_max - beta_min)``, shared by VP and sub-VP."""
+
+    def __post_init__(self):
+        if not 0 <= self.beta_min < self.beta_max:
+            raise ValueError(
+                f"{type(self).__name__} needs 0 <= beta_min < beta_max, got "
+                f"beta_min={self.beta_min}, beta_max={self.beta_max}"
+            )
+        _check_interval(self)
+
+    def beta(self, t):
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def _log_mean_coeff(self, t):
+        """``log alpha(t) = -int_0^t beta / 2``."""
+        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
+
+
 @_static_dataclass
-class VPSDE(_UnitPrior, SDE):
+class VPSDE(_LinearBeta, _UnitPrior, SDE):
     """Variance-preserving SDE (DDPM in continuous time), linear ``beta(t)``.
 
     ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dW`` with
@@ -171,20 +190,6 @@ class VPSDE(_UnitPrior, SDE):
     beta_max: float = 20.0
     T: float = 1.0
     eps: float = 1e-3
-
-    def __post_init__(self):
-        if not 0 <= self.beta_min < self.beta_max:
-            raise ValueError(
-                f"VPSDE needs 0 <= beta_min < beta_max, got beta_min={self.beta_min}, "
-                f"beta_max={self.beta_max}"
-            )
-        _check_interval(self)
-
-    def beta(self, t):
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def _log_mean_coeff(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def alpha_sigma(self, t):
         t = jnp.asarray(t)
@@ -211,7 +216,7 @@ def _vp_t_from_log_alpha(log_alpha, beta_min, beta_max):
 
 
 @_static_dataclass
-class SubVPSDE(_UnitPrior, SDE):
+class SubVPSDE(_LinearBeta, _UnitPrior, SDE):
     """Sub-VP SDE (Song et al. 2021): VP drift, diffusion ``sqrt(beta (1 - e^{-2 int beta}))``.
 
     Its marginal std ``1 - alpha(t)^2`` is below the VP one at every t.
@@ -221,20 +226,6 @@ class SubVPSDE(_UnitPrior, SDE):
     beta_max: float = 20.0
     T: float = 1.0
     eps: float = 1e-3
-
-    def __post_init__(self):
-        if not 0 <= self.beta_min < self.beta_max:
-            raise ValueError(
-                f"SubVPSDE needs 0 <= beta_min < beta_max, got beta_min={self.beta_min}, "
-                f"beta_max={self.beta_max}"
-            )
-        _check_interval(self)
-
-    def beta(self, t):
-        return self.beta_min + t * (self.beta_max - self.beta_min)
-
-    def _log_mean_coeff(self, t):
-        return -0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min
 
     def alpha_sigma(self, t):
         log_alpha = self._log_mean_coeff(jnp.asarray(t))

@@ -6,7 +6,6 @@ import glob
 import importlib.util
 import os
 
-import ml_collections
 import pytest
 from flax import nnx
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from flax import nnx
 

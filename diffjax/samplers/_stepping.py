@@ -12,17 +12,12 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from diffjax.samplers.base import SPACINGS, time_grid
+from diffjax.samplers.base import time_grid
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey
 
 # step(x, t, s, key, is_last) -> x at s; t and s are scalars (the whole batch shares them).
 StepFn = Callable[[Array, Array, Array, PRNGKey, Array], Array]
-
-
-def check_spacing(name: str, spacing) -> None:
-    if spacing not in SPACINGS:
-        raise ValueError(f"{name} needs spacing in {SPACINGS}, got spacing={spacing!r}")
 
 
 def check_positive(name: str, field: str, value, *, allow_zero: bool = False) -> None:

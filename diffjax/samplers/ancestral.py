@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from diffjax.parametrization import convert
-from diffjax.samplers._stepping import check_positive, check_spacing, noise_like, per_example, run_on_grid
+from diffjax.samplers._stepping import check_positive, noise_like, per_example, run_on_grid
 from diffjax.samplers.base import Sampler, static_sampler
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
@@ -58,10 +58,6 @@ class Ancestral(Sampler):
     steps: int
     spacing: str = "uniform"
 
-    def validate(self):
-        super().validate()
-        check_spacing(type(self).__name__, self.spacing)
-
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
             alpha_s, sigma_s, sigma_t, h, one_minus = _step_scales(sde, t, s)
@@ -96,7 +92,6 @@ class DDIM(Sampler):
     def validate(self):
         super().validate()
         check_positive(type(self).__name__, "eta", self.eta, allow_zero=True)
-        check_spacing(type(self).__name__, self.spacing)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):

@@ -44,6 +44,8 @@ class Sampler:
         """Raise ``ValueError`` on bad hyper-parameters (called from ``__post_init__``)."""
         if hasattr(self, "steps"):
             _check_steps(type(self).__name__, self.steps)
+        if hasattr(self, "spacing") and self.spacing not in SPACINGS:
+            raise ValueError(f"{type(self).__name__} needs spacing in {SPACINGS}, got spacing={self.spacing!r}")
 
     def __post_init__(self):
         self.validate()

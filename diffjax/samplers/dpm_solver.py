@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffjax.parametrization import tweedie_x0
-from diffjax.samplers.base import SPACINGS, Sampler, Spacing, static_sampler, time_grid
+from diffjax.samplers.base import Sampler, Spacing, static_sampler, time_grid
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
@@ -140,8 +140,6 @@ class DPMSolverPP(Sampler):
         super().validate()
         if isinstance(self.order, bool) or self.order not in ORDERS:
             raise ValueError(f"DPMSolverPP order must be one of {ORDERS}, got order={self.order!r}")
-        if self.spacing not in SPACINGS:
-            raise ValueError(f"DPMSolverPP spacing must be one of {SPACINGS}, got spacing={self.spacing!r}")
         if not isinstance(self.lower_order_final, bool):
             raise ValueError(
                 f"DPMSolverPP lower_order_final must be a bool, got {self.lower_order_final!r}"

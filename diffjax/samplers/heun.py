@@ -12,7 +12,7 @@ step adds the trapezoidal correction, giving global order 2 in the step size.
 from __future__ import annotations
 
 from diffjax.parametrization import convert
-from diffjax.samplers._stepping import check_spacing, per_example, run_on_grid
+from diffjax.samplers._stepping import per_example, run_on_grid
 from diffjax.samplers.base import Sampler, static_sampler
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
@@ -34,10 +34,6 @@ class Heun(Sampler):
 
     steps: int
     spacing: str = "uniform"
-
-    def validate(self):
-        super().validate()
-        check_spacing(type(self).__name__, self.spacing)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def eps_at(x, t):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from diffjax.samplers._stepping import check_count, check_positive, check_spacing, noise_like, per_example, run_on_grid
+from diffjax.samplers._stepping import check_count, check_positive, noise_like, per_example, run_on_grid
 from diffjax.samplers.base import Sampler, static_sampler
 from diffjax.sde import SDE, broadcast_to_x
 from diffjax.typing import Array, PRNGKey, ScoreFn
@@ -33,10 +33,6 @@ class EulerMaruyama(Sampler):
 
     steps: int
     spacing: str = "uniform"
-
-    def validate(self):
-        super().validate()
-        check_spacing(type(self).__name__, self.spacing)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
@@ -77,10 +73,6 @@ class ReverseDiffusion(Sampler):
 
     steps: int
     spacing: str = "uniform"
-
-    def validate(self):
-        super().validate()
-        check_spacing(type(self).__name__, self.spacing)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
@@ -180,7 +172,6 @@ class PredictorCorrector(Sampler):
         name = type(self).__name__
         check_positive(name, "snr", self.snr)
         check_count(name, "corrector_steps", self.corrector_steps)
-        check_spacing(name, self.spacing)
         if self.step_norm not in STEP_NORMS:
             raise ValueError(f"{name} needs step_norm in {STEP_NORMS}, got step_norm={self.step_norm!r}")
 
