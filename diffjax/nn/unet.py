@@ -1,0 +1,359 @@
+"""The DDPM++ / NCSN++-style UNet (Flax NNX, NHWC) and its frozen config.
+
+Layout, for ``channel_mult=(1, 2, 2)`` and ``num_res_blocks=2``::
+
+    conv_in
+    level 0 (32x32):  2 x ResBlock [+attn]     -> downsample
+    level 1 (16x16):  2 x ResBlock [+attn]     -> downsample
+    level 2 (8x8):    2 x ResBlock [+attn]
+    middle:           ResBlock, attn, ResBlock
+    up levels 2,1,0:  3 x ResBlock(concat skip) [+attn] -> upsample (not after level 0)
+    GroupNorm, SiLU, conv_out (zero-initialised: the untrained net outputs 0)
+
+The conditioning scalar ``c`` (time, noise level or step index) is embedded
+(Gaussian Fourier or sinusoidal), passed through a 2-layer MLP, summed with an
+optional class embedding and added inside every residual block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from diffjax.nn.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
+from diffjax.nn.layers import AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count
+from diffjax.typing import Array, PRNGKey
+
+__all__ = ["UNetConfig", "UNet"]
+
+# Kept here rather than imported from the math: nn/ depends on none of it.
+_PREDICTIONS = ("eps", "x0", "v", "score")
+_TIME_EMBEDDINGS = ("fourier", "sinusoidal")
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Hyper-parameters of :class:`UNet`; validated at construction.
+
+    Attributes:
+      image_size: height = width of the input.
+      in_channels: channels of the noisy image ``x``.
+      out_channels: channels of the output; ``None`` means ``in_channels``.
+      base_channels: channels at the first level.
+      channel_mult: per-level multipliers of ``base_channels``; level ``i``
+        works at resolution ``image_size / 2**i``.
+      num_res_blocks: residual blocks per level on the way down (one more up).
+      attn_resolutions: resolutions (e.g. ``(16,)``) with self-attention after
+        each residual block.
+      num_heads: attention heads.
+      dropout: dropout rate inside residual blocks (active only with a key).
+      time_embedding: ``"fourier"`` (Gaussian Fourier features, NCSN++) or
+        ``"sinusoidal"`` (DDPM positional encoding).
+      time_scale: ``c`` is multiplied by this before embedding (use 1000 with
+        ``"sinusoidal"`` and ``t`` in ``[0, 1]``).
+      fourier_scale: standard deviation of the Fourier frequencies.
+      cond_channels: channels of an image concatenated to ``x`` (SR3, Palette).
+      aug_level_embedding: also take ``aug_level`` (a second scalar per example,
+        the conditioning-augmentation level of cascaded super-resolution),
+        embedded like the time and added to the time embedding.
+      num_classes: ``> 0`` adds a class embedding; label ``num_classes`` is
+        the null (unconditional) label, used when ``labels`` is ``None``.
+      resample_with_conv: conv down/up-sampling, else average pool / nearest.
+      rescale_skip: divide residual sums by sqrt(2) (DDPM++).
+      prediction: what the output means (``"eps"``, ``"x0"``, ``"v"``,
+        ``"score"``); read by callers, not by the network.
+      dtype: compute dtype, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
+      param_dtype: parameter dtype, same choices.
+    """
+
+    image_size: int = 32
+    in_channels: int = 3
+    out_channels: int | None = None
+    base_channels: int = 64
+    channel_mult: tuple[int, ...] = (1, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)
+    num_heads: int = 1
+    dropout: float = 0.0
+    time_embedding: str = "fourier"
+    time_scale: float = 1.0
+    fourier_scale: float = 16.0
+    cond_channels: int = 0
+    aug_level_embedding: bool = False
+    num_classes: int = 0
+    resample_with_conv: bool = True
+    rescale_skip: bool = True
+    prediction: str = "eps"
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        # Configs read from ConfigDicts hand over lists; store hashable tuples.
+        object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
+        object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
+        if self.time_embedding not in _TIME_EMBEDDINGS:
+            raise ValueError(f"time_embedding must be one of {_TIME_EMBEDDINGS}, got {self.time_embedding!r}")
+        if self.prediction not in _PREDICTIONS:
+            raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {self.prediction!r}")
+        for field in ("dtype", "param_dtype"):
+            if getattr(self, field) not in _DTYPES:
+                raise ValueError(f"{field} must be one of {tuple(_DTYPES)}, got {getattr(self, field)!r}")
+        for field in ("image_size", "in_channels", "base_channels", "num_res_blocks", "num_heads"):
+            if int(getattr(self, field)) < 1:
+                raise ValueError(f"{field} must be a positive integer, got {getattr(self, field)!r}")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise ValueError(f"out_channels must be positive or None, got {self.out_channels!r}")
+        if self.cond_channels < 0 or self.num_classes < 0:
+            raise ValueError(f"cond_channels and num_classes must be >= 0, got "
+                             f"{self.cond_channels} and {self.num_classes}")
+        if not self.channel_mult or min(self.channel_mult) < 1:
+            raise ValueError(f"channel_mult must be a non-empty tuple of positive ints, got {self.channel_mult}")
+        factor = 2 ** (len(self.channel_mult) - 1)
+        if self.image_size % factor:
+            raise ValueError(
+                f"image_size={self.image_size} must be divisible by 2**(len(channel_mult)-1)={factor} "
+                f"for channel_mult={self.channel_mult}; change image_size or use fewer levels")
+        bad = sorted(set(self.attn_resolutions) - set(self.resolutions))
+        if bad:
+            raise ValueError(f"attn_resolutions {bad} do not occur; the levels run at resolutions "
+                             f"{self.resolutions} for image_size={self.image_size} and "
+                             f"channel_mult={self.channel_mult}")
+        for level, mult in enumerate(self.channel_mult):
+            ch = self.base_channels * mult
+            if self.resolutions[level] in self.attn_resolutions and ch % self.num_heads:
+                raise ValueError(f"num_heads={self.num_heads} must divide the {ch} channels of the "
+                                 f"attention level at resolution {self.resolutions[level]}")
+        if self.base_channels % 2:
+            raise ValueError(f"base_channels must be even (it is the width of the time embedding's "
+                             f"sin/cos pairs), got {self.base_channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Spatial size of each level, from ``image_size`` down."""
+        return tuple(self.image_size // 2**i for i in range(len(self.channel_mult)))
+
+    @property
+    def output_channels(self) -> int:
+        """``out_channels``, or ``in_channels`` when it is ``None``."""
+        return self.in_channels if self.out_channels is None else self.out_channels
+
+
+class _ResAttn(nnx.Module):
+    """A residual block optionally followed by self-attention."""
+
+    def __init__(self, res: ResBlock, attn: AttentionBlock | None):
+        self.res = res
+        self.attn = attn
+
+    def __call__(self, x: Array, emb_act: Array, dropout_key: PRNGKey | None) -> Array:
+        x = self.res(x, emb_act, dropout_key)
+        return x if self.attn is None else self.attn(x)
+
+
+class UNet(nnx.Module):
+    """DDPM++/NCSN++-style UNet for denoising diffusion models.
+
+    Args:
+      config: a :class:`UNetConfig`.
+      rngs: ``nnx.Rngs`` whose ``params`` stream initialises the weights.
+
+    Call ``model(x, c, cond=None, labels=None, dropout_key=None)``; see
+    :meth:`__call__`.
+    """
+
+    def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
+        if not isinstance(config, UNetConfig):
+            raise ValueError(f"UNet expects a UNetConfig, got {type(config).__name__}")
+        self.config = config
+        cfg = config
+        dt, pdt = _DTYPES[cfg.dtype], _DTYPES[cfg.param_dtype]
+        kw = dict(dtype=dt, param_dtype=pdt, rngs=rngs)
+        nf = cfg.base_channels
+        emb_dim = 4 * nf
+
+        self.fourier = (GaussianFourierEmbedding(nf, scale=cfg.fourier_scale, rngs=rngs)
+                        if cfg.time_embedding == "fourier" else None)
+        # The embedding MLP stays in float32: it is tiny and sets every block's bias.
+        init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform")
+        self.emb_in = nnx.Linear(nf, emb_dim, kernel_init=init, param_dtype=pdt, rngs=rngs)
+        self.emb_out = nnx.Linear(emb_dim, emb_dim, kernel_init=init, param_dtype=pdt, rngs=rngs)
+        # Its own MLP: the augmentation level means something else than the time.
+        self.aug_emb_in = (nnx.Linear(nf, emb_dim, kernel_init=init, param_dtype=pdt, rngs=rngs)
+                           if cfg.aug_level_embedding else None)
+        self.aug_emb_out = (nnx.Linear(emb_dim, emb_dim, kernel_init=init, param_dtype=pdt, rngs=rngs)
+                            if cfg.aug_level_embedding else None)
+        # One extra row: the null label of classifier-free guidance.
+        self.label_emb = (nnx.Embed(cfg.num_classes + 1, emb_dim, param_dtype=pdt, rngs=rngs)
+                          if cfg.num_classes > 0 else None)
+
+        block_ids = itertools.count()  # static per-block index for dropout keys
+
+        def res(cin, cout):
+            return ResBlock(cin, cout, emb_dim, dropout_rate=cfg.dropout, rescale_skip=cfg.rescale_skip,
+                           block_id=next(block_ids), **kw)
+
+        def attn(ch):
+            return AttentionBlock(ch, num_heads=cfg.num_heads, rescale_skip=cfg.rescale_skip, **kw)
+
+        self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **kw)
+        # Channel count of every activation pushed on the skip stack, in order.
+        skip_channels = [nf]
+        ch = nf
+        down, downsamplers = [], []
+        for level, mult in enumerate(cfg.channel_mult):
+            with_attn = cfg.resolutions[level] in cfg.attn_resolutions
+            for _ in range(cfg.num_res_blocks):
+                down.append(_ResAttn(res(ch, nf * mult), attn(nf * mult) if with_attn else None))
+                ch = nf * mult
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                downsamplers.append(Downsample(ch, with_conv=cfg.resample_with_conv, **kw))
+                skip_channels.append(ch)
+        self.down = nnx.List(down)
+        self.downsamplers = nnx.List(downsamplers)
+
+        self.mid_res1 = res(ch, ch)
+        self.mid_attn = attn(ch)
+        self.mid_res2 = res(ch, ch)
+
+        up, upsamplers = [], []
+        for level in reversed(range(len(cfg.channel_mult))):
+            mult = cfg.channel_mult[level]
+            with_attn = cfg.resolutions[level] in cfg.attn_resolutions
+            for _ in range(cfg.num_res_blocks + 1):
+                up.append(_ResAttn(res(ch + skip_channels.pop(), nf * mult),
+                                   attn(nf * mult) if with_attn else None))
+                ch = nf * mult
+            if level != 0:
+                upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **kw))
+        self.up = nnx.List(up)
+        self.upsamplers = nnx.List(upsamplers)
+
+        self.norm_out = GroupNorm(ch, num_groups=group_count(ch), epsilon=1e-6, dtype=dt, param_dtype=pdt)
+        # Zero init: the untrained network predicts 0 (e.g. eps = 0), a neutral start.
+        self.conv_out = conv(ch, cfg.output_channels, 3, zero_init=True, **kw)
+
+    def _check_aug_level(self, aug_level, batch: int) -> None:
+        if self.config.aug_level_embedding:
+            if aug_level is None or tuple(jnp.shape(aug_level)) != (batch,):
+                got = None if aug_level is None else tuple(jnp.shape(aug_level))
+                raise ValueError(f"aug_level must have shape ({batch},) since aug_level_embedding=True "
+                                 f"(0 = no augmentation), got {got}")
+        elif aug_level is not None:
+            raise ValueError("aug_level was given but aug_level_embedding=False; set "
+                             "UNetConfig.aug_level_embedding=True or pass aug_level=None")
+
+    def _check_inputs(self, x, c, cond, labels) -> None:
+        cfg = self.config
+        want = (cfg.image_size, cfg.image_size, cfg.in_channels)
+        if x.ndim != 4 or tuple(x.shape[1:]) != want:
+            raise ValueError(f"x must have shape (batch, {want[0]}, {want[1]}, {want[2]}) (NHWC, from "
+                             f"UNetConfig.image_size/in_channels), got {tuple(x.shape)}")
+        batch = x.shape[0]
+        if tuple(jnp.shape(c)) != (batch,):
+            raise ValueError(f"c must have shape (batch,) = ({batch},), one conditioning scalar per "
+                             f"example, got {tuple(jnp.shape(c))}; broadcast a scalar with jnp.full")
+        if cfg.cond_channels > 0:
+            want_c = (batch, cfg.image_size, cfg.image_size, cfg.cond_channels)
+            if cond is None:
+                raise ValueError(f"cond is required since cond_channels={cfg.cond_channels}: "
+                                 f"pass an array of shape {want_c}")
+            if tuple(cond.shape) != want_c:
+                raise ValueError(f"cond must have shape {want_c}, got {tuple(cond.shape)}")
+        elif cond is not None:
+            raise ValueError(f"cond was given (shape {tuple(cond.shape)}) but cond_channels=0; "
+                             f"set UNetConfig.cond_channels={cond.shape[-1]} or pass cond=None")
+        if cfg.num_classes > 0:
+            if labels is not None:
+                if tuple(labels.shape) != (batch,):
+                    raise ValueError(f"labels must have shape ({batch},), got {tuple(labels.shape)}")
+                if not jnp.issubdtype(labels.dtype, jnp.integer):
+                    raise ValueError(f"labels must be integers in [0, {cfg.num_classes}], got dtype {labels.dtype}")
+        elif labels is not None:
+            raise ValueError("labels were given but num_classes=0; set UNetConfig.num_classes or pass labels=None")
+
+    def embed(self, c: Array, labels: Array | None) -> Array:
+        """The (time + label) embedding, ``(batch, 4 * base_channels)`` float32."""
+        cfg = self.config
+        c = c.astype(jnp.float32) * cfg.time_scale
+        if self.fourier is not None:
+            emb = self.fourier(c)
+        else:
+            emb = sinusoidal_embedding(c, cfg.base_channels)
+        emb = self.emb_out(nnx.silu(self.emb_in(emb)))
+        if self.label_emb is not None:
+            if labels is None:
+                labels = jnp.full(c.shape, cfg.num_classes, jnp.int32)
+            emb = emb + self.label_emb(labels)
+        return emb
+
+    def __call__(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
+                 dropout_key: PRNGKey | None = None, aug_level: Array | None = None) -> Array:
+        """Apply the network.
+
+        Args:
+          x: ``(B, H, W, in_channels)`` noisy images.
+          c: ``(B,)`` conditioning scalar (time, noise level or step index).
+          cond: ``(B, H, W, cond_channels)`` conditioning image, given iff
+            ``cond_channels > 0``.
+          labels: ``(B,)`` integer labels in ``[0, num_classes]`` (the last is
+            the null label); only when ``num_classes > 0``, where ``None``
+            means all-null (unconditional).
+          dropout_key: a ``jax.random`` key turns dropout on; ``None`` off.
+          aug_level: ``(B,)`` conditioning-augmentation level, given iff
+            ``aug_level_embedding`` (a time in ``[0, 1]``; 0 = clean condition).
+
+        Returns:
+          ``(B, H, W, out_channels)`` float32 prediction.
+        """
+        self._check_inputs(x, c, cond, labels)
+        self._check_aug_level(aug_level, x.shape[0])
+        cfg = self.config
+        dt = _DTYPES[cfg.dtype]
+        emb = self.embed(c, labels)
+        if self.aug_emb_in is not None:
+            # Sinusoidal (no state) of the level scaled like a DDPM step index.
+            aug = sinusoidal_embedding(aug_level.astype(jnp.float32) * 1000.0, cfg.base_channels)
+            emb = emb + self.aug_emb_out(nnx.silu(self.aug_emb_in(aug)))
+        # SiLU once here rather than in every block: each block projects silu(emb).
+        emb_act = nnx.silu(emb).astype(dt)
+        h = x if cond is None else jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
+        h = self.conv_in(h.astype(dt))
+
+        skips = [h]
+        num_levels = len(cfg.channel_mult)
+        for level in range(num_levels):
+            for j in range(cfg.num_res_blocks):
+                h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key)
+                skips.append(h)
+            if level != num_levels - 1:
+                h = self.downsamplers[level](h)
+                skips.append(h)
+
+        h = self.mid_res1(h, emb_act, dropout_key)
+        h = self.mid_attn(h)
+        h = self.mid_res2(h, emb_act, dropout_key)
+
+        block = 0
+        for i, level in enumerate(reversed(range(num_levels))):
+            for _ in range(cfg.num_res_blocks + 1):
+                h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key)
+                block += 1
+            if level != 0:
+                h = self.upsamplers[i](h)
+
+        h = self.conv_out(nnx.silu(self.norm_out(h)))
+        return h.astype(jnp.float32)
+
+
+def num_parameters(model: nnx.Module) -> int:
+    """Number of trainable (``nnx.Param``) scalars in ``model``."""
+    return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
