@@ -18,6 +18,10 @@ def get_config(arg=None):
     c.model.channel_mult = (1, 2)
     c.model.num_res_blocks = 1
     c.model.attn_resolutions = (8,)
+    # Sinusoidal embedding of 1000 t (the DDPM convention) halved FD-AlexNet
+    # against Fourier features of t in an 800-step run (30 vs 57).
+    c.model.time_embedding = "sinusoidal"
+    c.model.time_scale = 1000.0
 
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 100
@@ -29,8 +33,11 @@ def get_config(arg=None):
     c.training.sample_every = 400
     c.training.ema_decay = 0.995
 
-    c.sampling.sampler = "ddim"
-    c.sampling.steps = 50
+    # Ancestral sampling: this small, briefly trained model's probability flow
+    # sends about a fifth of the samples to noise under DDIM / DPM-Solver++,
+    # while the stochastic sampler's noise corrects those errors (all digits).
+    c.sampling.sampler = "ancestral"
+    c.sampling.steps = 100
     c.eval.num_samples = 256
 
     if arg == "smoke":
