@@ -9,9 +9,16 @@ What a run writes to ``--workdir``:
 * ``eval/`` and ``metrics.json``: the demo evaluation at the end of training.
 
 Resume order: (1) check the config and the device count, (2) build data, process,
-loss, sampler and model, (3) refuse a workdir of a different model, and only
-then (4) write anything, (5) restore the latest checkpoint if any, (6) train
-from its step with the batches and keys that step would have had anyway.
+loss, sampler and model, (3) refuse a workdir of a different model or one that
+cannot be written, (4) restore the latest checkpoint if any, and only then
+(5) write the run's files, (6) train from its step with the batches and keys
+that step would have had anyway.
+
+Multi-host: ``--coordinator_address``, ``--num_processes``, ``--process_id`` (or
+``JAX_COORDINATOR_ADDRESS`` etc.; automatic on TPU VMs, SLURM, Open MPI) join a
+``jax.distributed`` job (:mod:`diffjax.distributed`); process 0 writes logs,
+metrics and grids, all processes save checkpoints together, and a SIGTERM on
+any host stops every host after the same step (docs/multihost.md).
 """
 
 from __future__ import annotations
@@ -19,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 
@@ -31,7 +37,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from configs.default import get_base_config
-from diffjax import builders
+from diffjax import builders, distributed
 from diffjax.data.pipeline import host_rows
 from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
 from diffjax.generate import generate_batches, make_generate_fn
@@ -55,22 +61,62 @@ def write_run_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _finite_or_raise(metrics: dict, step: int, checkpointer: Checkpointer) -> None:
-    loss = float(metrics["loss"])
-    if not math.isfinite(loss):
-        last = checkpointer.latest_step()
-        where = f"the last checkpoint is step {last} in {checkpointer.directory}" if last else "no checkpoint was saved"
-        raise FloatingPointError(
-            f"loss is {loss} at step {step}; stopping without saving. {where}. "
-            "Try a lower --config.optim.lr or a smaller --config.optim.grad_clip."
-        )
+NONFINITE_MODES = ("stop", "skip")
+
+
+def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) -> None:
+    """Raise if steps with a NaN/inf loss, gradient or update happened since ``seen`` were counted.
+
+    Checked where the loop reads its metrics anyway (log and checkpoint steps),
+    so there is no extra host sync. Those steps' updates were skipped on device,
+    and this runs before any save, so no checkpoint ever holds their effect.
+    """
+    count = int(jax.device_get(state.nonfinite_steps))
+    if count <= seen:
+        return
+    first = int(jax.device_get(state.first_nonfinite_step))
+    checkpointer.wait()  # so that latest_step() counts a save still being written
+    last = checkpointer.latest_step()
+    where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+             else "no checkpoint was saved yet")
+    raise FloatingPointError(
+        f"non-finite (NaN/inf) loss, gradient or parameters at step {first} "
+        f"({count - seen} such step(s) up to step {step}, their updates skipped); "
+        f"stopping without saving. {where}. Try a lower --config.optim.lr or --config.optim.grad_clip, "
+        "or --config.training.nonfinite=skip to skip such updates and go on."
+    )
+
+
+def check_workdir_writable(workdir: str) -> None:
+    """Refuse a work directory that cannot be created or written, before anything is written.
+
+    Raises:
+      ValueError: naming the path that is in the way and what to do.
+    """
+    path = os.path.abspath(workdir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--workdir {workdir} cannot be created: {existing} is a file, not a directory; "
+                         "choose another --workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing); "
+                         "choose a writable --workdir or fix its permissions")
 
 
 def _check_training_section(tc: ml_collections.ConfigDict) -> None:
     for key, minimum in (("num_steps", 1), ("batch_size", 1), ("log_every", 1), ("ckpt_every", 1),
                          ("keep_checkpoints", 1), ("sample_every", 0), ("num_grid_samples", 0)):
+        if isinstance(tc[key], bool) or not isinstance(tc[key], (int, np.integer)):
+            raise ValueError(f"config.training.{key} must be an integer, got {tc[key]!r} "
+                             f"({type(tc[key]).__name__}); e.g. --config.training.{key}=100")
         if tc[key] < minimum:
             raise ValueError(f"config.training.{key} must be >= {minimum}, got {tc[key]}")
+    if not isinstance(tc.ema_decay, (int, float)) or not 0.0 <= tc.ema_decay < 1.0:
+        raise ValueError(f"config.training.ema_decay must lie in [0, 1), got {tc.ema_decay!r}; e.g. 0.999")
+    if tc.nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"config.training.nonfinite must be one of {list(NONFINITE_MODES)}, got {tc.nonfinite!r}")
 
 
 class _Run:
@@ -138,7 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
       config: the run config (see ``configs/default.py``).
       workdir: directory for checkpoints, logs, samples and metrics.
       stop: the preemption flag to poll (default: a fresh one on SIGTERM). A
-        flag already set stops the run after one step, with a checkpoint.
+        flag already set stops the run after one step, with a checkpoint (after
+        two with several processes: their vote on stopping is one step late).
 
     Returns:
       A summary dict: ``step``, ``final_loss``, ``stopped_early`` and, when the
@@ -148,27 +195,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
       ValueError: bad config, batch not divisible by the device count, image size
         the UNet cannot take, or a workdir holding a different model — all before
         anything is written.
-      FloatingPointError: the loss became NaN/inf.
+      FloatingPointError: a loss or gradient became NaN/inf and
+        ``config.training.nonfinite`` is ``"stop"``.
     """
     run = _Run(config)
     model_config = dataclasses.asdict(run.model_config)
     check_model_config(workdir, model_config)
+    check_workdir_writable(workdir)
 
     # -- nothing was written before this line --------------------------------
     tc = config.training
     if _is_lead():
         os.makedirs(workdir, exist_ok=True)
-        write_model_config(workdir, model_config)
-        write_run_config(workdir, config)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     rep = replicated(run.mesh)
     init_state = run.take_initial_state()
     if checkpointer.latest_step() is None:
         state = jax.device_put(init_state, rep)
     else:
-        state = checkpointer.restore(abstract_state(lambda: init_state, rep))
-        log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
+        try:
+            state = checkpointer.restore(abstract_state(lambda: init_state, rep))
+        except ValueError:
+            checkpointer.close()
+            raise
+        if _is_lead():
+            log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
     del init_state
+    # Written only once the restore worked: a refused resume leaves the run's files as they were.
+    if _is_lead():
+        write_model_config(workdir, model_config)
+        write_run_config(workdir, config)
 
     train_step = make_train_step(
         run.graphdef,
@@ -190,6 +246,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     grid_fn = run.generate_fn(tc.num_grid_samples) if tc.sample_every > 0 and tc.num_grid_samples > 0 else None
 
     start = int(state.step)
+    nonfinite_seen = int(jax.device_get(state.nonfinite_steps))
+    # Hosts agree on SIGTERM (any host's) so that all stop and save after the same step.
+    stop_vote = distributed.StopVote(run.mesh)
     writer = MetricWriter(workdir)
     stop = (stop or StopRequest()).install()
     batches = run.dataset.iterator(
@@ -210,10 +269,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
             batch = host_local_to_global(batch, run.mesh)
             state, metrics = train_step(state, batch, base_key)
             bar.update(1)
-            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop.requested
+            stop_now = stop_vote.vote(stop.requested)
+            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
             if step % tc.log_every == 0 or step == tc.num_steps or save_now:
                 last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                _finite_or_raise(last_metrics, step, checkpointer)
+                if tc.nonfinite == "stop":
+                    _stop_on_nonfinite(state, nonfinite_seen, step, checkpointer)
                 if step % tc.log_every == 0 or step == tc.num_steps:
                     last_metrics.update(throughput.update(step))
                     writer.write_scalars(step, last_metrics)
@@ -225,8 +286,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
                     writer.write_image(step, "samples", save_grid(path, images))
             if save_now:
                 checkpointer.save(step, state)
-            if stop.requested:
-                log.warning("stopped by SIGTERM after step %d; checkpoint saved in %s", step, checkpointer.directory)
+            if stop_now:
+                if _is_lead():
+                    log.warning("stopped by SIGTERM after step %d; checkpoint saved in %s", step, checkpointer.directory)
                 stopped_early = True
                 break
     finally:
@@ -311,8 +373,14 @@ def main(argv):
     # Our own progress lines at INFO; library chatter (Orbax's per-save logs) only from WARNING.
     absl_logging.set_verbosity(absl_logging.WARNING)
     log.setLevel(logging.INFO)
+    # Before any array exists: join the multi-host job (flags, env vars or TPU/SLURM auto-detection).
+    try:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    log.info("done: %s", summary)
+    if _is_lead():
+        log.info("done: %s", summary)
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
@@ -352,5 +420,9 @@ if __name__ == "__main__":
     _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/ddpm_digits.py[:smoke]",
                                               lock_config=True)
     _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples")
+    _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
+                                       "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+    _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
     flags.mark_flags_as_required(["config", "workdir"])
     app.run(main)

@@ -73,6 +73,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.training.seed = 0
     c.training.ema_decay = 0.999
     c.training.progress_bar = True
+    # On a NaN/inf loss, gradient or update (the update is always skipped): "stop" raises
+    # at the next log/checkpoint step naming the step and the last good checkpoint;
+    # "skip" goes on and counts such steps (metric nonfinite_steps). docs/multihost.md.
+    c.training.nonfinite = "stop"
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.sampler = "ddim"  # see builders.SAMPLERS
@@ -101,15 +105,32 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.sr3 = ml_collections.ConfigDict({
         "scale": 4, "noise_aug_max": 0.0, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
         "tile_overlap": 8,  # sample.py --input: output pixels shared by neighbouring tiles
+        "clip_denoised": True,  # clip the implied x0 to [-1, 1] at every sampling step
     })
     # An SR stage of a cascade (CDM): SR3 + conditioning augmentation; see docs/sr.md.
     c.task.cascade = ml_collections.ConfigDict({
         "scale": 2, "noise_aug_max": 0.5, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
-        "tile_overlap": 8,
+        "tile_overlap": 8, "clip_denoised": True,
         "previous_workdir": "",  # the --workdir of the stage below
         "truncated": False,  # True: stop the stage below at sample_aug_level instead of re-noising its output
         "sample_aug_level": 0.1,
     })
+    # Palette image-to-image tasks and RePaint; see docs/palette.md.
+    c.task.palette_inpainting = ml_collections.ConfigDict({
+        "mask_kinds": ("free_form", "box"),  # of free_form, box, center_box, irregular
+        "hole_loss_only": True,  # count the loss only in the hole
+    })
+    c.task.palette_uncropping = ml_collections.ConfigDict({
+        "directions": ("left", "right", "top", "bottom", "all"), "hole_loss_only": True,
+    })
+    c.task.palette_colorization = ml_collections.ConfigDict()
+    c.task.palette_jpeg = ml_collections.ConfigDict({"quality_range": (5, 30)})
+    c.task.palette_multitask = ml_collections.ConfigDict({
+        "tasks": ("inpainting", "uncropping", "colorization", "jpeg"), "mask_kinds": ("free_form", "box"),
+        "directions": ("left", "right", "top", "bottom", "all"), "quality_range": (5, 30),
+        "hole_loss_only": False,
+    })
+    c.task.repaint = ml_collections.ConfigDict({"steps": 250, "jump_length": 10, "jump_n_sample": 10})
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

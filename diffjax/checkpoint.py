@@ -112,10 +112,17 @@ class Checkpointer:
             raise ValueError(f"no checkpoint to restore in {self.directory}")
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, OSError) as err:
+            older = [s for s in self.all_steps() if s < step]
+            fallback = (
+                f"To resume from the previous checkpoint {older[-1]}, move {os.path.join(self.directory, str(step))} "
+                "out of the way; otherwise use a new --workdir."
+                if older
+                else "Use a new --workdir."
+            )
             raise ValueError(
-                f"checkpoint {step} in {self.directory} does not match the state this run builds "
-                f"(a different model, optimizer or corrupt files): {err}. Use a new --workdir."
+                f"checkpoint {step} in {self.directory} cannot be restored into the state this run builds "
+                f"(it does not match: a different model, optimizer or corrupt files): {err}. {fallback}"
             ) from err
         return restored.state
 

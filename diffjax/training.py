@@ -44,6 +44,10 @@ class TrainState:
       opt_state: optimizer state for ``params``.
       ema_params: exponential moving average of ``params`` (used for sampling).
       model_state: the model's non-trainable variables (often empty).
+      nonfinite_steps: steps whose loss, gradient or updated parameters had a
+        NaN/inf; their update was skipped (int32 scalar).
+      first_nonfinite_step: the first such step (1-based, as ``step`` after it),
+        0 if none (int32 scalar).
     """
 
     step: Array
@@ -51,6 +55,9 @@ class TrainState:
     opt_state: PyTree
     ema_params: PyTree
     model_state: PyTree
+    # Defaults keep older constructors (TrainState(step=..., params=..., ...)) valid.
+    nonfinite_steps: Array = dataclasses.field(default_factory=lambda: jnp.zeros((), jnp.int32))
+    first_nonfinite_step: Array = dataclasses.field(default_factory=lambda: jnp.zeros((), jnp.int32))
 
     def replace(self, **changes) -> "TrainState":
         """A copy with some fields changed."""
@@ -185,7 +192,8 @@ def make_train_step(
 
     Returns:
       ``train_step``; its metrics hold ``loss``, ``grad_norm`` (before clipping),
-      ``lr`` when a schedule is given, and any scalar the loss reports.
+      ``lr`` when a schedule is given, ``nonfinite_steps`` (the running count of
+      skipped NaN/inf steps) and any scalar the loss reports.
     """
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
@@ -217,13 +225,31 @@ def make_train_step(
         decay = ema_decay_at(state.step, ema_decay)
         ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
 
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+        grad_norm = optax.global_norm(grads)
+        metrics = {"loss": loss, "grad_norm": grad_norm}
         if lr_schedule is not None:
             metrics["lr"] = lr_schedule(state.step)
         for name, value in (aux or {}).items():
             if name not in metrics and jnp.ndim(value) == 0:
                 metrics[name] = value
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema_params)
+        # Non-finite guard: a NaN/inf loss, gradient or updated parameter keeps params,
+        # optimizer state and EMA as they were (no host sync: the choice is made on
+        # device), but the step still advances so the data order stays that of every other run.
+        params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        step = state.step + 1
+        nonfinite_steps = state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
+        first_bad = jnp.where(finite | (state.first_nonfinite_step > 0), state.first_nonfinite_step, step)
+        new_state = state.replace(
+            step=step,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            ema_params=keep(ema_params, state.ema_params),
+            nonfinite_steps=nonfinite_steps,
+            first_nonfinite_step=first_bad.astype(jnp.int32),
+        )
+        metrics["nonfinite_steps"] = nonfinite_steps
         return new_state, metrics
 
     return train_step

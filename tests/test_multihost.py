@@ -1,0 +1,83 @@
+"""Multi-host training: 2 processes x 4 devices (gloo, coordinator on 127.0.0.1) train like 1 x 8.
+
+Every run is a subprocess (the device count and ``jax.distributed`` are fixed
+when jax starts); see ``multihost_worker.py``. Checkpoints then move between
+layouts: written by 2 x 4, continued and sampled on 1 process; written by
+1 x 8, continued on 2 x 4.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from worker_procs import finish_job, load_params, metric_rows, start_job
+
+
+def _losses(workdir: str) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in metric_rows(workdir)}
+
+
+def _assert_close_params(a: dict, b: dict, rtol: float = 2e-5, atol: float = 2e-6) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+def _continue(src: str, dst: str, processes: int, devices_each: int, steps: int, sample: bool = False) -> list:
+    shutil.copytree(src, dst)
+    args = ["--workdir", dst, "--steps", str(steps), "--out", dst + ".npz"]
+    if sample:
+        args += ["--sample-dir", dst + "_samples"]
+    return start_job(processes, devices_each, *args)
+
+
+@pytest.fixture(scope="module")
+def two_by_four_and_one_by_eight(tmp_path_factory):
+    """3 steps on 2 processes x 4 devices and on 1 process x 8 devices, run side by side."""
+    root = tmp_path_factory.mktemp("multihost")
+    two, one = str(root / "two_by_four"), str(root / "one_by_eight")
+    jobs = [start_job(2, 4, "--workdir", two, "--out", two + ".npz"),
+            start_job(1, 8, "--workdir", one, "--out", one + ".npz")]
+    summaries = [finish_job(job) for job in jobs]
+    return root, two, one, summaries
+
+
+def test_two_processes_train_like_one(two_by_four_and_one_by_eight):
+    _, two, one, (s_two, s_one) = two_by_four_and_one_by_eight
+    assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 8, 3)
+    assert (s_one["processes"], s_one["devices"], s_one["step"]) == (1, 8, 3)
+    # Only process 0 writes metrics: one line per step, not two.
+    assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]
+    assert _losses(two) == pytest.approx(_losses(one), rel=2e-5)
+    _assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
+
+
+def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
+    root, two, one, _ = two_by_four_and_one_by_eight
+    # 2 x 4 -> 1 process x 2 devices (continued and sampled); 1 x 8 -> 2 x 4 (continued).
+    a, b = str(root / "two_to_one"), str(root / "one_to_two")
+    jobs = [_continue(two, a, 1, 2, steps=5, sample=True), _continue(one, b, 2, 4, steps=5)]
+    s_a, s_b = (finish_job(job) for job in jobs)
+    assert (s_a["processes"], s_a["devices"], s_a["step"]) == (1, 2, 5)
+    assert (s_b["processes"], s_b["devices"], s_b["step"]) == (2, 8, 5)
+    assert s_a["sample"]["step"] == 5 and len(os.listdir(a + "_samples")) == 3
+    # Each resumed at step 4 (no step trained twice or skipped) and both continued identically.
+    assert [r["step"] for r in metric_rows(a)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in metric_rows(b)] == [1, 2, 3, 4, 5]
+    assert _losses(a) == pytest.approx(_losses(b), rel=2e-5)
+    _assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("devices", [1, 8])
+def test_two_by_four_checkpoint_continues_on_one_process(two_by_four_and_one_by_eight, devices):
+    root, two, one, _ = two_by_four_and_one_by_eight
+    moved, reference = str(root / f"two_to_{devices}"), str(root / f"one_to_{devices}_ref")
+    jobs = [_continue(two, moved, 1, devices, steps=5, sample=True), _continue(one, reference, 1, 8, steps=5)]
+    s_moved, _ = (finish_job(job) for job in jobs)
+    assert (s_moved["devices"], s_moved["step"], s_moved["sample"]["step"]) == (devices, 5, 5)
+    assert _losses(moved) == pytest.approx(_losses(reference), rel=2e-5)
+    _assert_close_params(load_params(moved + ".npz"), load_params(reference + ".npz"))
