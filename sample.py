@@ -138,10 +138,123 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
 TASKS = {"generate": run_generate}
 
 
+def run_restore(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """Restore every image of ``input_dir`` with the run's Palette / RePaint task.
+
+    Every input is checked (:func:`diffjax.pipelines.restoration.read_inputs`)
+    before the model is restored; outputs are written once all are done.
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+    """
+    from diffjax.parametrization import model_score_fn
+    from diffjax.pipelines.restoration import read_inputs, restore_inputs, write_outputs
+    from diffjax.training import model_from_state
+
+    pipeline = builders.build_pipeline(config)
+    mc = load_model_config(workdir)
+    image_shape = (mc.image_size, mc.image_size, mc.in_channels)
+    inputs = read_inputs(input_dir, image_shape, pipeline.input_kinds)
+    sde = builders.build_sde(config)
+    graphdef, ema_params, model_state, _, step = restore_ema_model(config, workdir, make_mesh())
+
+    def make_score_fn(params, cond):
+        model = model_from_state(graphdef, params, model_state)
+        apply = (lambda x, c: model(x, c)) if cond is None else (lambda x, c: model(x, c, cond=cond))
+        return model_score_fn(apply, sde, prediction=config.model.prediction, time_input=config.loss.time_input)
+
+    images = restore_inputs(pipeline, inputs, make_score_fn=make_score_fn, params=ema_params, sde=sde,
+                            sampler=builders.build_sampler(config), image_shape=image_shape,
+                            key=jax.random.key(config.sampling.seed), batch_size=config.sampling.batch_size,
+                            denoise=config.sampling.denoise, seed=config.sampling.seed)
+    write_outputs(output, inputs, images)
+    print(f"restored {len(inputs)} images (task {config.task.name}, checkpoint step {step}) into {output}")
+    return {"output": output, "num": len(inputs), "step": step}
+
+
+# Tasks that restore --input IN_DIR (RePaint's run also generates without --input).
+RESTORE_TASKS = {name: run_restore for name in ("repaint", "palette_inpainting", "palette_uncropping",
+                                                 "palette_colorization", "palette_jpeg", "palette_multitask")}
+TASKS["repaint"] = run_generate
+
+
+def run_sr3(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """Super-resolve every PNG of ``input_dir`` into a PNG of the same name in ``output`` (docs/sr.md).
+
+    Inputs are all checked before anything is sampled or written; outputs larger
+    than the network's input are sampled as blended tiles.
+    """
+    from diffjax.logging_utils import save_png, to_uint8
+    from diffjax.pipelines.sr3 import make_sr_fn, read_low_res_folder
+    from diffjax.tasks.sr3 import upsample
+
+    pipeline = builders.build_pipeline(config)
+    mc = load_model_config(workdir)
+    inputs = read_low_res_folder(input_dir, channels=mc.in_channels, scale=pipeline.scale, tile=mc.image_size)
+    graphdef, params, model_state, _, step = restore_ema_model(config, workdir, make_mesh())
+    aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
+    sr = jax.jit(make_sr_fn(graphdef, model_state, builders.build_sde(config), builders.build_sampler(config),
+                            channels=mc.in_channels, tile=mc.image_size, overlap=pipeline.tile_overlap,
+                            prediction=config.model.prediction, time_input=config.loss.time_input,
+                            denoise=config.sampling.denoise, aug_level=aug, clip_x0=pipeline.clip_denoised))
+    key, results = jax.random.key(config.sampling.seed), []
+    steps = f"{config.sampling.sampler}, {config.sampling.get('steps', '?')} steps per image"
+    for i, (name, low) in enumerate(tqdm(inputs, desc=f"super-resolve ({steps})", unit="image")):
+        results.append((name, np.asarray(sr(params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0]))
+    os.makedirs(output, exist_ok=True)
+    for name, image in results:
+        save_png(os.path.join(output, name), to_uint8(image))
+    print(f"super-resolved {len(results)} images x{pipeline.scale} (checkpoint step {step}) into {output}")
+    return {"output": output, "num": len(results), "step": step}
+
+
+def run_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """Class labels -> base stage -> SR stages; writes each stage's images (docs/sr.md)."""
+    from diffjax.logging_utils import save_grid, save_png, to_uint8
+    from diffjax.pipelines.cascade import Stage, sample_cascade
+
+    stages, seen, run_dir, run_config = [], set(), workdir, config
+    while True:  # walk down from this SR stage to the base
+        if os.path.abspath(run_dir) in seen:
+            raise ValueError(f"the cascade's previous_workdir links loop back to {run_dir}")
+        seen.add(os.path.abspath(run_dir))
+        pipeline = builders.build_pipeline(run_config)
+        graphdef, params, model_state, mc, _ = restore_ema_model(run_config, run_dir, make_mesh())
+        stages.insert(0, Stage(graphdef, params, model_state, builders.build_sde(run_config),
+                               builders.build_sampler(run_config), (mc.image_size, mc.image_size, mc.in_channels),
+                               run_config.model.prediction, run_config.loss.time_input, run_config.sampling.denoise,
+                               pipeline if run_config.task.name == "cascade" else None, mc.num_classes))
+        if run_config.task.name != "cascade":
+            break
+        if not pipeline.previous_workdir:
+            raise ValueError(f"{run_dir}: set --config.task.cascade.previous_workdir to the stage below's workdir")
+        run_dir = pipeline.previous_workdir
+        run_config = load_run_config(run_dir)
+    labels = np.arange(num) % max(stages[0].num_classes, 1)
+    with tqdm(total=len(stages), desc=f"cascade stages ({num} images)") as bar:
+        images = sample_cascade(stages, labels, jax.random.key(config.sampling.seed), progress=lambda i: bar.update(1))
+    for i, stage_images in enumerate(images):
+        folder = os.path.join(output, f"stage{i}_{stage_images.shape[1]}px")
+        for j, img in enumerate(to_uint8(stage_images)):
+            save_png(os.path.join(folder, f"{j:06d}_class{labels[j]}.png"), img)
+        save_grid(os.path.join(folder, "grid.png"), stage_images[:256])
+    print(f"cascade of {len(stages)} stages wrote {num} images per stage into {output}")
+    return {"output": output, "num": num, "stages": len(stages)}
+
+
+RESTORE_TASKS["sr3"] = run_sr3
+TASKS["cascade"] = run_cascade
+
+
 def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, output: str | None = None,
                         num: int | None = None, input_dir: str | None = None) -> dict:
     """Dispatch on ``config.task.name`` (the in-process entry point tests use)."""
     task = config.task.name
+    if task in RESTORE_TASKS and (input_dir is not None or task not in TASKS):
+        if input_dir is None:
+            raise ValueError(f"this run's task {task!r} restores images: pass --input IN_DIR (and --output OUT_DIR)")
+        builders.validate_config(config, _schema())
+        return RESTORE_TASKS[task](config, workdir, output or os.path.join(workdir, "restored"), input_dir)
     if task not in TASKS:
         raise ValueError(f"unknown sampling task {task!r}; expected one of {sorted(TASKS)}")
     if input_dir is not None:
@@ -190,8 +303,12 @@ def cli(argv: list[str]) -> None:
 
     def main(_):
         absl_logging.set_verbosity(absl_logging.WARNING)
-        sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
-                            input_dir=input_flag.value)
+        try:
+            sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
+                                input_dir=input_flag.value)
+        except ValueError as err:
+            # Bad input is the user's to fix: print the message, not a traceback.
+            raise SystemExit(f"error: {err}")
 
     app.run(main, argv)
 

@@ -4,7 +4,7 @@ The functional core (processes, conversions, samplers, likelihoods) is pure JAX
 and knows nothing of Flax: any ``score_fn(x, t)`` drives it.
 """
 
-from diffjax import degradations, parametrization, samplers, tasks
+from diffjax import degradations, guidance, parametrization, samplers, tasks
 from diffjax.likelihood import bits_per_dim, log_likelihood
 from diffjax.samplers import sample
 from diffjax.sde import SDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
@@ -22,6 +22,7 @@ __all__ = [
     "samplers",
     "parametrization",
     "degradations",
+    "guidance",
     "tasks",
     "log_likelihood",
     "bits_per_dim",

@@ -17,6 +17,10 @@ from flax import nnx
 from diffjax import samplers, sde as sde_lib
 from diffjax.losses import make_loss_fn
 from diffjax.pipelines import GeneratePipeline
+from diffjax.pipelines.cascade import CascadePipeline
+from diffjax.pipelines import palette as palette_pipelines
+from diffjax.pipelines.repaint import RepaintPipeline
+from diffjax.pipelines.sr3 import SR3Pipeline
 from diffjax.training import make_lr_schedule, make_optimizer
 
 __all__ = [
@@ -57,6 +61,14 @@ SAMPLERS = {
 # config.task.name -> the pipeline class; each takes the config's task section.
 PIPELINES = {
     "generate": GeneratePipeline,
+    "sr3": SR3Pipeline,
+    "cascade": CascadePipeline,
+    "repaint": RepaintPipeline,
+    "palette_inpainting": palette_pipelines.PaletteInpainting,
+    "palette_uncropping": palette_pipelines.PaletteUncropping,
+    "palette_colorization": palette_pipelines.PaletteColorization,
+    "palette_jpeg": palette_pipelines.PaletteJPEG,
+    "palette_multitask": palette_pipelines.PaletteMultitask,
 }
 
 # Config keys of the sde section that are not constructor arguments.
@@ -152,7 +164,9 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
     kwargs.update(image_size=height, in_channels=channels)
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
-    kwargs["cond_channels"] = build_pipeline(config).cond_channels(image_shape)
+    pipeline = build_pipeline(config)
+    kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
+    kwargs.update(pipeline.model_fields())
     return UNetConfig(**kwargs)
 
 

@@ -9,7 +9,7 @@ __all__ = ["Pipeline", "GeneratePipeline", "MODEL_INPUTS"]
 # Batch keys that the training step feeds to the network, and the UNet keyword
 # each one becomes. ``batch["image"]`` is the clean target x0 and
 # ``batch["loss_mask"]`` (1 where the loss counts) goes to the loss.
-MODEL_INPUTS = {"cond": "cond", "label": "labels"}
+MODEL_INPUTS = {"cond": "cond", "label": "labels", "aug_level": "aug_level"}
 
 
 class Pipeline:
@@ -25,6 +25,10 @@ class Pipeline:
     def cond_channels(self, image_shape: tuple[int, int, int]) -> int:
         """Channels of the condition image the network takes (0 = unconditional)."""
         return 0
+
+    def model_fields(self) -> dict:
+        """Extra ``UNetConfig`` fields the task needs (e.g. ``aug_level_embedding``); none by default."""
+        return {}
 
     def prepare_batch(self, batch: dict, *, step: int, seed: int, rows: np.ndarray) -> dict:
         """Clean host batch -> training batch (numpy, on the host, before sharding).

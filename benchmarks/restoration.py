@@ -1,0 +1,242 @@
+"""Restoration benchmark: Palette and RePaint against classical baselines on held-out photos.
+
+Trains (or reuses) one model per task under ``--root``, then restores held-out
+32x32 crops of the ``photos`` test split (photos never seen in training) and
+reports PSNR, SSIM, LPIPS (AlexNet) against the clean crops, and seconds per image:
+
+* inpainting, free-form strokes and a random box: Palette (known pixels pasted
+  back), RePaint (same masks), scikit-image's biharmonic inpainting;
+* uncropping (halves and the four-sided border): Palette vs biharmonic;
+* colorization: Palette vs the grayscale input itself;
+* JPEG at quality 10: Palette vs the decoded JPEG.
+
+    python benchmarks/restoration.py --root /tmp/restoration_bench            # CPU-sized models
+    python benchmarks/restoration.py --root DIR --quick                       # minutes: a smoke run
+
+A run folder ``ROOT/<config>`` that already holds a ``config.json`` (e.g. a
+full ``train.py --config configs/palette_inpainting.py`` run) is used as it is;
+otherwise the config is shrunk to ``--channels`` / ``--steps`` and trained there.
+Prints a markdown table and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from diffjax import builders, degradations  # noqa: E402
+from diffjax.guidance import clip_x0  # noqa: E402
+from diffjax.metrics import lpips, psnr, ssim  # noqa: E402
+from diffjax.parametrization import model_score_fn  # noqa: E402
+from diffjax.tasks import palette as palette_lib  # noqa: E402
+from diffjax.tasks.repaint import repaint  # noqa: E402
+
+CONFIGS = ("palette_inpainting", "palette_uncropping", "palette_colorization", "palette_jpeg", "repaint_photos")
+JPEG_QUALITY = 10
+
+
+def _load_config(name: str):
+    from train import load_config_file
+
+    return load_config_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs", f"{name}.py"))
+
+
+def shrink(config, channels: int, steps: int, batch: int, image_size: int):
+    """A CPU-sized version of a config: a narrow UNet, ``steps`` steps, ``image_size`` crops."""
+    c = config
+    c.data.image_size = image_size
+    c.model.base_channels = channels
+    c.model.channel_mult = (1, 2, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.model.dropout = 0.0
+    c.training.num_steps = steps
+    c.training.batch_size = batch
+    c.training.ckpt_every = steps
+    c.training.log_every = max(1, steps // 10)
+    c.training.sample_every = 0
+    c.training.ema_decay = 0.999 if steps >= 2000 else 0.99
+    c.training.progress_bar = False
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = min(200, steps // 10 + 1)
+    c.eval.enabled = False
+    return c
+
+
+def get_run(root: str, name: str, args) -> str:
+    """The run folder of config ``name``, trained here if it holds no run yet."""
+    from train import train_and_evaluate
+
+    workdir = os.path.join(root, name)
+    if not os.path.exists(os.path.join(workdir, "config.json")):
+        start = time.perf_counter()
+        summary = train_and_evaluate(shrink(_load_config(name), args.channels, args.steps, args.batch,
+                                            args.image_size), workdir)
+        if summary["stopped_early"]:  # SIGTERM: the run saved a checkpoint; stop the benchmark too
+            raise SystemExit(f"stopped while training {name}; rerun to resume")
+        print(f"trained {name} in {time.perf_counter() - start:.0f} s", flush=True)
+    return workdir
+
+
+def load_model(workdir: str):
+    """``(config, make_score_fn(cond), sde)`` of a run's EMA parameters."""
+    from sample import load_run_config, restore_ema_model
+
+    from diffjax.sharding import make_mesh
+    from diffjax.training import model_from_state
+
+    config = load_run_config(workdir)
+    sde = builders.build_sde(config)
+    graphdef, params, model_state, _, _ = restore_ema_model(config, workdir, make_mesh())
+
+    def make_score_fn(cond):
+        model = model_from_state(graphdef, params, model_state)
+        apply = (lambda x, c: model(x, c)) if cond is None else (lambda x, c: model(x, c, cond=cond))
+        return model_score_fn(apply, sde, prediction=config.model.prediction, time_input=config.loss.time_input)
+
+    return config, make_score_fn, sde
+
+
+def _timed(fn, *args):
+    """Run once to compile, then time a second call (seconds, result)."""
+    jax.block_until_ready(fn(*args))
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start, np.asarray(out)
+
+
+def palette_outputs(workdir, cond, known, masks, args, key):
+    config, make_score_fn, sde = load_model(workdir)
+    config.sampling.sampler = args.sampler
+    config.sampling.steps = args.sampler_steps
+    sampler = builders.build_sampler(config)
+    shape = (len(cond), *known.shape[1:])
+
+    def run(cond, known, masks, key):
+        score_fn = clip_x0(make_score_fn(cond), sde) if args.clip_x0 else make_score_fn(cond)
+        return palette_lib.palette_restore(score_fn, sde, shape, key=key, sampler=sampler,
+                                           known=known, mask=masks, denoise=True)[0]
+
+    if masks is None:
+        fn = jax.jit(lambda cond, key: run(cond, None, None, key))
+        return _timed(fn, cond, key)
+    return _timed(jax.jit(run), cond, known, masks, key)
+
+
+def repaint_outputs(workdir, known, masks, args, key):
+    _, make_score_fn, sde = load_model(workdir)
+    fn = jax.jit(lambda x, m, k: repaint(make_score_fn(None), sde, x, m, key=k, steps=args.repaint_steps,
+                                         jump_length=args.jump_length, jump_n_sample=args.jump_n_sample).clip(-1, 1))
+    return _timed(fn, known, masks, key)
+
+
+def biharmonic(images, masks):
+    from skimage.restoration import inpaint_biharmonic
+
+    start = time.perf_counter()
+    out = np.stack([inpaint_biharmonic((img + 1) / 2, m < 0.5, channel_axis=-1) * 2 - 1
+                    for img, m in zip(images, masks)])
+    return time.perf_counter() - start, out.astype(np.float32)
+
+
+def scores(outputs, clean) -> dict:
+    """Mean PSNR, SSIM and LPIPS; LPIPS sees both sets upsampled to >= 32 px (AlexNet's minimum)."""
+    factor = -(-32 // clean.shape[1])
+    if factor > 1:
+        resize = lambda x: np.asarray(jax.image.resize(x, (x.shape[0], x.shape[1] * factor, x.shape[2] * factor,
+                                                           x.shape[3]), "bilinear"))
+        big_out, big_clean = resize(outputs), resize(clean)
+    else:
+        big_out, big_clean = outputs, clean
+    return {
+        "psnr": float(np.mean(psnr(outputs, clean))),
+        "ssim": float(np.mean(ssim(outputs, clean))),
+        "lpips": float(np.mean(lpips(big_out, big_clean))),
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--root", default="/tmp/restoration_bench", help="folder of the runs (one per config)")
+    p.add_argument("--num", type=int, default=64, help="held-out images per task")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of models trained here")
+    p.add_argument("--channels", type=int, default=32, help="UNet base channels of models trained here")
+    p.add_argument("--batch", type=int, default=32, help="training batch of models trained here")
+    p.add_argument("--image_size", type=int, default=32, help="crop size of models trained here")
+    p.add_argument("--sampler", default="dpm_solver_pp", help="Palette's sampler (a builders.SAMPLERS name)")
+    p.add_argument("--sampler_steps", type=int, default=20, help="Palette's sampler steps")
+    p.add_argument("--clip_x0", action="store_true", help="Palette: clip the implied x0 to [-1, 1] at every step")
+    p.add_argument("--repaint_steps", type=int, default=250)
+    p.add_argument("--jump_length", type=int, default=10)
+    p.add_argument("--jump_n_sample", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
+    args = p.parse_args()
+    if args.quick:
+        args.num, args.steps, args.channels, args.batch, args.image_size = 8, 20, 8, 8, 16
+        args.sampler_steps, args.repaint_steps, args.jump_length, args.jump_n_sample = 4, 10, 2, 2
+
+    runs = {name: get_run(args.root, name, args) for name in CONFIGS}
+    from sample import load_run_config
+
+    run_config = load_run_config(runs["palette_inpainting"])
+    size = run_config.data.image_size
+    clean = builders.build_dataset(run_config, "test").eval_images(args.num, seed=1)
+    assert clean.shape[1:] == (size, size, 3), clean.shape
+    n, hw = len(clean), (size, size)
+    key = jax.random.key(0)
+    noise = np.random.default_rng(2).standard_normal(clean.shape).astype(np.float32)
+    rows = []
+
+    def add(task, method, seconds, outputs, select=slice(None)):
+        rows.append({"task": task, "method": method, "sec_per_image": seconds / n,
+                     **scores(outputs[select], clean[select])})
+        print(f"  {task:22s} {method:20s} done", flush=True)
+
+    mask_sets = {
+        "inpainting free-form": np.stack([degradations.free_form_mask(hw, 100 + i) for i in range(n)]),
+        "inpainting box": np.stack([degradations.box_mask(hw, 200 + i, area_range=(0.2, 0.3)) for i in range(n)]),
+        "uncropping": np.stack([degradations.uncrop_mask(hw, ("left", "right", "top", "bottom", "all")[i % 5])
+                                for i in range(n)]),
+    }
+    for task, masks in mask_sets.items():
+        workdir = runs["palette_uncropping" if task == "uncropping" else "palette_inpainting"]
+        cond = palette_lib.inpainting_condition(clean, masks, noise)
+        add(task, "Palette", *palette_outputs(workdir, cond, clean, masks[..., None], args, key))
+        if task != "uncropping":
+            add(task, "RePaint", *repaint_outputs(runs["repaint_photos"], clean, masks[..., None], args, key))
+        add(task, "biharmonic", *biharmonic(clean, masks))
+
+    gray = palette_lib.colorization_condition(clean)
+    # The test split holds a grey texture: score colorization on the colour crops only.
+    colour = np.abs(clean - clean[..., :1]).max(axis=(1, 2, 3)) > 0.05
+    add("colorization", "Palette", *palette_outputs(runs["palette_colorization"], gray, clean, None,
+                                                     args, key), select=colour)
+    add("colorization", "grayscale input", 0.0, np.repeat(gray, 3, axis=-1), select=colour)
+
+    start = time.perf_counter()
+    decoded = palette_lib.jpeg_condition(clean, JPEG_QUALITY)
+    jpeg_seconds = time.perf_counter() - start
+    add(f"JPEG q={JPEG_QUALITY}", "Palette", *palette_outputs(runs["palette_jpeg"], decoded, clean, None,
+                                                              args, key))
+    add(f"JPEG q={JPEG_QUALITY}", "decoded JPEG", jpeg_seconds, decoded)
+
+    print(f"\n{n} held-out {size}x{size} photo crops ({int(colour.sum())} in colour); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
+          f"{args.repaint_steps} levels, jumps of {args.jump_length}, {args.jump_n_sample} resamplings\n")
+    print("| task | method | PSNR (dB) | SSIM | LPIPS | s / image |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
+              f"{r['sec_per_image']:.4f} |")
+    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Super-resolution benchmark on held-out photo crops that training never sees.
+
+Compares, for a trained SR3 run (default ``runs/sr3_x4`` from
+``python train.py --config configs/sr3_photos_x4.py --workdir runs/sr3_x4``):
+
+* bicubic upsampling;
+* a regression UNet of the same size trained with L2 on the same pairs
+  (trained here, cached in ``--regression-workdir``);
+* SR3 with ancestral sampling (default 1000 steps) and DPM-Solver++ (20, 50 steps).
+
+Metrics against the ground truth: PSNR, SSIM, LPIPS (AlexNet); consistency is
+the PSNR of the output downsampled again (the training operator) against the
+low-resolution input; seconds per image exclude compilation.
+
+    python benchmarks/sr.py --workdir runs/sr3_x4 [--num 32] [--quick]
+
+Prints a markdown table and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from diffjax import builders, metrics
+from diffjax.pipelines.sr3 import make_sr_fn
+from diffjax.tasks.sr3 import upsample
+from diffjax.training import model_from_state
+
+
+def evaluate(name: str, sr: np.ndarray, hr: np.ndarray, low: np.ndarray, scale: int, seconds: float) -> dict:
+    return {
+        "method": name,
+        "psnr": float(np.mean(metrics.psnr(sr, hr))),
+        "ssim": float(np.mean(metrics.ssim(sr, hr))),
+        "lpips_alex": float(np.mean(metrics.lpips(sr, hr, net="alex"))),
+        "consistency_db": float(np.mean(metrics.consistency_psnr(sr, low, scale, method="bicubic"))),
+        "sec_per_image": seconds,
+    }
+
+
+def train_regression(config, steps: int, batch_size: int, seed: int = 0):
+    """The SR3 network's architecture trained to output the high-res image directly (L2).
+
+    Its noisy-image input is fed zeros and its time input a constant, so the
+    only information is the bicubic condition: the classic regression baseline.
+    """
+    from flax import nnx
+
+    dataset = builders.build_dataset(config, "train")
+    pipeline = builders.build_pipeline(config)
+    model, _ = builders.build_model(config, nnx.Rngs(params=seed), dataset.image_shape)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    optimizer = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, 100, steps), weight_decay=0.0)
+    opt_state = optimizer.init(params)
+
+    def loss_fn(params, batch):
+        net = model_from_state(graphdef, params, rest)
+        x = jnp.zeros_like(batch["image"])
+        out = net(x, jnp.ones(x.shape[:1]), cond=batch["cond"])
+        return jnp.mean((out - batch["image"]) ** 2)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rows = np.arange(batch_size)
+    for i in range(steps):
+        batch = pipeline.prepare_batch(dataset.batch(i, batch_size, seed=seed + 1), step=i, seed=seed + 1, rows=rows)
+        params, opt_state, loss = step(params, opt_state, {k: batch[k] for k in ("image", "cond")})
+        if i % 200 == 0 or i == steps - 1:
+            print(f"  regression step {i}: loss {float(loss):.4f}", flush=True)
+
+    @jax.jit
+    def predict(params, cond):
+        net = model_from_state(graphdef, params, rest)
+        return jnp.clip(net(jnp.zeros_like(cond), jnp.ones(cond.shape[:1]), cond=cond), -1, 1)
+
+    return lambda cond: predict(params, cond)
+
+
+def timed(fn, *args):
+    jax.block_until_ready(fn(*args))  # compile
+    start = time.perf_counter()
+    out = np.asarray(jax.block_until_ready(fn(*args)))
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="runs/sr3_x4")
+    parser.add_argument("--num", type=int, default=32, help="held-out crops")
+    parser.add_argument("--ancestral-steps", type=int, default=1000)
+    parser.add_argument("--dpm-steps", default="20,50")
+    parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps")
+    parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
+    args = parser.parse_args()
+    if args.quick:
+        args.num, args.ancestral_steps, args.regression_steps = 8, 100, 50
+
+    from diffjax.sharding import make_mesh
+    from sample import load_run_config, restore_ema_model
+
+    config = load_run_config(args.workdir)
+    pipeline = builders.build_pipeline(config)
+    scale = pipeline.scale
+    hr = builders.build_dataset(config, "test").eval_images(args.num, seed=0)
+    low = pipeline.low_res(hr)
+    cond = upsample(low, scale)
+    n = args.num
+    rows = []
+
+    start = time.perf_counter()
+    bicubic = np.clip(upsample(low, scale), -1, 1)
+    rows.append(evaluate("bicubic", bicubic, hr, low, scale, (time.perf_counter() - start) / n))
+
+    reg_steps = args.regression_steps or config.training.num_steps
+    t0 = time.perf_counter()
+    predict = train_regression(config, reg_steps, config.training.batch_size)
+    train_seconds = time.perf_counter() - t0
+    out, seconds = timed(predict, jnp.asarray(cond))
+    rows.append(evaluate(f"regression UNet (L2, {reg_steps} steps)", out, hr, low, scale, seconds / n))
+
+    graphdef, params, model_state, mc, step = restore_ema_model(config, args.workdir, make_mesh())
+    sde = builders.build_sde(config)
+    runs = [("ancestral", args.ancestral_steps)] + [("dpm_solver_pp", int(s)) for s in args.dpm_steps.split(",")]
+    for sampler_name, steps in runs:
+        config.sampling.sampler, config.sampling.steps = sampler_name, steps
+        config.sampling.spacing = "logsnr" if sampler_name == "dpm_solver_pp" else ""
+        sr = jax.jit(make_sr_fn(graphdef, model_state, sde, builders.build_sampler(config), channels=mc.in_channels,
+                                tile=mc.image_size, overlap=pipeline.tile_overlap, prediction=config.model.prediction,
+                                time_input=config.loss.time_input, denoise=True,
+                                clip_x0=pipeline.clip_denoised))
+        out, seconds = timed(sr, params, jnp.asarray(cond), jax.random.key(0))
+        rows.append(evaluate(f"SR3 {sampler_name} {steps} steps", out, hr, low, scale, seconds / n))
+        print(f"  {rows[-1]}", flush=True)
+
+    print(f"\nSR x{scale}, {n} held-out {hr.shape[1]}x{hr.shape[2]} crops, SR3 checkpoint step {step}\n")
+    print("| method | PSNR | SSIM | LPIPS (alex) | consistency (dB) | s / image |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
+              f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
+    print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "checkpoint_step": step,
+                      "regression_train_seconds": round(train_seconds, 1), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""What every Palette config shares: photos at 32x32, a conditional UNet, no grids.
+
+``train.py``'s sample grids and end-of-training evaluation draw unconditional
+samples, which a conditional model cannot make, so Palette configs turn them off
+(``training.sample_every = 0``, ``eval.enabled = False``); ``benchmarks/restoration.py``
+and ``sample.py --input`` evaluate the models instead.
+"""
+
+from configs.default import get_base_config
+
+
+def palette_config(task: str, arg=None):
+    """The config of Palette task ``task`` (``config.task.name``), full size or ``smoke``."""
+    c = get_base_config()
+    c.task.name = task
+    c.data.name = "photos"
+    c.data.image_size = 32
+
+    c.model.base_channels = 64
+    c.model.channel_mult = (1, 2, 2)
+    c.model.num_res_blocks = 2
+    c.model.attn_resolutions = (16,)
+    c.model.dropout = 0.0
+
+    c.optim.lr = 2e-4
+    c.optim.warmup_steps = 1000
+    c.training.num_steps = 50_000
+    c.training.batch_size = 128
+    c.training.ckpt_every = 2500
+    c.training.sample_every = 0
+    c.training.ema_decay = 0.9999
+    c.eval.enabled = False
+
+    c.sampling.sampler = "dpm_solver_pp"
+    c.sampling.steps = 20
+    c.sampling.batch_size = 16
+
+    if arg == "smoke":
+        c.model.base_channels = 8
+        c.model.channel_mult = (1, 2)
+        c.model.num_res_blocks = 1
+        c.model.attn_resolutions = ()
+        c.optim.warmup_steps = 5
+        c.training.num_steps = 20
+        c.training.batch_size = 8
+        c.training.log_every = 10
+        c.training.ckpt_every = 20
+        c.training.ema_decay = 0.9
+        c.sampling.steps = 5
+        c.sampling.batch_size = 8
+    elif arg not in (None, ""):
+        raise ValueError(f"{task} configs take no argument or 'smoke', got {arg!r}")
+    return c
