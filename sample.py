@@ -35,6 +35,8 @@ CONFIG_FILE = "config.json"
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """The config a run in ``workdir`` was trained with (written by ``train.py``).
 
+    Keys added to the schema after the run was trained take their defaults.
+
     Raises:
       ValueError: if ``workdir`` holds no ``config.json``.
     """
@@ -45,7 +47,8 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
             "(python train.py --config configs/X.py --workdir DIR)"
         )
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+        stored = ml_collections.ConfigDict(json.load(f))
+    return builders.fill_missing_keys(stored, _schema())
 
 
 def load_model_config(workdir: str):

@@ -27,6 +27,7 @@ __all__ = [
     "SDES",
     "SAMPLERS",
     "validate_config",
+    "fill_missing_keys",
     "build_sde",
     "build_model_config",
     "build_model",
@@ -95,6 +96,27 @@ def _pick(section: ml_collections.ConfigDict, cls) -> dict:
 
 
 # -- schema -----------------------------------------------------------------
+
+
+def fill_missing_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """A copy of ``config`` with every key of ``schema`` it lacks added at its default.
+
+    A run's stored config predates keys added to the schema later (a new task
+    section, a new training option); those keys take their defaults, which is
+    what the run used, so older runs stay readable. Unknown keys are kept for
+    :func:`validate_config` to report.
+    """
+    filled = ml_collections.ConfigDict(config.to_dict())
+
+    def walk(cfg, ref):
+        for key in ref.keys():
+            if key not in cfg:
+                cfg[key] = ref[key]
+            elif isinstance(ref[key], ml_collections.ConfigDict) and isinstance(cfg[key], ml_collections.ConfigDict):
+                walk(cfg[key], ref[key])
+
+    walk(filled, schema)
+    return filled
 
 
 def validate_config(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:

@@ -89,3 +89,20 @@ def test_model_keys_must_be_unet_fields():
         config.model.widht = 3
     with pytest.raises(ValueError, match="unknown model keys.*widht"):
         builders.build_model_config(config, (8, 8, 1))
+
+
+def test_stored_config_missing_newer_keys_takes_their_defaults():
+    """A run trained before a key was added to the schema stays readable."""
+    from configs.default import get_base_config
+
+    from diffjax import builders
+
+    old = get_base_config()
+    del old.training["nonfinite"]
+    del old["task"]
+    old.data.unknown_key = 1
+    filled = builders.fill_missing_keys(old, get_base_config())
+    assert filled.training.nonfinite == get_base_config().training.nonfinite
+    assert filled.task.name == "generate"
+    with pytest.raises(ValueError, match="unknown key config.data.unknown_key"):
+        builders.validate_config(filled, get_base_config())
