@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax.guidance import check_known_mask
 from diffjax.parametrization import tweedie_x0
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
@@ -82,30 +83,6 @@ def repaint_nfe(steps: int = 250, jump_length: int = 10, jump_n_sample: int = 10
     """Score evaluations per example of :func:`repaint` (its number of down steps)."""
     levels = repaint_schedule(steps, jump_length, jump_n_sample)
     return int(np.sum(np.diff(levels) < 0))
-
-
-def _prepare_mask(mask, image: Array) -> Array:
-    """Validate ``mask`` and return it broadcastable against ``image``, in its dtype."""
-    mask = jnp.asarray(mask)
-    if mask.ndim == 2 and image.ndim == 4:
-        # An (H, W) mask for (B, H, W, C) images applies to every channel and example.
-        mask = mask[..., None]
-    try:
-        broadcast = np.broadcast_shapes(mask.shape, image.shape)
-    except ValueError:
-        broadcast = None
-    if broadcast != tuple(image.shape):
-        raise ValueError(
-            f"mask of shape {mask.shape} does not broadcast to the image shape {image.shape}; "
-            "expected (H, W), (H, W, 1), (B, H, W, 1) or the image's own shape"
-        )
-    if not isinstance(mask, jax.core.Tracer):
-        values = np.unique(np.asarray(mask))
-        if not np.all(np.isin(values, [0, 1])):
-            raise ValueError(
-                f"mask must be binary (1 = known pixel, 0 = fill), got values {values[:8].tolist()}"
-            )
-    return mask.astype(image.dtype)
 
 
 def _level_scales(sde: SDE, steps: int, dtype) -> tuple[Array, Array, Array, Array]:
@@ -179,7 +156,7 @@ def repaint(
         )
     if image.ndim < 2:
         raise ValueError(f"image must have a batch axis and data axes, got shape {image.shape}")
-    known_pixels = _prepare_mask(mask, image) > 0.5
+    known_pixels = check_known_mask(mask, image)
     levels = repaint_schedule(steps, jump_length, jump_n_sample)
     batch, dtype = image.shape[0], image.dtype
     out = jax.eval_shape(score_fn, image, jnp.zeros((batch,), dtype))
