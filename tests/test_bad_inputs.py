@@ -409,5 +409,5 @@ def test_restoration_mask_that_is_not_binary():
     from diffjax.tasks.repaint import repaint
 
     score, sde, image, _ = _repaint_inputs()
-    with pytest.raises(ValueError, match=r"mask must be binary \(1 = known pixel, 0 = fill\)"):
+    with pytest.raises(ValueError, match=r"mask must be binary \(1 = known, 0 = fill\)"):
         repaint(score, sde, image, np.full((8, 8), 0.5), key=jax.random.key(0), steps=2)
