@@ -6,13 +6,8 @@ schedule of ``config.task.repaint`` (the paper's 250 levels, jumps of 10, 10 res
 """
 
 from configs.ddpm_fashion_mnist import get_config as unconditional_config
+from configs.repaint_photos import as_repaint
 
 
 def get_config(arg=None):
-    c = unconditional_config(arg)
-    c.task.name = "repaint"
-    if arg == "smoke":
-        c.task.repaint.steps = 10
-        c.task.repaint.jump_length = 2
-        c.task.repaint.jump_n_sample = 2
-    return c
+    return as_repaint(unconditional_config(arg), arg)

@@ -8,11 +8,15 @@ schedule of ``config.task.repaint`` (the paper's 250 levels, jumps of 10, 10 res
 from configs.ddpm_photos import get_config as unconditional_config
 
 
-def get_config(arg=None):
-    c = unconditional_config(arg)
+def as_repaint(c, arg=None):
+    """Record task ``repaint`` on an unconditional config (a short schedule for ``:smoke``)."""
     c.task.name = "repaint"
     if arg == "smoke":
         c.task.repaint.steps = 10
         c.task.repaint.jump_length = 2
         c.task.repaint.jump_n_sample = 2
     return c
+
+
+def get_config(arg=None):
+    return as_repaint(unconditional_config(arg), arg)
