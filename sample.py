@@ -5,9 +5,17 @@ restores the EMA parameters of the latest checkpoint and runs the sampler of
 ``config.sampling`` (any of ``diffjax.builders.SAMPLERS``; overrides such as
 ``--config.sampling.sampler=dpm_solver_pp --config.sampling.steps=20`` apply).
 
-What it does is chosen by ``config.task.name`` (the task the run trained for) through :data:`TASKS`
-(today only ``"generate"``: unconditional samples written as ``000000.png``,
-... and ``grid.png`` into ``--output``, default ``WORKDIR/generated``).
+What it does is chosen by ``config.task.name`` (the task the run trained for):
+:data:`TASKS` generate from noise (``000000.png``, ... and ``grid.png`` into
+``--output``, default ``WORKDIR/generated``; the cascade writes each stage),
+:data:`RESTORE_TASKS` restore every image of ``--input IN_DIR`` (SR3, Palette,
+RePaint).
+
+Multi-host: start one ``sample.py`` per host with ``--coordinator_address``,
+``--num_processes`` and ``--process_id`` (or the ``JAX_*`` environment
+variables; automatic on TPU VMs), as for ``train.py``. Every process restores
+the checkpoint collectively, whatever layout wrote it, and runs the same
+sampling program over all devices; only process 0 writes files.
 """
 
 from __future__ import annotations
@@ -22,11 +30,11 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from diffjax import builders
+from diffjax import builders, distributed
 from diffjax.checkpoint import Checkpointer, abstract_state, model_config_path
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import save_grid, save_png, to_uint8
-from diffjax.sharding import make_mesh, replicated
+from diffjax.sharding import data_sharding, make_mesh, replicated
 from diffjax.training import TrainState
 
 CONFIG_FILE = "config.json"
@@ -91,6 +99,16 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
 
 
+def is_lead() -> bool:
+    """Whether this process writes outputs (process 0 of a multi-host job; always on one host)."""
+    return jax.process_index() == 0
+
+
+def lead_print(message: str) -> None:
+    if is_lead():
+        print(message)
+
+
 def _zeros_like(tree):
     return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
 
@@ -115,24 +133,29 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
     graphdef, ema_params, model_state, model_config, step = restore_ema_model(config, workdir, mesh)
     batch = min(config.sampling.batch_size, num)
     image_shape = (model_config.image_size, model_config.image_size, model_config.in_channels)
+    # Split each batch over every device of every host when it divides evenly;
+    # the images do not depend on the split, only the speed does.
     generate = jax.jit(
         make_generate_fn(
             graphdef, model_state, sde, sampler, image_shape, batch,
             prediction=config.model.prediction,
             time_input=config.loss.time_input,
             denoise=config.sampling.denoise,
-        )
+            batch_sharding=data_sharding(mesh) if batch % mesh.devices.size == 0 else None,
+        ),
+        out_shardings=replicated(mesh),
     )
-    with tqdm(total=-(-num // batch), desc="sample batches") as bar:
+    with tqdm(total=-(-num // batch), desc="sample batches", disable=not is_lead()) as bar:
         images = generate_batches(
             generate, ema_params, jax.random.key(config.sampling.seed), num, batch,
             progress=lambda done, total: bar.update(1),
         )
-    os.makedirs(output, exist_ok=True)
-    for i, img in enumerate(to_uint8(images)):
-        save_png(os.path.join(output, f"{i:06d}.png"), img)
-    save_grid(os.path.join(output, "grid.png"), images[:256])
-    print(f"wrote {num} samples (checkpoint step {step}, sampler {config.sampling.sampler}) to {output}")
+    if is_lead():
+        os.makedirs(output, exist_ok=True)
+        for i, img in enumerate(to_uint8(images)):
+            save_png(os.path.join(output, f"{i:06d}.png"), img)
+        save_grid(os.path.join(output, "grid.png"), images[:256])
+    lead_print(f"wrote {num} samples (checkpoint step {step}, sampler {config.sampling.sampler}) to {output}")
     return {"output": output, "num": num, "step": step}
 
 
@@ -170,8 +193,9 @@ def run_restore(config: ml_collections.ConfigDict, workdir: str, output: str, in
                             sampler=builders.build_sampler(config), image_shape=image_shape,
                             key=jax.random.key(config.sampling.seed), batch_size=config.sampling.batch_size,
                             denoise=config.sampling.denoise, seed=config.sampling.seed)
-    write_outputs(output, inputs, images)
-    print(f"restored {len(inputs)} images (task {config.task.name}, checkpoint step {step}) into {output}")
+    if is_lead():
+        write_outputs(output, inputs, images)
+    lead_print(f"restored {len(inputs)} images (task {config.task.name}, checkpoint step {step}) into {output}")
     return {"output": output, "num": len(inputs), "step": step}
 
 
@@ -202,12 +226,14 @@ def run_sr3(config: ml_collections.ConfigDict, workdir: str, output: str, input_
                             denoise=config.sampling.denoise, aug_level=aug, clip_x0=pipeline.clip_denoised))
     key, results = jax.random.key(config.sampling.seed), []
     steps = f"{config.sampling.sampler}, {config.sampling.get('steps', '?')} steps per image"
-    for i, (name, low) in enumerate(tqdm(inputs, desc=f"super-resolve ({steps})", unit="image")):
+    for i, (name, low) in enumerate(tqdm(inputs, desc=f"super-resolve ({steps})", unit="image",
+                                             disable=not is_lead())):
         results.append((name, np.asarray(sr(params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0]))
-    os.makedirs(output, exist_ok=True)
-    for name, image in results:
-        save_png(os.path.join(output, name), to_uint8(image))
-    print(f"super-resolved {len(results)} images x{pipeline.scale} (checkpoint step {step}) into {output}")
+    if is_lead():
+        os.makedirs(output, exist_ok=True)
+        for name, image in results:
+            save_png(os.path.join(output, name), to_uint8(image))
+    lead_print(f"super-resolved {len(results)} images x{pipeline.scale} (checkpoint step {step}) into {output}")
     return {"output": output, "num": len(results), "step": step}
 
 
@@ -234,14 +260,14 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, nu
         run_dir = pipeline.previous_workdir
         run_config = load_run_config(run_dir)
     labels = np.arange(num) % max(stages[0].num_classes, 1)
-    with tqdm(total=len(stages), desc=f"cascade stages ({num} images)") as bar:
+    with tqdm(total=len(stages), desc=f"cascade stages ({num} images)", disable=not is_lead()) as bar:
         images = sample_cascade(stages, labels, jax.random.key(config.sampling.seed), progress=lambda i: bar.update(1))
-    for i, stage_images in enumerate(images):
+    for i, stage_images in enumerate(images if is_lead() else []):
         folder = os.path.join(output, f"stage{i}_{stage_images.shape[1]}px")
         for j, img in enumerate(to_uint8(stage_images)):
             save_png(os.path.join(folder, f"{j:06d}_class{labels[j]}.png"), img)
         save_grid(os.path.join(folder, "grid.png"), stage_images[:256])
-    print(f"cascade of {len(stages)} stages wrote {num} images per stage into {output}")
+    lead_print(f"cascade of {len(stages)} stages wrote {num} images per stage into {output}")
     return {"output": output, "num": num, "stages": len(stages)}
 
 
@@ -303,10 +329,17 @@ def cli(argv: list[str]) -> None:
     num_flag = flags.DEFINE_integer("num", None, "number of samples (default config.sampling.num_samples)")
     output_flag = flags.DEFINE_string("output", None, "output folder (default WORKDIR/generated)")
     input_flag = flags.DEFINE_string("input", None, "input folder, for restoration tasks")
+    coordinator_flag = flags.DEFINE_string(
+        "coordinator_address", None, "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    num_processes_flag = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+    process_id_flag = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
 
     def main(_):
         absl_logging.set_verbosity(absl_logging.WARNING)
         try:
+            # Before any array exists: every process restores the checkpoint
+            # collectively and runs the same sampling program; process 0 writes.
+            distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value)
             sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
                                 input_dir=input_flag.value)
         except ValueError as err:

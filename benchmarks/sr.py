@@ -5,7 +5,7 @@ Compares, for a trained SR3 run (default ``runs/sr3_x4`` from
 
 * bicubic upsampling;
 * a regression UNet of the same size trained with L2 on the same pairs
-  (trained here, cached in ``--regression-workdir``);
+  (trained here, for as many steps as the SR3 run unless ``--regression-steps``);
 * SR3 with ancestral sampling (default 1000 steps) and DPM-Solver++ (20, 50 steps).
 
 Metrics against the ground truth: PSNR, SSIM, LPIPS (AlexNet); consistency is

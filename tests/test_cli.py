@@ -57,6 +57,15 @@ def test_sample_py_without_a_run_says_what_it_needs(tmp_path):
     assert "config.json" in result.stderr and "train.py" in result.stderr
 
 
+def test_sample_py_refuses_partial_multi_host_flags(trained_workdir, tmp_path):
+    out_dir = str(tmp_path / "out")
+    result = _run("sample.py", "--workdir", trained_workdir, "--output", out_dir,
+                  "--coordinator_address=127.0.0.1:1234", "--num_processes=2")
+    assert result.returncode != 0
+    assert "missing ['--process_id']" in result.stderr, result.stderr[-2000:]
+    assert not os.path.exists(out_dir)
+
+
 def test_train_py_rejects_unknown_override_before_writing(tmp_path):
     workdir = str(tmp_path / "run")
     result = _run("train.py", "--config", "configs/ddpm_digits.py:smoke", "--workdir", workdir,

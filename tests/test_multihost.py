@@ -3,7 +3,9 @@
 Every run is a subprocess (the device count and ``jax.distributed`` are fixed
 when jax starts); see ``multihost_worker.py``. Checkpoints then move between
 layouts: written by 2 x 4, continued and sampled on 1 process; written by
-1 x 8, continued on 2 x 4.
+1 x 8, continued on 2 x 4; and ``sample.py`` itself runs as a 2 x 4 job on
+checkpoints of either layout, writing (from process 0 only) exactly the
+images a single process writes.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import shutil
 
 import numpy as np
 import pytest
-from worker_procs import finish_job, load_params, metric_rows, start_job
+from PIL import Image
+from worker_procs import finish, finish_job, load_params, metric_rows, start_cli_job, start_job
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -81,3 +84,56 @@ def test_two_by_four_checkpoint_continues_on_one_process(two_by_four_and_one_by_
     assert (s_moved["devices"], s_moved["step"], s_moved["sample"]["step"]) == (devices, 5, 5)
     assert _losses(moved) == pytest.approx(_losses(reference), rel=2e-5)
     _assert_close_params(load_params(moved + ".npz"), load_params(reference + ".npz"))
+
+
+def _pixels(folder: str) -> dict[str, np.ndarray]:
+    return {name: np.asarray(Image.open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))}
+
+
+def _sample_jobs(layouts: dict[str, tuple[str, int, int]], root, *args: str) -> dict[str, str]:
+    """Run ``sample.py`` for every ``name: (workdir, processes, devices_each)`` side by side.
+
+    Returns ``{name: output folder}``; checks that only process 0 reports writing.
+    """
+    outputs = {name: str(root / name) for name in layouts}
+    jobs = {name: start_cli_job("sample.py", processes, devices, f"--workdir={workdir}",
+                                f"--output={outputs[name]}", *args)
+            for name, (workdir, processes, devices) in layouts.items()}
+    for name, procs in jobs.items():
+        # gloo's own connection lines aside, only process 0 says what it wrote.
+        stdouts = ["".join(line for line in finish(p, timeout=300)[0].splitlines(True) if not line.startswith("[Gloo]"))
+                   for p in procs]
+        assert "into" in stdouts[0] or "wrote" in stdouts[0], stdouts[0]
+        assert all(not out.strip() for out in stdouts[1:]), f"{name}: a process other than 0 printed {stdouts[1:]}"
+    return outputs
+
+
+def test_sample_py_runs_on_two_processes(two_by_four_and_one_by_eight, tmp_path):
+    """sample.py as a 2 x 4 job: a 1 x 8 checkpoint gives the 1 x 8 sampler's images, and a 2 x 4 one
+    sampled on 1 process x 1 device gives the 2 x 4 job's, bit for bit in the written PNGs."""
+    _, two, one, _ = two_by_four_and_one_by_eight
+    out = _sample_jobs({"one_on_2x4": (one, 2, 4), "one_on_1x8": (one, 1, 8),
+                        "two_on_2x4": (two, 2, 4), "two_on_1x1": (two, 1, 1)}, tmp_path, "--num=4")
+    for a, b in [("one_on_2x4", "one_on_1x8"), ("two_on_2x4", "two_on_1x1")]:
+        pa, pb = _pixels(out[a]), _pixels(out[b])
+        assert sorted(pa) == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"] == sorted(pb)
+        for name in pa:
+            np.testing.assert_array_equal(pa[name], pb[name], err_msg=f"{a} vs {b}: {name}")
+
+
+def test_sample_py_super_resolves_on_two_processes(tmp_path):
+    """A restoration task (SR3 with tiling): numpy inputs, per-image sampling, written once by process 0."""
+    run = str(tmp_path / "sr3")
+    for proc in start_cli_job("train.py", 1, 2, "--config=configs/sr3_photos_x4.py:smoke", f"--workdir={run}"):
+        finish(proc, timeout=300)
+    low_res = tmp_path / "low_res"
+    low_res.mkdir()
+    rng = np.random.default_rng(0)
+    for name, shape in [("small.png", (4, 4, 3)), ("tiled.png", (6, 8, 3))]:
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(low_res / name)
+    out = _sample_jobs({"on_2x4": (run, 2, 4), "on_1x1": (run, 1, 1)}, tmp_path, f"--input={low_res}")
+    pa, pb = _pixels(out["on_2x4"]), _pixels(out["on_1x1"])
+    assert sorted(pa) == ["small.png", "tiled.png"] == sorted(pb)
+    assert pa["tiled.png"].shape == (24, 32, 3)
+    for name in pa:
+        np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)

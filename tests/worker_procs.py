@@ -13,6 +13,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "multihost_worker.py")
+ROOT = os.path.dirname(HERE)
 
 
 def free_port() -> int:
@@ -22,13 +23,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(devices: int, *args: str, env: dict | None = None) -> subprocess.Popen:
-    """One worker process on ``devices`` fake CPU devices."""
+def start(devices: int, *args: str, env: dict | None = None, script: str = WORKER) -> subprocess.Popen:
+    """One worker process (or ``script``) on ``devices`` fake CPU devices."""
     full_env = dict(os.environ, **(env or {}))
     full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     full_env["JAX_PLATFORMS"] = "cpu"
-    return subprocess.Popen([sys.executable, WORKER, *args], env=full_env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, script, *args], env=full_env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
 def start_job(processes: int, devices_each: int, *args: str) -> list[subprocess.Popen]:
@@ -39,6 +40,19 @@ def start_job(processes: int, devices_each: int, *args: str) -> list[subprocess.
     return [
         start(devices_each, *args, "--coordinator", address, "--num-processes", str(processes),
               "--process-id", str(i))
+        for i in range(processes)
+    ]
+
+
+def start_cli_job(script: str, processes: int, devices_each: int, *args: str) -> list[subprocess.Popen]:
+    """``train.py`` or ``sample.py`` (a path under the repository root) as a ``processes``-process job."""
+    path = os.path.join(ROOT, script)
+    if processes == 1:
+        return [start(devices_each, *args, script=path)]
+    address = f"127.0.0.1:{free_port()}"
+    return [
+        start(devices_each, *args, f"--coordinator_address={address}", f"--num_processes={processes}",
+              f"--process_id={i}", script=path)
         for i in range(processes)
     ]
 
