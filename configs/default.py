@@ -82,7 +82,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sampling.sampler = "ddim"  # see builders.SAMPLERS
     c.sampling.steps = 50
     c.sampling.spacing = ""  # time grid: "uniform", "quadratic", "logsnr"; "" = the sampler's default
-    c.sampling.eta = 0.0  # ddim
+    c.sampling.eta = 0.0  # ddim, dpm_solver_pp: 0 = deterministic (ODE), 1 = stochastic (SDE)
     c.sampling.order = 2  # dpm_solver_pp
     c.sampling.lower_order_final = True  # dpm_solver_pp
     c.sampling.snr = 0.16  # pc

@@ -11,7 +11,7 @@ import pytest
 
 import diffjax as dj
 import gaussians
-from diffjax.samplers.dpm_solver import step_orders
+from diffjax.samplers.dpm_solver import dpm_solver_coefficients, step_orders
 from exact_flow import gaussian_flow_map
 
 GAUSS = gaussians.gaussian(dim=4, seed=0)
@@ -35,6 +35,44 @@ def test_gaussian_moments(order, steps):
     # Sampling noise: the mean's std is ~ sqrt(2 / 8192) = 0.016.
     np.testing.assert_allclose(np.mean(y, 0), GAUSS.mean, atol=0.06)
     np.testing.assert_allclose(np.cov(np.asarray(y).T), GAUSS.covariance, atol=0.12)
+
+
+@pytest.mark.parametrize("order,steps", [(1, 500), (2, 50), (3, 50)])
+def test_sde_variant_gaussian_moments(order, steps):
+    # eta = 1: the reverse SDE, whose end law is the data law too. First order
+    # shrinks the covariance ~10% at 100 steps (like ancestral sampling): it needs more.
+    sde = dj.VPSDE()
+    x = sde.prior_sample(jax.random.key(0), (8192, 4))
+    y, info = _solve(sde, x, dj.samplers.DPMSolverPP(steps=steps, order=order, eta=1.0))
+    assert info["nfe"] == steps
+    np.testing.assert_allclose(np.mean(y, 0), GAUSS.mean, atol=0.06)
+    np.testing.assert_allclose(np.cov(np.asarray(y).T), GAUSS.covariance, atol=0.12)
+
+
+def test_sde_first_order_step_is_the_ddpm_posterior():
+    # eta = 1, order 1 from s to t: x_t ~ q(x_t | x_s, x0) with the predicted x0,
+    # mean (alpha_s sigma_t^2 / (alpha_t sigma_s^2)) x_s + alpha_t (sigma_{s|t}^2 / sigma_s^2) x0,
+    # std sigma_t sigma_{s|t} / sigma_s, sigma_{s|t}^2 = sigma_s^2 - (alpha_s / alpha_t)^2 sigma_t^2.
+    sde = dj.VPSDE()
+    ts = jnp.array([0.8, 0.3])
+    c = np.asarray(dpm_solver_coefficients(sde, ts, np.array([1]), eta=1.0))[0]
+    (a_s, a_t), (s_s, s_t) = (np.asarray(v) for v in sde.alpha_sigma(ts))
+    var_st = s_s**2 - (a_s / a_t) ** 2 * s_t**2
+    np.testing.assert_allclose(c, [a_s * s_t**2 / (a_t * s_s**2), a_t * var_st / s_s**2, 0, 0,
+                                   s_t * np.sqrt(var_st) / s_s], rtol=1e-5, atol=1e-7)
+    # eta = 0 keeps the ODE's coefficients and draws no noise.
+    ode = np.asarray(dpm_solver_coefficients(sde, ts, np.array([1])))[0]
+    assert ode[4] == 0 and np.isclose(ode[0], s_t / s_s)
+
+
+def test_sde_variant_uses_the_key_and_the_ode_does_not():
+    sde = dj.VPSDE()
+    x = sde.prior_sample(jax.random.key(0), (16, 4))
+    run = lambda sampler, k: dj.sample(GAUSS.score_fn(sde), sde, x, key=jax.random.key(k), sampler=sampler)[0]
+    sde_sampler, ode_sampler = dj.samplers.DPMSolverPP(10, eta=1.0), dj.samplers.DPMSolverPP(10)
+    np.testing.assert_array_equal(run(sde_sampler, 3), run(sde_sampler, 3))
+    assert _rms(run(sde_sampler, 3), run(sde_sampler, 4)) > 0.05
+    np.testing.assert_array_equal(run(ode_sampler, 3), run(ode_sampler, 4))
 
 
 def test_mixture_weights():
@@ -120,10 +158,11 @@ def test_step_orders_warm_up_and_lower_order_final():
     np.testing.assert_array_equal(step_orders(1, 3, True), [1])
 
 
-@pytest.mark.parametrize("bad", [dict(order=4), dict(order=0), dict(steps=0), dict(steps=2.5), dict(spacing="cosine")])
+@pytest.mark.parametrize("bad", [dict(order=4), dict(order=0), dict(steps=0), dict(steps=2.5), dict(spacing="cosine"),
+                                 dict(eta=-0.1), dict(eta=1.5), dict(eta="sde")])
 def test_bad_hyper_parameters_raise(bad):
     kwargs = dict(steps=10, order=2) | bad
-    with pytest.raises(ValueError, match="order|steps|spacing"):
+    with pytest.raises(ValueError, match="order|steps|spacing|eta"):
         dj.samplers.DPMSolverPP(**kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Multistep DPM-Solver++ (Lu et al., 2022): orders 1, 2 (2M) and 3 (3M).
+"""Multistep DPM-Solver++ (Lu et al., 2022): orders 1, 2 (2M) and 3 (3M), ODE or SDE.
 
 DPM-Solver++ integrates the probability-flow ODE written in the half log-SNR
 ``lambda = log(alpha / sigma)`` with the *data prediction* ``x0(x, t)``::
@@ -10,6 +10,19 @@ The linear part is exact; only ``x0`` is approximated, by a polynomial in
 evaluation per step). Everything is expressed through ``sde.alpha_sigma`` and
 ``sde.log_snr``, so one implementation serves VP, sub-VP, VE, cosine and
 discrete schedules.
+
+With ``eta > 0`` the same multistep scheme integrates the reverse SDE instead
+(SDE-DPM-Solver++ of the same paper; ``eta = 1`` is the reverse SDE itself,
+values between interpolate). With ``h = lambda_t - lambda_s`` and
+``h_eta = (1 + eta) h`` the first-order step is::
+
+    x_t = (sigma_t / sigma_s) e^{-eta h} x_s + alpha_t (1 - e^{-h_eta}) x0 + sigma_t sqrt(1 - e^{-2 eta h}) z
+
+which at ``eta = 1`` is exactly the DDPM posterior ``q(x_t | x_s, x0)`` (ancestral
+sampling), and the higher orders add the same divided-difference corrections
+with ``h_eta`` in place of ``h``. Fresh noise at every step lets the sampler
+correct part of the model's error, as ancestral sampling does, at the cost of
+a key per step.
 
 Each update is a linear combination ``x' = c_x x + c_0 m_0 + c_1 m_1 + c_2 m_2``
 of the state and the last three predictions ``m_0, m_1, m_2``. The
@@ -59,19 +72,21 @@ def step_orders(steps: int, order: int, lower_order_final: bool) -> np.ndarray:
     return orders
 
 
-def dpm_solver_coefficients(sde: SDE, ts: Array, orders: np.ndarray) -> Array:
-    """Update coefficients ``(c_x, c_0, c_1, c_2)`` for every step of a grid.
+def dpm_solver_coefficients(sde: SDE, ts: Array, orders: np.ndarray, eta: float = 0.0) -> Array:
+    """Update coefficients ``(c_x, c_0, c_1, c_2, c_z)`` for every step of a grid.
 
     Step ``i`` goes from ``ts[i]`` to ``ts[i + 1]`` and uses the predictions
-    ``m_0 = x0(ts[i])``, ``m_1 = x0(ts[i - 1])``, ``m_2 = x0(ts[i - 2])``.
+    ``m_0 = x0(ts[i])``, ``m_1 = x0(ts[i - 1])``, ``m_2 = x0(ts[i - 2])`` and,
+    when ``eta > 0``, fresh standard normal noise ``z`` (``c_z = 0`` for the ODE).
 
     Args:
       sde: the forward process.
       ts: decreasing times, shape ``(steps + 1,)``.
       orders: per-step order from :func:`step_orders`, shape ``(steps,)``.
+      eta: 0 for the probability-flow ODE, 1 for the reverse SDE.
 
     Returns:
-      Array of shape ``(steps, 4)``.
+      Array of shape ``(steps, 5)``.
     """
     alpha, sigma = sde.alpha_sigma(ts)
     lam = sde.log_snr(ts)
@@ -88,11 +103,13 @@ def dpm_solver_coefficients(sde: SDE, ts: Array, orders: np.ndarray) -> Array:
     h1 = jnp.where(orders >= 3, lam_prev1 - lam_prev2, 1.0)
     r0, r1 = h0 / h, h1 / h
 
-    phi1 = jnp.expm1(-h)  # e^{-h} - 1
-    phi2 = phi1 / h + 1.0
-    phi3 = phi2 / h - 0.5
+    h_eta = (1.0 + eta) * h
+    phi1 = jnp.expm1(-h_eta)  # e^{-h_eta} - 1
+    phi2 = phi1 / h_eta + 1.0
+    phi3 = phi2 / h_eta - 0.5
     a = alpha[1:]
-    c_x = sigma[1:] / sigma[:-1]
+    c_x = sigma[1:] / sigma[:-1] * jnp.exp(-eta * h)
+    c_z = sigma[1:] * jnp.sqrt(-jnp.expm1(-2.0 * eta * h))
 
     # Coefficient vectors over (m_0, m_1, m_2).
     e0 = jnp.array([1.0, 0.0, 0.0], ts.dtype)
@@ -113,7 +130,7 @@ def dpm_solver_coefficients(sde: SDE, ts: Array, orders: np.ndarray) -> Array:
 
     o = col(jnp.asarray(orders))
     coeffs = jnp.where(o == 1, first, jnp.where(o == 2, second, third))
-    return jnp.concatenate([col(c_x), coeffs], axis=1)
+    return jnp.concatenate([col(c_x), coeffs, col(c_z)], axis=1)
 
 
 @static_sampler
@@ -129,12 +146,17 @@ class DPMSolverPP(Sampler):
       lower_order_final: when ``steps < 15``, use order ``<= steps - i`` at step
         ``i`` so the last step is first order; this avoids the instability of
         high-order extrapolation on very short runs.
+      eta: 0 (default) integrates the probability-flow ODE (deterministic);
+        1 the reverse SDE (SDE-DPM-Solver++; first order = ancestral DDPM);
+        values in between interpolate. Stochastic runs draw ``fold_in(key, i)``
+        at step ``i``.
     """
 
     steps: int
     order: int = 2
     spacing: Spacing = "logsnr"
     lower_order_final: bool = True
+    eta: float = 0.0
 
     def validate(self) -> None:
         super().validate()
@@ -144,6 +166,9 @@ class DPMSolverPP(Sampler):
             raise ValueError(
                 f"DPMSolverPP lower_order_final must be a bool, got {self.lower_order_final!r}"
             )
+        eta_ok = isinstance(self.eta, (int, float)) and not isinstance(self.eta, bool)
+        if not eta_ok or not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"DPMSolverPP eta must be a number in [0, 1] (0 = ODE, 1 = SDE), got eta={self.eta!r}")
 
     def run(
         self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start: Array, t_end: Array
@@ -154,26 +179,31 @@ class DPMSolverPP(Sampler):
           score_fn: ``score_fn(x, t)``, ``t`` of shape ``(batch,)``.
           sde: the forward process.
           x: the state at ``t_start``, shape ``(batch, *dims)``.
-          key: unused (the method is deterministic); kept for the common signature.
+          key: step ``i`` draws its noise from ``fold_in(key, i)`` when ``eta > 0``;
+            unused by the ODE.
           t_start, t_end: scalar times, ``t_end < t_start``.
 
         Returns:
           ``(x, info)`` with ``info["nfe"] == steps``.
         """
-        del key
         ts = time_grid(sde, t_start, t_end, self.steps, self.spacing, dtype=x.dtype)
         orders = step_orders(self.steps, self.order, self.lower_order_final)
-        coeffs = dpm_solver_coefficients(sde, ts, orders).astype(x.dtype)
+        coeffs = dpm_solver_coefficients(sde, ts, orders, float(self.eta)).astype(x.dtype)
+        # Like every stochastic sampler here, return the noise-free mean of the last step.
+        coeffs = coeffs.at[-1, 4].set(0.0)
         batch = x.shape[0]
+        stochastic = self.eta > 0
 
         def step(carry, inputs):
             x, m1, m2 = carry
-            t, c = inputs
+            i, t, c = inputs
             t_vec = jnp.full((batch,), t, x.dtype)
             m0 = tweedie_x0(score_fn(x, t_vec), x, t_vec, sde)
             x = c[0] * x + c[1] * m0 + c[2] * m1 + c[3] * m2
+            if stochastic:  # static: the ODE's loop holds no random draws at all
+                x = x + c[4] * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
             return (x, m0, m1), None
 
         zeros = jnp.zeros_like(x)
-        (x, _, _), _ = jax.lax.scan(step, (x, zeros, zeros), (ts[:-1], coeffs))
+        (x, _, _), _ = jax.lax.scan(step, (x, zeros, zeros), (jnp.arange(self.steps), ts[:-1], coeffs))
         return x, {"nfe": self.steps}
