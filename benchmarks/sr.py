@@ -6,7 +6,9 @@ Compares, for a trained SR3 run (default ``runs/sr3_x4`` from
 * bicubic upsampling;
 * a regression UNet of the same size trained with L2 on the same pairs
   (trained here, for as many steps as the SR3 run unless ``--regression-steps``);
-* SR3 with ancestral sampling (default 1000 steps) and DPM-Solver++ (20, 50 steps).
+* SR3 with ancestral sampling (default 1000 steps) and DPM-Solver++ (20, 40, 50
+  steps), both as the probability-flow ODE (``eta=0``) and as the reverse SDE
+  (``eta=1``, SDE-DPM-Solver++).
 
 Metrics against the ground truth: PSNR, SSIM, LPIPS (AlexNet); consistency is
 the PSNR of the output downsampled again (the training operator) against the
@@ -103,8 +105,8 @@ def main() -> None:
     parser.add_argument("--workdir", default="runs/sr3_x4")
     parser.add_argument("--num", type=int, default=32, help="held-out crops")
     parser.add_argument("--ancestral-steps", type=int, default=1000)
-    parser.add_argument("--dpm-steps", default="20,50")
-    parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps")
+    parser.add_argument("--dpm-steps", default="20,40,50")
+    parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps; 0 skips the regression baseline")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
     args = parser.parse_args()
     if args.quick:
@@ -126,25 +128,29 @@ def main() -> None:
     bicubic = np.clip(upsample(low, scale), -1, 1)
     rows.append(evaluate("bicubic", bicubic, hr, low, scale, (time.perf_counter() - start) / n))
 
-    reg_steps = args.regression_steps or config.training.num_steps
+    reg_steps = config.training.num_steps if args.regression_steps is None else args.regression_steps
     t0 = time.perf_counter()
-    predict = train_regression(config, reg_steps, config.training.batch_size)
+    if reg_steps > 0:
+        predict = train_regression(config, reg_steps, config.training.batch_size)
+        out, seconds = timed(predict, jnp.asarray(cond))
+        rows.append(evaluate(f"regression UNet (L2, {reg_steps} steps)", out, hr, low, scale, seconds / n))
     train_seconds = time.perf_counter() - t0
-    out, seconds = timed(predict, jnp.asarray(cond))
-    rows.append(evaluate(f"regression UNet (L2, {reg_steps} steps)", out, hr, low, scale, seconds / n))
 
     graphdef, params, model_state, mc, step = restore_ema_model(config, args.workdir, make_mesh())
     sde = builders.build_sde(config)
-    runs = [("ancestral", args.ancestral_steps)] + [("dpm_solver_pp", int(s)) for s in args.dpm_steps.split(",")]
-    for sampler_name, steps in runs:
-        config.sampling.sampler, config.sampling.steps = sampler_name, steps
+    dpm_steps = [int(s) for s in args.dpm_steps.split(",")]
+    runs = ([("ancestral", args.ancestral_steps, 0.0)] + [("dpm_solver_pp", s, 0.0) for s in dpm_steps]
+            + [("dpm_solver_pp", s, 1.0) for s in dpm_steps])
+    for sampler_name, steps, eta in runs:
+        config.sampling.sampler, config.sampling.steps, config.sampling.eta = sampler_name, steps, eta
         config.sampling.spacing = "logsnr" if sampler_name == "dpm_solver_pp" else ""
         sr = jax.jit(make_sr_fn(graphdef, model_state, sde, builders.build_sampler(config), channels=mc.in_channels,
                                 tile=mc.image_size, overlap=pipeline.tile_overlap, prediction=config.model.prediction,
                                 time_input=config.loss.time_input, denoise=True,
                                 clip_x0=pipeline.clip_denoised))
         out, seconds = timed(sr, params, jnp.asarray(cond), jax.random.key(0))
-        rows.append(evaluate(f"SR3 {sampler_name} {steps} steps", out, hr, low, scale, seconds / n))
+        label = "ancestral" if sampler_name == "ancestral" else f"DPM-Solver++ {'SDE' if eta else 'ODE'}"
+        rows.append(evaluate(f"SR3 {label} {steps} steps", out, hr, low, scale, seconds / n))
         print(f"  {rows[-1]}", flush=True)
 
     print(f"\nSR x{scale}, {n} held-out {hr.shape[1]}x{hr.shape[2]} crops, SR3 checkpoint step {step}\n")

@@ -1,8 +1,18 @@
 """SR3 x4 on the bundled photo crops: 8x8 -> 32x32 RGB, sized for a CPU.
 
 ``python train.py --config configs/sr3_photos_x4.py --workdir runs/sr3_x4`` trains
-in about 15 minutes on 2 CPU cores; ``:smoke`` runs a few steps of a tiny net.
+1500 steps in 7.5 minutes on 2 idle CPU cores (measured; it beats bicubic and a
+regression UNet in LPIPS, docs/sr.md); ``:smoke`` runs a few steps of a tiny net.
 Then ``python sample.py --workdir runs/sr3_x4 --input LOW_RES_DIR --output OUT_DIR``.
+
+The CPU-sized photo configs differ from the paper in two measured ways
+(docs/sr.md): the network predicts ``v`` instead of eps, because after minutes
+of training an eps-network's implied ``x0 = (x - sigma eps) / alpha`` at high
+noise is useless (its errors are multiplied by sigma / alpha, up to 150: MSE
+83 at t = 1 against bicubic's 0.013), while a v-network's stays at bicubic's level; and sampling uses the
+stochastic DPM-Solver++ (``eta=1``) at 40 steps, which matches 1000 ancestral
+steps where the ODE form does not. ``--config.model.prediction=eps`` trains the
+paper's parametrization (the TFDS configs at the paper's sizes use it).
 """
 
 from configs.default import get_base_config
@@ -33,6 +43,14 @@ def sr3_base(scale: int, image_size: int):
     return c
 
 
+def cpu_sized(c):
+    """What the CPU-sized photo configs change from the paper (see the module docstring)."""
+    c.model.prediction = "v"
+    c.sampling.eta = 1.0
+    c.sampling.steps = 40  # within 0.01 LPIPS of 1000 ancestral steps, 23x faster (docs/sr.md)
+    return c
+
+
 def smoke(c):
     """A few steps of a tiny network (installation check and tests)."""
     c.model.base_channels = 8
@@ -51,7 +69,7 @@ def smoke(c):
 
 
 def get_config(arg=None):
-    c = sr3_base(scale=4, image_size=32)
+    c = cpu_sized(sr3_base(scale=4, image_size=32))
     c.model.base_channels = 32
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
@@ -59,7 +77,7 @@ def get_config(arg=None):
     c.model.dropout = 0.0
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 100
-    c.training.num_steps = 1000
+    c.training.num_steps = 1500
     c.training.batch_size = 16
     c.training.log_every = 50
     c.training.ckpt_every = 500

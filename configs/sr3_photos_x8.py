@@ -1,10 +1,10 @@
 """SR3 x8 on the bundled photo crops: 8x8 -> 64x64 RGB (``:smoke`` for a tiny run)."""
 
-from configs.sr3_photos_x4 import smoke, sr3_base
+from configs.sr3_photos_x4 import cpu_sized, smoke, sr3_base
 
 
 def get_config(arg=None):
-    c = sr3_base(scale=8, image_size=64)
+    c = cpu_sized(sr3_base(scale=8, image_size=64))
     c.model.base_channels = 32
     c.model.channel_mult = (1, 2, 2, 2)
     c.model.num_res_blocks = 1
