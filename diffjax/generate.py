@@ -46,7 +46,8 @@ def make_generate_fn(
       batch_sharding: optional sharding of the batch axis (e.g.
         :func:`diffjax.sharding.data_sharding`), so the devices of every host
         share the sampling loop. Random draws do not depend on it (JAX's
-        partitionable threefry), so 1 device and 8 give the same images.
+        partitionable threefry), so 1 device and 8 give the same images up to
+        float rounding.
 
     Returns:
       A pure function of ``(params, key)`` returning ``(batch_size, H, W, C)``

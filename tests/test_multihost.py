@@ -4,8 +4,8 @@ Every run is a subprocess (the device count and ``jax.distributed`` are fixed
 when jax starts); see ``multihost_worker.py``. Checkpoints then move between
 layouts: written by 2 x 4, continued and sampled on 1 process; written by
 1 x 8, continued on 2 x 4; and ``sample.py`` itself runs as a 2 x 4 job on
-checkpoints of either layout, writing (from process 0 only) exactly the
-images a single process writes.
+checkpoints of either layout, writing (from process 0 only) the images a
+single process writes.
 """
 
 from __future__ import annotations
@@ -90,6 +90,14 @@ def _pixels(folder: str) -> dict[str, np.ndarray]:
     return {name: np.asarray(Image.open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))}
 
 
+def _assert_same_pngs(a: dict, b: dict, what: str) -> None:
+    """Equal 8-bit images, up to one level where float rounding of a different compilation
+    (another device count) lands on the other side of a .5 (seen on 1 pixel in 768)."""
+    for name in a:
+        diff = np.abs(a[name].astype(int) - b[name].astype(int))
+        assert diff.max() <= 1 and np.mean(diff > 0) < 0.01, f"{what}: {name} differs (max {diff.max()})"
+
+
 def _sample_jobs(layouts: dict[str, tuple[str, int, int]], root, *args: str) -> dict[str, str]:
     """Run ``sample.py`` for every ``name: (workdir, processes, devices_each)`` side by side.
 
@@ -110,15 +118,14 @@ def _sample_jobs(layouts: dict[str, tuple[str, int, int]], root, *args: str) -> 
 
 def test_sample_py_runs_on_two_processes(two_by_four_and_one_by_eight, tmp_path):
     """sample.py as a 2 x 4 job: a 1 x 8 checkpoint gives the 1 x 8 sampler's images, and a 2 x 4 one
-    sampled on 1 process x 1 device gives the 2 x 4 job's, bit for bit in the written PNGs."""
+    sampled on 1 process x 1 device gives the 2 x 4 job's (the same PNGs up to float rounding)."""
     _, two, one, _ = two_by_four_and_one_by_eight
     out = _sample_jobs({"one_on_2x4": (one, 2, 4), "one_on_1x8": (one, 1, 8),
                         "two_on_2x4": (two, 2, 4), "two_on_1x1": (two, 1, 1)}, tmp_path, "--num=4")
     for a, b in [("one_on_2x4", "one_on_1x8"), ("two_on_2x4", "two_on_1x1")]:
         pa, pb = _pixels(out[a]), _pixels(out[b])
         assert sorted(pa) == ["000000.png", "000001.png", "000002.png", "000003.png", "grid.png"] == sorted(pb)
-        for name in pa:
-            np.testing.assert_array_equal(pa[name], pb[name], err_msg=f"{a} vs {b}: {name}")
+        _assert_same_pngs(pa, pb, f"{a} vs {b}")
 
 
 def test_sample_py_super_resolves_on_two_processes(tmp_path):
@@ -135,5 +142,4 @@ def test_sample_py_super_resolves_on_two_processes(tmp_path):
     pa, pb = _pixels(out["on_2x4"]), _pixels(out["on_1x1"])
     assert sorted(pa) == ["small.png", "tiled.png"] == sorted(pb)
     assert pa["tiled.png"].shape == (24, 32, 3)
-    for name in pa:
-        np.testing.assert_array_equal(pa[name], pb[name], err_msg=name)
+    _assert_same_pngs(pa, pb, "2 x 4 vs 1 x 1")
