@@ -13,7 +13,7 @@ at sampling time with ``--config.task.cascade.truncated=True|False`` and
 ``--config.task.cascade.sample_aug_level=s``.
 """
 
-from configs.default import get_base_config
+from configs.default import get_base_config, noise_level_conditioning
 from configs.sr3_photos_x4 import smoke
 
 
@@ -41,11 +41,7 @@ def _sr(c):
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
     c.model.attn_resolutions = ()
-    c.loss.kind = "discrete"
-    c.loss.t_sampling = "sr3"
-    c.loss.time_input = "alpha"
-    c.model.time_embedding = "sinusoidal"
-    c.model.time_scale = 1000.0
+    noise_level_conditioning(c)
     c.training.sample_every = 0
     return c
 

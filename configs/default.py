@@ -140,6 +140,18 @@ def get_base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def noise_level_conditioning(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """SR3's continuous noise levels: ``gamma = alpha(t)`` drawn uniformly between adjacent
+    levels of a 1000-level grid, and the network sees ``gamma`` itself (sinusoidal, x1000),
+    so any sampler, schedule and step count can drive it."""
+    c.loss.kind = "discrete"
+    c.loss.t_sampling = "sr3"
+    c.loss.time_input = "alpha"
+    c.model.time_embedding = "sinusoidal"
+    c.model.time_scale = 1000.0
+    return c
+
+
 def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Shrink a config to a tiny CPU run (seconds): a small UNet, a few dozen steps.
 

@@ -6,7 +6,7 @@ samples, which a conditional model cannot make, so Palette configs turn them off
 and ``sample.py --input`` evaluate the models instead.
 """
 
-from configs.default import get_base_config
+from configs.default import get_base_config, noise_level_conditioning
 
 
 def palette_config(task: str, arg=None):
@@ -37,11 +37,7 @@ def palette_config(task: str, arg=None):
     # the network sees gamma) so any sampler and step count work; stochastic
     # DPM-Solver++ (eta = 1) at 20 steps.
     c.model.prediction = "v"
-    c.model.time_embedding = "sinusoidal"
-    c.model.time_scale = 1000.0
-    c.loss.kind = "discrete"
-    c.loss.t_sampling = "sr3"
-    c.loss.time_input = "alpha"
+    noise_level_conditioning(c)
 
     c.sampling.sampler = "dpm_solver_pp"
     c.sampling.steps = 20

@@ -15,7 +15,7 @@ steps where the ODE form does not. ``--config.model.prediction=eps`` trains the
 paper's parametrization (the TFDS configs at the paper's sizes use it).
 """
 
-from configs.default import get_base_config
+from configs.default import get_base_config, noise_level_conditioning
 
 
 def sr3_base(scale: int, image_size: int):
@@ -26,14 +26,8 @@ def sr3_base(scale: int, image_size: int):
     c.task.name = "sr3"
     c.task.sr3.scale = scale
     c.model.prediction = "eps"
-    # SR3: gamma = alpha(t) uniform between adjacent levels of a 1000-level grid,
-    # and the network sees gamma itself, so any sampler and step count work.
-    c.loss.kind = "discrete"
-    c.loss.t_sampling = "sr3"
-    c.loss.time_input = "alpha"
+    noise_level_conditioning(c)
     c.loss.norm = "l2"
-    c.model.time_embedding = "sinusoidal"
-    c.model.time_scale = 1000.0
     c.sampling.sampler = "dpm_solver_pp"
     c.sampling.steps = 20
     c.sampling.spacing = "logsnr"
