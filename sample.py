@@ -99,13 +99,8 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
 
 
-def is_lead() -> bool:
-    """Whether this process writes outputs (process 0 of a multi-host job; always on one host)."""
-    return jax.process_index() == 0
-
-
 def lead_print(message: str) -> None:
-    if is_lead():
+    if distributed.is_lead():
         print(message)
 
 
@@ -145,12 +140,12 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
         ),
         out_shardings=replicated(mesh),
     )
-    with tqdm(total=-(-num // batch), desc="sample batches", disable=not is_lead()) as bar:
+    with tqdm(total=-(-num // batch), desc="sample batches", disable=not distributed.is_lead()) as bar:
         images = generate_batches(
             generate, ema_params, jax.random.key(config.sampling.seed), num, batch,
             progress=lambda done, total: bar.update(1),
         )
-    if is_lead():
+    if distributed.is_lead():
         os.makedirs(output, exist_ok=True)
         for i, img in enumerate(to_uint8(images)):
             save_png(os.path.join(output, f"{i:06d}.png"), img)
@@ -193,7 +188,7 @@ def run_restore(config: ml_collections.ConfigDict, workdir: str, output: str, in
                             sampler=builders.build_sampler(config), image_shape=image_shape,
                             key=jax.random.key(config.sampling.seed), batch_size=config.sampling.batch_size,
                             denoise=config.sampling.denoise, seed=config.sampling.seed)
-    if is_lead():
+    if distributed.is_lead():
         write_outputs(output, inputs, images)
     lead_print(f"restored {len(inputs)} images (task {config.task.name}, checkpoint step {step}) into {output}")
     return {"output": output, "num": len(inputs), "step": step}
@@ -227,9 +222,9 @@ def run_sr3(config: ml_collections.ConfigDict, workdir: str, output: str, input_
     key, results = jax.random.key(config.sampling.seed), []
     steps = f"{config.sampling.sampler}, {config.sampling.get('steps', '?')} steps per image"
     for i, (name, low) in enumerate(tqdm(inputs, desc=f"super-resolve ({steps})", unit="image",
-                                             disable=not is_lead())):
+                                             disable=not distributed.is_lead())):
         results.append((name, np.asarray(sr(params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0]))
-    if is_lead():
+    if distributed.is_lead():
         os.makedirs(output, exist_ok=True)
         for name, image in results:
             save_png(os.path.join(output, name), to_uint8(image))
@@ -260,13 +255,14 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, nu
         run_dir = pipeline.previous_workdir
         run_config = load_run_config(run_dir)
     labels = np.arange(num) % max(stages[0].num_classes, 1)
-    with tqdm(total=len(stages), desc=f"cascade stages ({num} images)", disable=not is_lead()) as bar:
+    with tqdm(total=len(stages), desc=f"cascade stages ({num} images)", disable=not distributed.is_lead()) as bar:
         images = sample_cascade(stages, labels, jax.random.key(config.sampling.seed), progress=lambda i: bar.update(1))
-    for i, stage_images in enumerate(images if is_lead() else []):
-        folder = os.path.join(output, f"stage{i}_{stage_images.shape[1]}px")
-        for j, img in enumerate(to_uint8(stage_images)):
-            save_png(os.path.join(folder, f"{j:06d}_class{labels[j]}.png"), img)
-        save_grid(os.path.join(folder, "grid.png"), stage_images[:256])
+    if distributed.is_lead():
+        for i, stage_images in enumerate(images):
+            folder = os.path.join(output, f"stage{i}_{stage_images.shape[1]}px")
+            for j, img in enumerate(to_uint8(stage_images)):
+                save_png(os.path.join(folder, f"{j:06d}_class{labels[j]}.png"), img)
+            save_grid(os.path.join(folder, "grid.png"), stage_images[:256])
     lead_print(f"cascade of {len(stages)} stages wrote {num} images per stage into {output}")
     return {"output": output, "num": num, "stages": len(stages)}
 

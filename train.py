@@ -49,10 +49,6 @@ CONFIG_FILE = "config.json"
 log = logging.getLogger("diffjax.train")
 
 
-def _is_lead() -> bool:
-    return jax.process_index() == 0
-
-
 def write_run_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Store the whole config as JSON (read back by ``sample.py``)."""
     path = os.path.join(workdir, CONFIG_FILE)
@@ -205,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
 
     # -- nothing was written before this line --------------------------------
     tc = config.training
-    if _is_lead():
+    if distributed.is_lead():
         os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     rep = replicated(run.mesh)
@@ -218,11 +214,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         except ValueError:
             checkpointer.close()
             raise
-        if _is_lead():
+        if distributed.is_lead():
             log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
     del init_state
     # Written only once the restore worked: a refused resume leaves the run's files as they were.
-    if _is_lead():
+    if distributed.is_lead():
         write_model_config(workdir, model_config)
         write_run_config(workdir, config)
 
@@ -260,7 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     )
     rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
     throughput = Throughput(start, tc.num_steps, tc.batch_size)
-    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and _is_lead()), desc="train")
+    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()), desc="train")
     last_metrics, stopped_early, step = {}, False, start
     try:
         for step in range(start + 1, tc.num_steps + 1):
@@ -281,13 +277,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
                     bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", img_s=f"{last_metrics['images_per_sec']:.0f}")
             if grid_fn is not None and step % tc.sample_every == 0:
                 images = np.asarray(grid_fn(state.ema_params, jax.random.fold_in(grid_key, step)))
-                if _is_lead():
+                if distributed.is_lead():
                     path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
                     writer.write_image(step, "samples", save_grid(path, images))
             if save_now:
                 checkpointer.save(step, state)
             if stop_now:
-                if _is_lead():
+                if distributed.is_lead():
                     log.warning("stopped by SIGTERM after step %d; checkpoint saved in %s", step, checkpointer.directory)
                 stopped_early = True
                 break
@@ -301,7 +297,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     summary = {"step": int(state.step), "final_loss": last_metrics.get("loss"), "stopped_early": stopped_early}
     if not stopped_early and config.eval.enabled:
         summary.update(evaluate(run, state, workdir))
-    if _is_lead():
+    if distributed.is_lead():
         print(f"outputs in {os.path.abspath(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/"
               + (", eval/, metrics.json" if "fd_alexnet_ema" in summary or "eval_dir" in summary else ""))
     return summary
@@ -334,7 +330,7 @@ def evaluate(run: _Run, state, workdir: str) -> dict:
     if c.eval.fd_alexnet:
         out.update(_fd_alexnet_figures(run, samples_ema, samples_initial, n))
 
-    if _is_lead():
+    if distributed.is_lead():
         eval_dir = os.path.join(workdir, "eval")
         save_grid(os.path.join(eval_dir, "samples_ema.png"), samples_ema[:64])
         save_grid(os.path.join(eval_dir, "samples_initial.png"), samples_initial[:64])
@@ -379,7 +375,7 @@ def main(argv):
     except ValueError as err:
         raise SystemExit(f"error: {err}")
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    if _is_lead():
+    if distributed.is_lead():
         log.info("done: %s", summary)
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-__all__ = ["StopVote", "cluster_environment", "initialize"]
+__all__ = ["StopVote", "cluster_environment", "initialize", "is_lead"]
 
 log = logging.getLogger("diffjax.distributed")
 
@@ -120,6 +120,11 @@ def initialize(
     log.info("process %d of %d, %d local / %d global devices", jax.process_index(), jax.process_count(),
              jax.local_device_count(), jax.device_count())
     return True
+
+
+def is_lead() -> bool:
+    """Whether this process writes files and logs: process 0 of a job (always true on one host)."""
+    return jax.process_index() == 0
 
 
 def _use_gloo_on_cpu() -> None:
