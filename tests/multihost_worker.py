@@ -25,9 +25,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--ckpt-every", type=int, default=None)
-    parser.add_argument("--coordinator", default=None)
-    parser.add_argument("--num-processes", type=int, default=None)
-    parser.add_argument("--process-id", type=int, default=None)
+    # The multi-host flags of train.py and sample.py, so one launcher starts all three.
+    parser.add_argument("--coordinator_address", default=None)
+    parser.add_argument("--num_processes", type=int, default=None)
+    parser.add_argument("--process_id", type=int, default=None)
     parser.add_argument("--stop-after-first-step", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sample-dir", default=None)
@@ -38,7 +39,7 @@ def main() -> None:
 
     from diffjax import distributed
 
-    distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
     import jax
     import numpy as np

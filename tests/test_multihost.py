@@ -16,7 +16,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from worker_procs import finish, finish_job, load_params, metric_rows, start_cli_job, start_job
+from worker_procs import finish, finish_job, load_params, metric_rows, start_job
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -104,8 +104,8 @@ def _sample_jobs(layouts: dict[str, tuple[str, int, int]], root, *args: str) -> 
     Returns ``{name: output folder}``; checks that only process 0 reports writing.
     """
     outputs = {name: str(root / name) for name in layouts}
-    jobs = {name: start_cli_job("sample.py", processes, devices, f"--workdir={workdir}",
-                                f"--output={outputs[name]}", *args)
+    jobs = {name: start_job(processes, devices, f"--workdir={workdir}", f"--output={outputs[name]}", *args,
+                            script="sample.py")
             for name, (workdir, processes, devices) in layouts.items()}
     for name, procs in jobs.items():
         # gloo's own connection lines aside, only process 0 says what it wrote.
@@ -131,7 +131,7 @@ def test_sample_py_runs_on_two_processes(two_by_four_and_one_by_eight, tmp_path)
 def test_sample_py_super_resolves_on_two_processes(tmp_path):
     """A restoration task (SR3 with tiling): numpy inputs, per-image sampling, written once by process 0."""
     run = str(tmp_path / "sr3")
-    for proc in start_cli_job("train.py", 1, 2, "--config=configs/sr3_photos_x4.py:smoke", f"--workdir={run}"):
+    for proc in start_job(1, 2, "--config=configs/sr3_photos_x4.py:smoke", f"--workdir={run}", script="train.py"):
         finish(proc, timeout=300)
     low_res = tmp_path / "low_res"
     low_res.mkdir()

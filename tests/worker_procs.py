@@ -32,20 +32,12 @@ def start(devices: int, *args: str, env: dict | None = None, script: str = WORKE
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
-def start_job(processes: int, devices_each: int, *args: str) -> list[subprocess.Popen]:
-    """A ``processes``-process job (coordinator on 127.0.0.1), process 0 first."""
-    if processes == 1:
-        return [start(devices_each, *args)]
-    address = f"127.0.0.1:{free_port()}"
-    return [
-        start(devices_each, *args, "--coordinator", address, "--num-processes", str(processes),
-              "--process-id", str(i))
-        for i in range(processes)
-    ]
+def start_job(processes: int, devices_each: int, *args: str, script: str = WORKER) -> list[subprocess.Popen]:
+    """A ``processes``-process job (coordinator on 127.0.0.1), process 0 first.
 
-
-def start_cli_job(script: str, processes: int, devices_each: int, *args: str) -> list[subprocess.Popen]:
-    """``train.py`` or ``sample.py`` (a path under the repository root) as a ``processes``-process job."""
+    ``script`` is the worker or a path under the repository root (``"sample.py"``);
+    all of them take the same multi-host flags.
+    """
     path = os.path.join(ROOT, script)
     if processes == 1:
         return [start(devices_each, *args, script=path)]
