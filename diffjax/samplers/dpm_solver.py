@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffjax.parametrization import tweedie_x0
+from diffjax.samplers._stepping import noise_like
 from diffjax.samplers.base import Sampler, Spacing, static_sampler, time_grid
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
@@ -201,7 +202,7 @@ class DPMSolverPP(Sampler):
             m0 = tweedie_x0(score_fn(x, t_vec), x, t_vec, sde)
             x = c[0] * x + c[1] * m0 + c[2] * m1 + c[3] * m2
             if stochastic:  # static: the ODE's loop holds no random draws at all
-                x = x + c[4] * jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
+                x = x + c[4] * noise_like(jax.random.fold_in(key, i), x)
             return (x, m0, m1), None
 
         zeros = jnp.zeros_like(x)
