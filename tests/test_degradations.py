@@ -55,6 +55,18 @@ def test_free_form_parameters_change_coverage():
     assert wide > 2 * thin
 
 
+@pytest.mark.parametrize("name", ["free_form", "irregular", "thin", "thick"])
+def test_windowed_painting_matches_the_whole_grid(name, monkeypatch):
+    """Brushes paint only near their shape; that must not cut any stroke or ellipse short."""
+    generate, _ = RANDOM_MASKS[name]
+    shapes = [(32, 32), (40, 24), (96, 64)]
+    windowed = [generate(shape, seed) for shape in shapes for seed in range(6)]
+    monkeypatch.setattr(dg, "_window", lambda shape, *_: (slice(None), slice(None)))
+    whole = [generate(shape, seed) for shape in shapes for seed in range(6)]
+    for a, b in zip(windowed, whole):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_center_box_mask():
     mask = dg.center_box_mask((8, 8))
     _check_binary_float_mask(mask, (8, 8))
