@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One short accelerator session, in a fixed time: UNet training throughput in
+# float32 and bfloat16, then benchmarks/restoration.py with models sized from the
+# measured throughput, their five trainings run as parallel processes.
+#
+#   bash benchmarks/accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]
+#
+# Logs land in OUT_DIR: throughput.log, train.log, restoration.log. Every stage is
+# bounded by `timeout`: a training still running at TRAIN_SECONDS gets SIGTERM,
+# saves its checkpoint and the benchmark uses it as it is (train.log says the
+# step; one that has not stopped 60 s later is killed); the benchmark prints each row as it is measured, so a cut-off run still
+# reports the rows it finished. Environment: PYTHON (default python3), ROOT (run
+# folders, default /tmp/restoration_accel), IMAGE_SIZE (32), CHANNELS (64), BATCH (64),
+# THROUGHPUT_BATCH (128), BENCH_ARGS (more restoration.py flags, e.g. "--tasks jpeg"),
+# CONFIGS (the runs to train, default all five), STEPS (steps per model instead of
+# the throughput-based count; STEPS_<config> for one config), SKIP_THROUGHPUT=1.
+set -u
+out=${1:?usage: accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]}
+train_seconds=${2:-210}
+bench_seconds=${3:-240}
+py=${PYTHON:-python3}
+root=${ROOT:-/tmp/restoration_accel}
+image_size=${IMAGE_SIZE:-32}
+channels=${CHANNELS:-64}
+batch=${BATCH:-64}
+throughput_batch=${THROUGHPUT_BATCH:-128}
+cd "$(dirname "$0")/.."
+mkdir -p "$out" "$root"
+# Several processes share the accelerator: each takes memory as it needs it.
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+
+configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization palette_jpeg repaint_photos}
+[ "${SKIP_THROUGHPUT:-0}" = 1 ] || {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>/dev/null
+  $py -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, jax.devices())"
+  for dtype in float32 bfloat16; do
+    timeout 120 $py benchmarks/train_throughput.py --batch $throughput_batch --dtype $dtype
+  done
+} 2>&1 | tee "$out/throughput.log"
+
+# Steps per model: what the measured float32 rate gives each of five parallel
+# trainings in TRAIN_SECONDS, scaled from the 9.06 GFLOP/img benchmark UNet to the
+# benchmark's narrower one (5.53 GFLOP/img at 32x32 and 64 channels), with 40% held
+# back for compilation and sharing; between 1000 and 20000, in hundreds.
+ips=$(grep '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null || echo 500)
+steps=${STEPS:-$($py -c "print(max(1000, min(20000, int(0.6 * $train_seconds * $ips * 9.06 / 5.53 * (32 / $image_size) ** 2 * (64 / $channels) ** 2 / 5 / $batch) // 100 * 100)))")}
+args="--root $root --image_size $image_size --channels $channels --batch $batch"
+echo "float32 training images/s: $ips -> $steps steps per model ($args)" >"$out/train.log"
+
+start=$(date +%s)
+for config in $configs; do
+  steps_var=STEPS_$config
+  echo "$config: ${!steps_var:-$steps} steps" >>"$out/train.log"
+  timeout -s TERM -k 60 "$train_seconds" $py benchmarks/restoration.py $args --steps "${!steps_var:-$steps}" \
+    --train_only $config \
+    >"$root/$config.log" 2>&1 &
+done
+wait
+echo "trainings took $(($(date +%s) - start)) s" >>"$out/train.log"
+for config in $configs; do
+  echo "== $config" >>"$out/train.log"
+  grep -v -E "slow_operation_alarm|Very slow compile|^\*+$|^$" "$root/$config.log" | tail -n 8 >>"$out/train.log"
+  tail -n 1 "$root/$config/metrics.jsonl" >>"$out/train.log" 2>/dev/null
+done
+cat "$out/train.log"
+
+timeout "$bench_seconds" $py benchmarks/restoration.py $args ${BENCH_ARGS:-} 2>&1 | tee "$out/restoration.log"
