@@ -17,8 +17,8 @@ reports PSNR, SSIM, LPIPS (AlexNet) against the clean crops, and seconds per ima
 A run folder ``ROOT/<config>`` that already holds a ``config.json`` (e.g. a
 full ``train.py --config configs/palette_inpainting.py`` run) is used as it is;
 otherwise the config is shrunk to ``--channels`` / ``--steps`` and trained there.
-``--train_only`` lets the five trainings run as parallel processes (on one
-accelerator their small kernels interleave); the benchmark run then reuses them.
+``--train_only`` lets the five trainings run as parallel processes (sharing one
+accelerator, compiling at the same time); the benchmark run then reuses them.
 Prints each row as it is measured, a markdown table, and one JSON line.
 """
 
