@@ -6,14 +6,17 @@
 #   bash benchmarks/accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]
 #
 # Logs land in OUT_DIR: throughput.log, train.log, restoration.log. Every stage is
-# bounded by `timeout`: a training still running at TRAIN_SECONDS gets SIGTERM,
-# saves its checkpoint and the benchmark uses it as it is (train.log says the
-# step; one that has not stopped 60 s later is killed); the benchmark prints each row as it is measured, so a cut-off run still
-# reports the rows it finished. Environment: PYTHON (default python3), ROOT (run
-# folders, default /tmp/restoration_accel), IMAGE_SIZE (32), CHANNELS (64), BATCH (64),
-# THROUGHPUT_BATCH (128), BENCH_ARGS (more restoration.py flags, e.g. "--tasks jpeg"),
-# CONFIGS (the runs to train, default all five), STEPS (steps per model instead of
-# the throughput-based count; STEPS_<config> for one config), SKIP_THROUGHPUT=1.
+# bounded by `timeout`. A training still running at TRAIN_SECONDS gets SIGTERM,
+# saves its checkpoint and is benchmarked as it is (train.log says at which step);
+# one that has not stopped 60 s later is killed. The benchmark prints each row as
+# it is measured, so a cut-off run still reports the rows it finished.
+#
+# Environment: PYTHON (default python3), ROOT (run folders, default
+# /tmp/restoration_accel), IMAGE_SIZE (32), CHANNELS (64), BATCH (64),
+# THROUGHPUT_BATCH (128), BENCH_ARGS (more restoration.py flags, e.g. "--tasks
+# jpeg"), CONFIGS (the runs to train, default all five), STEPS (steps per model
+# instead of the throughput-based count; STEPS_<config> for one config),
+# SKIP_THROUGHPUT=1.
 set -u
 out=${1:?usage: accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]}
 train_seconds=${2:-210}
@@ -42,7 +45,7 @@ configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization pa
 # trainings in TRAIN_SECONDS, scaled from the 9.06 GFLOP/img benchmark UNet to the
 # benchmark's narrower one (5.53 GFLOP/img at 32x32 and 64 channels), with 40% held
 # back for compilation and sharing; between 1000 and 20000, in hundreds.
-ips=$(grep '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null || echo 500)
+ips=$(grep -s '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null || echo 500)
 steps=${STEPS:-$($py -c "print(max(1000, min(20000, int(0.6 * $train_seconds * $ips * 9.06 / 5.53 * (32 / $image_size) ** 2 * (64 / $channels) ** 2 / 5 / $batch) // 100 * 100)))")}
 args="--root $root --image_size $image_size --channels $channels --batch $batch"
 echo "float32 training images/s: $ips -> $steps steps per model ($args)" >"$out/train.log"
