@@ -42,7 +42,6 @@ from diffjax.parametrization import model_score_fn  # noqa: E402
 from diffjax.tasks import palette as palette_lib  # noqa: E402
 from diffjax.tasks.repaint import repaint  # noqa: E402
 
-CONFIGS = ("palette_inpainting", "palette_uncropping", "palette_colorization", "palette_jpeg", "repaint_photos")
 JPEG_QUALITY = 10
 # The runs each task's rows need.
 TASK_RUNS = {
@@ -51,6 +50,7 @@ TASK_RUNS = {
     "colorization": ("palette_colorization",),
     "jpeg": ("palette_jpeg",),
 }
+CONFIGS = tuple(name for names in TASK_RUNS.values() for name in names)
 
 
 def _load_config(name: str):
