@@ -25,6 +25,7 @@ Prints each row as it is measured, a markdown table, and one JSON line.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -96,8 +97,9 @@ def get_run(root: str, name: str, args) -> str:
     return workdir
 
 
+@functools.lru_cache(maxsize=None)
 def load_model(workdir: str):
-    """``(config, make_score_fn(cond), sde)`` of a run's EMA parameters."""
+    """``(config, make_score_fn(cond), sde)`` of a run's EMA parameters (restored once per run)."""
     from sample import load_run_config, restore_ema_model
 
     from diffjax.sharding import make_mesh
