@@ -12,7 +12,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # "digits", "fashion_mnist", "photos" or "tfds:<name>"
+    c.data.name = "digits"  # "digits", "fashion_mnist", "photos", "photo_corpus" or "tfds:<name>"
     c.data.image_size = 16
     c.data.data_dir = ""  # "" = the loader's default location
     c.data.use_labels = False  # feed class labels to the network (class-conditional model)

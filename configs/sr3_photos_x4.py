@@ -21,7 +21,7 @@ from configs.default import get_base_config, noise_level_conditioning
 def sr3_base(scale: int, image_size: int):
     """What every SR3 config shares: the task, SR3's gamma conditioning and loss, DPM-Solver++."""
     c = get_base_config()
-    c.data.name = "photos"
+    c.data.name = "photo_corpus"  # held-out-by-source evaluation split (diffjax/data/corpus.py)
     c.data.image_size = image_size
     c.task.name = "sr3"
     c.task.sr3.scale = scale

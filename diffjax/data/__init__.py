@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 from diffjax.data.builtin import load_digits, load_fashion_mnist
+from diffjax.data.corpus import EVAL_SOURCES, TRAIN_SOURCES, PhotoCorpus, texture_labels
 from diffjax.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, PhotoCrops
 from diffjax.data.pipeline import ArrayDataset, Dataset, resize_images
 from diffjax.data.tfds import load_tfds
@@ -22,12 +23,16 @@ __all__ = [
     "Dataset",
     "ArrayDataset",
     "PhotoCrops",
+    "PhotoCorpus",
+    "TRAIN_SOURCES",
+    "EVAL_SOURCES",
+    "texture_labels",
     "TRAIN_PHOTOS",
     "TEST_PHOTOS",
     "resize_images",
 ]
 
-DATASETS = ("digits", "fashion_mnist", "photos", "tfds:<name>")
+DATASETS = ("digits", "fashion_mnist", "photos", "photo_corpus", "tfds:<name>")
 """Names :func:`load_dataset` accepts; ``tfds:<name>`` takes any prepared TFDS image dataset."""
 
 
@@ -44,7 +49,9 @@ def load_dataset(
     Args:
       name: ``"digits"`` (8x8 grey, 10 classes), ``"fashion_mnist"`` (28x28 grey,
         10 classes), ``"photos"`` (endless random RGB crops of scikit-image's photos,
-        unlabelled) or ``"tfds:<name>"`` (a TFDS dataset already prepared on disk).
+        unlabelled), ``"photo_corpus"`` (multi-scale RGB crops of a larger photo corpus whose
+        ``test`` split holds photos from other sources than ``train``, see
+        :mod:`diffjax.data.corpus`) or ``"tfds:<name>"`` (a TFDS dataset already prepared on disk).
       split: ``"train"`` or ``"test"`` (any TFDS split string for ``tfds:``).
       image_size: resize to this square size (the crop size for ``photos``, default 64);
         ``None`` keeps the native size.
@@ -69,6 +76,8 @@ def load_dataset(
         return load_fashion_mnist(split, image_size, seed, data_dir)
     if name == "photos":
         return PhotoCrops(split, image_size, seed)
+    if name == "photo_corpus":
+        return PhotoCorpus(split, image_size, seed)
     if name.startswith("tfds:") and len(name) > len("tfds:"):
         return load_tfds(name[len("tfds:") :], split, image_size, seed, data_dir)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
