@@ -218,12 +218,14 @@ def run_sr3(config: ml_collections.ConfigDict, workdir: str, output: str, input_
     sr = jax.jit(make_sr_fn(graphdef, model_state, builders.build_sde(config), builders.build_sampler(config),
                             channels=mc.in_channels, tile=mc.image_size, overlap=pipeline.tile_overlap,
                             prediction=config.model.prediction, time_input=config.loss.time_input,
-                            denoise=config.sampling.denoise, aug_level=aug, clip_x0=pipeline.clip_denoised))
+                            denoise=config.sampling.denoise, aug_level=aug, clip_x0=pipeline.clip_denoised,
+                            projection=getattr(pipeline, "projection", "none")))
     key, results = jax.random.key(config.sampling.seed), []
     steps = f"{config.sampling.sampler}, {config.sampling.get('steps', '?')} steps per image"
     for i, (name, low) in enumerate(tqdm(inputs, desc=f"super-resolve ({steps})", unit="image",
                                              disable=not distributed.is_lead())):
-        results.append((name, np.asarray(sr(params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0]))
+        results.append((name, np.asarray(sr(params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i),
+                                            low[None]))[0]))
     if distributed.is_lead():
         os.makedirs(output, exist_ok=True)
         for name, image in results:
