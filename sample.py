@@ -70,8 +70,8 @@ def load_model_config(workdir: str):
         return UNetConfig(**json.load(f))
 
 
-def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
-    """Restore the latest checkpoint's EMA parameters.
+def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
+    """Restore the EMA parameters of checkpoint ``step`` (default: the latest).
 
     Returns:
       ``(graphdef, ema_params, model_state, model_config, step)``.
@@ -93,7 +93,7 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     try:
         if checkpointer.latest_step() is None:
             raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
-        state = checkpointer.restore(abstract_state(init, replicated(mesh)))
+        state = checkpointer.restore(abstract_state(init, replicated(mesh)), step=step)
     finally:
         checkpointer.close()
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)

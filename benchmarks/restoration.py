@@ -1,13 +1,16 @@
 """Restoration benchmark: Palette and RePaint against classical baselines on held-out photos.
 
 Trains (or reuses) one model per task under ``--root``, then restores held-out
-32x32 crops of the ``photos`` test split (photos never seen in training) and
-reports PSNR, SSIM, LPIPS (AlexNet) against the clean crops, and seconds per image:
+32x32 crops of the ``photo_corpus`` test split (``--eval_data``: photos from
+sources that no training run uses, docs/data.md) and reports PSNR, SSIM, LPIPS
+(AlexNet) against the clean crops, on all crops and on the smooth and textured
+subsets (``diffjax.data.texture_labels``), and seconds per image:
 
 * inpainting, free-form strokes and a random box: Palette (known pixels pasted
   back), RePaint (same masks), scikit-image's biharmonic inpainting;
 * uncropping (halves and the four-sided border): Palette vs biharmonic;
-* colorization: Palette vs the grayscale input itself;
+* colorization: Palette (its output given the input's luma exactly, as
+  ``sample.py`` does) vs the grayscale input itself;
 * JPEG at quality 10: Palette vs the decoded JPEG.
 
     python benchmarks/restoration.py --root /tmp/restoration_bench            # CPU-sized models
@@ -159,8 +162,14 @@ def biharmonic(images, masks):
     return time.perf_counter() - start, out.astype(np.float32)
 
 
-def scores(outputs, clean) -> dict:
-    """Mean PSNR, SSIM and LPIPS; LPIPS sees both sets upsampled to >= 32 px (AlexNet's minimum)."""
+SUBSETS = ("all", "smooth", "textured")
+
+
+def scores(outputs, clean, textured) -> dict:
+    """Mean PSNR, SSIM and LPIPS on all images, then ``<metric>_smooth`` / ``<metric>_textured``.
+
+    LPIPS sees both sets upsampled to >= 32 px (AlexNet's minimum).
+    """
     factor = -(-32 // clean.shape[1])
     if factor > 1:
         resize = lambda x: np.asarray(jax.image.resize(x, (x.shape[0], x.shape[1] * factor, x.shape[2] * factor,
@@ -168,11 +177,14 @@ def scores(outputs, clean) -> dict:
         big_out, big_clean = resize(outputs), resize(clean)
     else:
         big_out, big_clean = outputs, clean
-    return {
-        "psnr": float(np.mean(psnr(outputs, clean))),
-        "ssim": float(np.mean(ssim(outputs, clean))),
-        "lpips": float(np.mean(lpips(big_out, big_clean))),
-    }
+    per_image = {"psnr": np.asarray(psnr(outputs, clean)), "ssim": np.asarray(ssim(outputs, clean)),
+                 "lpips": np.asarray(lpips(big_out, big_clean))}
+    out = {}
+    for subset, select in zip(SUBSETS, (np.ones_like(textured), ~textured, textured)):
+        suffix = "" if subset == "all" else f"_{subset}"
+        out.update({f"{k}{suffix}": float(np.mean(v[select])) if select.any() else float("nan")
+                    for k, v in per_image.items()})
+    return out
 
 
 def main():
@@ -189,6 +201,8 @@ def main():
     p.add_argument("--repaint_steps", type=int, default=250)
     p.add_argument("--jump_length", type=int, default=10)
     p.add_argument("--jump_n_sample", type=int, default=10)
+    p.add_argument("--eval_data", default="photo_corpus",
+                   help="dataset whose 'test' split is restored (default: the held-out-by-source photos)")
     p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
     p.add_argument("--tasks", default=",".join(TASK_RUNS),
@@ -205,11 +219,13 @@ def main():
         get_run(args.root, args.train_only, args)
         return
     runs = {name: get_run(args.root, name, args) for task in tasks for name in TASK_RUNS[task]}
+    from diffjax.data import load_dataset, texture_labels
     from sample import load_run_config
 
     run_config = load_run_config(next(iter(runs.values())))
     size = run_config.data.image_size
-    clean = builders.build_dataset(run_config, "test").eval_images(args.num, seed=1)
+    clean = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=1)
+    textured = texture_labels(clean)
     assert clean.shape[1:] == (size, size, 3), clean.shape
     n, hw = len(clean), (size, size)
     key = jax.random.key(0)
@@ -218,9 +234,10 @@ def main():
 
     def add(task, method, seconds, outputs, select=slice(None)):
         rows.append({"task": task, "method": method, "sec_per_image": seconds / n,
-                     **scores(outputs[select], clean[select])})
+                     **scores(outputs[select], clean[select], textured[select])})
         r = rows[-1]
-        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f}  "
+        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f} "
+              f"(smooth {r['lpips_smooth']:.3f}, textured {r['lpips_textured']:.3f})  "
               f"{r['sec_per_image']:.4f} s/img", flush=True)
 
     mask_sets = {}
@@ -239,12 +256,14 @@ def main():
             add(task, "RePaint", *repaint_outputs(runs["repaint_photos"], clean, masks[..., None], args, key))
         add(task, "biharmonic", *biharmonic(clean, masks))
 
-    # The test split holds a grey texture: colorization is scored on the colour crops only.
+    # Crops that are (nearly) grey carry no colour to recover: colorization is scored on the colour crops only.
     colour = np.abs(clean - clean[..., :1]).max(axis=(1, 2, 3)) > 0.05
     if "colorization" in tasks:
         gray = palette_lib.colorization_condition(clean)
-        add("colorization", "Palette", *palette_outputs(runs["palette_colorization"], gray, clean, None,
-                                                         args, key), select=colour)
+        seconds, colour_out = palette_outputs(runs["palette_colorization"], gray, clean, None, args, key)
+        if load_model(runs["palette_colorization"])[0].task.palette_colorization.get("keep_luminance", True):
+            colour_out = np.asarray(palette_lib.keep_luminance(colour_out, gray))
+        add("colorization", "Palette", seconds, colour_out, select=colour)
         add("colorization", "grayscale input", 0.0, np.repeat(gray, 3, axis=-1), select=colour)
 
     if "jpeg" in tasks:
@@ -255,14 +274,16 @@ def main():
                                                                   args, key))
         add(f"JPEG q={JPEG_QUALITY}", "decoded JPEG", jpeg_seconds, decoded)
 
-    print(f"\n{n} held-out {size}x{size} photo crops ({int(colour.sum())} in colour); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
+    print(f"\n{n} held-out-by-source {size}x{size} crops of {args.eval_data} test ({int(colour.sum())} in colour, "
+          f"{int(textured.sum())} textured); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
           f"{args.repaint_steps} levels, jumps of {args.jump_length}, {args.jump_n_sample} resamplings\n")
-    print("| task | method | PSNR (dB) | SSIM | LPIPS | s / image |")
-    print("|---|---|---|---|---|---|")
+    print("| task | method | PSNR (dB) | SSIM | LPIPS all | LPIPS smooth | LPIPS textured | s / image |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
-              f"{r['sec_per_image']:.4f} |")
-    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args), "rows": rows}))
+              f"{r['lpips_smooth']:.3f} | {r['lpips_textured']:.3f} | {r['sec_per_image']:.4f} |")
+    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()),
+                      "num_textured": int(textured.sum()), "args": vars(args), "rows": rows}))
 
 
 if __name__ == "__main__":
