@@ -127,6 +127,9 @@ def main() -> None:
                         help="low-frequency consistency projections to measure with each sampler (docs/sr.md)")
     parser.add_argument("--eval_data", default="photo_corpus",
                         help="dataset whose 'test' split is cropped (default: the held-out-by-source photos)")
+    parser.add_argument("--eval_size", type=int, default=0,
+                        help="crop side of the held-out images (default: the run's image_size); larger crops are "
+                             "super-resolved as blended tiles, as sample.py does")
     parser.add_argument("--checkpoint", type=int, default=None, help="SR3 checkpoint step (default: the latest)")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
     args = parser.parse_args()
@@ -142,7 +145,8 @@ def main() -> None:
     scale = pipeline.scale
     from diffjax.data import load_dataset, texture_labels
 
-    hr = load_dataset(args.eval_data, split="test", image_size=config.data.image_size).eval_images(args.num, seed=0)
+    size = args.eval_size or config.data.image_size
+    hr = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=0)
     textured = texture_labels(hr)
     low = pipeline.low_res(hr)
     cond = upsample(low, scale)
