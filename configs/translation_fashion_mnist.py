@@ -43,20 +43,19 @@ def score_config():
     """The target-domain score model (a small v-predicting UNet)."""
     c = _common()
     c.data.classes = (TARGET,)
-    c.model.base_channels = 32
+    c.model.base_channels = 16
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
     c.model.attn_resolutions = ()
     c.model.dropout = 0.0
     c.model.prediction = "v"
     c.optim.lr = 1e-3
-    c.optim.warmup_steps = 200
-    c.training.num_steps = 3000
+    c.optim.warmup_steps = 100
+    c.training.num_steps = 1500
     c.training.batch_size = 64
-    c.training.ckpt_every = 1000
-    c.training.sample_every = 1000
+    c.training.ckpt_every = 250
+    c.training.sample_every = 500
     c.training.ema_decay = 0.999
-    c.translation.method = "sdedit"
     c.eval.num_samples = 256
     return c
 
@@ -66,16 +65,16 @@ def classifier_config():
     c = _common()
     c.task.name = "domain_classifier"
     c.data.classes = (SOURCE, TARGET)
-    c.model.base_channels = 32
+    c.model.base_channels = 16
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
     c.model.attn_resolutions = ()
     c.optim.lr = 1e-3
-    c.optim.warmup_steps = 100
+    c.optim.warmup_steps = 50
     c.optim.weight_decay = 0.0
-    c.training.num_steps = 1500
+    c.training.num_steps = 400
     c.training.batch_size = 64
-    c.training.ckpt_every = 500
+    c.training.ckpt_every = 100
     c.training.sample_every = 0  # a classifier draws no samples
     c.training.ema_decay = 0.99
     c.eval.enabled = False

@@ -70,6 +70,9 @@ class ClassifierConfig:
     param_dtype: str = "float32"
 
     def __post_init__(self):
+        # Tuples (hashable), also when the fields come back as lists from model_config.json.
+        object.__setattr__(self, "channel_mult", tuple(int(m) for m in self.channel_mult))
+        object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
         levels = len(self.channel_mult)
         checks = [
             (self.num_classes >= 2, f"num_classes must be >= 2, got {self.num_classes}"),
