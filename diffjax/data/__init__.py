@@ -50,7 +50,8 @@ def load_dataset(
         ``None`` keeps the native size.
       seed: base seed mixed into every shuffle / crop draw of the dataset.
       data_dir: for ``fashion_mnist`` the folder of its IDX files (default
-        ``/usr/share/datasets/fashion-mnist``); for ``tfds:`` the TFDS data folder.
+        ``$DIFFJAX_FASHION_MNIST_DIR`` if set, else ``/usr/share/datasets/fashion-mnist``);
+        for ``tfds:`` the TFDS data folder.
 
     Returns:
       A :class:`Dataset` with ``image_shape``, ``num_classes``, ``num_examples``,
