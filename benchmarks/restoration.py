@@ -19,7 +19,9 @@ full ``train.py --config configs/palette_inpainting.py`` run) is used as it is;
 otherwise the config is shrunk to ``--channels`` / ``--steps`` and trained there.
 ``--train_only`` lets the five trainings run as parallel processes (sharing one
 accelerator, compiling at the same time); the benchmark run then reuses them.
-Prints each row as it is measured, a markdown table, and one JSON line.
+Prints each row as it is measured, a markdown table, and one JSON line; the main figure
+(LPIPS per method, grouped by task) goes to ``--figure``
+(default ``outputs/benchmarks/restoration_lpips.png``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from diffjax import builders, degradations  # noqa: E402
 from diffjax.guidance import clip_x0  # noqa: E402
 from diffjax.metrics import lpips, psnr, ssim  # noqa: E402
 from diffjax.parametrization import model_score_fn  # noqa: E402
+from diffjax.plots import plot_grouped_bars  # noqa: E402
 from diffjax.tasks import palette as palette_lib  # noqa: E402
 from diffjax.tasks.repaint import repaint  # noqa: E402
 
@@ -190,6 +193,7 @@ def main():
     p.add_argument("--jump_length", type=int, default=10)
     p.add_argument("--jump_n_sample", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
+    p.add_argument("--figure", default="outputs/benchmarks/restoration_lpips.png", help="PNG of LPIPS per method and task")
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
     p.add_argument("--tasks", default=",".join(TASK_RUNS),
                    help=f"comma-separated subset of {','.join(TASK_RUNS)}; only their runs are needed")
@@ -262,7 +266,11 @@ def main():
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
               f"{r['sec_per_image']:.4f} |")
-    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args), "rows": rows}))
+    figure = plot_grouped_bars(rows, args.figure, group="task", label="method", value="lpips",
+                               ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out {size}x{size} photo crops")
+    print(f"\nfigure: {figure}")
+    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args), "rows": rows,
+                      "figure": figure}))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ overhead against the score function's cost at batch 256.
     python benchmarks/samplers.py            # full run (a few minutes on 2 CPU cores)
     python benchmarks/samplers.py --quick    # small subset
 
-Prints markdown tables and ends with one JSON line.
+Prints markdown tables and ends with one JSON line; the main figure (sliced W2 against
+NFE, one line per sampler, with the noise floor) goes to ``--figure``
+(default ``outputs/benchmarks/samplers_nfe.png``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import diffjax as dj  # noqa: E402
 import gaussians  # noqa: E402
 from diffjax import samplers as S  # noqa: E402
+from diffjax.plots import plot_error_vs_nfe  # noqa: E402
 
 
 def sliced_w2(samples: jax.Array, reference: jax.Array, key: jax.Array, projections: int) -> float:
@@ -177,6 +180,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer budgets, samples and projections")
     parser.add_argument("--overhead-only", action="store_true", help="only the loop-overhead table")
+    parser.add_argument("--figure", default="outputs/benchmarks/samplers_nfe.png", help="PNG of sliced W2 against NFE")
     args = parser.parse_args()
     if args.overhead_only:
         overhead = overhead_table(dj.VPSDE(), gaussians.mixture(dim=8, k=4, seed=0), quick=args.quick)
@@ -262,6 +266,12 @@ def main():
         targets["stochastic_1000_ratio_to_floor"] = {
             k: results[k]["1000"]["sw2"] / floor for k in ("EulerMaruyama", "ReverseDiffusion", "PredictorCorrector", "Ancestral")
         }
+    curves = {name: {c["nfe"]: c["sw2"] for c in row.values()} for name, row in results.items()}
+    curves["adaptive ODE (Tsit5)"] = {r["nfe"]: r["sw2"] for r in ode_rows}
+    figure = plot_error_vs_nfe(curves, args.figure, floor=floor, ylabel="sliced W2 to exact samples",
+                               title=f"Gaussian mixture d=8, K=4, N={n}: sampler error against NFE")
+    print(f"\nfigure: {figure}")
+
     print("\n# Targets\n")
     for k, v in targets.items():
         print(f"- {k}: {v}")
@@ -280,6 +290,7 @@ def main():
                 "overhead": overhead,
                 "targets": targets,
                 "device": jax.devices()[0].platform,
+                "figure": figure,
             }
         )
     )

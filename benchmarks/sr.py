@@ -16,7 +16,8 @@ low-resolution input; seconds per image exclude compilation.
 
     python benchmarks/sr.py --workdir runs/sr3_x4 [--num 32] [--quick]
 
-Prints a markdown table and ends with one JSON line.
+Prints a markdown table and ends with one JSON line; the main figure (LPIPS per method)
+goes to ``--figure`` (default ``outputs/benchmarks/sr_lpips.png``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffjax import builders, metrics
 from diffjax.pipelines.sr3 import make_sr_fn
+from diffjax.plots import plot_bars
 from diffjax.tasks.sr3 import upsample
 from diffjax.training import model_from_state
 
@@ -108,6 +110,7 @@ def main() -> None:
     parser.add_argument("--dpm-steps", default="20,40,50")
     parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps; 0 skips the regression baseline")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
+    parser.add_argument("--figure", default="outputs/benchmarks/sr_lpips.png", help="PNG of LPIPS per method")
     args = parser.parse_args()
     if args.quick:
         args.num, args.ancestral_steps, args.regression_steps = 8, 100, 50
@@ -159,8 +162,11 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
               f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
+    figure = plot_bars({r["method"]: r["lpips_alex"] for r in rows}, args.figure, ylabel="LPIPS (AlexNet), lower is better",
+                       title=f"SR x{scale} on {n} held-out crops (SR3 step {step})")
+    print(f"\nfigure: {figure}")
     print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "checkpoint_step": step,
-                      "regression_train_seconds": round(train_seconds, 1), "rows": rows}))
+                      "regression_train_seconds": round(train_seconds, 1), "rows": rows, "figure": figure}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ Prints the parameter count, FLOPs per image from XLA's cost analysis (of a CPU
 compilation, on any device: see ``flops_per_call``), images/s
 for a full Adam training step (eps-MSE loss, value_and_grad, jitted, state
 donated) and for a forward pass, and the fraction of this machine's measured
-float32 matmul rate that each reaches. Ends with one JSON line.
+float32 matmul rate that each reaches. Ends with one JSON line; the main figure
+(training and forward images/s) goes to ``--figure``
+(default ``outputs/benchmarks/train_throughput.png``).
 
 Run: .venv/bin/python benchmarks/train_throughput.py [--batch 32] [--repeats 5]
 """
@@ -29,6 +31,7 @@ from flax import nnx
 # Run from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from diffjax.nn import UNet, UNetConfig, num_parameters
+from diffjax.plots import plot_bars
 
 
 def flops_of(compiled) -> float:
@@ -77,6 +80,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--figure", default="outputs/benchmarks/train_throughput.png", help="PNG of images/s")
     args = parser.parse_args()
 
     cfg = UNetConfig(image_size=32, in_channels=3, base_channels=64, channel_mult=(1, 2, 2),
@@ -152,7 +156,11 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    figure = plot_bars({"training step": train_ips, "forward pass": fwd_ips}, args.figure, ylabel="images / s",
+                       title=f"UNet 32x32x3, batch {batch}, {args.dtype}, {jax.devices()[0].device_kind}")
+    print(f"figure: {figure}")
     print(json.dumps({
+        "figure": figure,
         "train_img_per_s": round(train_ips, 2),
         "forward_img_per_s": round(fwd_ips, 2),
         "params": num_parameters(model),
