@@ -44,6 +44,20 @@ def public_modules(package: str = "diffjax") -> list[str]:
     return sorted(names)
 
 
+def _resolve_lazy_names(modules: list[str]) -> None:
+    """Import what each module's ``__all__`` names, so lazily loaded ones (``diffjax.train``) are documented.
+
+    pdoc reads ``module.__dict__``; a module ``__getattr__`` (diffjax's lazy run API)
+    only fills it on first access.
+    """
+    import importlib
+
+    for name in modules:
+        module = importlib.import_module(name)
+        for attr in getattr(module, "__all__", ()):
+            getattr(module, attr)
+
+
 def _public_members(module_doc):
     import pdoc.doc
 
@@ -69,6 +83,7 @@ def missing_docstrings(modules: list[str]) -> list[str]:
     """
     import pdoc.doc
 
+    _resolve_lazy_names(modules)
     missing, seen = [], set()
     for name in modules:
         module_doc = pdoc.doc.Module.from_name(name)
@@ -106,11 +121,13 @@ def build(output_dir: str | os.PathLike, modules: list[str] | None = None) -> Pa
 
     pdoc.render.configure(docformat="google", show_source=False)
     out = Path(output_dir)
+    modules = modules or public_modules()
+    _resolve_lazy_names(modules)
     with warnings.catch_warnings():
         # Naming a package and its submodules both is intended: pdoc would otherwise follow
         # diffjax.__all__ only; it warns that it adds each such module once.
         warnings.filterwarnings("ignore", message="The module specification", category=UserWarning)
-        pdoc.pdoc(*(modules or public_modules()), output_directory=out)
+        pdoc.pdoc(*modules, output_directory=out)
     return out / "index.html"
 
 

@@ -247,7 +247,7 @@ whatever devices are present; `run.generate` samples with the run's sampler or a
 CONFIG = os.path.join(REPO or "..", "configs", "ddpm_digits.py") + (":smoke" if SMOKE else "")
 # Dotted overrides, checked like train.py's --config.a.b=v (a typo names the closest key).
 OVERRIDES = ({"training.num_steps": 20, "training.sample_every": 0, "training.progress_bar": False,
-              "eval.enabled": False} if SMOKE else {})
+              "eval.enabled": False, "model.channel_mult": (1,)} if SMOKE else {})
 WORKDIR = os.path.join(os.environ.get("DIFFJAX_NOTEBOOK_OUT", "runs"), "digits_notebook")
 NUM_SAMPLES = 16 if SMOKE else 64
 SAMPLER_STEPS = 8 if SMOKE else 50
@@ -345,7 +345,8 @@ PHOTO_SIZE = 32 if SMOKE else 64    # the photo restored (any size >= the model'
 if SMOKE:
     COMMON = {"training.num_steps": 2, "training.ckpt_every": 2, "training.log_every": 1,
               "training.sample_every": 0, "training.progress_bar": False, "eval.enabled": False,
-              "optim.warmup_steps": 1, "sampling.steps": 2, "data.image_size": MODEL_SIZE}
+              "optim.warmup_steps": 1, "sampling.steps": 2, "data.image_size": MODEL_SIZE,
+              "model.channel_mult": (1,)}
     REPAINT = {"task.repaint.steps": 4, "task.repaint.jump_length": 2, "task.repaint.jump_n_sample": 2}
 else:
     COMMON = {"training.num_steps": 1500, "training.batch_size": 32, "training.ckpt_every": 500,
@@ -373,7 +374,7 @@ for name, config in CONFIGS.items():
     print(runs[name])
 """),
     code("""
-# The held-out photo: the cat's face, as a PHOTO_SIZE x PHOTO_SIZE float image in [0, 1].
+# The held-out photo: a 200x200 crop around the cat's eye, as a PHOTO_SIZE x PHOTO_SIZE float image in [0, 1].
 photo = PILImage.fromarray(skimage.data.chelsea()[30:230, 90:290]).resize((PHOTO_SIZE, PHOTO_SIZE), PILImage.BICUBIC)
 photo = np.asarray(photo, np.float32) / 255.0
 
