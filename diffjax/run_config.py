@@ -40,6 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.image_size = 16
     c.data.data_dir = ""  # "" = the loader's default location
     c.data.use_labels = False  # feed class labels to the network (class-conditional model)
+    c.data.classes = ()  # keep only these class ids, relabelled 0..K-1 in this order; () = all
 
     # Fields of diffjax.nn.UNetConfig (image_size / in_channels / num_classes are
     # filled from the data section by builders.build_model).
@@ -155,6 +156,18 @@ def get_base_config() -> ml_collections.ConfigDict:
         "hole_loss_only": False,
     })
     c.task.repaint = ml_collections.ConfigDict({"steps": 250, "jump_length": 10, "jump_n_sample": 10})
+    # EGSDE's time-dependent domain classifier (data.classes = (source, target)); docs/translation.md.
+    c.task.domain_classifier = ml_collections.ConfigDict()
+
+    # Translation of sample.py --input with an unconditional score run; docs/translation.md.
+    c.translation = ml_collections.ConfigDict()
+    c.translation.method = ""  # "" = the run's own task; "sdedit" or "egsde"
+    c.translation.t0 = 0.5  # start time in (sde.eps, sde.T]
+    c.translation.repeats = 1  # SDEdit's perturb-and-denoise cycles
+    c.translation.classifier_workdir = ""  # egsde: the domain-classifier run (ignored by sdedit)
+    c.translation.lambda_s = 500.0  # egsde: weight of the domain-specific energy (paper: 500)
+    c.translation.lambda_i = 2.0  # egsde: weight of the domain-independent energy (paper: 2)
+    c.translation.down_factor = 4  # egsde: low-pass down-sampling (paper: 32 at 256 px; 4 keeps 8x8 at 32 px)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

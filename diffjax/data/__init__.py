@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from diffjax.data.builtin import load_digits, load_fashion_mnist
 from diffjax.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, PhotoCrops
-from diffjax.data.pipeline import ArrayDataset, Dataset, resize_images
+from diffjax.data.pipeline import ArrayDataset, Dataset, resize_images, select_classes
 from diffjax.data.tfds import load_tfds
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "TRAIN_PHOTOS",
     "TEST_PHOTOS",
     "resize_images",
+    "select_classes",
 ]
 
 DATASETS = ("digits", "fashion_mnist", "photos", "tfds:<name>")
