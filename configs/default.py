@@ -131,6 +131,16 @@ def get_base_config() -> ml_collections.ConfigDict:
         "hole_loss_only": False,
     })
     c.task.repaint = ml_collections.ConfigDict({"steps": 250, "jump_length": 10, "jump_n_sample": 10})
+    # Conditional score estimators (Batzolis et al.): method = "cde", "cdiffe" or "cmde";
+    # cmde diffuses the condition by VE(y_sigma_min, y_sigma_max); see docs/conditional.md.
+    c.task.conditional_sr = ml_collections.ConfigDict({
+        "method": "cde", "scale": 4, "y_sigma_min": 0.01, "y_sigma_max": 1.0, "tile_overlap": 8,
+        "clip_denoised": True,
+    })
+    c.task.conditional_inpainting = ml_collections.ConfigDict({
+        "method": "cde", "mask_kinds": ("free_form", "box"), "hole_loss_only": True,
+        "y_sigma_min": 0.01, "y_sigma_max": 1.0,
+    })
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training
