@@ -56,6 +56,7 @@ def _config(name: str, args):
     else:
         path = os.path.join(configs, f"conditional_photos_sr.py:{name}" + ("_smoke" if args.quick else ""))
     c = load_config_file(path)
+    c.data.image_size = 32  # also for --quick: LPIPS (AlexNet) needs at least 31x31
     c.training.num_steps = args.steps
     c.training.ckpt_every = args.steps
     c.training.log_every = max(1, args.steps // 10)

@@ -42,6 +42,17 @@ class ConditionalTask:
         # A CMDE network takes the level of y_t as a second scalar.
         return {"aug_level_embedding": True} if self.method == "cmde" else {}
 
+    def bind_condition(self, score_for_condition, cond, sde, sampler, key):
+        """CDE binds the clean ``y``; CDiffE / CMDE draw a fresh ``y_t`` at every step from part of ``key``."""
+        import jax
+
+        from diffjax.tasks.conditional import conditional_score, default_y_noise
+
+        y_key, key = jax.random.split(key)
+        score_fn = conditional_score(lambda x, y_in, t: score_for_condition(y_in)(x, t), sde, cond, key=y_key,
+                                     method=self.method, sde_y=self.sde_y, y_noise=default_y_noise(sampler))
+        return score_fn, key
+
 
 class ConditionalSR(ConditionalTask, SR3Pipeline):
     """Super-resolution by ``scale`` with a CDE, CDiffE or CMDE network.
@@ -76,13 +87,6 @@ class ConditionalInpainting(ConditionalTask, PaletteInpainting):
                  y_sigma_min: float = 0.01, y_sigma_max: float = 1.0):
         PaletteInpainting.__init__(self, mask_kinds=mask_kinds, hole_loss_only=hole_loss_only)
         self._set_method(method, y_sigma_min, y_sigma_max)
-
-    def restore(self, score_factory, sde, sampler, kind, shape, known, mask, key, denoise):
-        """Pure JAX: ``score_factory(key) -> score_fn`` draws ``y_t`` from ``key``; known pixels pasted back."""
-        import jax
-
-        y_key, sample_key = jax.random.split(key)
-        return super().restore(score_factory(y_key), sde, sampler, kind, shape, known, mask, sample_key, denoise)
 
 
 # -- the network as a conditional score -----------------------------------------
@@ -139,7 +143,8 @@ def make_conditional_sr_fn(graphdef, model_state, sde, sampler, *, method: str, 
     import jax.numpy as jnp
 
     from diffjax.tasks.conditional import conditional_sample
-    from diffjax.tasks.sr3 import clip_denoised, tiled_score_fn
+    from diffjax.tasks.sr3 import clip_denoised
+    from diffjax.tiling import tiled_score_fn
     from diffjax.training import model_from_state
 
     def sr(params, cond, key):

@@ -57,6 +57,7 @@ __all__ = [
     "diffuse_condition",
     "conditional_score",
     "conditional_sample",
+    "default_y_noise",
 ]
 
 Y_NOISES = ("per_step", "shared")
@@ -135,6 +136,15 @@ def conditional_score(
     return score_fn
 
 
+def default_y_noise(sampler: Sampler) -> str:
+    """``"shared"`` for the adaptive :class:`~diffjax.samplers.ProbabilityFlowODE`, ``"per_step"`` otherwise.
+
+    An adaptive solver needs a drift continuous in ``t``; a fresh ``y_t`` at every
+    evaluation makes its error control reject every step.
+    """
+    return "shared" if isinstance(sampler, ProbabilityFlowODE) else "per_step"
+
+
 def conditional_sample(
     cond_score_fn: CondScoreFn,
     sde: SDE,
@@ -193,8 +203,7 @@ def conditional_sample(
         )
     if not jnp.issubdtype(y.dtype, jnp.floating):
         raise ValueError(f"y must be floating point (images in [-1, 1]), got dtype {y.dtype}")
-    if y_noise is None:
-        y_noise = "shared" if isinstance(sampler, ProbabilityFlowODE) else "per_step"
+    y_noise = default_y_noise(sampler) if y_noise is None else y_noise
     y_key, sample_key = jax.random.split(key)
     score_fn = conditional_score(cond_score_fn, sde, y, key=y_key, method=method, sde_y=sde_y, y_noise=y_noise)
     return sample(score_fn, sde, x_init, key=sample_key, sampler=sampler, t_start=t_start, t_end=t_end,
