@@ -168,6 +168,16 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.translation.lambda_s = 500.0  # egsde: weight of the domain-specific energy (paper: 500)
     c.translation.lambda_i = 2.0  # egsde: weight of the domain-independent energy (paper: 2)
     c.translation.down_factor = 4  # egsde: low-pass down-sampling (paper: 32 at 256 px; 4 keeps 8x8 at 32 px)
+    # Conditional score estimators (Batzolis et al.): method = "cde", "cdiffe" or "cmde";
+    # cmde diffuses the condition by VE(y_sigma_min, y_sigma_max); see docs/conditional.md.
+    c.task.conditional_sr = ml_collections.ConfigDict({
+        "method": "cde", "scale": 4, "y_sigma_min": 0.01, "y_sigma_max": 1.0, "tile_overlap": 8,
+        "clip_denoised": True,
+    })
+    c.task.conditional_inpainting = ml_collections.ConfigDict({
+        "method": "cde", "mask_kinds": ("free_form", "box"), "hole_loss_only": True,
+        "y_sigma_min": 0.01, "y_sigma_max": 1.0,
+    })
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

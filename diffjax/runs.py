@@ -218,6 +218,13 @@ class Run:
                               prediction=self.config.model.prediction, time_input=self.config.loss.time_input)
 
     def _make_score_fn(self, params, cond):
+        from diffjax.pipelines.conditional import ConditionalTask, make_cond_score_fn
+
+        if isinstance(self.pipeline, ConditionalTask):  # CDE / CDiffE / CMDE: cond is y or y_t
+            net = make_cond_score_fn(model_from_state(self._graphdef, params, self._model_state), self.sde,
+                                     method=self.pipeline.method, sde_y=self.pipeline.sde_y,
+                                     prediction=self.config.model.prediction, time_input=self.config.loss.time_input)
+            return lambda x, t: net(x, cond, t)
         return self._score_fn(params) if cond is None else self._score_fn(params, cond=cond)
 
     @property
@@ -547,12 +554,18 @@ class Run:
         c, pipeline = self.config, self.pipeline
         sampler = sampler or builders.build_sampler(c)
         if ("sr", sampler) not in self._compiled:
-            aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
-            self._compiled[("sr", sampler)] = jax.jit(make_sr_fn(
-                self._graphdef, self._model_state, self.sde, sampler, channels=self.image_shape[2],
-                tile=self.image_size, overlap=pipeline.tile_overlap, prediction=c.model.prediction,
-                time_input=c.loss.time_input, denoise=c.sampling.denoise, aug_level=aug,
-                clip_x0=pipeline.clip_denoised))
+            from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
+
+            common = dict(channels=self.image_shape[2], tile=self.image_size, overlap=pipeline.tile_overlap,
+                          prediction=c.model.prediction, time_input=c.loss.time_input, denoise=c.sampling.denoise,
+                          clip_x0=pipeline.clip_denoised)
+            if isinstance(pipeline, ConditionalTask):  # CDE / CDiffE / CMDE (docs/conditional.md)
+                fn = make_conditional_sr_fn(self._graphdef, self._model_state, self.sde, sampler,
+                                            method=pipeline.method, sde_y=pipeline.sde_y, **common)
+            else:
+                aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
+                fn = make_sr_fn(self._graphdef, self._model_state, self.sde, sampler, aug_level=aug, **common)
+            self._compiled[("sr", sampler)] = jax.jit(fn)
         sr, out = self._compiled[("sr", sampler)], []
         for i, low in enumerate(lows):
             out.append(np.asarray(sr(self.params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0])
@@ -579,6 +592,8 @@ RESTORERS = {
     "palette_colorization": Run._restore_arrays,
     "palette_jpeg": Run._restore_arrays,
     "palette_multitask": Run._restore_arrays,
+    "conditional_sr": Run._super_resolve_arrays,
+    "conditional_inpainting": Run._restore_arrays,
 }
 
 
@@ -776,6 +791,8 @@ RESTORE_TASKS = {
     "palette_colorization": run_restore,
     "palette_jpeg": run_restore,
     "palette_multitask": run_restore,
+    "conditional_sr": run_sr3,
+    "conditional_inpainting": run_restore,
 }
 
 

@@ -281,7 +281,8 @@ def restore_inputs(
                 def cond_score_fn(x, t, c):
                     return make_score_fn(params, c)(x, t)
 
-                score_fn = tiled_score_fn(cond_score_fn, cond, tile, overlap)
+                score_fn, key = pipeline.bind_condition(
+                    lambda c: tiled_score_fn(cond_score_fn, c, tile, overlap), cond, sde, sampler, key)
                 return pipeline.restore(score_fn, sde, sampler, kind, shape, known, mask, key, denoise)
 
             cache_key = ("restore", kind, shape, sampler, overlap, denoise)
