@@ -281,3 +281,51 @@ def test_alexnet_features_match_the_independent_network(lpips_pairs, wheel_alexn
     want = _np_alexnet_relus(b, wheel_alexnet[0])[-1].mean(axis=(1, 2))
     got = metrics.alexnet_features(b, resize_to=None, batch_size=3)
     np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+# --- bootstrap confidence intervals --------------------------------------------------------
+
+
+def test_bootstrap_ci_width_and_coverage_match_the_normal_theory():
+    rng = np.random.default_rng(5)
+    n, sd = 50, 2.0
+    # Width: for a mean of n normal values, 2 * 1.96 * sd / sqrt(n) (up to the sample sd).
+    x = rng.normal(1.0, sd, n)
+    ci = metrics.bootstrap_ci(x, num_resamples=4000)
+    want = 2 * 1.96 * x.std(ddof=1) / np.sqrt(n)
+    assert ci["low"] < x.mean() < ci["high"] and ci["mean"] == pytest.approx(x.mean())
+    np.testing.assert_allclose(ci["high"] - ci["low"], want, rtol=0.1)
+    # Coverage of the true mean over 300 repeats (binomial sd ~0.013 around ~0.94).
+    hits = [metrics.bootstrap_ci(rng.normal(1.0, sd, n), num_resamples=1000, seed=i)
+            for i in range(300)]
+    coverage = np.mean([c["low"] < 1.0 < c["high"] for c in hits])
+    assert 0.89 < coverage < 0.985, coverage
+
+
+def test_bootstrap_ci_is_paired_over_images():
+    # Images differ a lot from one another (sd 1), methods by a constant 0.01 plus small
+    # noise: only a paired interval sees the difference.
+    rng = np.random.default_rng(6)
+    base = rng.normal(0.0, 1.0, 64)
+    a = base + 0.01 + 0.002 * rng.standard_normal(64)
+    ci = metrics.bootstrap_ci(a, base)
+    assert ci["excludes_zero"] and ci["low"] > 0.0085 and ci["high"] < 0.0115
+    noise = 0.002 * rng.standard_normal(64)
+    same = metrics.bootstrap_ci(base + noise - noise.mean(), base)  # mean difference exactly 0
+    assert not same["excludes_zero"] and same["mean"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same images"):
+        metrics.bootstrap_ci(a, base[:10])
+
+
+def test_bootstrap_ci_two_levels_cover_the_seed_spread():
+    # Four sampling seeds whose means differ (sd 0.05 per seed) widen the interval over a
+    # single seed's, whose image spread is tiny.
+    rng = np.random.default_rng(7)
+    per_seed = rng.normal(0.0, 0.05, (4, 1)) + 0.001 * rng.standard_normal((4, 64))
+    one = metrics.bootstrap_ci(per_seed[0])
+    four = metrics.bootstrap_ci(per_seed)
+    assert four["high"] - four["low"] > 10 * (one["high"] - one["low"])
+    with pytest.raises(ValueError, match="level"):
+        metrics.bootstrap_ci(per_seed, level=1.5)
+    with pytest.raises(ValueError, match="N >= 2"):
+        metrics.bootstrap_ci(np.zeros(1))
