@@ -166,6 +166,7 @@ def paired_report(*, quick: bool, budgets: Sequence[int] | None = None) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2 draws of 256 samples, NFE 10 and 20")
+    parser.add_argument("--paired", action="store_true", help="accepted: how benchmarks/samplers.py hands over")
     args = parser.parse_args()
     paired_report(quick=args.quick)
 

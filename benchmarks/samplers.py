@@ -9,7 +9,6 @@ overhead against the score function's cost at batch 256.
 
     python benchmarks/samplers.py            # full run (a few minutes on 2 CPU cores)
     python benchmarks/samplers.py --quick    # small subset
-    python benchmarks/samplers.py --paired   # paired error to the converged flow, several x_T draws
 
 Prints markdown tables and ends with one JSON line.
 """
@@ -178,14 +177,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer budgets, samples and projections")
     parser.add_argument("--overhead-only", action="store_true", help="only the loop-overhead table")
-    parser.add_argument("--paired", action="store_true",
-                        help="only the paired error to the converged flow of the same x_T, over several draws")
     args = parser.parse_args()
-    if args.paired:
-        from sampler_metrics import paired_report
-
-        paired_report(quick=args.quick)
-        return
     if args.overhead_only:
         overhead = overhead_table(dj.VPSDE(), gaussians.mixture(dim=8, k=4, seed=0), quick=args.quick)
         print(json.dumps({"benchmark": "samplers_overhead", "overhead": overhead, "device": jax.devices()[0].platform}))
@@ -294,4 +286,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--paired" in sys.argv[1:]:  # paired error to the converged flow: benchmarks/sampler_metrics.py
+        from sampler_metrics import main as paired_main
+
+        paired_main()
+    else:
+        main()
