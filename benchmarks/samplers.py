@@ -297,4 +297,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if "--paired" in sys.argv[1:]:  # paired error to the converged flow: benchmarks/sampler_metrics.py
+        from sampler_metrics import main as paired_main
+
+        paired_main()
+    else:
+        main()

@@ -31,6 +31,7 @@ __all__ = [
     "frechet_distance",
     "frechet_alexnet_distance",
     "mean_iou",
+    "bootstrap_ci",
 ]
 
 # SSIM constants of Wang et al. (2004), as used by scikit-image.
@@ -357,3 +358,72 @@ def mean_iou(pred: Array, target: Array, num_classes: int) -> Array:
     present = union > 0
     iou = jnp.where(present, inter / jnp.maximum(union, 1), 0.0)
     return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
+
+
+def bootstrap_ci(
+    per_image_a,
+    per_image_b=None,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """Percentile-bootstrap confidence interval of a mean, or of a paired mean difference.
+
+    The unit resampled is the image: with ``per_image_b`` the interval is that of
+    ``mean(a - b)`` over the same images (paired), which removes the images' own
+    spread from the comparison. Arrays of shape ``(S, N)`` hold ``S`` sampling seeds
+    of ``N`` images; then images and seeds are resampled independently (two-level
+    bootstrap), so the interval covers both the choice of images and the sampler's
+    randomness. ``(N,)`` arrays are one seed.
+
+    Args:
+      per_image_a: ``(N,)`` or ``(S, N)`` per-image values of method A.
+      per_image_b: optional, the same images under method B: ``(N,)`` or ``(S', N)``
+        (seeds of A and B are resampled separately).
+      level: coverage of the interval, in (0, 1).
+      num_resamples: bootstrap resamples (>= 100).
+      seed: seed of the resampling.
+
+    Returns:
+      ``{"mean": m, "low": lo, "high": hi, "excludes_zero": bool}`` where ``m`` is the
+      mean of A (or of A - B) and ``[lo, hi]`` the interval.
+
+    Raises:
+      ValueError: on arrays of rank other than 1 or 2, fewer than 2 images, a different
+        number of images in A and B, or ``level`` / ``num_resamples`` out of range.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level!r}")
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 100:
+        raise ValueError(f"bootstrap_ci: num_resamples must be an integer >= 100, got {num_resamples!r}")
+    arrays = []
+    for label, values in (("per_image_a", per_image_a), ("per_image_b", per_image_b)):
+        if values is None:
+            continue
+        v = np.asarray(values, np.float64)
+        v = v[None] if v.ndim == 1 else v
+        if v.ndim != 2 or v.shape[1] < 2:
+            raise ValueError(f"bootstrap_ci: {label} must be (N,) or (seeds, N) with N >= 2 images, got {np.shape(values)}")
+        arrays.append(v)
+    if len(arrays) == 2 and arrays[0].shape[1] != arrays[1].shape[1]:
+        raise ValueError(
+            f"bootstrap_ci: A and B must score the same images, got {arrays[0].shape[1]} and {arrays[1].shape[1]}"
+        )
+    rng = np.random.default_rng(seed)
+    n = arrays[0].shape[1]
+    images = rng.integers(0, n, (num_resamples, n))
+
+    def resampled_means(v):
+        # Each resample: seeds drawn with replacement, then images, averaged.
+        seeds = rng.integers(0, v.shape[0], (num_resamples, v.shape[0]))
+        per_seed_image = v[seeds[:, :, None], images[:, None, :]]  # (R, S, N)
+        return per_seed_image.mean(axis=(1, 2))
+
+    stats = resampled_means(arrays[0])
+    mean = float(arrays[0].mean())
+    if len(arrays) == 2:
+        stats = stats - resampled_means(arrays[1])
+        mean -= float(arrays[1].mean())
+    low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": mean, "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0)}

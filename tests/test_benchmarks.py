@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,3 +42,77 @@ def test_train_only_then_one_task(tmp_path):
     assert [(r["task"], r["method"]) for r in report["rows"]] == [
         ("colorization", "Palette"), ("colorization", "grayscale input")]
     assert report["rows"][1]["lpips"] > 0
+
+
+# -- smoke runs of the scripts whose tables the README quotes --------------------------------
+
+
+def _script(name: str, *args: str, timeout: int = 600) -> dict:
+    """Run ``benchmarks/<name>`` and return its final JSON line (asserting a clean exit)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_samplers_benchmark_smoke():
+    report = _script("samplers.py", "--overhead-only", "--quick")
+    assert report["benchmark"] == "samplers_overhead"
+    for row in report["overhead"].values():
+        assert row["nfe"] == 100 and row["sampler_s"] > 0 and row["scores_s"] > 0
+
+
+def test_sliced_w2_closed_form():
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import jax
+
+    from samplers import sliced_w2
+
+    x = jax.random.normal(jax.random.key(0), (512, 4))
+    reference = jax.numpy.tile(x, (4, 1))  # each sample repeated: the quantiles are x's own
+    assert sliced_w2(x, reference, jax.random.key(1), 64) < 0.02
+    # A shift by v moves every 1-D projection by u.v: sliced W2^2 = mean over u of (u.v)^2 = |v|^2 / d.
+    v = jax.numpy.array([1.0, -2.0, 0.5, 2.0])
+    got = sliced_w2(x + v, reference, jax.random.key(1), 4096)
+    np.testing.assert_allclose(got, float(jax.numpy.linalg.norm(v)) / 2.0, rtol=0.05)
+
+
+def _has_flag(script: str, flag: str) -> bool:
+    with open(os.path.join(ROOT, "benchmarks", script)) as f:
+        return flag in f.read()
+
+
+@pytest.mark.skipif(not _has_flag("train_throughput.py", '"--size"'),
+                    reason="train_throughput.py has no tiny size to smoke-test yet")
+def test_train_throughput_smoke():
+    report = _script("train_throughput.py", "--size", "tiny", "--batch", "2", "--repeats", "1")
+    assert report["train_img_per_s"] > 0 and report["forward_img_per_s"] > 0
+
+
+def test_sr_and_x0_error_benchmarks_smoke(tmp_path):
+    """One training step of the SR3 smoke config, then both scripts with every row type."""
+    from configs.sr3_photos_x4 import get_config
+    from train import train_and_evaluate
+
+    config = get_config("smoke")
+    config.training.num_steps = 1
+    config.training.ckpt_every = 1
+    config.training.sample_every = 0
+    config.training.progress_bar = False
+    config.eval.enabled = False
+    workdir = str(tmp_path / "sr3")
+    train_and_evaluate(config, workdir)
+    report = _script("sr.py", "--workdir", workdir, "--num", "2", "--ancestral-steps", "2", "--dpm-steps", "2",
+                     "--regression-steps", "1", "--seeds", "2")
+    methods = [r["method"] for r in report["rows"]]
+    assert methods[:2] == ["bicubic", "regression UNet (L2, 1 steps)"] and len(methods) == 5
+    assert all(r["seeds"] == 2 for r in report["rows"][2:])
+    assert {(c["a"], c["b"]) for c in report["comparisons"]} >= {(methods[2], "bicubic")}
+    for c in report["comparisons"]:
+        assert c["low"] <= c["diff"] <= c["high"]
+        assert c["verdict"] in ("A better", "A worse", "inside the noise")
+    x0 = _script("x0_error.py", "--workdir", workdir, "--num", "2")
+    assert x0["benchmark"] == "x0_error" and len(x0["rows"]) == 7
+    assert all(np.isfinite(r["x0_mse"]) for r in x0["rows"])
