@@ -19,17 +19,13 @@ full ``train.py --config configs/palette_inpainting.py`` run) is used as it is;
 otherwise the config is shrunk to ``--channels`` / ``--steps`` and trained there.
 ``--train_only`` lets the five trainings run as parallel processes (sharing one
 accelerator, compiling at the same time); the benchmark run then reuses them.
-<<<<<<< HEAD
-Prints each row as it is measured, a markdown table, and one JSON line; the main figure
-(LPIPS per method, grouped by task) goes to ``--figure``
-(default ``outputs/benchmarks/restoration_lpips.png``).
-=======
 Palette and RePaint are sampled with ``--seeds`` keys (default 3). Every comparison of
 a diffusion method with another method of its task gets a 95% bootstrap interval of
 the paired difference (over images and seeds, ``diffjax.metrics.bootstrap_ci``) and
 a verdict only where the interval excludes zero.
-Prints each row as it is measured, a markdown table, the comparisons, and one JSON line.
->>>>>>> tests19
+Prints each row as it is measured, a markdown table, the comparisons, and one JSON line;
+the main figure (LPIPS per method, grouped by task) goes to ``--figure``
+(default ``outputs/benchmarks/restoration_lpips.png``).
 """
 
 from __future__ import annotations
@@ -286,13 +282,9 @@ def main():
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
               f"{r['sec_per_image']:.4f} |")
-<<<<<<< HEAD
     figure = plot_grouped_bars(rows, args.figure, group="task", label="method", value="lpips",
                                ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out {size}x{size} photo crops")
     print(f"\nfigure: {figure}")
-    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args), "rows": rows,
-                      "figure": figure}))
-=======
     # Each diffusion method against each other method of its task, paired over the same images.
     comparisons = []
     for (task, method), values in per_image.items():
@@ -304,8 +296,7 @@ def main():
                                 for m in ("lpips", "psnr")]
     print_comparisons(comparisons)
     print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args),
-                      "rows": rows, "comparisons": comparisons}))
->>>>>>> tests19
+                      "rows": rows, "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":

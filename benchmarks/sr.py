@@ -16,16 +16,12 @@ low-resolution input; seconds per image exclude compilation.
 
     python benchmarks/sr.py --workdir runs/sr3_x4 [--num 32] [--quick]
 
-<<<<<<< HEAD
-Prints a markdown table and ends with one JSON line; the main figure (LPIPS per method)
-goes to ``--figure`` (default ``outputs/benchmarks/sr_lpips.png``).
-=======
 Each SR3 row is sampled with ``--seeds`` keys (default 3) and compared with bicubic and
 with the ancestral row on LPIPS: the 95% bootstrap interval of the paired difference
 over images and seeds, and a verdict only where it excludes zero.
 
-Prints a markdown table, the comparisons, and ends with one JSON line.
->>>>>>> tests19
+Prints a markdown table, the comparisons, and ends with one JSON line; the main figure
+(LPIPS per method) goes to ``--figure`` (default ``outputs/benchmarks/sr_lpips.png``).
 """
 
 from __future__ import annotations
@@ -184,13 +180,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
               f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
-<<<<<<< HEAD
     figure = plot_bars({r["method"]: r["lpips_alex"] for r in rows}, args.figure, ylabel="LPIPS (AlexNet), lower is better",
                        title=f"SR x{scale} on {n} held-out crops (SR3 step {step})")
     print(f"\nfigure: {figure}")
-    print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "checkpoint_step": step,
-                      "regression_train_seconds": round(train_seconds, 1), "rows": rows, "figure": figure}))
-=======
     # Every SR3 row against bicubic and against the first SR3 row (ancestral), paired over images.
     by_name = {r["method"]: r for r in rows}
     sr3 = [r["method"] for r in rows if r["method"].startswith("SR3")]
@@ -202,8 +194,7 @@ def main() -> None:
         r.pop("per_image")
     print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "seeds": args.seeds, "checkpoint_step": step,
                       "regression_train_seconds": round(train_seconds, 1), "rows": rows,
-                      "comparisons": comparisons}))
->>>>>>> tests19
+                      "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":
