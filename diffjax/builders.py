@@ -58,6 +58,7 @@ SAMPLERS = {
     "ddim": samplers.DDIM,
     "heun": samplers.Heun,
     "dpm_solver_pp": samplers.DPMSolverPP,
+    "unipc": samplers.UniPC,
     "ode": samplers.ProbabilityFlowODE,
 }
 

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.nn.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
-from diffjax.nn.layers import AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count
+from diffjax.nn.layers import (
+    KERNEL_GRADS, AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count,
+)
 from diffjax.typing import Array, PRNGKey
 
 __all__ = ["UNetConfig", "UNet"]
@@ -70,6 +72,10 @@ class UNetConfig:
         ``"score"``); read by callers, not by the network.
       dtype: compute dtype, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       param_dtype: parameter dtype, same choices.
+      conv_kernel_grad: how convolution kernel gradients are computed: ``"xla"``
+        (XLA's own), ``"patches"`` (patches x output-gradient matmuls) or
+        ``"auto"`` (patches only for the layer shapes where it measured faster;
+        docs/unet.md). Values and gradients agree within float tolerance.
     """
 
     image_size: int = 32
@@ -92,6 +98,7 @@ class UNetConfig:
     prediction: str = "eps"
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_kernel_grad: str = "xla"
 
     def __post_init__(self):
         # Configs read from ConfigDicts hand over lists; store hashable tuples.
@@ -99,6 +106,8 @@ class UNetConfig:
         object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
         if self.time_embedding not in _TIME_EMBEDDINGS:
             raise ValueError(f"time_embedding must be one of {_TIME_EMBEDDINGS}, got {self.time_embedding!r}")
+        if self.conv_kernel_grad not in KERNEL_GRADS:
+            raise ValueError(f"conv_kernel_grad must be one of {KERNEL_GRADS}, got {self.conv_kernel_grad!r}")
         if self.prediction not in _PREDICTIONS:
             raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {self.prediction!r}")
         for field in ("dtype", "param_dtype"):
@@ -176,6 +185,7 @@ class UNet(nnx.Module):
         cfg = config
         dt, pdt = _DTYPES[cfg.dtype], _DTYPES[cfg.param_dtype]
         kw = dict(dtype=dt, param_dtype=pdt, rngs=rngs)
+        ckw = dict(kw, kernel_grad=cfg.conv_kernel_grad)  # for the blocks that hold convolutions
         nf = cfg.base_channels
         emb_dim = 4 * nf
 
@@ -198,12 +208,12 @@ class UNet(nnx.Module):
 
         def res(cin, cout):
             return ResBlock(cin, cout, emb_dim, dropout_rate=cfg.dropout, rescale_skip=cfg.rescale_skip,
-                           block_id=next(block_ids), **kw)
+                           block_id=next(block_ids), **ckw)
 
         def attn(ch):
             return AttentionBlock(ch, num_heads=cfg.num_heads, rescale_skip=cfg.rescale_skip, **kw)
 
-        self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **kw)
+        self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **ckw)
         # Channel count of every activation pushed on the skip stack, in order.
         skip_channels = [nf]
         ch = nf
@@ -215,7 +225,7 @@ class UNet(nnx.Module):
                 ch = nf * mult
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                downsamplers.append(Downsample(ch, with_conv=cfg.resample_with_conv, **kw))
+                downsamplers.append(Downsample(ch, with_conv=cfg.resample_with_conv, **ckw))
                 skip_channels.append(ch)
         self.down = nnx.List(down)
         self.downsamplers = nnx.List(downsamplers)
@@ -233,13 +243,13 @@ class UNet(nnx.Module):
                                    attn(nf * mult) if with_attn else None))
                 ch = nf * mult
             if level != 0:
-                upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **kw))
+                upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **ckw))
         self.up = nnx.List(up)
         self.upsamplers = nnx.List(upsamplers)
 
         self.norm_out = GroupNorm(ch, num_groups=group_count(ch), epsilon=1e-6, dtype=dt, param_dtype=pdt)
         # Zero init: the untrained network predicts 0 (e.g. eps = 0), a neutral start.
-        self.conv_out = conv(ch, cfg.output_channels, 3, zero_init=True, **kw)
+        self.conv_out = conv(ch, cfg.output_channels, 3, zero_init=True, **ckw)
 
     def _check_aug_level(self, aug_level, batch: int) -> None:
         if self.config.aug_level_embedding:
