@@ -242,9 +242,12 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
     return load_dataset(
         config.data.name,
         split=split,
-        image_size=config.data.image_size,
+        image_size=config.data.image_size or None,
         seed=config.training.seed,
         data_dir=config.data.data_dir or None,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        eval_fraction=config.data.eval_fraction,
     )
 
 
