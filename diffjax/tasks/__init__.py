@@ -3,9 +3,11 @@
 ``repaint``  RePaint inpainting with resampling jumps (any unconditional score)
 ``sr3``      SR3 super-resolution: bicubic resampling, tiled sampling (:mod:`diffjax.tasks.sr3`)
 ``cascade``  conditioning augmentation of cascaded models (:mod:`diffjax.tasks.cascade`)
+``plug_and_play``  a diffusion prior plus a differentiable constraint (Graikos et al.)
 """
 
 from diffjax.tasks.repaint import repaint, repaint_nfe, repaint_schedule
+from diffjax.tasks.pnp import plug_and_play
 from diffjax.tasks import cascade, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
 
-__all__ = ["repaint", "repaint_schedule", "repaint_nfe"]
+__all__ = ["repaint", "repaint_schedule", "repaint_nfe", "plug_and_play"]
