@@ -100,18 +100,24 @@ def test_refuses_bad_arguments():
         load_dataset("scenes", num_classes=5)
 
 
-def test_ddpm_scenes_smoke_run(tmp_path):
+def test_ddpm_scenes_smoke_run_on_a_written_folder(tmp_path):
+    """configs/ddpm_scenes.py:smoke with --config.data.name=folder: training, then the
+    end-to-end evaluation (FD-AlexNet against the folder's held-out share)."""
     from configs.ddpm_scenes import get_config
     from train import train_and_evaluate
 
     c = get_config("smoke")
     assert c.data.name == "scenes" and c.data.image_size == 32
-    c.data.image_size = 8
+    folder = str(tmp_path / "scenes")
+    write_folder(folder, 8, image_size=8, labelled=False)
+    c.data.name, c.data.data_dir, c.data.image_size, c.data.eval_fraction = "folder", folder, 8, 0.25
     c.model.channel_mult = (1,)
     c.training.num_steps = c.training.ckpt_every = 2
     c.training.sample_every = 0  # the end-of-training evaluation samples once
     c.training.progress_bar = False
     c.sampling.steps = 2
-    c.eval.fd_alexnet = False
+    c.eval.num_samples = c.sampling.batch_size = 4
     summary = train_and_evaluate(c, str(tmp_path / "run"))
     assert summary["step"] == 2 and np.isfinite(summary["final_loss"])
+    # 2 held-out files, repeated to the 4 evaluation images.
+    assert np.isfinite(summary["fd_alexnet_ema"]) and np.isfinite(summary["fd_alexnet_train_vs_heldout"])
