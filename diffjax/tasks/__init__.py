@@ -4,10 +4,12 @@
 ``sr3``      SR3 super-resolution: bicubic resampling, tiled sampling (:mod:`diffjax.tasks.sr3`)
 ``cascade``  conditioning augmentation of cascaded models (:mod:`diffjax.tasks.cascade`)
 ``plug_and_play``  a diffusion prior plus a differentiable constraint (Graikos et al.)
+``segmentation``   per-pixel features of a diffusion network (Baranchuk et al.)
 """
 
 from diffjax.tasks.repaint import repaint, repaint_nfe, repaint_schedule
 from diffjax.tasks.pnp import plug_and_play
+from diffjax.tasks import segmentation  # dj.tasks.segmentation.ddpm_feature_fn, ...
 from diffjax.tasks import cascade, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
 
 __all__ = ["repaint", "repaint_schedule", "repaint_nfe", "plug_and_play"]
