@@ -5,11 +5,12 @@
 ``cascade``  conditioning augmentation of cascaded models (:mod:`diffjax.tasks.cascade`)
 ``plug_and_play``  a diffusion prior plus a differentiable constraint (Graikos et al.)
 ``segmentation``   per-pixel features of a diffusion network (Baranchuk et al.)
+``pixel_classifier``  their MLP ensemble: vote and per-pixel uncertainty
 """
 
 from diffjax.tasks.repaint import repaint, repaint_nfe, repaint_schedule
 from diffjax.tasks.pnp import plug_and_play
-from diffjax.tasks import segmentation  # dj.tasks.segmentation.ddpm_feature_fn, ...
+from diffjax.tasks import pixel_classifier, segmentation  # ddpm_feature_fn, train_ensemble, ...
 from diffjax.tasks import cascade, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
 
 __all__ = ["repaint", "repaint_schedule", "repaint_nfe", "plug_and_play"]
