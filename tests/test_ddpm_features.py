@@ -2,7 +2,6 @@
 upsampling, streaming (also into a memory map) equal to one pass, and the UNet's
 activations agreeing with its forward pass."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
