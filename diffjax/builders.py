@@ -267,9 +267,12 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
     dataset = load_dataset(
         config.data.name,
         split=split,
-        image_size=config.data.image_size,
+        image_size=config.data.image_size or None,
         seed=config.training.seed,
         data_dir=config.data.data_dir or None,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        eval_fraction=config.data.eval_fraction,
     )
     classes = tuple(config.data.get("classes", ()))
     return select_classes(dataset, classes) if classes else dataset

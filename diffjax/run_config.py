@@ -36,11 +36,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # "digits", "fashion_mnist", "photos" or "tfds:<name>"
-    c.data.image_size = 16
+    c.data.name = "digits"  # "digits", "fashion_mnist", "photos", "scenes", "folder" or "tfds:<name>"
+    c.data.image_size = 16  # 0 = keep the files' size (folder datasets)
     c.data.data_dir = ""  # "" = the loader's default location
     c.data.use_labels = False  # feed class labels to the network (class-conditional model)
     c.data.classes = ()  # keep only these class ids, relabelled 0..K-1 in this order; () = all
+    # Folder datasets (name="folder"; docs/data.md): channels 3 = RGB, 1 = grey, 0 = as the
+    # dataset (folders: grey if every file is grey); num_classes of name_label.png maps
+    # (0 = unlabelled); the share of files held out for the end-of-training evaluation.
+    c.data.channels = 0
+    c.data.num_classes = 0
+    c.data.eval_fraction = 0.1
 
     # Fields of diffjax.nn.UNetConfig (image_size / in_channels / num_classes are
     # filled from the data section by builders.build_model).
