@@ -36,7 +36,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # "digits", "fashion_mnist", "photos", "scenes", "folder" or "tfds:<name>"
+    c.data.name = "digits"  # "digits", "fashion_mnist", "photos", "photo_corpus", "scenes", "folder" or "tfds:<name>"
     c.data.image_size = 16  # 0 = keep the files' size (folder datasets)
     c.data.data_dir = ""  # "" = the loader's default location
     c.data.use_labels = False  # feed class labels to the network (class-conditional model)
@@ -137,6 +137,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         "scale": 4, "noise_aug_max": 0.0, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
         "tile_overlap": 8,  # sample.py --input: output pixels shared by neighbouring tiles
         "clip_denoised": True,  # clip the implied x0 to [-1, 1] at every sampling step
+        # Low-frequency consistency with the input: "none", "end" (project the output) or "each"
+        # (project the implied x0 at every step, then the output); docs/sr.md.
+        "projection": "none",
     })
     # An SR stage of a cascade (CDM): SR3 + conditioning augmentation; see docs/sr.md.
     c.task.cascade = ml_collections.ConfigDict({
@@ -154,7 +157,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.palette_uncropping = ml_collections.ConfigDict({
         "directions": ("left", "right", "top", "bottom", "all"), "hole_loss_only": True,
     })
-    c.task.palette_colorization = ml_collections.ConfigDict()
+    c.task.palette_colorization = ml_collections.ConfigDict({
+        "keep_luminance": True,  # outputs keep the input's BT.601 luma exactly (docs/palette.md)
+    })
     c.task.palette_jpeg = ml_collections.ConfigDict({"quality_range": (5, 30)})
     c.task.palette_multitask = ml_collections.ConfigDict({
         "tasks": ("inpainting", "uncropping", "colorization", "jpeg"), "mask_kinds": ("free_form", "box"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from diffjax.data.builtin import load_digits, load_fashion_mnist
 from diffjax.data.folder import FolderDataset, load_folder
+from diffjax.data.corpus import EVAL_SOURCES, TRAIN_SOURCES, PhotoCorpus, texture_labels
 from diffjax.data.photos import TEST_PHOTOS, TRAIN_PHOTOS, PhotoCrops
 from diffjax.data.scenes import Scenes
 from diffjax.data.pipeline import ArrayDataset, Dataset, resize_images, select_classes
@@ -24,6 +25,10 @@ __all__ = [
     "Dataset",
     "ArrayDataset",
     "PhotoCrops",
+    "PhotoCorpus",
+    "TRAIN_SOURCES",
+    "EVAL_SOURCES",
+    "texture_labels",
     "TRAIN_PHOTOS",
     "TEST_PHOTOS",
     "resize_images",
@@ -33,7 +38,7 @@ __all__ = [
     "Scenes",
 ]
 
-DATASETS = ("digits", "fashion_mnist", "photos", "scenes", "folder", "tfds:<name>")
+DATASETS = ("digits", "fashion_mnist", "photos", "photo_corpus", "scenes", "folder", "tfds:<name>")
 """Names :func:`load_dataset` accepts; ``tfds:<name>`` takes any prepared TFDS image dataset."""
 
 
@@ -53,7 +58,9 @@ def load_dataset(
     Args:
       name: ``"digits"`` (8x8 grey, 10 classes), ``"fashion_mnist"`` (28x28 grey,
         10 classes), ``"photos"`` (endless random RGB crops of scikit-image's photos,
-        unlabelled), ``"scenes"`` (endless procedural Fashion-MNIST scenes with label
+        unlabelled), ``"photo_corpus"`` (multi-scale RGB crops of a larger photo corpus whose
+        ``test`` split holds photos from other sources than ``train``, see
+        :mod:`diffjax.data.corpus`), ``"scenes"`` (endless procedural Fashion-MNIST scenes with label
         maps, 32x32 RGB by default, see :mod:`diffjax.data.scenes`), ``"folder"``
         (every PNG/JPEG under ``data_dir``, see
         :mod:`diffjax.data.folder`) or ``"tfds:<name>"`` (a TFDS dataset already prepared
@@ -111,6 +118,8 @@ def _load_builtin(name, split, image_size, seed, data_dir) -> Dataset:
         return load_fashion_mnist(split, image_size, seed, data_dir)
     if name == "photos":
         return PhotoCrops(split, image_size, seed)
+    if name == "photo_corpus":
+        return PhotoCorpus(split, image_size, seed)
     if name.startswith("tfds:") and len(name) > len("tfds:"):
         return load_tfds(name[len("tfds:") :], split, image_size, seed, data_dir)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
