@@ -92,9 +92,9 @@ def check_fill_mask(fill: np.ndarray, name: str) -> np.ndarray:
       ValueError: an empty mask (nothing to fill) or a full one (no known pixel).
     """
     if not fill.any():
-        raise ValueError(f"mask {name} is empty (all black): there is nothing to fill")
+        raise ValueError(f"mask {name} is empty: there is nothing to fill")
     if fill.all():
-        raise ValueError(f"mask {name} covers the whole image (all white): there is no known pixel to keep")
+        raise ValueError(f"mask {name} covers the whole image: there is no known pixel to keep")
     return (~fill).astype(np.float32)
 
 
