@@ -126,7 +126,6 @@ def main(argv=None) -> dict:
         classifier = run._translation_classifier(method, args.classifier_workdir)
         for t0 in t0s:
             run.config.translation.t0 = t0
-            run._compiled = {k: v for k, v in run._compiled.items() if k[0] != "translate"}
             start = time.time()
             out = run._translate(sources, method, classifier, key=jax.random.key(0))
             seconds = (time.time() - start) / len(sources)

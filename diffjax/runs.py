@@ -414,26 +414,31 @@ class Run:
         if cache_key not in self._compiled:
             sde = self.sde
 
-            def run(params, cls_params, x, key):
+            # t0 is an argument (traced): a sweep over t0 compiles once.
+            def run(params, cls_params, x, key, t0):
                 score_fn = self._score_fn(params)
                 if method == "sdedit":
-                    out = sdedit(score_fn, sde, x, key=key, t0=tr.t0, sampler=sampler, repeats=int(tr.repeats))
+                    out = sdedit(score_fn, sde, x, key=key, t0=t0, sampler=sampler, repeats=int(tr.repeats))
                 else:
                     graphdef, _, state, time_input = classifier
                     cls_model = model_from_state(graphdef, cls_params, state)
                     energy = egsde_energy(
                         lambda y, t: cls_model.features(y, network_time_input(sde, t, time_input)),
                         lambda_s=float(tr.lambda_s), lambda_i=float(tr.lambda_i), down_factor=int(tr.down_factor))
-                    out = egsde(score_fn, sde, x, key=key, energy_fn=energy, t0=tr.t0, sampler=sampler)
+                    out = egsde(score_fn, sde, x, key=key, energy_fn=energy, t0=t0, sampler=sampler)
                 return jax.numpy.clip(out, -1.0, 1.0)
 
             self._compiled[cache_key] = jax.jit(run, out_shardings=replicated(self.mesh))
         fn, cls_params = self._compiled[cache_key], (classifier[1] if classifier else None)
+        t0 = float(tr.t0)
+        if not self.sde.eps < t0 <= self.sde.T:
+            raise ValueError(f"translation.t0 must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
         out = []
         for b, start in enumerate(range(0, len(images), batch)):
             chunk = np.asarray(images[start:start + batch], np.float32)
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-            out.append(np.asarray(fn(self.params, cls_params, padded, jax.random.fold_in(key, b)))[:len(chunk)])
+            out.append(np.asarray(fn(self.params, cls_params, padded, jax.random.fold_in(key, b),
+                                     np.float32(t0)))[:len(chunk)])
             if progress is not None:
                 progress(b + 1)
         return np.concatenate(out)

@@ -119,3 +119,19 @@ def test_sample_py_command_line(runs):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
+
+
+def test_benchmark_smoke(runs, tmp_path):
+    """benchmarks/translation.py end to end on the smoke runs: rows, plot and the JSON line."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import translation as bench
+
+    score, cls, _, _ = runs
+    plot = str(tmp_path / "plot.png")
+    summary = bench.main(["--score_workdir", score, "--classifier_workdir", cls, "--smoke", "--steps", "2",
+                          "--plot", plot])
+    assert [(r["method"], r["t0"]) for r in summary["rows"]] == [
+        ("sdedit", 0.3), ("sdedit", 0.4), ("egsde", 0.3), ("egsde", 0.4)]
+    for row in summary["rows"]:
+        assert 0.0 <= row["target_share"] <= 1.0 and -1.0 <= row["ssim"] <= 1.0 and np.isfinite(row["fd_alexnet"])
+    assert os.path.getsize(plot) > 1000
