@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--gaussian_steps", default="100,1000")
     parser.add_argument("--gaussian_samples", type=int, default=4000)
     parser.add_argument("--skip_photos", action="store_true", help="only the exact Gaussian problem")
+    parser.add_argument("--skip_gaussian", action="store_true", help="only the photo crops")
     parser.add_argument("--train_only", action="store_true", help="train the missing runs and stop")
     parser.add_argument("--quick", action="store_true", help="smoke: tiny networks, 4 steps, 4 crops")
     args = parser.parse_args()
@@ -184,16 +185,17 @@ def main() -> None:
         for r in photo:
             print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
                   f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
-    gauss = gaussian_rows(args)
-    print(f"\nExact Gaussian problem: W2 to p(x | y), {args.gaussian_samples} samples, Euler-Maruyama\n")
-    print("| estimator | " + " | ".join(f"{s} steps" for s in args.gaussian_steps) + " |")
-    print("|---|" + "---|" * len(args.gaussian_steps))
-    print(f"| exact draws (noise floor) | {gauss[0]['w2']:.4f} |" + " |" * (len(args.gaussian_steps) - 1))
-    for method in METHODS:
-        w2 = {r["steps"]: r["w2"] for r in gauss if r["method"] == method}
-        print(f"| {method} | " + " | ".join(f"{w2[s]:.4f}" for s in args.gaussian_steps) + " |")
-    print(json.dumps({"benchmark": "conditional", "train_steps": args.steps, **meta, "photo_rows": photo,
-                      "gaussian_rows": gauss}))
+    gauss = [] if args.skip_gaussian else gaussian_rows(args)
+    if gauss:
+        print(f"\nExact Gaussian problem: W2 to p(x | y), {args.gaussian_samples} samples, Euler-Maruyama\n")
+        print("| estimator | " + " | ".join(f"{s} steps" for s in args.gaussian_steps) + " |")
+        print("|---|" + "---|" * len(args.gaussian_steps))
+        print(f"| exact draws (noise floor) | {gauss[0]['w2']:.4f} |" + " |" * (len(args.gaussian_steps) - 1))
+        for method in METHODS:
+            w2 = {r["steps"]: r["w2"] for r in gauss if r["method"] == method}
+            print(f"| {method} | " + " | ".join(f"{w2[s]:.4f}" for s in args.gaussian_steps) + " |")
+    photo_meta = {"train_steps": args.steps, **meta, "photo_rows": photo} if photo else {}
+    print(json.dumps({"benchmark": "conditional", **photo_meta, "gaussian_rows": gauss}))
 
 
 if __name__ == "__main__":

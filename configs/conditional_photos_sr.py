@@ -10,7 +10,12 @@ Everything but the estimator is configs/sr3_photos_x4.py (same network, batch, s
 SR3's noise levels, stochastic DPM-Solver++ at 40 steps), so the three estimators and SR3 compare
 at equal size and budget (benchmarks/conditional.py). CDE is SR3's estimator; CDiffE diffuses the
 condition with the same VP process; CMDE with its own VE process, ``sigma_max_y = 1`` as in the
-paper, and the network is told ``sigma_y(t)``. Training speed: docs/conditional.md.
+paper, and the network is told ``sigma_y(t)``.
+
+Training time: the network, batch and 1500 steps of sr3_photos_x4.py, which trains in 7.5 minutes on
+2 idle CPU cores (docs/sr.md); the conditional losses add one Gaussian draw per step. Measured here
+only on a shared machine (load average 25-35 on 2 cores): 2-17 images/s (0.1-1 step/s at batch 16),
+so the 15-minute budget holds only on idle cores; docs/conditional.md.
 """
 
 from configs.default import check_arg
