@@ -119,3 +119,14 @@ def test_sr_and_x0_error_benchmarks_smoke(tmp_path):
     x0 = _script("x0_error.py", "--workdir", workdir, "--num", "2")
     assert x0["benchmark"] == "x0_error" and len(x0["rows"]) == 7
     assert all(np.isfinite(r["x0_mse"]) for r in x0["rows"])
+
+
+def test_accelerator_check_refuses_to_guess_a_missing_rate(tmp_path):
+    """Without a measured float32 rate (and no STEPS) the session stops, naming the fix."""
+    env = dict(os.environ, SKIP_THROUGHPUT="1", ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
+    env.pop("STEPS", None)
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "accelerator_check.sh"), str(tmp_path / "out"),
+                             "1", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no float32 training rate" in result.stderr and "set STEPS=" in result.stderr
+    assert os.listdir(tmp_path / "runs") == []  # nothing trained
