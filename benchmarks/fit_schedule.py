@@ -127,7 +127,7 @@ def main():
     if args.from_logs:
         table = {}
         for path in args.from_logs.split(","):
-            last = json.loads(open(path).read().strip().splitlines()[-1])
+            last = json.loads([ln for ln in open(path).read().splitlines() if ln.startswith("{")][-1])
             table.update({f: {int(n): v for n, v in rows.items()} for f, rows in last["fitted"].items()})
         print(f"written to {write_table(table)}")
         return

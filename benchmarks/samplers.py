@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -134,9 +135,10 @@ def _sw2_against(samples, dirs, quantiles):
     return jnp.sqrt(jnp.mean((jnp.sort(samples @ dirs, axis=0) - quantiles) ** 2))
 
 
-def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: str | None) -> dict:
+def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: str | None, rows: str = "",
+                  budgets=None) -> dict:
     """Sliced W2 of every low-NFE sampler over ``seeds`` prior draws of ``n`` samples each."""
-    budgets = (5, 10, 20) if quick else LOW_NFE
+    budgets = tuple(budgets or ((5, 10, 20) if quick else LOW_NFE))
     mix = gaussians.mixture(dim=8, k=4, seed=0)
     sde = dj.VPSDE()
     score_fn = mix.score_fn(sde)
@@ -165,9 +167,15 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
     print("|" + "---|" * (len(budgets) + 1))
     results: dict[str, dict[str, dict]] = {}
     for name, make in low_nfe_table().items():
+        if rows and not re.search(rows, name):
+            continue
         row = {}
         for b in budgets:
-            sampler = make(b)
+            try:
+                sampler = make(b)
+            except ValueError as e:  # e.g. no fitted grid for this family
+                print(f"<!-- {name} at NFE {b} skipped: {e} -->")
+                continue
             if sampler is None:
                 continue
             values, nfe = evaluate(sampler)
@@ -182,6 +190,37 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
             cell = f"{c['mean'] / floor:.2f} ({c['std'] / floor:.2f})"
             cells.append(cell + ("" if c["nfe"] == b else f" [{c['nfe']}]"))
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    report = summarise(results, budgets, floor, converged, plot)
+    return {
+        "n": n,
+        "seeds": seeds,
+        "projections": projections,
+        "noise_floor": floor,
+        "noise_floor_runs": floors,
+        "converged_flow": converged,
+        "budgets": list(budgets),
+        "sw2": results,
+        "targets": report,
+    }
+
+
+def print_rows(results: dict, budgets, floor: float) -> None:
+    print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
+    print("|" + "---|" * (len(budgets) + 1))
+    for name, row in results.items():
+        cells = []
+        for b in budgets:
+            c = row.get(str(b))
+            if c is None:
+                cells.append("-")
+                continue
+            cell = f"{c['mean'] / floor:.2f} ({c['std'] / floor:.2f})"
+            cells.append(cell + ("" if c["nfe"] == b else f" [{c['nfe']}]"))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def summarise(results: dict, budgets, floor: float, converged, plot: str | None) -> dict:
+    """Targets and best-per-NFE of a low-NFE table; writes the plot."""
     print("\n[n] = NFE actually spent where the budget is not a multiple of the per-step cost.")
 
     def ratio(name, b):
@@ -203,8 +242,9 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
     best = {}
     for b in budgets:
         cands = {k: v[str(b)]["mean"] for k, v in results.items() if str(b) in v}
-        k = min(cands, key=cands.get)
-        best[str(b)] = {"sampler": k, "ratio": cands[k] / floor}
+        if cands:
+            k = min(cands, key=cands.get)
+            best[str(b)] = {"sampler": k, "ratio": cands[k] / floor}
     targets["best_per_nfe"] = best
     print("\n# Targets (ratios to the floor's mean)\n")
     for k, v in targets.items():
@@ -212,16 +252,26 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
     if plot:
         write_plot(plot, results, budgets, floor, float(np.mean(converged)))
         print(f"\nplot written to {plot}")
-    return {
-        "n": n,
-        "seeds": seeds,
-        "projections": projections,
-        "noise_floor": floor,
-        "noise_floor_runs": floors,
-        "converged_flow": converged,
-        "sw2": results,
-        "targets": targets,
-    }
+
+
+def merge_logs(paths: list[str], plot: str | None) -> dict:
+    """Join the final JSON lines of several low-NFE runs (same N, seeds, floor) into one report."""
+    runs = [json.loads([ln for ln in open(p).read().splitlines() if ln.startswith("{")][-1]) for p in paths]
+    first = runs[0]
+    for r in runs[1:]:
+        if (r["n"], r["seeds"], r["noise_floor"]) != (first["n"], first["seeds"], first["noise_floor"]):
+            raise ValueError(f"runs differ in n / seeds / floor: {paths}")
+    results = {}
+    for r in runs:
+        results.update(r["sw2"])
+    budgets = sorted({int(b) for r in runs for b in r["budgets"]})
+    floor, converged = first["noise_floor"], first["converged_flow"]
+    print(f"# Low NFE (merged from {len(runs)} runs): N={first['n']} per seed, {first['seeds']} seeds; noise floor "
+          f"{floor:.4f}; exact flow of the same prior draws {np.mean(converged):.4f} +- {np.std(converged):.4f} "
+          f"({np.mean(converged) / floor:.2f}x the floor)\n\nCells: mean over seeds / floor (std over seeds / floor).\n")
+    print_rows(results, budgets, floor)
+    targets = summarise(results, budgets, floor, converged, plot)
+    return dict(first, budgets=budgets, sw2=results, targets=targets, merged_from=paths)
 
 
 def write_plot(path: str, results: dict, budgets, floor: float, converged: float) -> None:
@@ -367,13 +417,21 @@ def main():
     parser.add_argument("--seeds", type=int, default=None, help="prior draws in the low-NFE study (default 5; quick 2)")
     parser.add_argument("--n", type=int, default=None, help="samples per seed in the low-NFE study (default 20000)")
     parser.add_argument("--plot", default="docs/samplers_low_nfe.png", help="PNG path of the low-NFE plot ('' = none)")
+    parser.add_argument("--rows", default="", help="regex: only the low-NFE rows whose name matches")
+    parser.add_argument("--budgets", default="", help="comma-separated NFE budgets of the low-NFE study")
+    parser.add_argument("--merge", default="", help="comma-separated logs of low-NFE runs: print them as one")
     args = parser.parse_args()
+    if args.merge:
+        out = merge_logs(args.merge.split(","), args.plot or None)
+        print(json.dumps({"benchmark": "samplers_low_nfe", **out, "device": jax.devices()[0].platform}))
+        return
     if not args.wide and not args.overhead_only:
         seeds = args.seeds or (2 if args.quick else 5)
         n = args.n or (4096 if args.quick else 20000)
         if seeds < 1 or n < 16:
             parser.error(f"--seeds must be >= 1 and --n >= 16, got --seeds {seeds} --n {n}")
-        out = low_nfe_study(quick=args.quick, seeds=seeds, n=n, projections=128, plot=args.plot or None)
+        out = low_nfe_study(quick=args.quick, seeds=seeds, n=n, projections=128, plot=args.plot or None, rows=args.rows,
+                            budgets=[int(b) for b in args.budgets.split(",")] if args.budgets else None)
         print(json.dumps({"benchmark": "samplers_low_nfe", "quick": args.quick, **out, "device": jax.devices()[0].platform}))
         return
     if args.overhead_only:

@@ -1,5 +1,7 @@
-"""The patches kernel gradient (UNetConfig.conv_kernel_grad) gives XLA's numbers:
-per convolution shape, and for a whole UNet's output and parameter gradients."""
+"""The UNet's faster paths give the plain path's numbers: the patches kernel
+gradient (UNetConfig.conv_kernel_grad) per convolution shape and for a whole
+UNet's output and parameter gradients, and jax.nn.dot_product_attention
+(UNetConfig.attention_impl)."""
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import pytest
 from flax import nnx
 
 from diffjax.nn import UNet, UNetConfig
-from diffjax.nn.layers import patches_grad_conv, patches_kernel_grad
+from diffjax.nn.layers import AttentionBlock, patches_grad_conv, patches_kernel_grad
 
 
 def _xla(x, w, strides, padding="SAME"):
@@ -32,33 +34,53 @@ def test_patches_kernel_grad_matches_xla(hw, k, cin, cout, stride):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
+def _loss_and_grads(module, *inputs):
+    graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+    # Move the zero-initialised layers off zero, so every gradient is exercised.
+    params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), params)
+
+    def loss(params):
+        out = nnx.merge(graphdef, params, rest)(*inputs)
+        return jnp.mean((out - inputs[0]) ** 2), out
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+
+
+def _assert_same(a, b):
+    (v, out), g = a
+    (v_ref, out_ref), g_ref = b
+    np.testing.assert_allclose(out, out_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(x, y, rtol=1e-3, atol=1e-5 * max(1.0, float(jnp.abs(y).max())))
+
+
 def test_unet_values_and_gradients_agree_across_kernel_grads():
-    def loss_and_grads(kernel_grad):
-        cfg = UNetConfig(image_size=8, in_channels=2, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                         attn_resolutions=(4,), conv_kernel_grad=kernel_grad)
-        model = UNet(cfg, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-        # Non-zero zero-initialised layers, so every kernel gradient is exercised.
-        params = jax.tree.map(lambda p: p + 0.05 * jnp.cos(jnp.arange(p.size).reshape(p.shape)), params)
-        x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
-        t = jnp.linspace(0.1, 0.9, 4)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 2))
+    t = jnp.array([0.2, 0.7])
 
-        def loss(params):
-            out = nnx.merge(graphdef, params, rest)(x, t)
-            return jnp.mean((out - x) ** 2), out
+    def run(kernel_grad):
+        # Every conv kind of the UNet: 3x3, 1x1 skip, stride-2 down, up, in and out.
+        cfg = UNetConfig(image_size=4, in_channels=2, base_channels=4, channel_mult=(1, 2), num_res_blocks=1,
+                         attn_resolutions=(), conv_kernel_grad=kernel_grad)
+        return _loss_and_grads(UNet(cfg, rngs=nnx.Rngs(jax.random.key(0, impl="rbg"))), x, t)
 
-        (value, out), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
-        return value, out, grads
-
-    v_ref, out_ref, g_ref = loss_and_grads("xla")
-    for kind in ("patches", "auto"):
-        v, out, g = loss_and_grads(kind)
-        np.testing.assert_allclose(out, out_ref, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(v, v_ref, rtol=1e-5)
-        for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
-            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5 * max(1.0, float(jnp.abs(b).max())))
+    _assert_same(run("patches"), run("xla"))
 
 
-def test_bad_kernel_grad_is_refused():
+def test_dot_product_attention_matches_einsum():
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
+
+    def run(impl):
+        block = AttentionBlock(8, num_heads=2, rescale_skip=True, dtype=jnp.float32, param_dtype=jnp.float32,
+                               rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), impl=impl)
+        return _loss_and_grads(block, x)
+
+    _assert_same(run("dot_product"), run("einsum"))
+
+
+def test_bad_kernel_grad_or_attention_is_refused():
     with pytest.raises(ValueError, match="conv_kernel_grad must be one of"):
         UNetConfig(conv_kernel_grad="cudnn")
+    with pytest.raises(ValueError, match="attention_impl must be one of"):
+        UNetConfig(attention_impl="flash")

@@ -166,6 +166,7 @@ def _patches_grad_conv_custom(strides, padding):
 
 
 KERNEL_GRADS = ("xla", "patches", "auto")
+ATTENTION_IMPLS = ("einsum", "dot_product")
 
 
 def conv(in_ch: int, out_ch: int, kernel: int, *, strides: int = 1, zero_init: bool = False,
@@ -293,12 +294,19 @@ class AttentionBlock(nnx.Module):
       channels: channel count (divisible by ``num_heads``).
       num_heads: number of heads.
       rescale_skip: divide the residual sum by sqrt(2).
+      impl: ``"einsum"`` (two batched matmuls and a float32 softmax, fastest on
+        XLA's CPU backend) or ``"dot_product"`` (``jax.nn.dot_product_attention``,
+        which XLA may lower to a fused kernel such as cuDNN flash attention on GPU).
+        Same numbers within float tolerance (tests/test_conv_grad.py).
     """
 
     def __init__(self, channels: int, *, num_heads: int, rescale_skip: bool,
-                 dtype, param_dtype, rngs: nnx.Rngs):
+                 dtype, param_dtype, rngs: nnx.Rngs, impl: str = "einsum"):
         if channels % num_heads:
             raise ValueError(f"attention channels {channels} not divisible by num_heads={num_heads}")
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        self.impl = impl
         self.norm = _norm(channels, dtype, param_dtype)
         # One fused projection for q, k, v: one matmul instead of three.
         self.qkv = nnx.Linear(channels, 3 * channels, kernel_init=_default_init,
@@ -316,6 +324,10 @@ class AttentionBlock(nnx.Module):
         # Rank-2 input to the projections: their kernel gradients become plain
         # 2-D matmuls instead of contractions over three axes.
         qkv = self.qkv(self.norm(x).reshape(b * length, ch)).reshape(b, length, 3, heads, head_dim)
+        if self.impl == "dot_product":
+            h = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, ch)
+            out = x + self.out(h).reshape(b, hgt, wid, ch)
+            return out * (1.0 / math.sqrt(2.0)) if self.rescale_skip else out
         # Heads folded into the batch: rank-3 batched matmuls are what XLA's
         # CPU backend runs fastest (rank-4 einsums cost ~2x forward and
         # backward). One transpose puts q, k, v (and the heads) in front.

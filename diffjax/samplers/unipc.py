@@ -161,10 +161,11 @@ class UniPC(Sampler):
 
     Args:
       steps: number of steps (= number of score evaluations), ``>= 1``.
-      order: predictor order 1, 2 or 3 (the corrector raises each step's order
-        by one). The first steps warm up with lower order.
-      spacing: the time grid (see :func:`time_grid`); ``"fitted"`` reads the
-        schedule fitted for UniPC of this order on the exact-score problem.
+      order: predictor order 1, 2 (default) or 3 (the corrector raises each
+        step's order by one). The first steps warm up with lower order.
+      spacing: the time grid (see :func:`time_grid`); ``"fitted"`` (default)
+        reads the schedule fitted for UniPC of this order on the exact-score
+        problem (orders 2 and 3; order 1 needs another spacing).
       lower_order_final: when ``steps < 15``, use order ``<= steps - i`` at step ``i``.
       variant: ``"bh2"`` (``B(h) = e^{-h} - 1``, the paper's choice for few
         steps) or ``"bh1"`` (``B(h) = -h``).
@@ -174,8 +175,8 @@ class UniPC(Sampler):
     """
 
     steps: int
-    order: int = 3
-    spacing: Spacing = "logsnr"
+    order: int = 2
+    spacing: Spacing = "fitted"
     lower_order_final: bool = True
     variant: str = "bh2"
 
