@@ -15,8 +15,9 @@ import optax
 from flax import nnx
 
 from diffjax import samplers, sde as sde_lib
-from diffjax.losses import make_classifier_loss_fn, make_loss_fn
+from diffjax.losses import make_classifier_loss_fn, make_conditional_loss_fn, make_loss_fn
 from diffjax.pipelines import GeneratePipeline
+from diffjax.pipelines import conditional as conditional_pipelines
 from diffjax.pipelines.cascade import CascadePipeline
 from diffjax.pipelines import palette as palette_pipelines
 from diffjax.pipelines.repaint import RepaintPipeline
@@ -57,6 +58,7 @@ SAMPLERS = {
     "ddim": samplers.DDIM,
     "heun": samplers.Heun,
     "dpm_solver_pp": samplers.DPMSolverPP,
+    "unipc": samplers.UniPC,
     "ode": samplers.ProbabilityFlowODE,
 }
 
@@ -72,6 +74,8 @@ PIPELINES = {
     "palette_jpeg": palette_pipelines.PaletteJPEG,
     "palette_multitask": palette_pipelines.PaletteMultitask,
     "domain_classifier": DomainClassifierPipeline,
+    "conditional_sr": conditional_pipelines.ConditionalSR,
+    "conditional_inpainting": conditional_pipelines.ConditionalInpainting,
 }
 
 # Config keys of the sde section that are not constructor arguments.
@@ -220,12 +224,22 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, 
 
 
 def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None):
-    """``loss_fn(apply_fn, x0, key)`` from ``config.loss`` and ``config.model.prediction``."""
+    """``loss_fn(apply_fn, x0, key)`` from ``config.loss`` and ``config.model.prediction``.
+
+    A conditional-estimator task (``conditional_sr``, ``conditional_inpainting``)
+    gets :func:`diffjax.losses.make_conditional_loss_fn` for its ``method``, which
+    also takes the batch's condition.
+    """
     sde = build_sde(config) if sde is None else sde
-    if build_pipeline(config).network == "classifier":
+    pipeline = build_pipeline(config)
+    if pipeline.network == "classifier":
         return make_classifier_loss_fn(sde, time_input=config.loss.time_input)
-    return make_loss_fn(
+    make, extra = make_loss_fn, {}
+    if isinstance(pipeline, conditional_pipelines.ConditionalTask):
+        make, extra = make_conditional_loss_fn, {"method": pipeline.method, "sde_y": pipeline.sde_y}
+    return make(
         sde,
+        **extra,
         prediction=config.model.prediction,
         time_input=config.loss.time_input,
         kind=config.loss.kind,
@@ -253,9 +267,12 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
     dataset = load_dataset(
         config.data.name,
         split=split,
-        image_size=config.data.image_size,
+        image_size=config.data.image_size or None,
         seed=config.training.seed,
         data_dir=config.data.data_dir or None,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        eval_fraction=config.data.eval_fraction,
     )
     classes = tuple(config.data.get("classes", ()))
     return select_classes(dataset, classes) if classes else dataset

@@ -99,14 +99,15 @@ def load_model_config(workdir: str, network: str = "unet"):
         return (ClassifierConfig if network == "classifier" else UNetConfig)(**json.load(f))
 
 
-def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
-    """Restore the latest checkpoint's EMA parameters onto ``mesh`` (replicated).
+def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
+    """Restore the EMA parameters of checkpoint ``step`` (default: the latest) onto ``mesh`` (replicated).
 
     Args:
       config: the run's config (its optimizer gives the checkpoint's structure).
       workdir: the training run's directory.
       mesh: the devices to restore onto (:func:`diffjax.sharding.make_mesh`),
         whatever the layout that wrote the checkpoint.
+      step: the checkpoint step to restore; ``None`` = the latest.
 
     Raises:
       ValueError: no model config or no checkpoint in ``workdir``.
@@ -133,7 +134,7 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     try:
         if checkpointer.latest_step() is None:
             raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
-        state = checkpointer.restore(abstract_state(init, replicated(mesh)))
+        state = checkpointer.restore(abstract_state(init, replicated(mesh)), step=step)
     finally:
         checkpointer.close()
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
@@ -218,6 +219,13 @@ class Run:
                               prediction=self.config.model.prediction, time_input=self.config.loss.time_input)
 
     def _make_score_fn(self, params, cond):
+        from diffjax.pipelines.conditional import ConditionalTask, make_cond_score_fn
+
+        if isinstance(self.pipeline, ConditionalTask):  # CDE / CDiffE / CMDE: cond is y or y_t
+            net = make_cond_score_fn(model_from_state(self._graphdef, params, self._model_state), self.sde,
+                                     method=self.pipeline.method, sde_y=self.pipeline.sde_y,
+                                     prediction=self.config.model.prediction, time_input=self.config.loss.time_input)
+            return lambda x, t: net(x, cond, t)
         return self._score_fn(params) if cond is None else self._score_fn(params, cond=cond)
 
     @property
@@ -554,16 +562,28 @@ class Run:
 
         c, pipeline = self.config, self.pipeline
         sampler = sampler or builders.build_sampler(c)
+        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
+
         if ("sr", sampler) not in self._compiled:
-            aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
-            self._compiled[("sr", sampler)] = jax.jit(make_sr_fn(
-                self._graphdef, self._model_state, self.sde, sampler, channels=self.image_shape[2],
-                tile=self.image_size, overlap=pipeline.tile_overlap, prediction=c.model.prediction,
-                time_input=c.loss.time_input, denoise=c.sampling.denoise, aug_level=aug,
-                clip_x0=pipeline.clip_denoised))
+
+            common = dict(channels=self.image_shape[2], tile=self.image_size, overlap=pipeline.tile_overlap,
+                          prediction=c.model.prediction, time_input=c.loss.time_input, denoise=c.sampling.denoise,
+                          clip_x0=pipeline.clip_denoised)
+            if isinstance(pipeline, ConditionalTask):  # CDE / CDiffE / CMDE (docs/conditional.md)
+                fn = make_conditional_sr_fn(self._graphdef, self._model_state, self.sde, sampler,
+                                            method=pipeline.method, sde_y=pipeline.sde_y, **common)
+            else:
+                aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
+                # The low-resolution input itself goes in too, for the consistency projection.
+                sr3_fn = make_sr_fn(self._graphdef, self._model_state, self.sde, sampler, aug_level=aug,
+                                    projection=getattr(pipeline, "projection", "none"), **common)
+                fn = lambda params, cond, key, low: sr3_fn(params, cond, key, low)  # noqa: E731
+            self._compiled[("sr", sampler)] = jax.jit(fn)
         sr, out = self._compiled[("sr", sampler)], []
+        takes_low = not isinstance(pipeline, ConditionalTask)
         for i, low in enumerate(lows):
-            out.append(np.asarray(sr(self.params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0])
+            args = (self.params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i))
+            out.append(np.asarray(sr(*args, low[None]) if takes_low else sr(*args))[0])
             if progress is not None:
                 progress(i + 1, len(lows))
         return out
@@ -587,6 +607,8 @@ RESTORERS = {
     "palette_colorization": Run._restore_arrays,
     "palette_jpeg": Run._restore_arrays,
     "palette_multitask": Run._restore_arrays,
+    "conditional_sr": Run._super_resolve_arrays,
+    "conditional_inpainting": Run._restore_arrays,
 }
 
 
@@ -784,6 +806,8 @@ RESTORE_TASKS = {
     "palette_colorization": run_restore,
     "palette_jpeg": run_restore,
     "palette_multitask": run_restore,
+    "conditional_sr": run_sr3,
+    "conditional_inpainting": run_restore,
 }
 
 

@@ -307,7 +307,8 @@ class ArrayDataset(Dataset):
                     self._perm_cache.pop(next(iter(self._perm_cache)))
         return perm
 
-    def _rows(self, step, global_batch_size, rows, seed):
+    def _indices(self, step, global_batch_size, rows, seed) -> np.ndarray:
+        """Storage indices of the given rows of global batch ``step``."""
         positions = step * global_batch_size + rows  # python ints: no int64 overflow worries
         epochs, within = np.divmod(positions, self.num_examples)
         index = np.empty_like(positions)
@@ -315,6 +316,10 @@ class ArrayDataset(Dataset):
         for epoch in np.unique(epochs):
             sel = epochs == epoch
             index[sel] = self._permutation(TRAIN_STREAM, seed, int(epoch))[within[sel]]
+        return index
+
+    def _rows(self, step, global_batch_size, rows, seed):
+        index = self._indices(step, global_batch_size, rows, seed)
         return to_unit_range(self._images[index]), self._labels[index]
 
     def eval_images(self, n: int, seed: int = 0) -> np.ndarray:
@@ -341,6 +346,11 @@ class ArrayDataset(Dataset):
         """All labels of the split, int32 ``(N,)``, in storage order."""
         return self._labels.copy()
 
+    def stored_images(self) -> np.ndarray:
+        """All images of the split as stored (uint8 or float32 ``(N, H, W, C)``), read-only view."""
+        view = self._images.view()
+        view.flags.writeable = False
+        return view
 
 def select_classes(dataset: Dataset, classes) -> ArrayDataset:
     """The examples of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in the given order.

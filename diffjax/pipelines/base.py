@@ -50,6 +50,23 @@ class Pipeline:
         """
         return batch
 
+    def bind_condition(self, score_for_condition, cond, sde, sampler, key):
+        """The whole-image ``score_fn(x, t)`` for condition ``cond``, and the key left for sampling.
+
+        Args:
+          score_for_condition: ``score_for_condition(c) -> score_fn(x, t)``, the
+            network (tiled as needed) bound to a whole-image condition ``c``.
+          cond: the condition batch (``None`` for an unconditional model).
+          sde, sampler: the run's process and the sampler about to run.
+          key: the sampling key.
+
+        Returns:
+          ``(score_fn, key)``. The default binds the clean condition and keeps the
+          key; the conditional estimators (CDiffE, CMDE) draw ``y_t`` from part of it.
+        """
+        del sde, sampler
+        return score_for_condition(cond), key
+
 
 class GeneratePipeline(Pipeline):
     """Unconditional (or class-conditional) generation: batches pass through."""
