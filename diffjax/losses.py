@@ -31,6 +31,7 @@ from diffjax.typing import Array, PRNGKey
 
 __all__ = [
     "make_loss_fn",
+    "make_classifier_loss_fn",
     "make_conditional_loss_fn",
     "check_conditional_method",
     "condition_process",
@@ -367,4 +368,49 @@ def make_conditional_loss_fn(
         return loss_at_times(net, x0, loss_key, mask=mask)
 
     loss_fn.takes_condition = True
+    return loss_fn
+
+
+def make_classifier_loss_fn(sde: SDE, *, time_input: str = "t") -> LossFn:
+    """Cross-entropy of a time-dependent classifier on images noised to a random time.
+
+    ``t ~ U[eps, T]`` per example, ``x_t = alpha(t) x0 + sigma(t) z``, and the
+    classifier ``apply_fn(x_t, c) -> (B, K)`` logits (``c`` the network time
+    input, as for the score networks) is scored against the integer class
+    ``target``. This trains EGSDE's domain classifier and classifier guidance.
+
+    Args:
+      sde: the forward process whose noise levels the classifier must handle.
+      time_input: the conditioning scalar the network takes (see
+        :func:`diffjax.parametrization.network_time_input`).
+
+    Returns:
+      ``loss_fn(apply_fn, x0, key, *, mask=None, target) -> (loss, aux)`` with
+      ``aux = {"accuracy", "per_example", "t"}``; ``mask`` is ignored (there is
+      no per-pixel loss).
+
+    Raises:
+      ValueError: on an unknown time input; at trace time, on a missing or
+        mis-shaped target or logits that are not ``(B, K)``.
+    """
+    _choice("time input", time_input, TIME_INPUTS)
+
+    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, mask: Array | None = None, target: Array | None = None):
+        del mask
+        n = x0.shape[0]
+        if target is None or jnp.shape(target) != (n,):
+            got = None if target is None else jnp.shape(target)
+            raise ValueError(f"the classifier loss needs integer targets of shape ({n},), got {got}")
+        t_key, noise_key = jax.random.split(key)
+        t = jax.random.uniform(t_key, (n,), x0.dtype, sde.eps, sde.T)
+        mean, std = sde.marginal_prob(x0, t)
+        x_t = mean + broadcast_to_x(std, x0) * jax.random.normal(noise_key, x0.shape, x0.dtype)
+        logits = apply_fn(x_t, network_time_input(sde, t, time_input)).astype(jnp.float32)
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ValueError(f"the classifier must return (batch, classes) logits, got shape {logits.shape}")
+        log_probs = jax.nn.log_softmax(logits)
+        per_example = -jnp.take_along_axis(log_probs, target.astype(jnp.int32)[:, None], axis=1)[:, 0]
+        accuracy = jnp.mean((jnp.argmax(logits, axis=1) == target).astype(jnp.float32))
+        return jnp.mean(per_example), {"per_example": per_example, "t": t, "accuracy": accuracy}
+
     return loss_fn

@@ -36,10 +36,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "digits"  # "digits", "fashion_mnist", "photos" or "tfds:<name>"
-    c.data.image_size = 16
+    c.data.name = "digits"  # "digits", "fashion_mnist", "photos", "photo_corpus", "scenes", "folder" or "tfds:<name>"
+    c.data.image_size = 16  # 0 = keep the files' size (folder datasets)
     c.data.data_dir = ""  # "" = the loader's default location
     c.data.use_labels = False  # feed class labels to the network (class-conditional model)
+    c.data.classes = ()  # keep only these class ids, relabelled 0..K-1 in this order; () = all
+    # Folder datasets (name="folder"; docs/data.md): channels 3 = RGB, 1 = grey, 0 = as the
+    # dataset (folders: grey if every file is grey); num_classes of name_label.png maps
+    # (0 = unlabelled); the share of files held out for the end-of-training evaluation.
+    c.data.channels = 0
+    c.data.num_classes = 0
+    c.data.eval_fraction = 0.1
 
     # Fields of diffjax.nn.UNetConfig (image_size / in_channels / num_classes are
     # filled from the data section by builders.build_model).
@@ -130,6 +137,9 @@ def get_base_config() -> ml_collections.ConfigDict:
         "scale": 4, "noise_aug_max": 0.0, "blur_prob": 0.0, "blur_sigma_min": 0.4, "blur_sigma_max": 0.6,
         "tile_overlap": 8,  # sample.py --input: output pixels shared by neighbouring tiles
         "clip_denoised": True,  # clip the implied x0 to [-1, 1] at every sampling step
+        # Low-frequency consistency with the input: "none", "end" (project the output) or "each"
+        # (project the implied x0 at every step, then the output); docs/sr.md.
+        "projection": "none",
     })
     # An SR stage of a cascade (CDM): SR3 + conditioning augmentation; see docs/sr.md.
     c.task.cascade = ml_collections.ConfigDict({
@@ -147,7 +157,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.palette_uncropping = ml_collections.ConfigDict({
         "directions": ("left", "right", "top", "bottom", "all"), "hole_loss_only": True,
     })
-    c.task.palette_colorization = ml_collections.ConfigDict()
+    c.task.palette_colorization = ml_collections.ConfigDict({
+        "keep_luminance": True,  # outputs keep the input's BT.601 luma exactly (docs/palette.md)
+    })
     c.task.palette_jpeg = ml_collections.ConfigDict({"quality_range": (5, 30)})
     c.task.palette_multitask = ml_collections.ConfigDict({
         "tasks": ("inpainting", "uncropping", "colorization", "jpeg"), "mask_kinds": ("free_form", "box"),
@@ -155,6 +167,18 @@ def get_base_config() -> ml_collections.ConfigDict:
         "hole_loss_only": False,
     })
     c.task.repaint = ml_collections.ConfigDict({"steps": 250, "jump_length": 10, "jump_n_sample": 10})
+    # EGSDE's time-dependent domain classifier (data.classes = (source, target)); docs/translation.md.
+    c.task.domain_classifier = ml_collections.ConfigDict()
+
+    # Translation of sample.py --input with an unconditional score run; docs/translation.md.
+    c.translation = ml_collections.ConfigDict()
+    c.translation.method = ""  # "" = the run's own task; "sdedit" or "egsde"
+    c.translation.t0 = 0.5  # start time in (sde.eps, sde.T]
+    c.translation.repeats = 1  # SDEdit's perturb-and-denoise cycles
+    c.translation.classifier_workdir = ""  # egsde: the domain-classifier run (ignored by sdedit)
+    c.translation.lambda_s = 500.0  # egsde: weight of the domain-specific energy (paper: 500)
+    c.translation.lambda_i = 2.0  # egsde: weight of the domain-independent energy (paper: 2)
+    c.translation.down_factor = 4  # egsde: low-pass down-sampling (paper: 32 at 256 px; 4 keeps 8x8 at 32 px)
     # Conditional score estimators (Batzolis et al.): method = "cde", "cdiffe" or "cmde";
     # cmde diffuses the condition by VE(y_sigma_min, y_sigma_max); see docs/conditional.md.
     c.task.conditional_sr = ml_collections.ConfigDict({

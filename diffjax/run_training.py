@@ -7,7 +7,8 @@ What a run writes to its workdir:
 * ``checkpoints/<step>/``: the last few training states (resume is automatic);
 * ``metrics.jsonl`` and ``tb/``: loss, gradient norm, learning rate, images/s;
 * ``samples/step_XXXXXX.png``: sample grids from the EMA parameters;
-* ``eval/`` and ``metrics.json``: the demo evaluation at the end of training.
+* ``eval/`` and ``metrics.json``: the demo evaluation at the end of training;
+* ``plots/``: ``loss.png``, ``train_metrics.png`` (and ``eval.png``) from :mod:`diffjax.plots`.
 
 Resume order: (1) check the config and the device count, (2) build data, process,
 loss, sampler and model, (3) refuse a workdir of a different model or one that
@@ -41,6 +42,7 @@ from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_
 from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
+from diffjax.plots import plot_training_curves
 from diffjax.run_config import get_base_config, write_run_config
 from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
 from diffjax.training import create_train_state, make_train_step
@@ -292,7 +294,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     if not stopped_early and config.eval.enabled:
         summary.update(evaluate(run, state, workdir))
     if distributed.is_lead():
-        print(f"outputs in {os.path.abspath(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/"
+        plot_training_curves(workdir)  # loss, logged scalars (and eval) as PNGs in workdir/plots/
+        print(f"outputs in {os.path.abspath(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/, plots/"
               + (", eval/, metrics.json" if "fd_alexnet_ema" in summary or "eval_dir" in summary else ""))
     return summary
 

@@ -47,6 +47,7 @@ __all__ = [
     "sample_from_workdir",
     "TASKS",
     "RESTORE_TASKS",
+    "run_translate",
     "restore_ema_model",
     "load_model_config",
 ]
@@ -83,29 +84,30 @@ def train(config, workdir: str, overrides: dict | None = None) -> dict:
     return train_and_evaluate(resolve_config(config, overrides), os.fspath(workdir))
 
 
-def load_model_config(workdir: str):
-    """The ``UNetConfig`` stored next to the run's checkpoints.
+def load_model_config(workdir: str, network: str = "unet"):
+    """The ``UNetConfig`` (or, with ``network="classifier"``, ``ClassifierConfig``) stored with the run.
 
     Raises:
       ValueError: if ``workdir`` holds no ``model_config.json``.
     """
-    from diffjax.nn import UNetConfig
+    from diffjax.nn import ClassifierConfig, UNetConfig
 
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
     with open(path) as f:
-        return UNetConfig(**json.load(f))
+        return (ClassifierConfig if network == "classifier" else UNetConfig)(**json.load(f))
 
 
-def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
-    """Restore the latest checkpoint's EMA parameters onto ``mesh`` (replicated).
+def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
+    """Restore the EMA parameters of checkpoint ``step`` (default: the latest) onto ``mesh`` (replicated).
 
     Args:
       config: the run's config (its optimizer gives the checkpoint's structure).
       workdir: the training run's directory.
       mesh: the devices to restore onto (:func:`diffjax.sharding.make_mesh`),
         whatever the layout that wrote the checkpoint.
+      step: the checkpoint step to restore; ``None`` = the latest.
 
     Raises:
       ValueError: no model config or no checkpoint in ``workdir``.
@@ -113,12 +115,14 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     Returns:
       ``(graphdef, ema_params, model_state, model_config, step)``.
     """
-    from diffjax.nn import UNet
+    from diffjax.nn import Classifier, UNet
 
-    model_config = load_model_config(workdir)
+    network = builders.build_pipeline(config).network
+    model_config = load_model_config(workdir, network)
     optimizer = builders.build_optimizer(config)
     # Abstract model: shapes only, no weights drawn.
-    model = nnx.eval_shape(lambda: UNet(model_config, rngs=nnx.Rngs(0)))
+    cls = Classifier if network == "classifier" else UNet
+    model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 
     def init():
@@ -130,7 +134,7 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh):
     try:
         if checkpointer.latest_step() is None:
             raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
-        state = checkpointer.restore(abstract_state(init, replicated(mesh)))
+        state = checkpointer.restore(abstract_state(init, replicated(mesh)), step=step)
     finally:
         checkpointer.close()
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
@@ -331,6 +335,114 @@ class Run:
         labels = np.arange(num) % max(stages[0].num_classes, 1)
         return sample_cascade(stages, labels, key, progress=progress), labels
 
+    # -- translation (SDEdit, EGSDE) ---------------------------------------------
+    def translate(self, images, *, method: str | None = None, key=None, sampler=None,
+                  classifier_workdir: str | None = None) -> np.ndarray:
+        """Translate or edit images with SDEdit or EGSDE on this (unconditional) score run.
+
+        Settings come from the run's ``config.translation`` (``t0``, ``repeats``,
+        EGSDE's ``lambda_s``, ``lambda_i``, ``down_factor``); override them with
+        :func:`load_run`'s ``overrides`` (e.g. ``{"translation.t0": 0.4}``).
+
+        Args:
+          images: ``uint8`` or float in ``[0, 1]``, ``(H, W, C)`` or ``(N, H, W, C)``
+            at the model's size and channels (guides for SDEdit, source-domain
+            images for EGSDE).
+          method: ``"sdedit"`` or ``"egsde"``; ``None`` = ``config.translation.method``.
+          key: a ``jax.random.key`` or an int seed; ``None`` = ``config.sampling.seed``.
+            Batch ``b`` uses ``fold_in(key, b)``.
+          sampler: any :mod:`diffjax.samplers` sampler; ``None`` = the run's ``config.sampling``.
+          classifier_workdir: EGSDE's domain-classifier run; ``None`` =
+            ``config.translation.classifier_workdir``. Ignored by SDEdit.
+
+        Returns:
+          float32 numpy in ``[0, 1]`` shaped like ``images``.
+
+        Raises:
+          ValueError: an unknown method, a run that is not an unconditional score
+            model, EGSDE without a classifier run or with one trained on other
+            domains, sizes or processes, images of another size or channels.
+        """
+        pixels, single = as_pixels(images)
+        if tuple(pixels.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"images must be {self.image_shape} (H, W, C), the model's size; got {pixels.shape[1:]}")
+        method = self.config.translation.method if method is None else method
+        classifier = self._translation_classifier(method, classifier_workdir)
+        out = self._translate(pixels / 127.5 - 1.0, method, classifier, key=_as_key(key, self.config.sampling.seed),
+                              sampler=_check_sampler(sampler))
+        return to_unit(out, single)
+
+    def _translation_classifier(self, method, classifier_workdir=None):
+        """Check the method and runs; EGSDE: restore the classifier, ``(graphdef, params, state, sde, time_input)``."""
+        from diffjax.pipelines.translation import TRANSLATION_METHODS, classifier_run_problem, score_run_problem
+
+        if method not in TRANSLATION_METHODS:
+            raise ValueError(f"translation.method must be one of {list(TRANSLATION_METHODS)}, got {method!r}")
+        problem = score_run_problem(self.config)
+        if problem:
+            raise ValueError(f"{self.workdir}: {problem}")
+        if method != "egsde":
+            return None
+        cls_dir = classifier_workdir if classifier_workdir is not None else self.config.translation.classifier_workdir
+        if not cls_dir:
+            raise ValueError("EGSDE needs a domain-classifier run: pass --config.translation.classifier_workdir=DIR "
+                             "(trained with configs/translation_fashion_mnist.py:classifier or any domain_classifier config)")
+        if not os.path.isdir(cls_dir):
+            raise ValueError(f"translation.classifier_workdir {cls_dir} does not exist")
+        cls_config = load_run_config(cls_dir)
+        network = builders.build_pipeline(cls_config).network if cls_config.task.name in builders.PIPELINES else ""
+        shape = ()
+        if network == "classifier":
+            mc = load_model_config(cls_dir, "classifier")
+            shape = (mc.image_size, mc.image_size, mc.in_channels)
+        problem = classifier_run_problem(self.config, cls_config, self.image_shape, shape)
+        if problem:
+            raise ValueError(f"classifier run {cls_dir}: {problem}")
+        graphdef, params, state, _, _ = restore_ema_model(cls_config, cls_dir, self.mesh)
+        return graphdef, params, state, cls_config.loss.time_input
+
+    def _translate(self, images, method, classifier, *, key, sampler=None, progress=None) -> np.ndarray:
+        """``(N, H, W, C)`` images in [-1, 1] -> translated, in batches of ``config.sampling.batch_size``."""
+        from diffjax.parametrization import network_time_input
+        from diffjax.tasks.egsde import egsde, egsde_energy
+        from diffjax.tasks.sdedit import sdedit
+
+        c, tr = self.config, self.config.translation
+        sampler = sampler or builders.build_sampler(c)
+        batch = min(c.sampling.batch_size, len(images))
+        cache_key = ("translate", method, batch, sampler)
+        if cache_key not in self._compiled:
+            sde = self.sde
+
+            # t0 is an argument (traced): a sweep over t0 compiles once.
+            def run(params, cls_params, x, key, t0):
+                score_fn = self._score_fn(params)
+                if method == "sdedit":
+                    out = sdedit(score_fn, sde, x, key=key, t0=t0, sampler=sampler, repeats=int(tr.repeats))
+                else:
+                    graphdef, _, state, time_input = classifier
+                    cls_model = model_from_state(graphdef, cls_params, state)
+                    energy = egsde_energy(
+                        lambda y, t: cls_model.features(y, network_time_input(sde, t, time_input)),
+                        lambda_s=float(tr.lambda_s), lambda_i=float(tr.lambda_i), down_factor=int(tr.down_factor))
+                    out = egsde(score_fn, sde, x, key=key, energy_fn=energy, t0=t0, sampler=sampler)
+                return jax.numpy.clip(out, -1.0, 1.0)
+
+            self._compiled[cache_key] = jax.jit(run, out_shardings=replicated(self.mesh))
+        fn, cls_params = self._compiled[cache_key], (classifier[1] if classifier else None)
+        t0 = float(tr.t0)
+        if not self.sde.eps < t0 <= self.sde.T:
+            raise ValueError(f"translation.t0 must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
+        out = []
+        for b, start in enumerate(range(0, len(images), batch)):
+            chunk = np.asarray(images[start:start + batch], np.float32)
+            padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
+            out.append(np.asarray(fn(self.params, cls_params, padded, jax.random.fold_in(key, b),
+                                     np.float32(t0)))[:len(chunk)])
+            if progress is not None:
+                progress(b + 1)
+        return np.concatenate(out)
+
     # -- restoration -----------------------------------------------------------
     def restore(self, images, masks=None, *, key=None, sampler=None, kind: str | None = None) -> np.ndarray:
         """Restore images with the run's task: super-resolution, inpainting, uncropping, colorization, JPEG, ...
@@ -447,8 +559,9 @@ class Run:
 
         c, pipeline = self.config, self.pipeline
         sampler = sampler or builders.build_sampler(c)
+        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
+
         if ("sr", sampler) not in self._compiled:
-            from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
 
             common = dict(channels=self.image_shape[2], tile=self.image_size, overlap=pipeline.tile_overlap,
                           prediction=c.model.prediction, time_input=c.loss.time_input, denoise=c.sampling.denoise,
@@ -458,11 +571,16 @@ class Run:
                                             method=pipeline.method, sde_y=pipeline.sde_y, **common)
             else:
                 aug = getattr(pipeline, "sample_aug_level", 0.0) if pipeline.uses_aug_level else None
-                fn = make_sr_fn(self._graphdef, self._model_state, self.sde, sampler, aug_level=aug, **common)
+                # The low-resolution input itself goes in too, for the consistency projection.
+                sr3_fn = make_sr_fn(self._graphdef, self._model_state, self.sde, sampler, aug_level=aug,
+                                    projection=getattr(pipeline, "projection", "none"), **common)
+                fn = lambda params, cond, key, low: sr3_fn(params, cond, key, low)  # noqa: E731
             self._compiled[("sr", sampler)] = jax.jit(fn)
         sr, out = self._compiled[("sr", sampler)], []
+        takes_low = not isinstance(pipeline, ConditionalTask)
         for i, low in enumerate(lows):
-            out.append(np.asarray(sr(self.params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i)))[0])
+            args = (self.params, upsample(low[None], pipeline.scale), jax.random.fold_in(key, i))
+            out.append(np.asarray(sr(*args, low[None]) if takes_low else sr(*args))[0])
             if progress is not None:
                 progress(i + 1, len(lows))
         return out
@@ -630,6 +748,44 @@ def run_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, nu
     return {"output": output, "num": num, "stages": len(images)}
 
 
+def run_translate(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """Translate every PNG of ``input_dir`` with ``config.translation.method`` (SDEdit / EGSDE).
+
+    Every check (method, score run, classifier run, input files) runs before
+    the model is restored and before anything is written (docs/translation.md).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step, "method": method}``.
+
+    Raises:
+      ValueError: see :meth:`Run.translate`, and input files of another size.
+    """
+    from diffjax.pipelines.translation import TRANSLATION_METHODS, read_translation_inputs, score_run_problem
+
+    method = config.translation.method
+    if method not in TRANSLATION_METHODS:
+        raise ValueError(f"translation.method must be one of {list(TRANSLATION_METHODS)}, got {method!r}")
+    problem = score_run_problem(config)
+    if problem:
+        raise ValueError(f"{workdir}: {problem}")
+    mc = load_model_config(workdir)
+    inputs = read_translation_inputs(input_dir, (mc.image_size, mc.image_size, mc.in_channels))
+    run = Run(config, workdir)
+    classifier = run._translation_classifier(method)
+    images = np.stack([image for _, image in inputs])
+    batch = min(config.sampling.batch_size, len(images))
+    with tqdm(total=-(-len(images) // batch), desc=f"{method} batches", disable=not distributed.is_lead()) as bar:
+        out = run._translate(images, method, classifier, key=jax.random.key(config.sampling.seed),
+                             progress=lambda done: bar.update(1))
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, out):
+            save_png(os.path.join(output, name), to_uint8(image))
+    lead_print(f"{method}: translated {len(images)} images (t0 {config.translation.t0}, checkpoint step {run.step}) "
+               f"into {output}")
+    return {"output": output, "num": len(images), "step": run.step, "method": method}
+
+
 # What sample.py does for each config.task.name. A task plugs in with one entry:
 # TASKS generate from noise, task(config, workdir, output, num) -> summary dict;
 # RESTORE_TASKS restore --input IN_DIR, task(config, workdir, output, input_dir).
@@ -673,6 +829,12 @@ def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, outp
         task or given to a generating one, a config off the schema, or bad inputs.
     """
     task = config.task.name
+    if config.get("translation") is not None and config.translation.method:
+        # SDEdit / EGSDE on an unconditional score run (docs/translation.md).
+        if input_dir is None:
+            raise ValueError(f"translation.method={config.translation.method!r} translates images: pass --input IN_DIR")
+        builders.validate_config(config, get_base_config())
+        return run_translate(config, workdir, output or os.path.join(workdir, "translated"), input_dir)
     if task in RESTORE_TASKS and (input_dir is not None or task not in TASKS):
         if input_dir is None:
             raise ValueError(f"this run's task {task!r} restores images: pass --input IN_DIR (and --output OUT_DIR)")

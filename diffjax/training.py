@@ -189,7 +189,8 @@ def make_train_step(
       lr_schedule: if given, the learning rate is reported in the metrics.
       use_labels: pass ``batch["label"]`` to the network as class labels. Other
         network inputs come from the batch's keys (``MODEL_INPUTS``: ``"cond"`` ->
-        ``cond=``), and ``batch["loss_mask"]`` restricts the loss.
+        ``cond=``), ``batch["loss_mask"]`` restricts the loss and ``batch["target"]``
+        (class ids) goes to a classifier's loss.
       use_dropout: give the network a dropout key (training mode).
 
     Returns:
@@ -228,7 +229,9 @@ def make_train_step(
 
                 return loss_fn(cond_apply_fn, batch["image"], loss_key, cond=batch["cond"],
                                mask=batch.get("loss_mask"))
-            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"))
+            # A classifier's loss takes the batch's integer class ids, "target".
+            extra = {"target": batch["target"]} if "target" in batch else {}
+            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"), **extra)
 
         (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

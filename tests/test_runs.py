@@ -46,24 +46,35 @@ def _close_to_png(array01: np.ndarray, png: np.ndarray) -> None:
     np.testing.assert_allclose(array01 * 255.0, png.astype(np.float32), atol=0.5 + 1e-3)
 
 
-# -- an unconditional run: train from a config file + overrides, generate ---------------
+# -- one run for both APIs: RePaint's unconditional model on the digits --------------------
+# Trained from a config file + overrides (the digits instead of Fashion-MNIST keep it
+# seconds long); its task both generates (run.generate) and inpaints (run.restore).
+REPAINT = {**TINY, "data.name": "digits", "task.repaint.steps": 4, "task.repaint.jump_length": 1,
+           "task.repaint.jump_n_sample": 2}
+
+
 @pytest.fixture(scope="module")
-def generate_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("runs") / "digits")
-    summary = dj.train(os.path.join(ROOT, "configs", "ddpm_digits.py") + ":smoke", workdir, overrides=TINY)
+def repaint_run(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("runs") / "repaint")
+    summary = dj.train(os.path.join(ROOT, "configs", "repaint_fashion_mnist.py") + ":smoke", workdir,
+                       overrides=REPAINT)
     assert summary["step"] == 2 and np.isfinite(summary["final_loss"])
     return workdir
 
 
-def test_generate_matches_sample_py_and_score_fn_drives_dj_sample(generate_run, tmp_path):
+@pytest.fixture(scope="module")
+def run(repaint_run):
+    return dj.load_run(repaint_run)
+
+
+def test_generate_matches_sample_py_and_score_fn_drives_dj_sample(repaint_run, run, tmp_path):
     from sample import load_run_config, sample_from_workdir
 
-    run = dj.load_run(generate_run)
-    assert run.step == 2 and run.task == "generate" and run.image_shape == (8, 8, 1)
+    assert run.step == 2 and run.task == "repaint" and run.image_shape == (8, 8, 1)
     images = run.generate(3)  # key=None: config.sampling.seed, as sample.py
     assert images.shape == (3, 8, 8, 1) and images.dtype == np.float32
     out = tmp_path / "out"
-    sample_from_workdir(load_run_config(generate_run), generate_run, output=str(out), num=3)
+    sample_from_workdir(load_run_config(repaint_run), repaint_run, output=str(out), num=3)
     for i in range(3):
         _close_to_png(images[i], _png(out / f"{i:06d}.png"))
     # Another key gives other images; an int seed is the same as its key.
@@ -77,6 +88,38 @@ def test_generate_matches_sample_py_and_score_fn_drives_dj_sample(generate_run, 
                                        denoise=run.config.sampling.denoise))
     x0, _ = sample(x_init, key=sample_key)
     np.testing.assert_allclose((np.clip(np.asarray(x0), -1, 1) + 1) / 2, images[:2], atol=1e-5)
+
+
+def test_restore_matches_sample_py_and_keeps_known_pixels(repaint_run, run, tmp_path):
+    from sample import load_run_config, sample_from_workdir
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    image = np.random.default_rng(1).integers(0, 256, (8, 8), dtype=np.uint8)
+    fill = np.zeros((8, 8), np.uint8)
+    fill[2:5, 1:6] = 255
+    Image.fromarray(image).save(inputs / "inp.png")
+    Image.fromarray(fill).save(inputs / "inp_mask.png")
+    sample_from_workdir(load_run_config(repaint_run), repaint_run, output=str(out), input_dir=str(inputs))
+    keep = fill == 0
+    restored = run.restore(image[..., None], masks=keep)  # uint8 HWC in, 1 = keep
+    _close_to_png(restored, _png(out / "inp.png"))
+    np.testing.assert_allclose(restored[keep] * 255, image[keep][:, None], atol=0.5 + 1e-3)
+    # Floats in [0, 1], a batch axis and a jax array give the same result.
+    batch = run.restore(jnp.asarray(image[None, ..., None] / 255.0, jnp.float32), masks=keep[None, ..., None])
+    np.testing.assert_allclose(batch[0], restored, atol=1e-5)
+
+
+def test_restore_takes_images_larger_than_the_model(run):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (13, 18, 1), dtype=np.uint8)  # 8x8 model: 2 x 3 tiles
+    keep = np.ones((13, 18), bool)
+    keep[4:9, 5:14] = False
+    restored = run.restore(image, masks=keep)
+    assert restored.shape == (13, 18, 1) and np.isfinite(restored).all()
+    np.testing.assert_allclose(restored[keep] * 255, image[keep], atol=0.5 + 1e-3)
+    with pytest.raises(ValueError, match=r"images\[0\] is 6x7 \(WxH\), smaller than the model's 8x8"):
+        run.restore(image[:7, :6], masks=keep[:7, :6])
 
 
 @pytest.mark.parametrize("call,message", [
@@ -95,22 +138,42 @@ def test_bad_run_arguments_raise_clear_errors(call, message):
         call()
 
 
-def test_bad_generate_and_restore_arguments(generate_run):
-    run = dj.load_run(generate_run, overrides={"sampling.steps": 3})
-    assert run.config.sampling.steps == 3
+def test_bad_load_and_generate_arguments(repaint_run, run):
+    assert dj.load_run(repaint_run, overrides={"sampling.steps": 3}).config.sampling.steps == 3
     with pytest.raises(ValueError, match="unknown config key 'stepz'.*Did you mean 'steps'"):
-        dj.load_run(generate_run, overrides={"sampling.stepz": 3})
+        dj.load_run(repaint_run, overrides={"sampling.stepz": 3})
     with pytest.raises(ValueError, match="n must be an integer >= 1, got 0"):
         run.generate(0)
     with pytest.raises(ValueError, match="key must be"):
         run.generate(2, key="seven")
     with pytest.raises(ValueError, match="sampler must be a diffjax.samplers sampler"):
         run.generate(2, sampler="ddim")
-    with pytest.raises(ValueError, match="task 'generate' generates images: use run.generate"):
-        run.restore(np.zeros((8, 8, 1), np.float32))
 
 
-# -- a restoration run: Palette multi-task (inpainting, colorization, JPEG) ---------------
+@pytest.mark.parametrize("kwargs,message", [
+    ({"images": np.zeros((8, 8, 1), np.int32)}, "uint8 or floating point in \\[0, 1\\], got dtype int32"),
+    ({"images": np.full((8, 8, 1), 2.0)}, "floats in \\[0, 1\\] or uint8.*got floats in \\[2, 2\\]"),
+    ({"images": np.full((8, 8, 1), np.nan)}, "NaN"),
+    ({"images": np.zeros((8, 8))}, "one image \\(H, W, C\\) or a batch"),
+    ({"images": np.zeros((8, 8, 4))}, "1 \\(grayscale\\) or 3 \\(RGB\\) channels"),
+    ({"images": np.random.default_rng(0).random((8, 8, 3)), "masks": np.eye(8) == 0},
+     "images\\[0\\] is a colour image; this model takes grayscale"),
+    ({"images": np.zeros((8, 8, 1))}, "needs masks \\(1 = keep, 0 = fill\\)"),
+    ({"images": np.zeros((8, 8, 1)), "masks": np.full((8, 8), 255, np.uint8)}, "1 = keep and 0 = fill"),
+    ({"images": np.zeros((8, 8, 1)), "masks": np.ones((8, 8))}, "masks\\[0\\] is empty: there is nothing to fill"),
+    ({"images": np.zeros((8, 8, 1)), "masks": np.zeros((8, 8))}, "covers the whole image: there is no known pixel"),
+    ({"images": np.zeros((8, 8, 1)), "masks": np.ones((9, 8))}, "must be \\(H, W\\) or \\(N, H, W\\)"),
+    ({"images": np.zeros((8, 8, 1)), "masks": np.eye(8) == 0, "sampler": dj.samplers.DDIM(3)},
+     "RePaint walks its own schedule"),
+], ids=["dtype", "range", "nan", "rank", "channels", "colour-to-gray-model", "no-masks", "mask-255",
+        "mask-nothing-to-fill", "mask-nothing-known", "mask-shape", "sampler-for-repaint"])
+def test_restore_refuses_bad_arrays(run, kwargs, message):
+    kwargs = dict(kwargs)
+    with pytest.raises(ValueError, match=message):
+        run.restore(kwargs.pop("images"), **kwargs)
+
+
+# -- Palette: task kinds through the array API (slow: a conditional run of its own) -------
 @pytest.fixture(scope="module")
 def palette_run(tmp_path_factory):
     from test_palette import tiny
@@ -121,68 +184,29 @@ def palette_run(tmp_path_factory):
     return workdir
 
 
-@pytest.fixture(scope="module")
-def loaded_palette_run(palette_run):
-    return dj.load_run(palette_run)
-
-
-def test_restore_matches_sample_py_and_keeps_known_pixels(palette_run, loaded_palette_run, tmp_path):
+@pytest.mark.slow
+def test_palette_restore_matches_sample_py_for_each_kind(palette_run, tmp_path):
     from sample import load_run_config, sample_from_workdir
     from test_palette import write_inputs
 
     inputs, out = tmp_path / "in", tmp_path / "out"
-    write_inputs(str(inputs), ("inpainting", "colorization"))
+    write_inputs(str(inputs), ("inpainting", "colorization", "jpeg"))
     sample_from_workdir(load_run_config(palette_run), palette_run, output=str(out), input_dir=str(inputs))
-    run = loaded_palette_run
-    image = _png(inputs / "inp.png")  # uint8 HWC in, as a user would load it
+    run = dj.load_run(palette_run)
+    image = _png(inputs / "inp.png")
     keep = _png(inputs / "inp_mask.png") == 0
-    restored = run.restore(image, masks=keep)
-    _close_to_png(restored, _png(out / "inp.png"))
-    np.testing.assert_allclose(restored[keep] * 255, image[keep], atol=0.5 + 1e-3)
-    # Floats in [0, 1], a batch axis and a jax array give the same result.
-    batch = run.restore(jnp.asarray(image[None] / 255.0, jnp.float32), masks=keep[None, ..., None])
-    np.testing.assert_allclose(batch[0], restored, atol=1e-5)
-    gray = _png(inputs / "gray.png")[..., None]
-    _close_to_png(run.restore(gray, kind="colorization"), _png(out / "gray.png"))
-
-
-def test_restore_takes_images_larger_than_the_model(loaded_palette_run):
-    run = loaded_palette_run
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (13, 18, 3), dtype=np.uint8)  # 8x8 model: 2 x 3 tiles
-    keep = np.ones((13, 18), bool)
-    keep[4:9, 5:14] = False
-    restored = run.restore(image, masks=keep)
-    assert restored.shape == (13, 18, 3) and np.isfinite(restored).all()
-    np.testing.assert_allclose(restored[keep] * 255, image[keep], atol=0.5 + 1e-3)
-    with pytest.raises(ValueError, match=r"images\[0\] is 6x7 \(WxH\), smaller than the model's 8x8"):
-        run.restore(image[:7, :6], masks=keep[:7, :6])
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"images": np.zeros((8, 8, 3), np.int32)}, "uint8 or floating point in \\[0, 1\\], got dtype int32"),
-    ({"images": np.full((8, 8, 3), 2.0)}, "floats in \\[0, 1\\] or uint8.*got floats in \\[2, 2\\]"),
-    ({"images": np.full((8, 8, 3), np.nan)}, "NaN"),
-    ({"images": np.zeros((8, 8))}, "one image \\(H, W, C\\) or a batch"),
-    ({"images": np.zeros((8, 8, 4))}, "1 \\(grayscale\\) or 3 \\(RGB\\) channels"),
-    ({"images": np.zeros((8, 8, 3)), "masks": np.full((8, 8), 255, np.uint8)}, "1 = keep and 0 = fill"),
-    ({"images": np.zeros((8, 8, 3)), "masks": np.ones((8, 8))}, "whole image|empty"),
-    ({"images": np.zeros((8, 8, 3)), "masks": np.ones((9, 8))}, "must be \\(H, W\\) or \\(N, H, W\\)"),
-    ({"images": np.zeros((8, 8, 3))}, "needs kind= one of \\['colorization', 'jpeg'\\]"),
-    ({"images": np.random.default_rng(0).random((8, 8, 3)), "kind": "colorization"},
-     "colour image; colorization takes grayscale"),
-], ids=["dtype", "range", "nan", "rank", "channels", "mask-255", "mask-nothing-to-fill", "mask-shape",
-        "no-kind", "colour-to-colorization"])
-def test_restore_refuses_bad_arrays(loaded_palette_run, kwargs, message):
-    run = loaded_palette_run
-    kwargs = dict(kwargs)
-    with pytest.raises(ValueError, match=message):
-        run.restore(kwargs.pop("images"), **kwargs)
-
-
-def test_generate_is_refused_by_a_restoration_run(loaded_palette_run):
+    _close_to_png(run.restore(image, masks=keep), _png(out / "inp.png"))
+    _close_to_png(run.restore(_png(inputs / "gray.png")[..., None], kind="colorization"), _png(out / "gray.png"))
+    _close_to_png(run.restore(_png(inputs / "comp.jpg"), kind="jpeg"), _png(out / "comp.png"))
+    for kwargs, message in [
+        ({}, "needs kind= one of \\['colorization', 'jpeg'\\] or masks"),
+        ({"kind": "colorization"}, "colour image; colorization takes grayscale"),
+        ({"masks": keep, "kind": "jpeg"}, "masks go with kind='inpainting'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run.restore(image, **kwargs)
     with pytest.raises(ValueError, match="restores images: use run.restore"):
-        loaded_palette_run.generate(2)
+        run.generate(2)
 
 
 # -- tiles: no seams --------------------------------------------------------------------
@@ -265,3 +289,28 @@ def test_tiled_score_equals_the_whole_image_score_for_a_pixelwise_model():
     for c in (cond, None):
         tiled = tiled_score_fn(local, c, tile=8, overlap=3)(x, t)
         np.testing.assert_allclose(tiled, local(x, t, c), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_super_resolution_matches_sample_py(tmp_path):
+    """SR3 through run.restore equals sample.py's PNGs, tiled sizes included (slow: trains a 32x32 SR run)."""
+    from sample import load_run_config, sample_from_workdir
+
+    workdir = str(tmp_path / "sr")
+    dj.train(os.path.join(ROOT, "configs", "sr3_photos_x4.py:smoke"), workdir,
+             overrides={"training.num_steps": 2, "training.progress_bar": False, "sampling.steps": 2})
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    lows = {"a.png": rng.integers(0, 256, (4, 4, 3), dtype=np.uint8),  # the smoke model: 16x16 outputs
+            "b.png": rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)}  # 16x24 output: tiles
+    for name, low in lows.items():
+        Image.fromarray(low).save(inputs / name)
+    sample_from_workdir(load_run_config(workdir), workdir, output=str(tmp_path / "out"), input_dir=str(inputs))
+    run = dj.load_run(workdir)
+    # sample.py's image i uses fold_in(key, i): image 0 is what run.restore gives one image by default.
+    _close_to_png(run.restore(lows["a.png"]), _png(tmp_path / "out" / "a.png"))
+    wide = run.restore(lows["b.png"][None])
+    assert wide.shape == (1, 16, 24, 3) and _png(tmp_path / "out" / "b.png").shape == (16, 24, 3)
+    with pytest.raises(ValueError, match="too small; the model needs at least 4x4"):
+        run.restore(lows["a.png"][:3])

@@ -21,6 +21,8 @@ class Pipeline:
 
     #: ``config.task.name`` of this pipeline.
     name: str = "generate"
+    #: the network the task trains: ``"unet"`` (a score model) or ``"classifier"``.
+    network: str = "unet"
 
     def cond_channels(self, image_shape: tuple[int, int, int]) -> int:
         """Channels of the condition image the network takes (0 = unconditional)."""

@@ -92,9 +92,9 @@ def check_fill_mask(fill: np.ndarray, name: str) -> np.ndarray:
       ValueError: an empty mask (nothing to fill) or a full one (no known pixel).
     """
     if not fill.any():
-        raise ValueError(f"mask {name} is empty (all black): there is nothing to fill")
+        raise ValueError(f"mask {name} is empty: there is nothing to fill")
     if fill.all():
-        raise ValueError(f"mask {name} covers the whole image (all white): there is no known pixel to keep")
+        raise ValueError(f"mask {name} covers the whole image: there is no known pixel to keep")
     return (~fill).astype(np.float32)
 
 
@@ -296,7 +296,7 @@ def restore_inputs(
                 images = np.stack([inputs[i].image for i in padded])
                 masks = np.stack([inputs[i].mask for i in padded]) if kind == "inpainting" else None
                 cond = pipeline.condition(kind, images, masks, seed + b)
-                known = images if kind == "inpainting" else None
+                known = images if kind in ("inpainting", "colorization") else None  # colorization: the luma to keep
                 mask = masks[..., None] if masks is not None else None
                 out = np.asarray(run(params, cond, known, mask, jax.random.fold_in(jax.random.fold_in(key, k), b)))
                 for i, img in zip(chunk, out):

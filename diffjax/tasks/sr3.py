@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax.guidance import consistent_x0, project_onto_measurement
 from diffjax.parametrization import convert, model_score_fn
 from diffjax.samplers.base import Sampler, sample
 from diffjax.sde import SDE
@@ -37,7 +38,9 @@ __all__ = [
     "bicubic_matrix",
     "clip_denoised",
     "conditional_score_fn",
+    "consistency_projection",
     "downsample",
+    "downsample_pinv",
     "quantize_uint8",
     "resize",
     "super_resolve",
@@ -45,6 +48,9 @@ __all__ = [
     "tiled_score_fn",
     "upsample",
 ]
+
+PROJECTIONS = ("none", "end", "each")
+"""Options of :func:`super_resolve`'s low-frequency consistency projection."""
 
 CondScoreFn = Callable[[Array, Array, Array], Array]  # (x, t, cond) -> score
 
@@ -124,6 +130,61 @@ def upsample(images: Array, factor: int) -> Array:
     return resize(images, h * factor, w * factor)
 
 
+@functools.lru_cache(maxsize=64)
+def _pinv_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_in, n_out)`` Moore-Penrose pseudo-inverse of ``bicubic_matrix(n_in, n_out)`` (host, float64)."""
+    return np.linalg.pinv(bicubic_matrix(n_in, n_out))
+
+
+def downsample_pinv(low: Array, factor: int) -> Array:
+    """The pseudo-inverse of :func:`downsample`: the least-norm image ``x`` with ``downsample(x) = low``.
+
+    :func:`downsample` is ``x -> R_h x R_w^T`` per channel with full-row-rank
+    ``R``; its pseudo-inverse is ``y -> R_h^+ y (R_w^+)^T``, so
+    ``downsample(downsample_pinv(y)) = y`` up to float error (bicubic
+    :func:`upsample` does not have this property). The matrices are computed
+    once per size on the host; the product runs in numpy or JAX like :func:`resize`.
+
+    Args:
+      low: ``(N, h, w, C)`` low-resolution images.
+      factor: the downsampling factor.
+
+    Returns:
+      ``(N, h * factor, w * factor, C)`` float32.
+    """
+    factor = _check_factor(factor)
+    if low.ndim != 4:
+        raise ValueError(f"downsample_pinv expects NHWC images, got shape {tuple(low.shape)}")
+    _, h, w, _ = low.shape
+    rows = _pinv_matrix(h * factor, h).astype(np.float32)
+    cols = _pinv_matrix(w * factor, w).astype(np.float32)
+    if isinstance(low, np.ndarray):
+        return np.einsum("oh,nhwc,pw->nopc", rows, low.astype(np.float32), cols, optimize=True)
+    return jnp.einsum("oh,nhwc,pw->nopc", rows, low.astype(jnp.float32), cols)
+
+
+def consistency_projection(images: Array, low: Array, factor: int) -> Array:
+    """Replace the low-pass of ``images`` by the input's: ``x + D^+ (low - D x)``, ``D`` = :func:`downsample`.
+
+    The result is the image nearest to ``images`` whose downsampling is exactly
+    ``low`` (up to float error); its high frequencies (the null space of ``D``)
+    are those of ``images``.
+
+    Args:
+      images: ``(N, H, W, C)`` estimates.
+      low: ``(N, H / factor, W / factor, C)`` low-resolution inputs.
+      factor: the SR factor.
+
+    Returns:
+      ``(N, H, W, C)`` float32.
+
+    Raises:
+      ValueError: when the shapes do not match.
+    """
+    return project_onto_measurement(images, low, lambda x: downsample(x, factor),
+                                    lambda y: downsample_pinv(y, factor))
+
+
 def quantize_uint8(images: np.ndarray) -> np.ndarray:
     """Round ``[-1, 1]`` images to the 256 levels a PNG stores (and clip).
 
@@ -173,6 +234,8 @@ def super_resolve(
     overlap: int = 0,
     denoise: bool = True,
     clip_x0: bool = False,
+    low: Array | None = None,
+    projection: str = "none",
 ) -> Array:
     """Sample high-resolution images given their conditioning image (jit-able as a whole).
 
@@ -189,18 +252,42 @@ def super_resolve(
       overlap: tile overlap in output pixels.
       denoise: finish with a Tweedie step.
       clip_x0: clip the implied ``x0`` at every step (:func:`clip_denoised`).
+      low: ``(B, H / f, W / f, channels)`` low-resolution inputs, needed by ``projection``.
+      projection: low-frequency consistency with ``low`` (:func:`consistency_projection`):
+        ``"none"``; ``"end"`` projects the clipped output; ``"each"`` projects the
+        implied ``x0`` at every score evaluation (after clipping, when ``clip_x0``)
+        and the output.
 
     Returns:
-      ``(B, H, W, channels)`` samples clipped to ``[-1, 1]``.
+      ``(B, H, W, channels)`` samples clipped to ``[-1, 1]``; with a projection, the
+      projected output, whose :func:`downsample` equals ``low`` up to float error
+      (its values may then leave ``[-1, 1]`` by what that takes).
+
+    Raises:
+      ValueError: on an unknown ``projection``, or one without ``low``, or ``low`` of the
+        wrong size.
     """
     batch, height, width, _ = cond.shape
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    factor = None
+    if projection != "none":
+        if low is None or low.ndim != 4 or low.shape[0] != batch or height % low.shape[1] or width % low.shape[2] \
+                or height // low.shape[1] != width // low.shape[2] or low.shape[1] >= height:
+            raise ValueError(f"projection={projection!r} needs low-resolution inputs (B, H/f, W/f, C) for outputs "
+                             f"{(batch, height, width, channels)}, got {None if low is None else tuple(low.shape)}")
+        factor = height // low.shape[1]
     if clip_x0:
         cond_score_fn = clip_denoised(cond_score_fn, sde)
     if tile is None or (tile == height and tile == width):
         score_fn = lambda x, t: cond_score_fn(x, t, cond)
     else:
         score_fn = tiled_score_fn(cond_score_fn, cond, tile, overlap)
+    if projection == "each":
+        score_fn = consistent_x0(score_fn, sde, low, lambda x: downsample(x, factor),
+                                 lambda y: downsample_pinv(y, factor))
     prior_key, sample_key = jax.random.split(key)
     x_init = sde.prior_sample(prior_key, (batch, height, width, channels))
     x, _ = sample(score_fn, sde, x_init, key=sample_key, sampler=sampler, denoise=denoise)
-    return jnp.clip(x, -1.0, 1.0)
+    x = jnp.clip(x, -1.0, 1.0)
+    return x if projection == "none" else consistency_projection(x, low, factor)
