@@ -23,7 +23,9 @@ Palette and RePaint are sampled with ``--seeds`` keys (default 3). Every compari
 a diffusion method with another method of its task gets a 95% bootstrap interval of
 the paired difference (over images and seeds, ``diffjax.metrics.bootstrap_ci``) and
 a verdict only where the interval excludes zero.
-Prints each row as it is measured, a markdown table, the comparisons, and one JSON line.
+Prints each row as it is measured, a markdown table, the comparisons, and one JSON line;
+the main figure (LPIPS per method, grouped by task) goes to ``--figure``
+(default ``outputs/benchmarks/restoration_lpips.png``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from diffjax import builders, degradations  # noqa: E402
 from diffjax.guidance import clip_x0  # noqa: E402
 from diffjax.metrics import lpips, psnr, ssim  # noqa: E402
 from diffjax.parametrization import model_score_fn  # noqa: E402
+from diffjax.plots import plot_grouped_bars  # noqa: E402
 from diffjax.tasks import palette as palette_lib  # noqa: E402
 from diffjax.tasks.repaint import repaint  # noqa: E402
 from intervals import compare, print_comparisons  # noqa: E402
@@ -197,6 +200,7 @@ def main():
     p.add_argument("--seeds", type=int, default=3,
                    help="sampling seeds of the diffusion methods (intervals cover images and seeds)")
     p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
+    p.add_argument("--figure", default="outputs/benchmarks/restoration_lpips.png", help="PNG of LPIPS per method and task")
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
     p.add_argument("--tasks", default=",".join(TASK_RUNS),
                    help=f"comma-separated subset of {','.join(TASK_RUNS)}; only their runs are needed")
@@ -278,6 +282,9 @@ def main():
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
               f"{r['sec_per_image']:.4f} |")
+    figure = plot_grouped_bars(rows, args.figure, group="task", label="method", value="lpips",
+                               ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out {size}x{size} photo crops")
+    print(f"\nfigure: {figure}")
     # Each diffusion method against each other method of its task, paired over the same images.
     comparisons = []
     for (task, method), values in per_image.items():
@@ -289,7 +296,7 @@ def main():
                                 for m in ("lpips", "psnr")]
     print_comparisons(comparisons)
     print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args),
-                      "rows": rows, "comparisons": comparisons}))
+                      "rows": rows, "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":

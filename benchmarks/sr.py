@@ -20,7 +20,8 @@ Each SR3 row is sampled with ``--seeds`` keys (default 3) and compared with bicu
 with the ancestral row on LPIPS: the 95% bootstrap interval of the paired difference
 over images and seeds, and a verdict only where it excludes zero.
 
-Prints a markdown table, the comparisons, and ends with one JSON line.
+Prints a markdown table, the comparisons, and ends with one JSON line; the main figure
+(LPIPS per method) goes to ``--figure`` (default ``outputs/benchmarks/sr_lpips.png``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffjax import builders, metrics
 from diffjax.pipelines.sr3 import make_sr_fn
+from diffjax.plots import plot_bars
 from diffjax.tasks.sr3 import upsample
 from diffjax.training import model_from_state
 from intervals import compare, print_comparisons  # noqa: E402
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps; 0 skips the regression baseline")
     parser.add_argument("--seeds", type=int, default=3, help="sampling seeds of each SR3 row (intervals cover them)")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
+    parser.add_argument("--figure", default="outputs/benchmarks/sr_lpips.png", help="PNG of LPIPS per method")
     args = parser.parse_args()
     if args.quick:
         args.num, args.ancestral_steps, args.regression_steps, args.seeds = 8, 100, 50, 2
@@ -177,6 +180,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
               f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
+    figure = plot_bars({r["method"]: r["lpips_alex"] for r in rows}, args.figure, ylabel="LPIPS (AlexNet), lower is better",
+                       title=f"SR x{scale} on {n} held-out crops (SR3 step {step})")
+    print(f"\nfigure: {figure}")
     # Every SR3 row against bicubic and against the first SR3 row (ancestral), paired over images.
     by_name = {r["method"]: r for r in rows}
     sr3 = [r["method"] for r in rows if r["method"].startswith("SR3")]
@@ -188,7 +194,7 @@ def main() -> None:
         r.pop("per_image")
     print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "seeds": args.seeds, "checkpoint_step": step,
                       "regression_train_seconds": round(train_seconds, 1), "rows": rows,
-                      "comparisons": comparisons}))
+                      "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ __all__ = [
     "frechet_alexnet_distance",
     "mean_iou",
     "bootstrap_ci",
+    "mean_iou_from_confusion",
+    "confusion_matrix",
+    "pixel_accuracy",
 ]
 
 # SSIM constants of Wang et al. (2004), as used by scikit-image.
@@ -334,30 +337,106 @@ def frechet_alexnet_distance(
     return frechet_distance(mu_a, cov_a, mu_b, cov_b)
 
 
-def mean_iou(pred: Array, target: Array, num_classes: int) -> Array:
-    """Mean intersection-over-union of integer label maps, over classes present in either.
+IGNORE_LABEL = 255
+
+
+def _check_label_maps(name: str, pred, target, num_classes):
+    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: pred and target shapes differ: {pred.shape} vs {target.shape}")
+    if not (jnp.issubdtype(pred.dtype, jnp.integer) and jnp.issubdtype(target.dtype, jnp.integer)):
+        raise ValueError(f"{name}: label maps must be integer arrays, got {pred.dtype} and {target.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be an integer >= 1, got {num_classes!r}")
+    return pred.reshape(-1), target.reshape(-1)
+
+
+def confusion_matrix(pred: Array, target: Array, num_classes: int, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Pixel counts ``cm[i, j]`` of target class ``i`` predicted as class ``j``.
+
+    Pixels whose target is ``ignore_index`` (255: "ignore" in label maps) are not counted;
+    a prediction outside ``[0, num_classes)`` counts in no column, so it lowers the recall
+    of its target class. Confusion matrices of several batches add up, so a whole
+    evaluated set can be streamed (:func:`mean_iou_from_confusion`).
+
+    Args:
+      pred, target: integer label maps of the same shape (e.g. ``(N, H, W)``).
+      num_classes: classes ``[0, num_classes)``.
+      ignore_index: target value of pixels to leave out.
+
+    Returns:
+      int32 ``(num_classes, num_classes)``.
+
+    Raises:
+      ValueError: on different shapes, non-integer maps or a bad ``num_classes``.
+    """
+    pred, target = _check_label_maps("confusion_matrix", pred, target, num_classes)
+    classes = jnp.arange(num_classes)
+    valid = target != ignore_index
+    t = ((target[:, None] == classes) & valid[:, None]).astype(jnp.int32)
+    p = (pred[:, None] == classes).astype(jnp.int32)
+    return t.T @ p
+
+
+def mean_iou_from_confusion(cm: Array) -> Array:
+    """Mean IoU from a (summed) confusion matrix, over the classes present in the target.
+
+    ``IoU_k = cm[k, k] / (sum_j cm[k, j] + sum_i cm[i, k] - cm[k, k])``, averaged over the
+    classes ``k`` with at least one target pixel; a class only ever predicted (absent from
+    the ground truth) is left out of the mean, while its false positives still lower the
+    IoU of the classes whose pixels it took.
+
+    Args:
+      cm: ``(K, K)`` confusion matrix (rows: target, columns: prediction).
+
+    Returns:
+      Scalar float32 (0 when no pixel is counted).
+    """
+    cm = jnp.asarray(cm, jnp.float32)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"mean_iou_from_confusion: cm must be square (K, K), got {cm.shape}")
+    inter = jnp.diagonal(cm)
+    target_count, pred_count = cm.sum(axis=1), cm.sum(axis=0)
+    union = target_count + pred_count - inter
+    present = target_count > 0
+    iou = jnp.where(present, inter / jnp.maximum(union, 1.0), 0.0)
+    return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
+
+
+def mean_iou(pred: Array, target: Array, num_classes: int, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Mean intersection-over-union of a set of label maps (one confusion matrix).
+
+    The mean runs over the classes present in the ground truth of the whole set given
+    (not per image); pixels whose target is 255 are ignored. See :func:`confusion_matrix`
+    and :func:`mean_iou_from_confusion`.
 
     Args:
       pred, target: integer arrays of the same shape (e.g. ``(N, H, W)``).
       num_classes: labels are in ``[0, num_classes)``.
+      ignore_index: target value of pixels to leave out (255).
 
     Returns:
-      Scalar float32: the mean over classes with a non-empty union of
-      ``|pred == k & target == k| / |pred == k | target == k|``.
+      Scalar float32.
+
+    Raises:
+      ValueError: on different shapes, non-integer maps or a bad ``num_classes``.
     """
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"mean_iou: pred and target shapes differ: {pred.shape} vs {target.shape}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"mean_iou: num_classes must be an integer >= 1, got {num_classes!r}")
-    classes = jnp.arange(num_classes)
-    p = pred.reshape(-1)[:, None] == classes
-    t = target.reshape(-1)[:, None] == classes
-    inter = jnp.sum(p & t, axis=0)
-    union = jnp.sum(p | t, axis=0)
-    present = union > 0
-    iou = jnp.where(present, inter / jnp.maximum(union, 1), 0.0)
-    return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
+    return mean_iou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def pixel_accuracy(pred: Array, target: Array, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Share of the non-ignored pixels (target != 255) whose prediction equals the target.
+
+    Args:
+      pred, target: integer arrays of the same shape.
+      ignore_index: target value of pixels to leave out.
+
+    Returns:
+      Scalar float32 (0 when every pixel is ignored).
+    """
+    pred, target = _check_label_maps("pixel_accuracy", pred, target, 1)
+    valid = target != ignore_index
+    return jnp.sum((pred == target) & valid) / jnp.maximum(jnp.sum(valid), 1)
 
 
 def bootstrap_ci(

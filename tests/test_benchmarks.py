@@ -28,16 +28,19 @@ def test_bad_task_list_is_refused(tasks, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_only_then_one_task(tmp_path):
+def test_train_only_then_one_task(tmp_path, tmp_path_factory):
     """``--train_only`` trains one run and stops; ``--tasks`` then reuses it and trains nothing else."""
     root = str(tmp_path)
     trained = _restoration("--root", root, "--quick", "--train_only", "palette_colorization")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert os.listdir(root) == ["palette_colorization"]
 
-    result = _restoration("--root", root, "--quick", "--tasks", "colorization")
+    figure = str(tmp_path_factory.mktemp("figure") / "restoration_lpips.png")
+    result = _restoration("--root", root, "--quick", "--tasks", "colorization", "--figure", figure)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.listdir(root) == ["palette_colorization"]
+    with open(figure, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"  # the main figure, beside the table
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(r["task"], r["method"]) for r in report["rows"]] == [
         ("colorization", "Palette"), ("colorization", "grayscale input")]
