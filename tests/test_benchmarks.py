@@ -108,7 +108,7 @@ def test_sr_and_x0_error_benchmarks_smoke(tmp_path):
     workdir = str(tmp_path / "sr3")
     train_and_evaluate(config, workdir)
     report = _script("sr.py", "--workdir", workdir, "--num", "2", "--ancestral-steps", "2", "--dpm-steps", "2",
-                     "--regression-steps", "1", "--seeds", "2")
+                     "--regression-steps", "1", "--seeds", "2", "--figure", str(tmp_path / "sr.png"))
     methods = [r["method"] for r in report["rows"]]
     assert methods[:2] == ["bicubic", "regression UNet (L2, 1 steps)"] and len(methods) == 5
     assert all(r["seeds"] == 2 for r in report["rows"][2:])
