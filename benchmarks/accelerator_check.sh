@@ -72,10 +72,16 @@ configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization pa
 # trainings in TRAIN_SECONDS, scaled from the 9.06 GFLOP/img benchmark UNet to the
 # benchmark's narrower one (5.53 GFLOP/img at 32x32 and 64 channels), with 40% held
 # back for compilation and sharing; between 1000 and 20000, in hundreds.
-ips=$(grep -s '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null || echo 500)
+# No measured rate and no STEPS: stop, rather than guess a rate.
+ips=$(grep -s '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null)
+if [ -z "${STEPS:-}" ] && [ -z "$ips" ]; then
+  echo "accelerator_check.sh: no float32 training rate in $out/throughput.log (the throughput stage failed," \
+       "timed out or was skipped), so the steps per model cannot be sized; set STEPS=<steps per model>" >&2
+  exit 1
+fi
 steps=${STEPS:-$($py -c "print(max(1000, min(20000, int(0.6 * $train_seconds * $ips * 9.06 / 5.53 * (32 / $image_size) ** 2 * (64 / $channels) ** 2 / 5 / $batch) // 100 * 100)))")}
 args="--root $root --image_size $image_size --channels $channels --batch $batch"
-echo "float32 training images/s: $ips -> $steps steps per model ($args)" >"$out/train.log"
+echo "float32 training images/s: ${ips:-not measured} -> $steps steps per model ($args)" >"$out/train.log"
 
 start=$(date +%s)
 for config in $configs; do

@@ -17,7 +17,9 @@ evaluation and the loop's own overhead against the score function's cost.
     python benchmarks/samplers.py --wide          # the wide-budget table
     python benchmarks/samplers.py --overhead-only
 
-Prints markdown tables and ends with one JSON line.
+Prints markdown tables and ends with one JSON line; the main figure (sliced W2 against
+NFE, one line per sampler, with the noise floor) goes to ``--figure``
+(default ``outputs/benchmarks/samplers_nfe.png``).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import diffjax as dj  # noqa: E402
 import gaussians  # noqa: E402
 from diffjax import samplers as S  # noqa: E402
+from diffjax.plots import plot_error_vs_nfe  # noqa: E402
 
 
 def sliced_w2(samples: jax.Array, reference: jax.Array, key: jax.Array, projections: int) -> float:
@@ -409,6 +412,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer budgets, samples and projections")
     parser.add_argument("--overhead-only", action="store_true", help="only the loop-overhead table")
+    parser.add_argument("--figure", default="outputs/benchmarks/samplers_nfe.png", help="PNG of sliced W2 against NFE (--wide table)")
     parser.add_argument("--wide", action="store_true", help="the wide-budget table (NFE 5-1000, N = 4096)")
     parser.add_argument("--seeds", type=int, default=None, help="prior draws in the low-NFE study (default 5; quick 2)")
     parser.add_argument("--n", type=int, default=None, help="samples per seed in the low-NFE study (default 20000)")
@@ -514,6 +518,12 @@ def main():
         targets["stochastic_1000_ratio_to_floor"] = {
             k: results[k]["1000"]["sw2"] / floor for k in ("EulerMaruyama", "ReverseDiffusion", "PredictorCorrector", "Ancestral")
         }
+    curves = {name: {c["nfe"]: c["sw2"] for c in row.values()} for name, row in results.items()}
+    curves["adaptive ODE (Tsit5)"] = {r["nfe"]: r["sw2"] for r in ode_rows}
+    figure = plot_error_vs_nfe(curves, args.figure, floor=floor, ylabel="sliced W2 to exact samples",
+                               title=f"Gaussian mixture d=8, K=4, N={n}: sampler error against NFE")
+    print(f"\nfigure: {figure}")
+
     print("\n# Targets\n")
     for k, v in targets.items():
         print(f"- {k}: {v}")
@@ -532,10 +542,16 @@ def main():
                 "overhead": overhead,
                 "targets": targets,
                 "device": jax.devices()[0].platform,
+                "figure": figure,
             }
         )
     )
 
 
 if __name__ == "__main__":
-    main()
+    if "--paired" in sys.argv[1:]:  # paired error to the converged flow: benchmarks/sampler_metrics.py
+        from sampler_metrics import main as paired_main
+
+        paired_main()
+    else:
+        main()

@@ -16,7 +16,12 @@ low-resolution input; seconds per image exclude compilation.
 
     python benchmarks/sr.py --workdir runs/sr3_x4 [--num 32] [--quick]
 
-Prints a markdown table and ends with one JSON line.
+Each SR3 row is sampled with ``--seeds`` keys (default 3) and compared with bicubic and
+with the ancestral row on LPIPS: the 95% bootstrap interval of the paired difference
+over images and seeds, and a verdict only where it excludes zero.
+
+Prints a markdown table, the comparisons, and ends with one JSON line; the main figure
+(LPIPS per method) goes to ``--figure`` (default ``outputs/benchmarks/sr_lpips.png``).
 """
 
 from __future__ import annotations
@@ -36,19 +41,32 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from diffjax import builders, metrics
 from diffjax.pipelines.sr3 import make_sr_fn
+from diffjax.plots import plot_bars
 from diffjax.tasks.sr3 import upsample
 from diffjax.training import model_from_state
+from intervals import compare, print_comparisons  # noqa: E402
 
 
-def evaluate(name: str, sr: np.ndarray, hr: np.ndarray, low: np.ndarray, scale: int, seconds: float) -> dict:
+def per_image_scores(sr: np.ndarray, hr: np.ndarray, low: np.ndarray, scale: int) -> dict:
+    """Per-image PSNR, SSIM, LPIPS (AlexNet) and consistency PSNR, as float64 arrays."""
     return {
-        "method": name,
-        "psnr": float(np.mean(metrics.psnr(sr, hr))),
-        "ssim": float(np.mean(metrics.ssim(sr, hr))),
-        "lpips_alex": float(np.mean(metrics.lpips(sr, hr, net="alex"))),
-        "consistency_db": float(np.mean(metrics.consistency_psnr(sr, low, scale, method="bicubic"))),
-        "sec_per_image": seconds,
+        "psnr": np.asarray(metrics.psnr(sr, hr), np.float64),
+        "ssim": np.asarray(metrics.ssim(sr, hr), np.float64),
+        "lpips_alex": np.asarray(metrics.lpips(sr, hr, net="alex"), np.float64),
+        "consistency_db": np.asarray(metrics.consistency_psnr(sr, low, scale, method="bicubic"), np.float64),
     }
+
+
+def evaluate(name: str, outputs, hr: np.ndarray, low: np.ndarray, scale: int, seconds: float) -> dict:
+    """A table row: means over images (and over seeds when ``outputs`` is a list), per-image values kept.
+
+    ``row["per_image"][metric]`` is ``(seeds, N)``, for the bootstrap comparisons.
+    """
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    per_seed = [per_image_scores(o, hr, low, scale) for o in outputs]
+    per_image = {m: np.stack([d[m] for d in per_seed]) for m in per_seed[0]}
+    return {"method": name, **{m: float(v.mean()) for m, v in per_image.items()}, "sec_per_image": seconds,
+            "seeds": len(outputs), "per_image": per_image}
 
 
 def train_regression(config, steps: int, batch_size: int, seed: int = 0):
@@ -107,10 +125,12 @@ def main() -> None:
     parser.add_argument("--ancestral-steps", type=int, default=1000)
     parser.add_argument("--dpm-steps", default="20,40,50")
     parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps; 0 skips the regression baseline")
+    parser.add_argument("--seeds", type=int, default=3, help="sampling seeds of each SR3 row (intervals cover them)")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
+    parser.add_argument("--figure", default="outputs/benchmarks/sr_lpips.png", help="PNG of LPIPS per method")
     args = parser.parse_args()
     if args.quick:
-        args.num, args.ancestral_steps, args.regression_steps = 8, 100, 50
+        args.num, args.ancestral_steps, args.regression_steps, args.seeds = 8, 100, 50, 2
 
     from diffjax.sharding import make_mesh
     from sample import load_run_config, restore_ema_model
@@ -149,9 +169,10 @@ def main() -> None:
                                 time_input=config.loss.time_input, denoise=True,
                                 clip_x0=pipeline.clip_denoised))
         out, seconds = timed(sr, params, jnp.asarray(cond), jax.random.key(0))
+        outs = [out] + [np.asarray(sr(params, jnp.asarray(cond), jax.random.key(s))) for s in range(1, args.seeds)]
         label = "ancestral" if sampler_name == "ancestral" else f"DPM-Solver++ {'SDE' if eta else 'ODE'}"
-        rows.append(evaluate(f"SR3 {label} {steps} steps", out, hr, low, scale, seconds / n))
-        print(f"  {rows[-1]}", flush=True)
+        rows.append(evaluate(f"SR3 {label} {steps} steps", outs, hr, low, scale, seconds / n))
+        print(f"  { {k: v for k, v in rows[-1].items() if k != 'per_image'} }", flush=True)
 
     print(f"\nSR x{scale}, {n} held-out {hr.shape[1]}x{hr.shape[2]} crops, SR3 checkpoint step {step}\n")
     print("| method | PSNR | SSIM | LPIPS (alex) | consistency (dB) | s / image |")
@@ -159,8 +180,21 @@ def main() -> None:
     for r in rows:
         print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
               f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
-    print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "checkpoint_step": step,
-                      "regression_train_seconds": round(train_seconds, 1), "rows": rows}))
+    figure = plot_bars({r["method"]: r["lpips_alex"] for r in rows}, args.figure, ylabel="LPIPS (AlexNet), lower is better",
+                       title=f"SR x{scale} on {n} held-out crops (SR3 step {step})")
+    print(f"\nfigure: {figure}")
+    # Every SR3 row against bicubic and against the first SR3 row (ancestral), paired over images.
+    by_name = {r["method"]: r for r in rows}
+    sr3 = [r["method"] for r in rows if r["method"].startswith("SR3")]
+    pairs = [(m, "bicubic") for m in sr3] + [(m, sr3[0]) for m in sr3[1:]]
+    comparisons = [compare(a, b, "lpips_alex", by_name[a]["per_image"]["lpips_alex"],
+                           by_name[b]["per_image"]["lpips_alex"]) for a, b in pairs]
+    print_comparisons(comparisons)
+    for r in rows:
+        r.pop("per_image")
+    print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "seeds": args.seeds, "checkpoint_step": step,
+                      "regression_train_seconds": round(train_seconds, 1), "rows": rows,
+                      "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":

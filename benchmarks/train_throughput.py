@@ -21,6 +21,9 @@ MFU convention; no CPU compilation of a large network), and the report adds:
   ``UniPC`` through the network, and the sampling loop's per-step overhead
   against a bare ``lax.scan`` of as many network calls.
 
+The main figure (training and forward images/s) goes to ``--figure``
+(default ``outputs/benchmarks/train_throughput.png``).
+
 Run: .venv/bin/python benchmarks/train_throughput.py [--batch 32] [--repeats 5]
      .venv/bin/python benchmarks/train_throughput.py --size ddpmpp64 --dtype bfloat16 --batch 128
      .venv/bin/python benchmarks/train_throughput.py --size tiny --batch 2 --repeats 1   # CPU smoke
@@ -44,6 +47,7 @@ from flax import nnx
 # Run from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from diffjax.nn import UNet, UNetConfig, num_parameters
+from diffjax.plots import plot_bars
 
 # name -> (UNetConfig fields, image size). "bench" is the reference network of
 # docs/unet.md; the DDPM++ sizes follow the paper's continuous-time DDPM++
@@ -175,6 +179,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--figure", default="outputs/benchmarks/train_throughput.png", help="PNG of images/s")
     parser.add_argument("--size", default="bench", choices=tuple(SIZES))
     parser.add_argument("--attention", default="einsum", choices=("einsum", "dot_product"),
                         help="UNetConfig.attention_impl")
@@ -280,7 +285,11 @@ def main() -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
+    figure = plot_bars({"training step": train_ips, "forward pass": fwd_ips}, args.figure, ylabel="images / s",
+                       title=f"UNet 32x32x3, batch {batch}, {args.dtype}, {jax.devices()[0].device_kind}")
+    print(f"figure: {figure}")
     print(json.dumps({
+        "figure": figure,
         "train_img_per_s": round(train_ips, 2),
         "forward_img_per_s": round(fwd_ips, 2),
         "params": num_parameters(model),

@@ -13,7 +13,7 @@ def palette_config(task: str, arg=None):
     """The config of Palette task ``task`` (``config.task.name``), full size or ``smoke``."""
     c = get_base_config()
     c.task.name = task
-    c.data.name = "photos"
+    c.data.name = "photo_corpus"  # held-out-by-source evaluation split (diffjax/data/corpus.py)
     c.data.image_size = 32
 
     c.model.base_channels = 64

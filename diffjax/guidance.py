@@ -1,4 +1,4 @@
-"""Score-function transforms: known-pixel replacement ("paste-back") for inpainting.
+"""Score-function transforms: known-pixel replacement ("paste-back"), energy guidance.
 
 The samplers of :mod:`diffjax.samplers` take nothing but a ``score_fn(x, t)``,
 so conditioning on known pixels is written as a transform of the score function,
@@ -14,6 +14,15 @@ adaptive ODE alike):
   pixels on that trajectory, runs any sampler on the transformed score and
   pastes the exact known pixels into the result.
 
+* :func:`energy_guidance` subtracts the gradient of an energy from the score,
+  so every sampler's reverse SDE has its mean shifted by ``-g(t)^2 dt grad E``
+  (EGSDE's guidance, :mod:`diffjax.tasks.egsde`).
+* :func:`project_onto_measurement` and :func:`consistent_x0` keep what a linear
+  measurement already says (ILVR / DDRM / DDNM-style range projection): the
+  estimate ``x0`` is replaced by ``x0 + A^+ (y - A x0)``, which has ``A x0 = y``
+  exactly when ``A^+`` is the pseudo-inverse of ``A``; for super-resolution this
+  swaps the low-pass of the estimate (``A^+ A x0``) for the input's (``A^+ y``).
+
 Nothing here knows about networks: a conditional model (Palette) is turned into
 a ``score_fn`` first, with its condition bound in a closure.
 """
@@ -28,7 +37,8 @@ from diffjax.samplers.base import Sampler, sample
 from diffjax.sde import SDE, broadcast_to_x
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
-__all__ = ["paste_back", "sample_with_paste_back", "check_known_mask", "clip_x0"]
+__all__ = ["paste_back", "sample_with_paste_back", "check_known_mask", "clip_x0", "energy_guidance",
+           "project_onto_measurement", "consistent_x0"]
 
 
 def check_known_mask(mask, image: Array) -> Array:
@@ -178,3 +188,85 @@ def clip_x0(score_fn: ScoreFn, sde: SDE, low: float = -1.0, high: float = 1.0) -
         return (alpha * x0 - x) / sigma**2
 
     return clipped
+
+
+def energy_guidance(score_fn: ScoreFn, energy_fn) -> ScoreFn:
+    """The score of ``p_t(x) exp(-E(x, t))``: ``score_fn(x, t) - grad_x E(x, t)``.
+
+    In a reverse-SDE step of length ``dt`` this shifts the mean by
+    ``-g(t)^2 dt grad E`` (EGSDE's ``-w(t) grad E``, with ``w`` the step's
+    variance); in the probability flow by half that. Any sampler can run the
+    result.
+
+    Args:
+      score_fn: ``score_fn(x, t)``.
+      energy_fn: ``energy_fn(x, t) -> (batch,)``, one energy per example, each
+        depending on its own example only (the gradient of their sum is taken).
+
+    Returns:
+      A ``score_fn(x, t)``.
+    """
+
+    def guided(x: Array, t: Array) -> Array:
+        grad = jax.grad(lambda y: jnp.sum(energy_fn(y, t)))(x)
+        return score_fn(x, t) - grad
+
+    return guided
+
+
+def project_onto_measurement(x: Array, measurement: Array, forward_fn, pinv_fn) -> Array:
+    """``x + pinv_fn(measurement - forward_fn(x))``: ``x`` moved onto ``{z : A z = y}``.
+
+    With ``pinv_fn`` the Moore-Penrose pseudo-inverse of the linear ``forward_fn``
+    (``A A^+ = I`` for a full-row-rank ``A``), the result satisfies
+    ``forward_fn(result) == measurement`` up to float error, and it is the point of
+    that set nearest to ``x``: only the component of ``x`` in the row space of ``A``
+    (for downsampling, its low frequencies) changes.
+
+    Args:
+      x: the estimate, shaped like ``pinv_fn``'s output.
+      measurement: ``y``, shaped like ``forward_fn``'s output.
+      forward_fn: the linear operator ``A``.
+      pinv_fn: its pseudo-inverse ``A^+``.
+
+    Returns:
+      An array shaped like ``x``.
+
+    Raises:
+      ValueError: if ``forward_fn(x)`` and ``measurement`` differ in shape.
+    """
+    residual_shape = jax.eval_shape(forward_fn, x).shape
+    if tuple(residual_shape) != tuple(jnp.shape(measurement)):
+        raise ValueError(f"the forward operator maps x {jnp.shape(x)} to {tuple(residual_shape)}, "
+                         f"but the measurement has shape {jnp.shape(measurement)}")
+    return x + pinv_fn(measurement - forward_fn(x))
+
+
+def consistent_x0(score_fn: ScoreFn, sde: SDE, measurement: Array, forward_fn, pinv_fn) -> ScoreFn:
+    """The score whose implied clean image is projected onto ``{x0 : A x0 = y}`` at every evaluation.
+
+    Tweedie's ``x_0 = (x + sigma^2 score) / alpha`` is replaced by
+    :func:`project_onto_measurement` of it and turned back into a score,
+    ``(alpha x0' - x) / sigma^2``. Every sampler that steps through ``x_0``
+    (DDIM, DPM-Solver++, the final Tweedie step) then moves towards images that
+    agree with the measurement; ``denoise=True`` ends exactly on that set.
+
+    Args:
+      score_fn: ``score_fn(x, t)``.
+      sde: its forward process.
+      measurement: ``y`` (e.g. the low-resolution input).
+      forward_fn: the linear operator ``A`` (e.g. the training downsampler).
+      pinv_fn: its pseudo-inverse.
+
+    Returns:
+      A ``score_fn(x, t)``.
+    """
+
+    def projected(x: Array, t: Array) -> Array:
+        alpha, sigma = sde.alpha_sigma(t)
+        alpha, sigma = broadcast_to_x(alpha, x), broadcast_to_x(sigma, x)
+        x0 = (x + sigma**2 * score_fn(x, t)) / alpha
+        x0 = project_onto_measurement(x0, measurement, forward_fn, pinv_fn)
+        return (alpha * x0 - x) / sigma**2
+
+    return projected

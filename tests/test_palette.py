@@ -13,6 +13,7 @@ from PIL import Image
 
 from configs.default import get_base_config
 from diffjax import builders, degradations
+from diffjax.degradations import LUMA_WEIGHTS
 from diffjax.pipelines.palette import (
     PaletteColorization,
     PaletteInpainting,
@@ -214,6 +215,10 @@ def test_smoke_train_then_restore(path, tmp_path):
     for name in os.listdir(out):
         restored = np.asarray(Image.open(os.path.join(out, name)))
         assert restored.shape == (8, 8, 3) and restored.dtype == np.uint8
+    if "colorization" in kinds:  # the input's luma comes back, up to the 8-bit rounding of each channel
+        restored = np.asarray(Image.open(os.path.join(out, "gray.png")), np.float64)
+        luma = restored @ np.asarray(LUMA_WEIGHTS)
+        assert np.abs(luma - rgb[..., 1]).max() <= 1.0
     if "inpainting" in kinds:  # known pixels come back exactly
         restored = np.asarray(Image.open(os.path.join(out, "inp.png")))
         keep = np.ones((8, 8), bool)

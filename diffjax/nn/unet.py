@@ -331,8 +331,40 @@ class UNet(nnx.Module):
         Returns:
           ``(B, H, W, out_channels)`` float32 prediction.
         """
+        return self._forward(x, c, cond, labels, dropout_key, aug_level, None)
+
+    def activation_names(self) -> tuple[str, ...]:
+        """Names of the blocks :meth:`activations` returns, from input to output.
+
+        ``down_{i}`` is encoder residual block ``i`` (with its attention), ``mid`` the
+        middle, ``up_{i}`` decoder block ``i`` (``i = 0`` nearest the middle, at the
+        lowest resolution).
+        """
+        cfg = self.config
+        down = [f"down_{i}" for i in range(len(cfg.channel_mult) * cfg.num_res_blocks)]
+        up = [f"up_{i}" for i in range(len(cfg.channel_mult) * (cfg.num_res_blocks + 1))]
+        return (*down, "mid", *up)
+
+    def activations(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
+                    aug_level: Array | None = None) -> dict[str, Array]:
+        """Intermediate activations (no dropout), e.g. as per-pixel features.
+
+        Args:
+          x, c, cond, labels, aug_level: as in :meth:`__call__`.
+
+        Returns:
+          ``{name: (B, h, w, channels)}`` for every name of :meth:`activation_names`,
+          each the output of its block (a level's resolution, before resampling).
+        """
+        acts: dict[str, Array] = {}
+        self._forward(x, c, cond, labels, None, aug_level, acts)
+        return acts
+
+    def _forward(self, x, c, cond, labels, dropout_key, aug_level, acts: dict | None) -> Array:
+        """The network; block outputs are stored in ``acts`` when it is a dict."""
         self._check_inputs(x, c, cond, labels)
         self._check_aug_level(aug_level, x.shape[0])
+        keep = (lambda name, value: acts.__setitem__(name, value)) if acts is not None else (lambda *_: None)
         cfg = self.config
         dt = _DTYPES[cfg.dtype]
         emb = self.embed(c, labels)
@@ -350,6 +382,7 @@ class UNet(nnx.Module):
         for level in range(num_levels):
             for j in range(cfg.num_res_blocks):
                 h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key)
+                keep(f"down_{level * cfg.num_res_blocks + j}", h)
                 skips.append(h)
             if level != num_levels - 1:
                 h = self.downsamplers[level](h)
@@ -358,11 +391,13 @@ class UNet(nnx.Module):
         h = self.mid_res1(h, emb_act, dropout_key)
         h = self.mid_attn(h)
         h = self.mid_res2(h, emb_act, dropout_key)
+        keep("mid", h)
 
         block = 0
         for i, level in enumerate(reversed(range(num_levels))):
             for _ in range(cfg.num_res_blocks + 1):
                 h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key)
+                keep(f"up_{block}", h)
                 block += 1
             if level != 0:
                 h = self.upsamplers[i](h)

@@ -70,6 +70,8 @@ class _Palette(Pipeline):
     #: Kinds of input files ``sample.py`` accepts (see :mod:`diffjax.pipelines.restoration`).
     input_kinds: tuple[str, ...] = ()
     hole_loss_only: bool = False
+    #: Colorization outputs keep the input's luma exactly (``palette_lib.keep_luminance``).
+    keep_luminance: bool = True
 
     def _degrade_row(self, image: np.ndarray, *, step: int, seed: int, row: int) -> tuple[np.ndarray, np.ndarray]:
         """One clean ``(H, W, C)`` row -> (condition, loss mask ``(H, W, 1)``)."""
@@ -105,11 +107,18 @@ class _Palette(Pipeline):
         raise NotImplementedError
 
     def restore(self, score_fn, sde, sampler, kind: str, shape, known, mask, key, denoise: bool):
-        """Pure JAX: sample outputs of ``shape``; known pixels pasted back for inpainting."""
+        """Pure JAX: sample outputs of ``shape``; known pixels pasted back for inpainting.
+
+        For colorization ``known`` is the grayscale input (or ``None``); with
+        ``keep_luminance`` the output's luma is then exactly the input's.
+        """
         if kind == "inpainting":
             return palette_lib.palette_restore(score_fn, sde, shape, key=key, sampler=sampler, known=known,
                                                mask=mask, denoise=denoise)[0]
-        return palette_lib.palette_restore(score_fn, sde, shape, key=key, sampler=sampler, denoise=denoise)[0]
+        out = palette_lib.palette_restore(score_fn, sde, shape, key=key, sampler=sampler, denoise=denoise)[0]
+        if kind == "colorization" and known is not None and self.keep_luminance:
+            out = palette_lib.keep_luminance(out, known[..., :1])
+        return out
 
 
 def _noise_in_hole(image, known, rng) -> np.ndarray:
@@ -175,10 +184,18 @@ class PaletteUncropping(_MaskedPalette):
 
 
 class PaletteColorization(_Palette):
-    """Colorization: the condition is the luma (one channel) of the RGB target."""
+    """Colorization: the condition is the luma (one channel) of the RGB target.
+
+    Args:
+      keep_luminance: give outputs exactly the input's luma (default), changing only
+        their colour (:func:`diffjax.tasks.palette.keep_luminance`).
+    """
 
     name = "palette_colorization"
     input_kinds = ("colorization",)
+
+    def __init__(self, keep_luminance: bool = True):
+        self.keep_luminance = bool(keep_luminance)
 
     def cond_channels(self, image_shape) -> int:
         if image_shape[-1] != 3:
@@ -264,6 +281,7 @@ class PaletteMultitask(_Palette):
 
     @property
     def uses_loss_mask(self) -> bool:
+        """Always true: a batch mixes tasks, so every row carries a loss mask (ones outside inpainting)."""
         return True  # rows of mask tasks and of the others share one batch layout
 
     def condition(self, kind, images, masks, seed):

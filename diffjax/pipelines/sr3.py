@@ -13,9 +13,9 @@ import numpy as np
 
 from diffjax.pipelines.base import Pipeline, row_rng
 from diffjax.tasks.cascade import gaussian_blur, noise_augment
-from diffjax.tasks.sr3 import downsample, quantize_uint8, upsample
+from diffjax.tasks.sr3 import PROJECTIONS, downsample, quantize_uint8, upsample
 
-__all__ = ["SR3Pipeline"]
+__all__ = ["SR3Pipeline", "make_sr_fn", "read_low_res_folder", "low_res_size_problem"]
 
 # Separate random streams per row, so turning one augmentation on does not
 # change the draws of another.
@@ -35,13 +35,15 @@ class SR3Pipeline(Pipeline):
       tile_overlap: output pixels shared by neighbouring tiles when ``sample.py``
         super-resolves images larger than the network's input.
       clip_denoised: at sampling, clip the implied ``x0`` to ``[-1, 1]`` at every step.
+      projection: low-frequency consistency with the input at sampling
+        (:func:`diffjax.tasks.sr3.super_resolve`): ``"none"``, ``"end"`` or ``"each"``.
     """
 
     name = "sr3"
 
     def __init__(self, scale: int = 4, noise_aug_max: float = 0.0, blur_prob: float = 0.0,
                  blur_sigma_min: float = 0.4, blur_sigma_max: float = 0.6, tile_overlap: int = 8,
-                 clip_denoised: bool = True):
+                 clip_denoised: bool = True, projection: str = "none"):
         if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
             raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
         if not 0.0 <= noise_aug_max < 1.0:
@@ -52,7 +54,10 @@ class SR3Pipeline(Pipeline):
             raise ValueError(f"need 0 < blur_sigma_min <= blur_sigma_max, got {blur_sigma_min}, {blur_sigma_max}")
         if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be an integer >= 0, got {tile_overlap!r}")
+        if projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
         self.scale = scale
+        self.projection = projection
         self.tile_overlap = tile_overlap
         self.clip_denoised = bool(clip_denoised)
         self.noise_aug_max = float(noise_aug_max)
@@ -104,8 +109,8 @@ class SR3Pipeline(Pipeline):
 
 def make_sr_fn(graphdef, model_state, sde, sampler, *, channels: int, tile: int, overlap: int,
                prediction: str = "eps", time_input: str = "alpha", denoise: bool = True,
-               aug_level: float | None = None, clip_x0: bool = True):
-    """``sr(params, cond, key) -> images`` for a trained SR network (pure; jit it per input size).
+               aug_level: float | None = None, clip_x0: bool = True, projection: str = "none"):
+    """``sr(params, cond, key, low=None) -> images`` for a trained SR network (pure; jit it per input size).
 
     Args:
       graphdef, model_state: the network's structure and non-trainable variables.
@@ -117,16 +122,20 @@ def make_sr_fn(graphdef, model_state, sde, sampler, *, channels: int, tile: int,
       denoise: finish with a Tweedie step.
       aug_level: the conditioning-augmentation level fed to a network trained
         with augmentation; ``None`` for plain SR3.
+      clip_x0: clip the implied ``x0`` at every step.
+      projection: ``"none"``, ``"end"`` or ``"each"``: make the output agree with ``low``
+        (:func:`diffjax.tasks.sr3.super_resolve`); the function then needs ``low``.
 
     Returns:
-      The pure function; ``cond`` is the upsampled (and possibly augmented) low-res batch.
+      The pure function; ``cond`` is the upsampled (and possibly augmented) low-res batch,
+      ``low`` the low-res batch itself.
     """
     import jax.numpy as jnp
 
     from diffjax.tasks.sr3 import conditional_score_fn, super_resolve
     from diffjax.training import model_from_state
 
-    def sr(params, cond, key):
+    def sr(params, cond, key, low=None):
         model = model_from_state(graphdef, params, model_state)
 
         def apply_fn(x, c, cond_tile):
@@ -135,9 +144,23 @@ def make_sr_fn(graphdef, model_state, sde, sampler, *, channels: int, tile: int,
 
         score = conditional_score_fn(apply_fn, sde, prediction=prediction, time_input=time_input)
         return super_resolve(score, sde, cond, key=key, sampler=sampler, channels=channels, tile=tile,
-                             overlap=overlap, denoise=denoise, clip_x0=clip_x0)
+                             overlap=overlap, denoise=denoise, clip_x0=clip_x0, low=low, projection=projection)
 
     return sr
+
+
+def low_res_size_problem(hw: tuple[int, int], *, scale: int, tile: int) -> str | None:
+    """What is wrong with a low-resolution input of size ``hw``, or ``None`` if it is large enough.
+
+    Shared by ``sample.py --input`` (:func:`read_low_res_folder`) and
+    :meth:`diffjax.Run.restore`: an input must be at least ``ceil(tile / scale)``
+    pixels on each side, so that its output covers one network input.
+    """
+    smallest = -(-tile // scale)
+    if min(hw) < smallest:
+        return (f"{hw[0]}x{hw[1]} is too small; the model needs at least {smallest}x{smallest} "
+                f"(output {tile}x{tile} at scale {scale})")
+    return None
 
 
 def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int) -> list[tuple[str, np.ndarray]]:
@@ -167,7 +190,6 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
     if not names:
         raise ValueError(f"--input {input_dir!r} holds no files; expected low-resolution PNG images")
     modes = {1: ("L",), 3: ("RGB",)}[channels] if channels in (1, 3) else ()
-    smallest = -(-tile // scale)
     images, problems = [], []
     for name in names:
         path = os.path.join(input_dir, name)
@@ -186,9 +208,8 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
                             f"the model takes {channels}-channel images ({' or '.join(modes) or 'none'})")
         elif pixels.dtype != np.uint8:
             problems.append(f"{name}: {pixels.dtype} pixels; expected 8-bit")
-        elif min(pixels.shape[:2]) < smallest:
-            problems.append(f"{name}: {pixels.shape[0]}x{pixels.shape[1]} is too small; the model needs at "
-                            f"least {smallest}x{smallest} (output {tile}x{tile} at scale {scale})")
+        elif (problem := low_res_size_problem(pixels.shape[:2], scale=scale, tile=tile)) is not None:
+            problems.append(f"{name}: {problem}")
         else:
             pixels = pixels.reshape(*pixels.shape[:2], channels)
             images.append((name, pixels.astype(np.float32) / 127.5 - 1.0))

@@ -37,6 +37,7 @@ __all__ = [
     "jpeg_condition",
     "multitask_condition",
     "palette_restore",
+    "keep_luminance",
     "KINDS",
 ]
 
@@ -82,6 +83,39 @@ def colorization_condition(images) -> np.ndarray:
     if images.shape[-1] != 3:
         raise ValueError(f"colorization needs RGB images (3 channels), got shape {images.shape}")
     return (images @ np.asarray(LUMA_WEIGHTS, np.float32))[..., None]
+
+
+def keep_luminance(rgb: Array, luma: Array) -> Array:
+    """Colour images whose BT.601 luma is exactly ``luma``, in ``[-1, 1]``, keeping the hue of ``rgb``.
+
+    Each pixel becomes ``luma + k (rgb - Y(rgb))`` with ``Y`` the luma of
+    :func:`diffjax.degradations.to_grayscale` (weights summing to one, so the
+    chroma ``rgb - Y(rgb)`` has zero luma): the output's luma is ``luma`` whatever
+    ``k``. ``k = 1`` where that stays in ``[-1, 1]``; elsewhere the largest
+    ``k < 1`` that does (the colour is desaturated, never the brightness changed).
+    Jit-able.
+
+    Args:
+      rgb: ``(..., 3)`` colour estimates (e.g. Palette's colorization output).
+      luma: ``(..., 1)`` the grayscale input, in ``[-1, 1]``.
+
+    Returns:
+      ``(..., 3)`` float array, in ``[-1, 1]`` when ``luma`` is.
+
+    Raises:
+      ValueError: on shapes other than ``(..., 3)`` and ``(..., 1)`` of the same leading size.
+    """
+    rgb, luma = jnp.asarray(rgb), jnp.asarray(luma)
+    if rgb.shape[-1] != 3 or luma.shape != rgb.shape[:-1] + (1,):
+        raise ValueError(f"keep_luminance needs rgb (..., 3) and luma (..., 1) of the same size, got "
+                         f"{rgb.shape} and {luma.shape}")
+    luma = luma.astype(rgb.dtype)
+    chroma = rgb - rgb @ jnp.asarray(LUMA_WEIGHTS, rgb.dtype)[:, None]
+    # Largest k in [0, 1] with -1 <= luma + k chroma <= 1 in every channel.
+    room = jnp.where(chroma > 0, (1.0 - luma) / jnp.where(chroma > 0, chroma, 1.0),
+                     jnp.where(chroma < 0, (-1.0 - luma) / jnp.where(chroma < 0, chroma, -1.0), 1.0))
+    k = jnp.clip(jnp.min(room, axis=-1, keepdims=True), 0.0, 1.0)
+    return luma + k * chroma
 
 
 def jpeg_condition(images, qualities) -> np.ndarray:

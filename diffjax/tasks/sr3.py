@@ -12,9 +12,10 @@ and downsampling the output again (consistency) uses exactly the operator the
 training pairs were made with.
 
 Images larger than the network's input are super-resolved as overlapping
-tiles *inside* the sampler: at every step the score of the whole image is the
-window-weighted average of the tiles' scores. The sampler therefore moves one
-global image, so tiles agree where they overlap and no seam appears.
+tiles *inside* the sampler (:mod:`diffjax.tiling`, shared with every
+restoration task; ``tile_offsets`` and ``tiled_score_fn`` are re-exported
+here): at every step the score of the whole image is the window-weighted
+average of the tiles' scores, so no seam appears.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffjax.guidance import consistent_x0, project_onto_measurement
 from diffjax.parametrization import convert, model_score_fn
 from diffjax.samplers.base import Sampler, sample
 from diffjax.sde import SDE
+from diffjax.tiling import tile_offsets, tiled_score_fn
 from diffjax.typing import Array, PRNGKey
 
 __all__ = [
     "bicubic_matrix",
     "clip_denoised",
     "conditional_score_fn",
+    "consistency_projection",
     "downsample",
+    "downsample_pinv",
     "quantize_uint8",
     "resize",
     "super_resolve",
@@ -43,6 +48,9 @@ __all__ = [
     "tiled_score_fn",
     "upsample",
 ]
+
+PROJECTIONS = ("none", "end", "each")
+"""Options of :func:`super_resolve`'s low-frequency consistency projection."""
 
 CondScoreFn = Callable[[Array, Array, Array], Array]  # (x, t, cond) -> score
 
@@ -122,6 +130,61 @@ def upsample(images: Array, factor: int) -> Array:
     return resize(images, h * factor, w * factor)
 
 
+@functools.lru_cache(maxsize=64)
+def _pinv_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_in, n_out)`` Moore-Penrose pseudo-inverse of ``bicubic_matrix(n_in, n_out)`` (host, float64)."""
+    return np.linalg.pinv(bicubic_matrix(n_in, n_out))
+
+
+def downsample_pinv(low: Array, factor: int) -> Array:
+    """The pseudo-inverse of :func:`downsample`: the least-norm image ``x`` with ``downsample(x) = low``.
+
+    :func:`downsample` is ``x -> R_h x R_w^T`` per channel with full-row-rank
+    ``R``; its pseudo-inverse is ``y -> R_h^+ y (R_w^+)^T``, so
+    ``downsample(downsample_pinv(y)) = y`` up to float error (bicubic
+    :func:`upsample` does not have this property). The matrices are computed
+    once per size on the host; the product runs in numpy or JAX like :func:`resize`.
+
+    Args:
+      low: ``(N, h, w, C)`` low-resolution images.
+      factor: the downsampling factor.
+
+    Returns:
+      ``(N, h * factor, w * factor, C)`` float32.
+    """
+    factor = _check_factor(factor)
+    if low.ndim != 4:
+        raise ValueError(f"downsample_pinv expects NHWC images, got shape {tuple(low.shape)}")
+    _, h, w, _ = low.shape
+    rows = _pinv_matrix(h * factor, h).astype(np.float32)
+    cols = _pinv_matrix(w * factor, w).astype(np.float32)
+    if isinstance(low, np.ndarray):
+        return np.einsum("oh,nhwc,pw->nopc", rows, low.astype(np.float32), cols, optimize=True)
+    return jnp.einsum("oh,nhwc,pw->nopc", rows, low.astype(jnp.float32), cols)
+
+
+def consistency_projection(images: Array, low: Array, factor: int) -> Array:
+    """Replace the low-pass of ``images`` by the input's: ``x + D^+ (low - D x)``, ``D`` = :func:`downsample`.
+
+    The result is the image nearest to ``images`` whose downsampling is exactly
+    ``low`` (up to float error); its high frequencies (the null space of ``D``)
+    are those of ``images``.
+
+    Args:
+      images: ``(N, H, W, C)`` estimates.
+      low: ``(N, H / factor, W / factor, C)`` low-resolution inputs.
+      factor: the SR factor.
+
+    Returns:
+      ``(N, H, W, C)`` float32.
+
+    Raises:
+      ValueError: when the shapes do not match.
+    """
+    return project_onto_measurement(images, low, lambda x: downsample(x, factor),
+                                    lambda y: downsample_pinv(y, factor))
+
+
 def quantize_uint8(images: np.ndarray) -> np.ndarray:
     """Round ``[-1, 1]`` images to the 256 levels a PNG stores (and clip).
 
@@ -129,70 +192,6 @@ def quantize_uint8(images: np.ndarray) -> np.ndarray:
     like the PNG files it restores at inference.
     """
     return (np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255) / 127.5 - 1.0).astype(np.float32)
-
-
-def tile_offsets(size: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Start positions of tiles of length ``tile`` covering ``size`` with at least ``overlap`` shared.
-
-    The last tile ends at ``size`` exactly, so any ``size >= tile`` is covered.
-    """
-    if tile < 1 or size < tile:
-        raise ValueError(f"cannot tile length {size} with tiles of {tile}; need size >= tile >= 1")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must lie in [0, tile={tile}), got {overlap}")
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride)) + [size - tile]
-    return tuple(sorted(set(starts)))
-
-
-def _window(tile: int, overlap: int) -> np.ndarray:
-    """1-D blending weights: a linear ramp over the overlap, flat in the middle, > 0 everywhere."""
-    i = np.arange(tile)
-    ramp = np.minimum(np.minimum(i + 1, tile - i), overlap + 1).astype(np.float64)
-    return ramp / (overlap + 1)
-
-
-def tiled_score_fn(cond_score_fn: CondScoreFn, cond: Array, tile: int, overlap: int) -> Callable[[Array, Array], Array]:
-    """A score function on a whole (large) image from a network that takes ``tile x tile`` inputs.
-
-    Every call crops the same overlapping tiles from ``x`` and ``cond``, evaluates
-    them as one batch and blends the tile scores with linear-ramp windows
-    normalised to sum to one at each pixel.
-
-    Args:
-      cond_score_fn: ``(x, t, cond) -> score`` for ``tile x tile`` images.
-      cond: ``(B, H, W, Cc)`` conditioning image of the whole picture.
-      tile: the network's input size.
-      overlap: pixels shared by neighbouring tiles (wider = smoother blending).
-
-    Returns:
-      ``score_fn(x, t)`` for ``x`` of shape ``(B, H, W, C)``.
-    """
-    batch, height, width, _ = cond.shape
-    tops, lefts = tile_offsets(height, tile, overlap), tile_offsets(width, tile, overlap)
-    corners = [(r, c) for r in tops for c in lefts]
-    if len(corners) == 1:
-        return lambda x, t: cond_score_fn(x, t, cond)
-    window = np.outer(_window(tile, overlap), _window(tile, overlap))
-    total = np.zeros((height, width))
-    for r, c in corners:
-        total[r : r + tile, c : c + tile] += window
-    window = jnp.asarray(window, jnp.float32)[None, :, :, None]
-    norm = jnp.asarray(1.0 / total, jnp.float32)[None, :, :, None]
-
-    def crops(image):
-        return jnp.concatenate([image[:, r : r + tile, c : c + tile] for r, c in corners], axis=0)
-
-    cond_tiles = crops(cond)
-
-    def score_fn(x: Array, t: Array) -> Array:
-        scores = cond_score_fn(crops(x), jnp.tile(t, len(corners)), cond_tiles)
-        out = jnp.zeros_like(x)
-        for k, (r, c) in enumerate(corners):
-            out = out.at[:, r : r + tile, c : c + tile].add(window * scores[k * batch : (k + 1) * batch])
-        return out * norm
-
-    return score_fn
 
 
 def conditional_score_fn(
@@ -235,6 +234,8 @@ def super_resolve(
     overlap: int = 0,
     denoise: bool = True,
     clip_x0: bool = False,
+    low: Array | None = None,
+    projection: str = "none",
 ) -> Array:
     """Sample high-resolution images given their conditioning image (jit-able as a whole).
 
@@ -251,18 +252,42 @@ def super_resolve(
       overlap: tile overlap in output pixels.
       denoise: finish with a Tweedie step.
       clip_x0: clip the implied ``x0`` at every step (:func:`clip_denoised`).
+      low: ``(B, H / f, W / f, channels)`` low-resolution inputs, needed by ``projection``.
+      projection: low-frequency consistency with ``low`` (:func:`consistency_projection`):
+        ``"none"``; ``"end"`` projects the clipped output; ``"each"`` projects the
+        implied ``x0`` at every score evaluation (after clipping, when ``clip_x0``)
+        and the output.
 
     Returns:
-      ``(B, H, W, channels)`` samples clipped to ``[-1, 1]``.
+      ``(B, H, W, channels)`` samples clipped to ``[-1, 1]``; with a projection, the
+      projected output, whose :func:`downsample` equals ``low`` up to float error
+      (its values may then leave ``[-1, 1]`` by what that takes).
+
+    Raises:
+      ValueError: on an unknown ``projection``, or one without ``low``, or ``low`` of the
+        wrong size.
     """
     batch, height, width, _ = cond.shape
+    if projection not in PROJECTIONS:
+        raise ValueError(f"projection must be one of {PROJECTIONS}, got {projection!r}")
+    factor = None
+    if projection != "none":
+        if low is None or low.ndim != 4 or low.shape[0] != batch or height % low.shape[1] or width % low.shape[2] \
+                or height // low.shape[1] != width // low.shape[2] or low.shape[1] >= height:
+            raise ValueError(f"projection={projection!r} needs low-resolution inputs (B, H/f, W/f, C) for outputs "
+                             f"{(batch, height, width, channels)}, got {None if low is None else tuple(low.shape)}")
+        factor = height // low.shape[1]
     if clip_x0:
         cond_score_fn = clip_denoised(cond_score_fn, sde)
     if tile is None or (tile == height and tile == width):
         score_fn = lambda x, t: cond_score_fn(x, t, cond)
     else:
         score_fn = tiled_score_fn(cond_score_fn, cond, tile, overlap)
+    if projection == "each":
+        score_fn = consistent_x0(score_fn, sde, low, lambda x: downsample(x, factor),
+                                 lambda y: downsample_pinv(y, factor))
     prior_key, sample_key = jax.random.split(key)
     x_init = sde.prior_sample(prior_key, (batch, height, width, channels))
     x, _ = sample(score_fn, sde, x_init, key=sample_key, sampler=sampler, denoise=denoise)
-    return jnp.clip(x, -1.0, 1.0)
+    x = jnp.clip(x, -1.0, 1.0)
+    return x if projection == "none" else consistency_projection(x, low, factor)
