@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One short accelerator session, in a fixed time: UNet training throughput in
-# float32 and bfloat16, then benchmarks/restoration.py with models sized from the
+# float32 and bfloat16, then the DDPM++-sized networks (64x64 and 256x256: MFU
+# against the run's measured matmul peak, bfloat16 with float32 master weights,
+# both attention paths, sampling images/s at 20 NFE and the loop's per-step
+# overhead), then benchmarks/restoration.py with models sized from the
 # measured throughput, their five trainings run as parallel processes.
 #
 #   bash benchmarks/accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]
@@ -16,7 +19,9 @@
 # THROUGHPUT_BATCH (128), BENCH_ARGS (more restoration.py flags, e.g. "--tasks
 # jpeg"), CONFIGS (the runs to train, default all five), STEPS (steps per model
 # instead of the throughput-based count; STEPS_<config> for one config),
-# SKIP_THROUGHPUT=1.
+# SKIP_THROUGHPUT=1, SKIP_SIZES=1 (the DDPM++-sized stage; its log is sizes.log),
+# SIZES ("ddpmpp64:256 ddpmpp256:32": size:first batch tried; halved on
+# out-of-memory down to 1), SIZES_ONLY=1 (stop after the sizes stage).
 set -u
 out=${1:?usage: accelerator_check.sh OUT_DIR [TRAIN_SECONDS] [BENCH_SECONDS]}
 train_seconds=${2:-210}
@@ -41,14 +46,42 @@ configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization pa
   done
 } 2>&1 | tee "$out/throughput.log"
 
+# DDPM++ sizes: the largest batch that fits (halving from the first one tried),
+# per compute dtype and attention path. Each run is bounded by `timeout`.
+[ "${SKIP_SIZES:-0}" = 1 ] || {
+  for spec in ${SIZES:-ddpmpp64:256 ddpmpp256:32}; do
+    size=${spec%%:*}; b=${spec##*:}
+    for dtype in bfloat16 float32; do
+      for attention in dot_product einsum; do
+        bb=$b
+        while [ "$bb" -ge 1 ]; do
+          log=$(timeout 300 $py benchmarks/train_throughput.py --size $size --dtype $dtype --attention $attention \
+                --batch $bb --repeats 5 2>&1)
+          echo "$log" | grep -v -E "slow_operation_alarm|^\*+$|^$" | tail -n 20
+          echo "$log" | grep -q -E "RESOURCE_EXHAUSTED|Out of memory|out of memory" || break
+          echo "== $size $dtype batch $bb does not fit; halving"
+          bb=$((bb / 2))
+        done
+      done
+    done
+  done
+} 2>&1 | tee "$out/sizes.log"
+[ "${SIZES_ONLY:-0}" = 1 ] && exit 0
+
 # Steps per model: what the measured float32 rate gives each of five parallel
 # trainings in TRAIN_SECONDS, scaled from the 9.06 GFLOP/img benchmark UNet to the
 # benchmark's narrower one (5.53 GFLOP/img at 32x32 and 64 channels), with 40% held
 # back for compilation and sharing; between 1000 and 20000, in hundreds.
-ips=$(grep -s '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null || echo 500)
+# No measured rate and no STEPS: stop, rather than guess a rate.
+ips=$(grep -s '"dtype": "float32"' "$out/throughput.log" | $py -c 'import json,sys; print(json.loads(sys.stdin.readline())["train_img_per_s"])' 2>/dev/null)
+if [ -z "${STEPS:-}" ] && [ -z "$ips" ]; then
+  echo "accelerator_check.sh: no float32 training rate in $out/throughput.log (the throughput stage failed," \
+       "timed out or was skipped), so the steps per model cannot be sized; set STEPS=<steps per model>" >&2
+  exit 1
+fi
 steps=${STEPS:-$($py -c "print(max(1000, min(20000, int(0.6 * $train_seconds * $ips * 9.06 / 5.53 * (32 / $image_size) ** 2 * (64 / $channels) ** 2 / 5 / $batch) // 100 * 100)))")}
 args="--root $root --image_size $image_size --channels $channels --batch $batch"
-echo "float32 training images/s: $ips -> $steps steps per model ($args)" >"$out/train.log"
+echo "float32 training images/s: ${ips:-not measured} -> $steps steps per model ($args)" >"$out/train.log"
 
 start=$(date +%s)
 for config in $configs; do

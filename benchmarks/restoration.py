@@ -1,16 +1,13 @@
 """Restoration benchmark: Palette and RePaint against classical baselines on held-out photos.
 
 Trains (or reuses) one model per task under ``--root``, then restores held-out
-32x32 crops of the ``photo_corpus`` test split (``--eval_data``: photos from
-sources that no training run uses, docs/data.md) and reports PSNR, SSIM, LPIPS
-(AlexNet) against the clean crops, on all crops and on the smooth and textured
-subsets (``diffjax.data.texture_labels``), and seconds per image:
+32x32 crops of the ``photos`` test split (photos never seen in training) and
+reports PSNR, SSIM, LPIPS (AlexNet) against the clean crops, and seconds per image:
 
 * inpainting, free-form strokes and a random box: Palette (known pixels pasted
   back), RePaint (same masks), scikit-image's biharmonic inpainting;
 * uncropping (halves and the four-sided border): Palette vs biharmonic;
-* colorization: Palette (its output given the input's luma exactly, as
-  ``sample.py`` does) vs the grayscale input itself;
+* colorization: Palette vs the grayscale input itself;
 * JPEG at quality 10: Palette vs the decoded JPEG.
 
     python benchmarks/restoration.py --root /tmp/restoration_bench            # CPU-sized models
@@ -22,7 +19,13 @@ full ``train.py --config configs/palette_inpainting.py`` run) is used as it is;
 otherwise the config is shrunk to ``--channels`` / ``--steps`` and trained there.
 ``--train_only`` lets the five trainings run as parallel processes (sharing one
 accelerator, compiling at the same time); the benchmark run then reuses them.
-Prints each row as it is measured, a markdown table, and one JSON line.
+Palette and RePaint are sampled with ``--seeds`` keys (default 3). Every comparison of
+a diffusion method with another method of its task gets a 95% bootstrap interval of
+the paired difference (over images and seeds, ``diffjax.metrics.bootstrap_ci``) and
+a verdict only where the interval excludes zero.
+Prints each row as it is measured, a markdown table, the comparisons, and one JSON line;
+the main figure (LPIPS per method, grouped by task) goes to ``--figure``
+(default ``outputs/benchmarks/restoration_lpips.png``).
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from diffjax import builders, degradations  # noqa: E402
 from diffjax.guidance import clip_x0  # noqa: E402
 from diffjax.metrics import lpips, psnr, ssim  # noqa: E402
 from diffjax.parametrization import model_score_fn  # noqa: E402
+from diffjax.plots import plot_grouped_bars  # noqa: E402
 from diffjax.tasks import palette as palette_lib  # noqa: E402
 from diffjax.tasks.repaint import repaint  # noqa: E402
+from intervals import compare, print_comparisons  # noqa: E402
 
 JPEG_QUALITY = 10
 # The runs each task's rows need.
@@ -162,14 +167,8 @@ def biharmonic(images, masks):
     return time.perf_counter() - start, out.astype(np.float32)
 
 
-SUBSETS = ("all", "smooth", "textured")
-
-
-def scores(outputs, clean, textured) -> dict:
-    """Mean PSNR, SSIM and LPIPS on all images, then ``<metric>_smooth`` / ``<metric>_textured``.
-
-    LPIPS sees both sets upsampled to >= 32 px (AlexNet's minimum).
-    """
+def scores(outputs, clean) -> dict:
+    """Per-image PSNR, SSIM and LPIPS; LPIPS sees both sets upsampled to >= 32 px (AlexNet's minimum)."""
     factor = -(-32 // clean.shape[1])
     if factor > 1:
         resize = lambda x: np.asarray(jax.image.resize(x, (x.shape[0], x.shape[1] * factor, x.shape[2] * factor,
@@ -177,14 +176,11 @@ def scores(outputs, clean, textured) -> dict:
         big_out, big_clean = resize(outputs), resize(clean)
     else:
         big_out, big_clean = outputs, clean
-    per_image = {"psnr": np.asarray(psnr(outputs, clean)), "ssim": np.asarray(ssim(outputs, clean)),
-                 "lpips": np.asarray(lpips(big_out, big_clean))}
-    out = {}
-    for subset, select in zip(SUBSETS, (np.ones_like(textured), ~textured, textured)):
-        suffix = "" if subset == "all" else f"_{subset}"
-        out.update({f"{k}{suffix}": float(np.mean(v[select])) if select.any() else float("nan")
-                    for k, v in per_image.items()})
-    return out
+    return {
+        "psnr": np.asarray(psnr(outputs, clean), np.float64),
+        "ssim": np.asarray(ssim(outputs, clean), np.float64),
+        "lpips": np.asarray(lpips(big_out, big_clean), np.float64),
+    }
 
 
 def main():
@@ -201,9 +197,10 @@ def main():
     p.add_argument("--repaint_steps", type=int, default=250)
     p.add_argument("--jump_length", type=int, default=10)
     p.add_argument("--jump_n_sample", type=int, default=10)
-    p.add_argument("--eval_data", default="photo_corpus",
-                   help="dataset whose 'test' split is restored (default: the held-out-by-source photos)")
+    p.add_argument("--seeds", type=int, default=3,
+                   help="sampling seeds of the diffusion methods (intervals cover images and seeds)")
     p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
+    p.add_argument("--figure", default="outputs/benchmarks/restoration_lpips.png", help="PNG of LPIPS per method and task")
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
     p.add_argument("--tasks", default=",".join(TASK_RUNS),
                    help=f"comma-separated subset of {','.join(TASK_RUNS)}; only their runs are needed")
@@ -214,30 +211,36 @@ def main():
     if args.quick:
         args.num, args.steps, args.channels, args.batch, args.image_size = 8, 20, 8, 8, 16
         args.sampler_steps, args.repaint_steps, args.jump_length, args.jump_n_sample = 4, 10, 2, 2
+        args.seeds = 2
 
     if args.train_only:
         get_run(args.root, args.train_only, args)
         return
     runs = {name: get_run(args.root, name, args) for task in tasks for name in TASK_RUNS[task]}
-    from diffjax.data import load_dataset, texture_labels
     from sample import load_run_config
 
     run_config = load_run_config(next(iter(runs.values())))
     size = run_config.data.image_size
-    clean = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=1)
-    textured = texture_labels(clean)
+    clean = builders.build_dataset(run_config, "test").eval_images(args.num, seed=1)
     assert clean.shape[1:] == (size, size, 3), clean.shape
     n, hw = len(clean), (size, size)
     key = jax.random.key(0)
     noise = np.random.default_rng(2).standard_normal(clean.shape).astype(np.float32)
-    rows = []
+    rows, per_image = [], {}
+
+    def seeded(outputs_fn, *fn_args):
+        """The diffusion methods: one run per sampling seed; mean seconds, outputs per seed."""
+        runs = [outputs_fn(*fn_args, jax.random.fold_in(key, s)) for s in range(args.seeds)]
+        return float(np.mean([r[0] for r in runs])), [r[1] for r in runs]
 
     def add(task, method, seconds, outputs, select=slice(None)):
-        rows.append({"task": task, "method": method, "sec_per_image": seconds / n,
-                     **scores(outputs[select], clean[select], textured[select])})
+        per_seed = [scores(o[select], clean[select]) for o in (outputs if isinstance(outputs, list) else [outputs])]
+        values = {m: np.stack([d[m] for d in per_seed]) for m in ("psnr", "ssim", "lpips")}
+        per_image[(task, method)] = values
+        rows.append({"task": task, "method": method, "sec_per_image": seconds / n, "seeds": len(per_seed),
+                     **{m: float(v.mean()) for m, v in values.items()}})
         r = rows[-1]
-        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f} "
-              f"(smooth {r['lpips_smooth']:.3f}, textured {r['lpips_textured']:.3f})  "
+        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f}  "
               f"{r['sec_per_image']:.4f} s/img", flush=True)
 
     mask_sets = {}
@@ -251,39 +254,49 @@ def main():
     for task, masks in mask_sets.items():
         workdir = runs["palette_uncropping" if task == "uncropping" else "palette_inpainting"]
         cond = palette_lib.inpainting_condition(clean, masks, noise)
-        add(task, "Palette", *palette_outputs(workdir, cond, clean, masks[..., None], args, key))
+        add(task, "Palette", *seeded(palette_outputs, workdir, cond, clean, masks[..., None], args))
         if task != "uncropping":
-            add(task, "RePaint", *repaint_outputs(runs["repaint_photos"], clean, masks[..., None], args, key))
+            add(task, "RePaint", *seeded(repaint_outputs, runs["repaint_photos"], clean, masks[..., None], args))
         add(task, "biharmonic", *biharmonic(clean, masks))
 
-    # Crops that are (nearly) grey carry no colour to recover: colorization is scored on the colour crops only.
+    # The test split holds a grey texture: colorization is scored on the colour crops only.
     colour = np.abs(clean - clean[..., :1]).max(axis=(1, 2, 3)) > 0.05
     if "colorization" in tasks:
         gray = palette_lib.colorization_condition(clean)
-        seconds, colour_out = palette_outputs(runs["palette_colorization"], gray, clean, None, args, key)
-        if load_model(runs["palette_colorization"])[0].task.palette_colorization.get("keep_luminance", True):
-            colour_out = np.asarray(palette_lib.keep_luminance(colour_out, gray))
-        add("colorization", "Palette", seconds, colour_out, select=colour)
+        add("colorization", "Palette", *seeded(palette_outputs, runs["palette_colorization"], gray, clean, None,
+                                                args), select=colour)
         add("colorization", "grayscale input", 0.0, np.repeat(gray, 3, axis=-1), select=colour)
 
     if "jpeg" in tasks:
         start = time.perf_counter()
         decoded = palette_lib.jpeg_condition(clean, JPEG_QUALITY)
         jpeg_seconds = time.perf_counter() - start
-        add(f"JPEG q={JPEG_QUALITY}", "Palette", *palette_outputs(runs["palette_jpeg"], decoded, clean, None,
-                                                                  args, key))
+        add(f"JPEG q={JPEG_QUALITY}", "Palette", *seeded(palette_outputs, runs["palette_jpeg"], decoded, clean,
+                                                         None, args))
         add(f"JPEG q={JPEG_QUALITY}", "decoded JPEG", jpeg_seconds, decoded)
 
-    print(f"\n{n} held-out-by-source {size}x{size} crops of {args.eval_data} test ({int(colour.sum())} in colour, "
-          f"{int(textured.sum())} textured); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
+    print(f"\n{n} held-out {size}x{size} photo crops ({int(colour.sum())} in colour); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
           f"{args.repaint_steps} levels, jumps of {args.jump_length}, {args.jump_n_sample} resamplings\n")
-    print("| task | method | PSNR (dB) | SSIM | LPIPS all | LPIPS smooth | LPIPS textured | s / image |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | method | PSNR (dB) | SSIM | LPIPS | s / image |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
-              f"{r['lpips_smooth']:.3f} | {r['lpips_textured']:.3f} | {r['sec_per_image']:.4f} |")
-    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()),
-                      "num_textured": int(textured.sum()), "args": vars(args), "rows": rows}))
+              f"{r['sec_per_image']:.4f} |")
+    figure = plot_grouped_bars(rows, args.figure, group="task", label="method", value="lpips",
+                               ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out {size}x{size} photo crops")
+    print(f"\nfigure: {figure}")
+    # Each diffusion method against each other method of its task, paired over the same images.
+    comparisons = []
+    for (task, method), values in per_image.items():
+        if method not in ("Palette", "RePaint"):
+            continue
+        for (other_task, other), other_values in per_image.items():
+            if other_task == task and other != method and not (method == "RePaint" and other == "Palette"):
+                comparisons += [compare(method, f"{other} ({task})", m, values[m], other_values[m])
+                                for m in ("lpips", "psnr")]
+    print_comparisons(comparisons)
+    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args),
+                      "rows": rows, "comparisons": comparisons, "figure": figure}))
 
 
 if __name__ == "__main__":

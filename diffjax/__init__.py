@@ -4,12 +4,30 @@ The functional core (processes, conversions, samplers, likelihoods) is pure JAX
 and knows nothing of Flax: any ``score_fn(x, t)`` drives it.
 """
 
-from diffjax import degradations, guidance, parametrization, samplers, tasks
+from diffjax import degradations, guidance, parametrization, samplers, tasks, tiling
 from diffjax.likelihood import bits_per_dim, log_likelihood
 from diffjax.samplers import sample
 from diffjax.sde import SDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
+
+# Runs (train / load_run / Run) pull in Flax, Optax and Orbax: imported on first
+# use so that ``import diffjax`` stays light for code that only samples.
+_LAZY = {"train": "diffjax.runs", "load_run": "diffjax.runs", "Run": "diffjax.runs"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diffjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "SDE",
@@ -24,6 +42,10 @@ __all__ = [
     "degradations",
     "guidance",
     "tasks",
+    "tiling",
     "log_likelihood",
     "bits_per_dim",
+    "train",
+    "load_run",
+    "Run",
 ]

@@ -15,12 +15,14 @@ import optax
 from flax import nnx
 
 from diffjax import samplers, sde as sde_lib
-from diffjax.losses import make_loss_fn
+from diffjax.losses import make_classifier_loss_fn, make_conditional_loss_fn, make_loss_fn
 from diffjax.pipelines import GeneratePipeline
+from diffjax.pipelines import conditional as conditional_pipelines
 from diffjax.pipelines.cascade import CascadePipeline
 from diffjax.pipelines import palette as palette_pipelines
 from diffjax.pipelines.repaint import RepaintPipeline
 from diffjax.pipelines.sr3 import SR3Pipeline
+from diffjax.pipelines.translation import DomainClassifierPipeline
 from diffjax.training import make_lr_schedule, make_optimizer
 
 __all__ = [
@@ -56,6 +58,7 @@ SAMPLERS = {
     "ddim": samplers.DDIM,
     "heun": samplers.Heun,
     "dpm_solver_pp": samplers.DPMSolverPP,
+    "unipc": samplers.UniPC,
     "ode": samplers.ProbabilityFlowODE,
 }
 
@@ -70,6 +73,9 @@ PIPELINES = {
     "palette_colorization": palette_pipelines.PaletteColorization,
     "palette_jpeg": palette_pipelines.PaletteJPEG,
     "palette_multitask": palette_pipelines.PaletteMultitask,
+    "domain_classifier": DomainClassifierPipeline,
+    "conditional_sr": conditional_pipelines.ConditionalSR,
+    "conditional_inpainting": conditional_pipelines.ConditionalInpainting,
 }
 
 # Config keys of the sde section that are not constructor arguments.
@@ -172,11 +178,18 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     Raises:
       ValueError: on unknown model keys or hyper-parameters the UNet rejects.
     """
-    from diffjax.nn import UNetConfig  # the network package is only needed here
+    from diffjax.nn import ClassifierConfig, UNetConfig  # the network package is only needed here
 
     height, width, channels = image_shape
     if height != width:
         raise ValueError(f"the UNet needs square images, the dataset gives {height}x{width}")
+    pipeline = build_pipeline(config)
+    if pipeline.network == "classifier":
+        # The classifier shares the UNet's keys it has a use for (prediction is not one).
+        kwargs = _pick(config.model, ClassifierConfig)
+        kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
+        kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+        return ClassifierConfig(image_size=height, in_channels=channels, num_classes=num_classes, **kwargs)
     fields = _constructor_fields(UNetConfig)
     unknown = sorted(set(config.model.keys()) - fields)
     if unknown:
@@ -186,14 +199,13 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
     kwargs.update(image_size=height, in_channels=channels)
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
-    pipeline = build_pipeline(config)
     kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
     kwargs.update(pipeline.model_fields())
     return UNetConfig(**kwargs)
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, num_classes: int = 0):
-    """The UNet of ``config`` with weights drawn from ``rngs``.
+    """The network of ``config`` (a UNet, or a Classifier for a classifier task) with weights from ``rngs``.
 
     Args:
       config: the run config.
@@ -204,17 +216,30 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, 
     Returns:
       ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
     """
-    from diffjax.nn import UNet
+    from diffjax.nn import Classifier, ClassifierConfig, UNet
 
     model_config = build_model_config(config, image_shape, num_classes)
-    return UNet(model_config, rngs=rngs), model_config
+    network = Classifier if isinstance(model_config, ClassifierConfig) else UNet
+    return network(model_config, rngs=rngs), model_config
 
 
 def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None):
-    """``loss_fn(apply_fn, x0, key)`` from ``config.loss`` and ``config.model.prediction``."""
+    """``loss_fn(apply_fn, x0, key)`` from ``config.loss`` and ``config.model.prediction``.
+
+    A conditional-estimator task (``conditional_sr``, ``conditional_inpainting``)
+    gets :func:`diffjax.losses.make_conditional_loss_fn` for its ``method``, which
+    also takes the batch's condition.
+    """
     sde = build_sde(config) if sde is None else sde
-    return make_loss_fn(
+    pipeline = build_pipeline(config)
+    if pipeline.network == "classifier":
+        return make_classifier_loss_fn(sde, time_input=config.loss.time_input)
+    make, extra = make_loss_fn, {}
+    if isinstance(pipeline, conditional_pipelines.ConditionalTask):
+        make, extra = make_conditional_loss_fn, {"method": pipeline.method, "sde_y": pipeline.sde_y}
+    return make(
         sde,
+        **extra,
         prediction=config.model.prediction,
         time_input=config.loss.time_input,
         kind=config.loss.kind,
@@ -236,16 +261,21 @@ def build_sampler(config: ml_collections.ConfigDict) -> samplers.Sampler:
 
 
 def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
-    """``diffjax.data.load_dataset`` for ``config.data`` and ``split``."""
-    from diffjax.data import load_dataset
+    """``diffjax.data.load_dataset`` for ``config.data`` and ``split`` (only ``config.data.classes``, if set)."""
+    from diffjax.data import load_dataset, select_classes
 
-    return load_dataset(
+    dataset = load_dataset(
         config.data.name,
         split=split,
-        image_size=config.data.image_size,
+        image_size=config.data.image_size or None,
         seed=config.training.seed,
         data_dir=config.data.data_dir or None,
+        channels=config.data.channels,
+        num_classes=config.data.num_classes,
+        eval_fraction=config.data.eval_fraction,
     )
+    classes = tuple(config.data.get("classes", ()))
+    return select_classes(dataset, classes) if classes else dataset
 
 
 def build_lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:

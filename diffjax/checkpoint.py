@@ -224,4 +224,5 @@ class StopRequest:
 
     @property
     def requested(self) -> bool:
+        """Whether a stop was requested, by SIGTERM or by :meth:`request`."""
         return self._event.is_set()

@@ -22,7 +22,8 @@ mask                       what is filled                                       
 =========================  ===================================================  ==============
 
 ``to_grayscale`` is JAX (usable inside compiled programs); ``jpeg_compress`` runs
-the real codec through Pillow on the host.
+the real codec through Pillow on the host. ``stroke_painting`` simulates
+SDEdit's stroke inputs (a few flat colour regions) with numpy on the host.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ __all__ = [
     "hole_fraction",
     "to_grayscale",
     "jpeg_compress",
+    "stroke_painting",
     "LUMA_WEIGHTS",
 ]
 
@@ -545,3 +547,82 @@ def jpeg_compress(images, quality: int) -> np.ndarray:
     if is_float:
         decoded = (decoded.astype(images.dtype) / np.asarray(127.5, images.dtype) - 1).astype(images.dtype)
     return decoded.reshape(shape)
+
+
+# -- stroke paintings (SDEdit's simulated strokes) ------------------------------
+def _median_filter(img: np.ndarray, size: int) -> np.ndarray:
+    """Per-channel median over a ``size x size`` window (edge padding); ``img`` is (H, W, C)."""
+    pad = size // 2
+    padded = np.pad(img, ((pad, size - 1 - pad), (pad, size - 1 - pad), (0, 0)), mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(0, 1))
+    return np.median(windows, axis=(-2, -1))
+
+
+def _box_sum(img: np.ndarray, size: int) -> np.ndarray:
+    """Sum over a ``size x size`` window (edge padding) of an (H, W, K) array."""
+    pad = size // 2
+    padded = np.pad(img, ((pad, size - 1 - pad), (pad, size - 1 - pad), (0, 0)), mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, (size, size), axis=(0, 1)).sum(axis=(-2, -1))
+
+
+def _kmeans_palette(pixels: np.ndarray, colors: int, iterations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic k-means of (N, C) pixels: returns (palette (K, C), labels (N,))."""
+    # Start from pixels at evenly spaced quantiles of their brightness: no randomness.
+    order = np.argsort(pixels.mean(axis=1), kind="stable")
+    picks = order[np.linspace(0, len(order) - 1, colors).round().astype(int)]
+    palette = pixels[picks].astype(np.float64)
+    for _ in range(iterations):
+        labels = np.argmin(((pixels[:, None, :] - palette[None]) ** 2).sum(-1), axis=1)
+        for k in range(colors):
+            members = pixels[labels == k]
+            if len(members):
+                palette[k] = members.mean(axis=0)
+    labels = np.argmin(((pixels[:, None, :] - palette[None]) ** 2).sum(-1), axis=1)
+    return palette, labels
+
+
+def stroke_painting(images, *, colors: int = 6, smooth: int | None = None, iterations: int = 10) -> np.ndarray:
+    """A stroke painting of each image: a few flat colour regions (SDEdit's simulated strokes).
+
+    Each image is median-filtered (removing texture and fine detail), its
+    colours are reduced to ``colors`` by k-means (deterministic initialisation),
+    and region boundaries are smoothed by a majority vote over the same window,
+    so the result looks like a few brush strokes of flat colour.
+
+    Args:
+      images: floating-point ``(H, W, C)`` or ``(B, H, W, C)`` images, any range
+        (the output keeps it: every output colour is a mean of input colours).
+      colors: number of flat colours per image, an integer >= 2.
+      smooth: window side of the median filter and the majority vote, an odd or
+        even integer >= 1; ``None`` picks ``max(3, min(H, W) // 8)``.
+      iterations: k-means iterations.
+
+    Returns:
+      float32 array shaped like ``images``, at most ``colors`` distinct colours
+      per image.
+
+    Raises:
+      ValueError: on a non-floating or wrongly shaped input, or bad integers.
+    """
+    images = np.asarray(images)
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"stroke_painting needs floating-point images, got dtype {images.dtype}")
+    if images.ndim not in (3, 4):
+        raise ValueError(f"stroke_painting needs (H, W, C) or (B, H, W, C) images, got shape {images.shape}")
+    for name, value, low in (("colors", colors, 2), ("iterations", iterations, 1)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    batch = images[None] if images.ndim == 3 else images
+    h, w = batch.shape[1:3]
+    if smooth is None:
+        smooth = max(3, min(h, w) // 8)
+    if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or not 1 <= smooth <= min(h, w):
+        raise ValueError(f"smooth must be an integer in [1, min(H, W)] = [1, {min(h, w)}], got {smooth!r}")
+    out = np.empty(batch.shape, np.float32)
+    for i, img in enumerate(batch.astype(np.float64)):
+        blurred = _median_filter(img, smooth)
+        palette, labels = _kmeans_palette(blurred.reshape(h * w, -1), colors, iterations)
+        one_hot = np.eye(colors)[labels.reshape(h, w)]
+        labels = np.argmax(_box_sum(one_hot, smooth), axis=-1)  # majority vote: clean region edges
+        out[i] = palette[labels]
+    return out[0] if images.ndim == 3 else out

@@ -1,4 +1,4 @@
-"""Score-function transforms: known-pixel replacement ("paste-back") for inpainting.
+"""Score-function transforms: known-pixel replacement ("paste-back"), energy guidance.
 
 The samplers of :mod:`diffjax.samplers` take nothing but a ``score_fn(x, t)``,
 so conditioning on known pixels is written as a transform of the score function,
@@ -14,6 +14,9 @@ adaptive ODE alike):
   pixels on that trajectory, runs any sampler on the transformed score and
   pastes the exact known pixels into the result.
 
+* :func:`energy_guidance` subtracts the gradient of an energy from the score,
+  so every sampler's reverse SDE has its mean shifted by ``-g(t)^2 dt grad E``
+  (EGSDE's guidance, :mod:`diffjax.tasks.egsde`).
 * :func:`project_onto_measurement` and :func:`consistent_x0` keep what a linear
   measurement already says (ILVR / DDRM / DDNM-style range projection): the
   estimate ``x0`` is replaced by ``x0 + A^+ (y - A x0)``, which has ``A x0 = y``
@@ -34,8 +37,8 @@ from diffjax.samplers.base import Sampler, sample
 from diffjax.sde import SDE, broadcast_to_x
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
-__all__ = ["paste_back", "sample_with_paste_back", "check_known_mask", "clip_x0", "project_onto_measurement",
-           "consistent_x0"]
+__all__ = ["paste_back", "sample_with_paste_back", "check_known_mask", "clip_x0", "energy_guidance",
+           "project_onto_measurement", "consistent_x0"]
 
 
 def check_known_mask(mask, image: Array) -> Array:
@@ -185,6 +188,30 @@ def clip_x0(score_fn: ScoreFn, sde: SDE, low: float = -1.0, high: float = 1.0) -
         return (alpha * x0 - x) / sigma**2
 
     return clipped
+
+
+def energy_guidance(score_fn: ScoreFn, energy_fn) -> ScoreFn:
+    """The score of ``p_t(x) exp(-E(x, t))``: ``score_fn(x, t) - grad_x E(x, t)``.
+
+    In a reverse-SDE step of length ``dt`` this shifts the mean by
+    ``-g(t)^2 dt grad E`` (EGSDE's ``-w(t) grad E``, with ``w`` the step's
+    variance); in the probability flow by half that. Any sampler can run the
+    result.
+
+    Args:
+      score_fn: ``score_fn(x, t)``.
+      energy_fn: ``energy_fn(x, t) -> (batch,)``, one energy per example, each
+        depending on its own example only (the gradient of their sum is taken).
+
+    Returns:
+      A ``score_fn(x, t)``.
+    """
+
+    def guided(x: Array, t: Array) -> Array:
+        grad = jax.grad(lambda y: jnp.sum(energy_fn(y, t)))(x)
+        return score_fn(x, t) - grad
+
+    return guided
 
 
 def project_onto_measurement(x: Array, measurement: Array, forward_fn, pinv_fn) -> Array:

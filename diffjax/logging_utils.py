@@ -55,6 +55,7 @@ class MetricWriter:
             self._tb.add_image(name, image_uint8, step, dataformats="HWC")
 
     def close(self) -> None:
+        """Flush and close the TensorBoard and JSONL files (no-op on processes that do not write)."""
         if self.enabled:
             self._tb.close()
             self._jsonl.close()

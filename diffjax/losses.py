@@ -29,7 +29,19 @@ from diffjax.parametrization import PREDICTION_KINDS, TIME_INPUTS, convert, netw
 from diffjax.sde import SDE, DiscreteVPSDE, broadcast_to_x
 from diffjax.typing import Array, PRNGKey
 
-__all__ = ["make_loss_fn", "importance_sampler", "LOSS_KINDS", "NORMS", "WEIGHTINGS", "T_SAMPLINGS"]
+__all__ = [
+    "make_loss_fn",
+    "make_classifier_loss_fn",
+    "make_conditional_loss_fn",
+    "check_conditional_method",
+    "condition_process",
+    "CONDITIONAL_METHODS",
+    "importance_sampler",
+    "LOSS_KINDS",
+    "NORMS",
+    "WEIGHTINGS",
+    "T_SAMPLINGS",
+]
 
 LOSS_KINDS = ("continuous", "discrete")
 NORMS = ("l2", "l1")
@@ -37,6 +49,10 @@ WEIGHTINGS = ("uniform", "likelihood")
 T_SAMPLINGS = ("uniform", "importance", "sr3")
 
 LossFn = Callable[..., tuple[Array, dict]]
+
+# Conditional score estimators (Batzolis et al.); see diffjax.tasks.conditional.
+CONDITIONAL_METHODS = ("cde", "cdiffe", "cmde")
+ConditionalMethod = Literal["cde", "cdiffe", "cmde"]
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -118,6 +134,30 @@ def make_loss_fn(
       the hole for inpainting). Returns the batch-mean loss and
       ``aux = {"per_example": (B,), "t": (B,)}``.
     """
+    loss_at_times = _make_loss_at_times(
+        sde, prediction=prediction, time_input=time_input, kind=kind, norm=norm, weighting=weighting,
+        t_sampling=t_sampling, num_steps=num_steps,
+    )
+
+    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, mask: Array | None = None):
+        net = lambda x_t, t: apply_fn(x_t, network_time_input(sde, t, time_input))
+        return loss_at_times(net, x0, key, mask=mask)
+
+    return loss_fn
+
+
+def _make_loss_at_times(
+    sde: SDE,
+    *,
+    prediction: str,
+    time_input: str,
+    kind: str,
+    norm: str,
+    weighting: str,
+    t_sampling: str,
+    num_steps: int,
+) -> LossFn:
+    """:func:`make_loss_fn`'s checks and loss with the network called as ``net(x_t, t)`` (raw times)."""
     _choice("prediction kind", prediction, PREDICTION_KINDS)
     _choice("time input", time_input, TIME_INPUTS)
     _choice("loss kind", kind, LOSS_KINDS)
@@ -189,7 +229,7 @@ def make_loss_fn(
             return t, (g / sigma) ** 2
         return t, jnp.ones((n,), dtype)
 
-    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, mask: Array | None = None):
+    def loss_at_times(net, x0: Array, key: PRNGKey, *, mask: Array | None = None):
         if not jnp.issubdtype(x0.dtype, jnp.floating):
             raise ValueError(f"x0 must be floating point in the model's range, got dtype {x0.dtype}")
         n = x0.shape[0]
@@ -198,7 +238,7 @@ def make_loss_fn(
         noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
         mean, std = sde.marginal_prob(x0, t)
         x_t = mean + broadcast_to_x(std, x0) * noise
-        pred = apply_fn(x_t, network_time_input(sde, t, time_input)).astype(x0.dtype)
+        pred = net(x_t, t).astype(x0.dtype)
         if pred.shape != x0.shape:
             raise ValueError(f"apply_fn returned shape {pred.shape}, expected the data's shape {x0.shape}")
 
@@ -212,5 +252,165 @@ def make_loss_fn(
         loss_mask = jnp.ones_like(x0) if mask is None else jnp.broadcast_to(jnp.asarray(mask, x0.dtype), x0.shape)
         per_example = jax.vmap(_per_example_loss, in_axes=(0, 0, 0, None))(residual, weight, loss_mask, norm)
         return jnp.mean(per_example), {"per_example": per_example, "t": t}
+
+    return loss_at_times
+
+
+def check_conditional_method(method, sde: SDE, sde_y: SDE | None) -> None:
+    """Validate an estimator name and its condition process.
+
+    Args:
+      method: ``"cde"``, ``"cdiffe"`` or ``"cmde"``.
+      sde: the process of ``x``.
+      sde_y: the process of ``y``; required for ``"cmde"`` and refused otherwise.
+
+    Raises:
+      ValueError: an unknown method, ``cmde`` without ``sde_y``, ``sde_y`` with
+        another method, or an ``sde_y`` whose time interval ends elsewhere than ``sde``'s.
+    """
+    if method not in CONDITIONAL_METHODS:
+        raise ValueError(f"unknown conditional estimator method={method!r}; expected one of {CONDITIONAL_METHODS}")
+    if method == "cmde":
+        if sde_y is None:
+            raise ValueError(
+                "method='cmde' diffuses y by its own process: pass sde_y (e.g. dj.VESDE(sigma_min=0.01, "
+                "sigma_max=1.0), the paper's slow process), got sde_y=None"
+            )
+        if not isinstance(sde_y, SDE):
+            raise ValueError(f"sde_y must be a diffjax process (dj.VPSDE, dj.VESDE, ...), got {type(sde_y).__name__}")
+        if abs(float(sde_y.T) - float(sde.T)) > 1e-9:
+            raise ValueError(f"sde_y must share the time interval's end T={sde.T} of sde, got sde_y.T={sde_y.T}")
+    elif sde_y is not None:
+        raise ValueError(
+            f"sde_y is the condition's own process of method='cmde'; method={method!r} "
+            + ("keeps y clean" if method == "cde" else "diffuses y by sde itself")
+            + f", so pass sde_y=None (got {type(sde_y).__name__})"
+        )
+
+
+def condition_process(method: ConditionalMethod, sde: SDE, sde_y: SDE | None) -> SDE | None:
+    """The process ``y`` is diffused by: ``None`` (cde), ``sde`` (cdiffe) or ``sde_y`` (cmde)."""
+    check_conditional_method(method, sde, sde_y)
+    return {"cde": None, "cdiffe": sde, "cmde": sde_y}[method]
+
+
+def make_conditional_loss_fn(
+    sde: SDE,
+    *,
+    method: str = "cde",
+    sde_y: SDE | None = None,
+    y_time_input: str = "sigma",
+    prediction: Literal["eps", "x0", "v", "score"] = "eps",
+    time_input: str = "t",
+    kind: Literal["continuous", "discrete"] = "continuous",
+    norm: Literal["l2", "l1"] = "l2",
+    weighting: Literal["uniform", "likelihood"] = "uniform",
+    t_sampling: Literal["uniform", "importance"] = "uniform",
+    num_steps: int = 1000,
+) -> LossFn:
+    """Build the training loss of a conditional score estimator (Batzolis et al.).
+
+    ``x_t`` is drawn and compared with the network's output exactly as in
+    :func:`make_loss_fn`; what changes is what the network sees of the condition:
+
+    * ``"cde"``: the clean ``y``. The minimiser is ``grad_x log p_t(x_t | y)``.
+    * ``"cdiffe"``: ``y_t = alpha(t) y + sigma(t) z_y``, diffused by ``sde`` at the
+      same ``t`` as ``x_t`` with independent noise. Denoising the x-part of the
+      joint perturbation kernel, the minimiser is the x-part of the joint score,
+      ``grad_x log p_t(x_t, y_t)``.
+    * ``"cmde"``: ``y_t`` diffused by ``sde_y`` at the same ``t``; the network is
+      also told the condition's noise level ``network_time_input(sde_y, t,
+      y_time_input)``. The minimiser is ``grad_x log p_t(x_t, y_t)`` under the two processes.
+
+    Args:
+      sde: the process of ``x``.
+      method: ``"cde"``, ``"cdiffe"`` or ``"cmde"``.
+      sde_y: the condition's process (``cmde`` only).
+      y_time_input: the scalar that tells a ``cmde`` network the level of ``y_t``
+        (default ``"sigma"``: ``sigma_y(t)``, in ``[0, 1]`` for the paper's VE
+        process with ``sigma_max_y = 1``).
+      prediction, time_input, kind, norm, weighting, t_sampling, num_steps: as in
+        :func:`make_loss_fn`.
+
+    Returns:
+      ``loss_fn(apply_fn, x0, key, *, cond, mask=None) -> (loss, aux)`` where
+      ``apply_fn(x_t, c, y_in, c_y)`` is the batched network, ``cond`` the clean
+      conditions ``y`` (batch first), ``c_y`` ``None`` except for ``cmde``; ``aux``
+      as in :func:`make_loss_fn`. The function carries ``takes_condition = True``
+      so a training step knows to hand it the condition.
+
+    Raises:
+      ValueError: as :func:`make_loss_fn`, an unknown method or a bad ``sde_y``.
+    """
+    process = condition_process(method, sde, sde_y)
+    _choice("time input", y_time_input, TIME_INPUTS)
+    loss_at_times = _make_loss_at_times(
+        sde, prediction=prediction, time_input=time_input, kind=kind, norm=norm, weighting=weighting,
+        t_sampling=t_sampling, num_steps=num_steps,
+    )
+
+    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, cond: Array, mask: Array | None = None):
+        cond = jnp.asarray(cond)
+        if cond.ndim < 1 or cond.shape[0] != x0.shape[0]:
+            raise ValueError(f"cond must hold one condition per example (batch {x0.shape[0]}), got {cond.shape}")
+        loss_key, y_key = jax.random.split(key)
+        y_noise = None if process is None else jax.random.normal(y_key, cond.shape, x0.dtype)
+
+        def net(x_t, t):
+            c = network_time_input(sde, t, time_input)
+            if process is None:
+                return apply_fn(x_t, c, cond, None)
+            mean, std = process.marginal_prob(cond.astype(x0.dtype), t)
+            y_t = mean + broadcast_to_x(std, cond) * y_noise
+            c_y = network_time_input(process, t, y_time_input) if method == "cmde" else None
+            return apply_fn(x_t, c, y_t, c_y)
+
+        return loss_at_times(net, x0, loss_key, mask=mask)
+
+    loss_fn.takes_condition = True
+    return loss_fn
+
+
+def make_classifier_loss_fn(sde: SDE, *, time_input: str = "t") -> LossFn:
+    """Cross-entropy of a time-dependent classifier on images noised to a random time.
+
+    ``t ~ U[eps, T]`` per example, ``x_t = alpha(t) x0 + sigma(t) z``, and the
+    classifier ``apply_fn(x_t, c) -> (B, K)`` logits (``c`` the network time
+    input, as for the score networks) is scored against the integer class
+    ``target``. This trains EGSDE's domain classifier and classifier guidance.
+
+    Args:
+      sde: the forward process whose noise levels the classifier must handle.
+      time_input: the conditioning scalar the network takes (see
+        :func:`diffjax.parametrization.network_time_input`).
+
+    Returns:
+      ``loss_fn(apply_fn, x0, key, *, mask=None, target) -> (loss, aux)`` with
+      ``aux = {"accuracy", "per_example", "t"}``; ``mask`` is ignored (there is
+      no per-pixel loss).
+
+    Raises:
+      ValueError: on an unknown time input; at trace time, on a missing or
+        mis-shaped target or logits that are not ``(B, K)``.
+    """
+    _choice("time input", time_input, TIME_INPUTS)
+
+    def loss_fn(apply_fn, x0: Array, key: PRNGKey, *, mask: Array | None = None, target: Array | None = None):
+        del mask
+        n = x0.shape[0]
+        if target is None or jnp.shape(target) != (n,):
+            got = None if target is None else jnp.shape(target)
+            raise ValueError(f"the classifier loss needs integer targets of shape ({n},), got {got}")
+        t_key, noise_key = jax.random.split(key)
+        t = jax.random.uniform(t_key, (n,), x0.dtype, sde.eps, sde.T)
+        mean, std = sde.marginal_prob(x0, t)
+        x_t = mean + broadcast_to_x(std, x0) * jax.random.normal(noise_key, x0.shape, x0.dtype)
+        logits = apply_fn(x_t, network_time_input(sde, t, time_input)).astype(jnp.float32)
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ValueError(f"the classifier must return (batch, classes) logits, got shape {logits.shape}")
+        log_probs = jax.nn.log_softmax(logits)
+        per_example = -jnp.take_along_axis(log_probs, target.astype(jnp.int32)[:, None], axis=1)[:, 0]
+        accuracy = jnp.mean((jnp.argmax(logits, axis=1) == target).astype(jnp.float32))
+        return jnp.mean(per_example), {"per_example": per_example, "t": t, "accuracy": accuracy}
 
     return loss_fn

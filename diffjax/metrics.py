@@ -31,6 +31,10 @@ __all__ = [
     "frechet_distance",
     "frechet_alexnet_distance",
     "mean_iou",
+    "bootstrap_ci",
+    "mean_iou_from_confusion",
+    "confusion_matrix",
+    "pixel_accuracy",
 ]
 
 # SSIM constants of Wang et al. (2004), as used by scikit-image.
@@ -333,27 +337,172 @@ def frechet_alexnet_distance(
     return frechet_distance(mu_a, cov_a, mu_b, cov_b)
 
 
-def mean_iou(pred: Array, target: Array, num_classes: int) -> Array:
-    """Mean intersection-over-union of integer label maps, over classes present in either.
+IGNORE_LABEL = 255
+
+
+def _check_label_maps(name: str, pred, target, num_classes):
+    pred, target = jnp.asarray(pred), jnp.asarray(target)
+    if pred.shape != target.shape:
+        raise ValueError(f"{name}: pred and target shapes differ: {pred.shape} vs {target.shape}")
+    if not (jnp.issubdtype(pred.dtype, jnp.integer) and jnp.issubdtype(target.dtype, jnp.integer)):
+        raise ValueError(f"{name}: label maps must be integer arrays, got {pred.dtype} and {target.dtype}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"{name}: num_classes must be an integer >= 1, got {num_classes!r}")
+    return pred.reshape(-1), target.reshape(-1)
+
+
+def confusion_matrix(pred: Array, target: Array, num_classes: int, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Pixel counts ``cm[i, j]`` of target class ``i`` predicted as class ``j``.
+
+    Pixels whose target is ``ignore_index`` (255: "ignore" in label maps) are not counted;
+    a prediction outside ``[0, num_classes)`` counts in no column, so it lowers the recall
+    of its target class. Confusion matrices of several batches add up, so a whole
+    evaluated set can be streamed (:func:`mean_iou_from_confusion`).
+
+    Args:
+      pred, target: integer label maps of the same shape (e.g. ``(N, H, W)``).
+      num_classes: classes ``[0, num_classes)``.
+      ignore_index: target value of pixels to leave out.
+
+    Returns:
+      int32 ``(num_classes, num_classes)``.
+
+    Raises:
+      ValueError: on different shapes, non-integer maps or a bad ``num_classes``.
+    """
+    pred, target = _check_label_maps("confusion_matrix", pred, target, num_classes)
+    classes = jnp.arange(num_classes)
+    valid = target != ignore_index
+    t = ((target[:, None] == classes) & valid[:, None]).astype(jnp.int32)
+    p = (pred[:, None] == classes).astype(jnp.int32)
+    return t.T @ p
+
+
+def mean_iou_from_confusion(cm: Array) -> Array:
+    """Mean IoU from a (summed) confusion matrix, over the classes present in the target.
+
+    ``IoU_k = cm[k, k] / (sum_j cm[k, j] + sum_i cm[i, k] - cm[k, k])``, averaged over the
+    classes ``k`` with at least one target pixel; a class only ever predicted (absent from
+    the ground truth) is left out of the mean, while its false positives still lower the
+    IoU of the classes whose pixels it took.
+
+    Args:
+      cm: ``(K, K)`` confusion matrix (rows: target, columns: prediction).
+
+    Returns:
+      Scalar float32 (0 when no pixel is counted).
+    """
+    cm = jnp.asarray(cm, jnp.float32)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"mean_iou_from_confusion: cm must be square (K, K), got {cm.shape}")
+    inter = jnp.diagonal(cm)
+    target_count, pred_count = cm.sum(axis=1), cm.sum(axis=0)
+    union = target_count + pred_count - inter
+    present = target_count > 0
+    iou = jnp.where(present, inter / jnp.maximum(union, 1.0), 0.0)
+    return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
+
+
+def mean_iou(pred: Array, target: Array, num_classes: int, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Mean intersection-over-union of a set of label maps (one confusion matrix).
+
+    The mean runs over the classes present in the ground truth of the whole set given
+    (not per image); pixels whose target is 255 are ignored. See :func:`confusion_matrix`
+    and :func:`mean_iou_from_confusion`.
 
     Args:
       pred, target: integer arrays of the same shape (e.g. ``(N, H, W)``).
       num_classes: labels are in ``[0, num_classes)``.
+      ignore_index: target value of pixels to leave out (255).
 
     Returns:
-      Scalar float32: the mean over classes with a non-empty union of
-      ``|pred == k & target == k| / |pred == k | target == k|``.
+      Scalar float32.
+
+    Raises:
+      ValueError: on different shapes, non-integer maps or a bad ``num_classes``.
     """
-    pred, target = jnp.asarray(pred), jnp.asarray(target)
-    if pred.shape != target.shape:
-        raise ValueError(f"mean_iou: pred and target shapes differ: {pred.shape} vs {target.shape}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"mean_iou: num_classes must be an integer >= 1, got {num_classes!r}")
-    classes = jnp.arange(num_classes)
-    p = pred.reshape(-1)[:, None] == classes
-    t = target.reshape(-1)[:, None] == classes
-    inter = jnp.sum(p & t, axis=0)
-    union = jnp.sum(p | t, axis=0)
-    present = union > 0
-    iou = jnp.where(present, inter / jnp.maximum(union, 1), 0.0)
-    return jnp.sum(iou) / jnp.maximum(jnp.sum(present), 1)
+    return mean_iou_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
+
+
+def pixel_accuracy(pred: Array, target: Array, ignore_index: int = IGNORE_LABEL) -> Array:
+    """Share of the non-ignored pixels (target != 255) whose prediction equals the target.
+
+    Args:
+      pred, target: integer arrays of the same shape.
+      ignore_index: target value of pixels to leave out.
+
+    Returns:
+      Scalar float32 (0 when every pixel is ignored).
+    """
+    pred, target = _check_label_maps("pixel_accuracy", pred, target, 1)
+    valid = target != ignore_index
+    return jnp.sum((pred == target) & valid) / jnp.maximum(jnp.sum(valid), 1)
+
+
+def bootstrap_ci(
+    per_image_a,
+    per_image_b=None,
+    *,
+    level: float = 0.95,
+    num_resamples: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """Percentile-bootstrap confidence interval of a mean, or of a paired mean difference.
+
+    The unit resampled is the image: with ``per_image_b`` the interval is that of
+    ``mean(a - b)`` over the same images (paired), which removes the images' own
+    spread from the comparison. Arrays of shape ``(S, N)`` hold ``S`` sampling seeds
+    of ``N`` images; then images and seeds are resampled independently (two-level
+    bootstrap), so the interval covers both the choice of images and the sampler's
+    randomness. ``(N,)`` arrays are one seed.
+
+    Args:
+      per_image_a: ``(N,)`` or ``(S, N)`` per-image values of method A.
+      per_image_b: optional, the same images under method B: ``(N,)`` or ``(S', N)``
+        (seeds of A and B are resampled separately).
+      level: coverage of the interval, in (0, 1).
+      num_resamples: bootstrap resamples (>= 100).
+      seed: seed of the resampling.
+
+    Returns:
+      ``{"mean": m, "low": lo, "high": hi, "excludes_zero": bool}`` where ``m`` is the
+      mean of A (or of A - B) and ``[lo, hi]`` the interval.
+
+    Raises:
+      ValueError: on arrays of rank other than 1 or 2, fewer than 2 images, a different
+        number of images in A and B, or ``level`` / ``num_resamples`` out of range.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_ci: level must be in (0, 1), got {level!r}")
+    if isinstance(num_resamples, bool) or not isinstance(num_resamples, int) or num_resamples < 100:
+        raise ValueError(f"bootstrap_ci: num_resamples must be an integer >= 100, got {num_resamples!r}")
+    arrays = []
+    for label, values in (("per_image_a", per_image_a), ("per_image_b", per_image_b)):
+        if values is None:
+            continue
+        v = np.asarray(values, np.float64)
+        v = v[None] if v.ndim == 1 else v
+        if v.ndim != 2 or v.shape[1] < 2:
+            raise ValueError(f"bootstrap_ci: {label} must be (N,) or (seeds, N) with N >= 2 images, got {np.shape(values)}")
+        arrays.append(v)
+    if len(arrays) == 2 and arrays[0].shape[1] != arrays[1].shape[1]:
+        raise ValueError(
+            f"bootstrap_ci: A and B must score the same images, got {arrays[0].shape[1]} and {arrays[1].shape[1]}"
+        )
+    rng = np.random.default_rng(seed)
+    n = arrays[0].shape[1]
+    images = rng.integers(0, n, (num_resamples, n))
+
+    def resampled_means(v):
+        # Each resample: seeds drawn with replacement, then images, averaged.
+        seeds = rng.integers(0, v.shape[0], (num_resamples, v.shape[0]))
+        per_seed_image = v[seeds[:, :, None], images[:, None, :]]  # (R, S, N)
+        return per_seed_image.mean(axis=(1, 2))
+
+    stats = resampled_means(arrays[0])
+    mean = float(arrays[0].mean())
+    if len(arrays) == 2:
+        stats = stats - resampled_means(arrays[1])
+        mean -= float(arrays[1].mean())
+    low, high = np.quantile(stats, [(1 - level) / 2, (1 + level) / 2])
+    return {"mean": mean, "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0)}

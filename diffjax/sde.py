@@ -267,6 +267,7 @@ class VESDE(SDE):
         _check_interval(self)
 
     def sigma(self, t):
+        """Noise scale ``sigma(t) = sigma_min (sigma_max / sigma_min)^t`` (broadcasts over ``t``)."""
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** jnp.asarray(t)
 
     def alpha_sigma(self, t):
@@ -319,6 +320,7 @@ class CosineVPSDE(_UnitPrior, SDE):
         return jnp.exp(log_alpha), jnp.sqrt(-jnp.expm1(2.0 * log_alpha))
 
     def beta(self, t):
+        """Noise rate ``beta(t) = -d log alpha(t)^2 / dt`` of the cosine schedule (broadcasts over ``t``)."""
         # beta = -d log alpha^2 / dt
         return jnp.pi / (1 + self.s) * jnp.tan(self._angle(t))
 
@@ -365,10 +367,12 @@ class DiscreteVPSDE(_UnitPrior, SDE):
 
     @property
     def betas(self) -> np.ndarray:
+        """DDPM's ``num_steps`` linear betas from ``beta_start`` to ``beta_end`` (float64)."""
         return np.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=np.float64)
 
     @property
     def alphas_cumprod(self) -> np.ndarray:
+        """DDPM's ``alpha_bar_n = prod_{i <= n} (1 - beta_i)`` (float64)."""
         return np.cumprod(1.0 - self.betas)
 
     def _grid(self):

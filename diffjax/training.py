@@ -181,13 +181,16 @@ def make_train_step(
     Args:
       graphdef: from :func:`create_train_state`.
       loss_fn: ``loss_fn(apply_fn, x0, key) -> (loss, aux)`` (:func:`diffjax.losses.make_loss_fn`);
-        ``apply_fn(x_t, c)`` is the network with parameters bound.
+        ``apply_fn(x_t, c)`` is the network with parameters bound. A loss marked
+        ``takes_condition`` (:func:`diffjax.losses.make_conditional_loss_fn`) is
+        called with ``cond=batch["cond"]`` and ``apply_fn(x_t, c, y_in, c_y)``.
       optimizer: the transformation the state was created with.
       ema_decay: target EMA decay (see :func:`ema_decay_at`).
       lr_schedule: if given, the learning rate is reported in the metrics.
       use_labels: pass ``batch["label"]`` to the network as class labels. Other
         network inputs come from the batch's keys (``MODEL_INPUTS``: ``"cond"`` ->
-        ``cond=``), and ``batch["loss_mask"]`` restricts the loss.
+        ``cond=``), ``batch["loss_mask"]`` restricts the loss and ``batch["target"]``
+        (class ids) goes to a classifier's loss.
       use_dropout: give the network a dropout key (training mode).
 
     Returns:
@@ -197,6 +200,7 @@ def make_train_step(
     """
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
+    takes_condition = getattr(loss_fn, "takes_condition", False)
 
     def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(base_key, state.step)
@@ -211,13 +215,23 @@ def make_train_step(
         def loss_of(params):
             model = model_from_state(graphdef, params, state.model_state)
 
-            def apply_fn(x_t, c):
-                kwargs = dict(model_inputs)
+            def apply_fn(x_t, c, **overrides):
+                kwargs = dict(model_inputs, **overrides)
                 if use_dropout:
                     kwargs["dropout_key"] = dropout_key
                 return model(x_t, c, **kwargs)
 
-            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"))
+            if takes_condition:
+                # Conditional estimators (CDiffE, CMDE) diffuse the condition at the
+                # network's time inside the loss; a level for y_t goes in as aug_level.
+                def cond_apply_fn(x_t, c, y_in, c_y):
+                    return apply_fn(x_t, c, cond=y_in, **({} if c_y is None else {"aug_level": c_y}))
+
+                return loss_fn(cond_apply_fn, batch["image"], loss_key, cond=batch["cond"],
+                               mask=batch.get("loss_mask"))
+            # A classifier's loss takes the batch's integer class ids, "target".
+            extra = {"target": batch["target"]} if "target" in batch else {}
+            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"), **extra)
 
         (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -150,3 +150,65 @@ def mixture(dim: int = 8, k: int = 4, seed: int = 0, separation: float = 3.0) ->
         eigvals=np.stack([e[0] for e in eig]),
         eigvecs=np.stack([e[1] for e in eig]),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrelatedImage:
+    """A 1-channel ``h x w`` Gaussian "image" with correlated pixels and one fixed draw.
+
+    ``x ~ N(mean, cov)`` with ``cov`` an RBF kernel over pixel positions (length scale
+    1.5 pixels) plus a 0.02 nugget and a smooth mean; ``truth`` is one draw (seed 0), the
+    image to complete. With the pixels ``known`` given, the missing ones have the exact
+    Gaussian conditional :meth:`posterior` (float64, on the host).
+    """
+
+    model: GaussianMixture
+    mean: np.ndarray  # (D,)
+    cov: np.ndarray  # (D, D)
+    truth: np.ndarray  # (D,)
+
+    def posterior(self, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and covariance of the missing pixels given ``truth`` on ``known`` (bool (D,))."""
+        k_uu = self.cov[~known][:, ~known]
+        k_uk = self.cov[~known][:, known]
+        k_kk = self.cov[known][:, known]
+        gain = np.linalg.solve(k_kk, k_uk.T).T
+        return self.mean[~known] + gain @ (self.truth[known] - self.mean[known]), k_uu - gain @ k_uk.T
+
+    def errors(self, samples, known: np.ndarray) -> tuple[float, float, float]:
+        """(mean error, covariance error, Gaussian KL) of the missing pixels of ``samples``.
+
+        mean error ``|m - m*| / sqrt(tr C*)``; covariance error ``|C - C*|_F / |C*|_F``;
+        KL between the Gaussian fitted to the samples and the exact conditional.
+        Also asserts that the known pixels equal ``truth`` bit for bit.
+        """
+        flat = np.asarray(samples).reshape(len(samples), -1)
+        np.testing.assert_array_equal(
+            flat[:, known], np.broadcast_to(self.truth[known].astype(np.float32), flat[:, known].shape)
+        )
+        post_mean, post_cov = self.posterior(known)
+        missing = flat[:, ~known].astype(np.float64)
+        mean, cov = missing.mean(0), np.cov(missing.T)
+        diff = mean - post_mean
+        precision = np.linalg.inv(post_cov)
+        kl = 0.5 * (
+            np.trace(precision @ cov) + diff @ precision @ diff - len(diff)
+            + np.linalg.slogdet(post_cov)[1] - np.linalg.slogdet(cov)[1]
+        )
+        return (
+            float(np.linalg.norm(diff) / np.sqrt(np.trace(post_cov))),
+            float(np.linalg.norm(cov - post_cov) / np.linalg.norm(post_cov)),
+            float(kl),
+        )
+
+
+def correlated_image(h: int = 4, w: int = 4) -> CorrelatedImage:
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    pos = np.stack([rows.ravel(), cols.ravel()], -1).astype(np.float64)
+    sq_dist = ((pos[:, None] - pos[None]) ** 2).sum(-1)
+    cov = np.exp(-sq_dist / (2 * 1.5**2)) + 0.02 * np.eye(h * w)
+    mean = 0.3 * np.sin(pos[:, 1] / 2.0)
+    eigvals, eigvecs = np.linalg.eigh(cov)
+    model = GaussianMixture(weights=np.ones(1), means=mean[None], eigvals=eigvals[None], eigvecs=eigvecs[None])
+    truth = mean + eigvecs @ (np.sqrt(eigvals) * np.random.default_rng(0).normal(size=h * w))
+    return CorrelatedImage(model, mean, cov, truth)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,17 +28,105 @@ def test_bad_task_list_is_refused(tasks, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_only_then_one_task(tmp_path):
+def test_train_only_then_one_task(tmp_path, tmp_path_factory):
     """``--train_only`` trains one run and stops; ``--tasks`` then reuses it and trains nothing else."""
     root = str(tmp_path)
     trained = _restoration("--root", root, "--quick", "--train_only", "palette_colorization")
     assert trained.returncode == 0, trained.stderr[-2000:]
     assert os.listdir(root) == ["palette_colorization"]
 
-    result = _restoration("--root", root, "--quick", "--tasks", "colorization")
+    figure = str(tmp_path_factory.mktemp("figure") / "restoration_lpips.png")
+    result = _restoration("--root", root, "--quick", "--tasks", "colorization", "--figure", figure)
     assert result.returncode == 0, result.stderr[-2000:]
     assert os.listdir(root) == ["palette_colorization"]
+    with open(figure, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"  # the main figure, beside the table
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert [(r["task"], r["method"]) for r in report["rows"]] == [
         ("colorization", "Palette"), ("colorization", "grayscale input")]
     assert report["rows"][1]["lpips"] > 0
+
+
+# -- smoke runs of the scripts whose tables the README quotes --------------------------------
+
+
+def _script(name: str, *args: str, timeout: int = 600) -> dict:
+    """Run ``benchmarks/<name>`` and return its final JSON line (asserting a clean exit)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", name), *args], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_samplers_benchmark_smoke():
+    report = _script("samplers.py", "--overhead-only", "--quick")
+    assert report["benchmark"] == "samplers_overhead"
+    for row in report["overhead"].values():
+        assert row["nfe"] == 100 and row["sampler_s"] > 0 and row["scores_s"] > 0
+
+
+def test_sliced_w2_closed_form():
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import jax
+
+    from samplers import sliced_w2
+
+    x = jax.random.normal(jax.random.key(0), (512, 4))
+    reference = jax.numpy.tile(x, (4, 1))  # each sample repeated: the quantiles are x's own
+    assert sliced_w2(x, reference, jax.random.key(1), 64) < 0.02
+    # A shift by v moves every 1-D projection by u.v: sliced W2^2 = mean over u of (u.v)^2 = |v|^2 / d.
+    v = jax.numpy.array([1.0, -2.0, 0.5, 2.0])
+    got = sliced_w2(x + v, reference, jax.random.key(1), 4096)
+    np.testing.assert_allclose(got, float(jax.numpy.linalg.norm(v)) / 2.0, rtol=0.05)
+
+
+def test_train_throughput_smoke():
+    report = _script("train_throughput.py", "--size", "tiny", "--batch", "2", "--repeats", "1",
+                     "--sample-nfe", "2", "--matmul-n", "256")
+    assert report["train_img_per_s"] > 0 and report["forward_img_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_sr_and_x0_error_benchmarks_smoke(tmp_path):
+    """One training step of the SR3 smoke config, then both scripts with every row type.
+
+    Slow-marked: it compiles an SR3 training step, the regression baseline and three
+    samplers in two processes (about a minute on an idle 2-core CPU), more than the
+    default suite's budget allows.
+    """
+    from configs.sr3_photos_x4 import get_config
+    from train import train_and_evaluate
+
+    config = get_config("smoke")
+    config.training.num_steps = 1
+    config.training.ckpt_every = 1
+    config.training.sample_every = 0
+    config.training.progress_bar = False
+    config.eval.enabled = False
+    workdir = str(tmp_path / "sr3")
+    train_and_evaluate(config, workdir)
+    report = _script("sr.py", "--workdir", workdir, "--num", "2", "--ancestral-steps", "2", "--dpm-steps", "2",
+                     "--regression-steps", "1", "--seeds", "2", "--figure", str(tmp_path / "sr.png"))
+    methods = [r["method"] for r in report["rows"]]
+    assert methods[:2] == ["bicubic", "regression UNet (L2, 1 steps)"] and len(methods) == 5
+    assert all(r["seeds"] == 2 for r in report["rows"][2:])
+    assert {(c["a"], c["b"]) for c in report["comparisons"]} >= {(methods[2], "bicubic")}
+    for c in report["comparisons"]:
+        assert c["low"] <= c["diff"] <= c["high"]
+        assert c["verdict"] in ("A better", "A worse", "inside the noise")
+    x0 = _script("x0_error.py", "--workdir", workdir, "--num", "2")
+    assert x0["benchmark"] == "x0_error" and len(x0["rows"]) == 7
+    assert all(np.isfinite(r["x0_mse"]) for r in x0["rows"])
+
+
+def test_accelerator_check_refuses_to_guess_a_missing_rate(tmp_path):
+    """Without a measured float32 rate (and no STEPS) the session stops, naming the fix."""
+    env = dict(os.environ, SKIP_THROUGHPUT="1", ROOT=str(tmp_path / "runs"), PYTHON=sys.executable)
+    env.pop("STEPS", None)
+    result = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "accelerator_check.sh"), str(tmp_path / "out"),
+                             "1", "1"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "no float32 training rate" in result.stderr and "set STEPS=" in result.stderr
+    assert os.listdir(tmp_path / "runs") == []  # nothing trained

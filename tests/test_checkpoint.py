@@ -7,10 +7,9 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from train_fixtures import snapshot
+from train_fixtures import assert_trees_equal, snapshot
 
 from diffjax.checkpoint import Checkpointer, abstract_state, check_model_config, write_model_config
 from diffjax.sharding import make_mesh, replicated
@@ -41,9 +40,7 @@ def test_round_trip_keeps_last_n_and_restores_onto_mesh(tmp_path):
     restored = ckpt.restore(target)
     ckpt.close()
     expected = _state(3, 3.0)
-    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(expected)):
-        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
-        assert got.sharding == sharding
+    assert_trees_equal(restored, expected, sharding)
 
 
 def test_restore_without_checkpoint_says_so(tmp_path):

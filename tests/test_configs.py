@@ -106,3 +106,26 @@ def test_stored_config_missing_newer_keys_takes_their_defaults():
     assert filled.task.name == "generate"
     with pytest.raises(ValueError, match="unknown key config.data.unknown_key"):
         builders.validate_config(filled, get_base_config())
+
+
+@pytest.mark.parametrize(
+    "name, arg",
+    [("translation_fashion_mnist", a) for a in ("score", "classifier", "score_smoke", "classifier_smoke")]
+    + [("translation_photos", None), ("translation_photos", "smoke")],
+)
+def test_translation_configs_build(name, arg):
+    from diffjax.nn import Classifier, UNet
+
+    config = _load(os.path.join(ROOT, "configs", f"{name}.py"), arg)
+    builders.validate_config(config, get_base_config())
+    builders.build_loss(config)
+    builders.build_sampler(config)
+    dataset = builders.build_dataset(config, "train")
+    model = nnx.eval_shape(
+        lambda: builders.build_model(config, nnx.Rngs(0), dataset.image_shape, dataset.num_classes)[0])
+    if name == "translation_fashion_mnist":
+        want = (9,) if arg.startswith("score") else (7, 9)
+        assert tuple(config.data.classes) == want and dataset.num_classes == len(want)
+        assert isinstance(model, UNet if arg.startswith("score") else Classifier)
+    with pytest.raises(ValueError):
+        _load(os.path.join(ROOT, "configs", "translation_fashion_mnist.py"), None)

@@ -8,18 +8,15 @@ import pytest
 from PIL import Image
 
 from diffjax.data import DATASETS, TEST_PHOTOS, TRAIN_PHOTOS, ArrayDataset, load_dataset, resize_images
-from diffjax.data.builtin import read_idx
+from diffjax.data.builtin import FASHION_MNIST_DIR, FASHION_MNIST_ENV, fashion_mnist_dir, read_idx
 from diffjax.data.tfds import tfds_has_on_disk
+from idx_fixture import SIZES as FASHION_SIZES
+from idx_fixture import fashion_like
 
 
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits")
-
-
-@pytest.fixture(scope="module")
-def fashion_test():
-    return load_dataset("fashion_mnist", split="test")
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +41,8 @@ def _check_batch(batch, rows, shape):
         ("digits", {}, (8, 8, 1), 10, 1500),
         ("digits", {"split": "test"}, (8, 8, 1), 10, 297),
         ("digits", {"image_size": 16}, (16, 16, 1), 10, 1500),
-        ("fashion_mnist", {"split": "test"}, (28, 28, 1), 10, 10000),
-        ("fashion_mnist", {"split": "test", "image_size": 32}, (32, 32, 1), 10, 10000),
+        ("fashion_mnist", {"split": "test"}, (28, 28, 1), 10, FASHION_SIZES["test"]),
+        ("fashion_mnist", {"split": "test", "image_size": 32}, (32, 32, 1), 10, FASHION_SIZES["test"]),
         ("photos", {}, (64, 64, 3), 0, None),
         ("photos", {"split": "test", "image_size": 48}, (48, 48, 3), 0, None),
     ],
@@ -66,9 +63,35 @@ def test_shapes_dtypes_ranges(name, kwargs, shape, classes, size):
     assert evals.min() >= -1.0 and evals.max() <= 1.0
 
 
-def test_fashion_mnist_train_split_size():
+def test_fashion_mnist_reads_the_generated_idx_files(fashion_mnist_fixture):
+    """The loader decodes the conftest's gzipped IDX files byte for byte (images and labels)."""
+    assert fashion_mnist_dir() == fashion_mnist_fixture == os.environ[FASHION_MNIST_ENV]
     ds = load_dataset("fashion_mnist")
-    assert ds.num_examples == 60000 and ds.image_shape == (28, 28, 1)
+    assert ds.num_examples == FASHION_SIZES["train"] and ds.image_shape == (28, 28, 1)
+    _check_batch(ds.batch(7, 8), 8, (28, 28, 1))
+    images, labels = fashion_like(FASHION_SIZES["train"], seed=0)  # what the fixture wrote
+    batch = ds.batch(3, 16)
+    rows = [int(np.flatnonzero(np.all(images.reshape(len(images), -1) ==
+                                      np.rint((im[..., 0] + 1) * 127.5).reshape(-1), axis=1))[0])
+            for im in batch["image"]]
+    np.testing.assert_array_equal(labels[rows], batch["label"])
+
+
+def test_fashion_mnist_folder_precedence(tmp_path, monkeypatch):
+    assert fashion_mnist_dir(str(tmp_path)) == str(tmp_path)  # an explicit data_dir wins
+    monkeypatch.setenv(FASHION_MNIST_ENV, "")
+    assert fashion_mnist_dir() == FASHION_MNIST_DIR  # empty variable = the Debian default
+    monkeypatch.delenv(FASHION_MNIST_ENV)
+    assert fashion_mnist_dir() == FASHION_MNIST_DIR
+
+
+@pytest.mark.skipif(not os.path.isfile(os.path.join(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz")),
+                    reason="Debian's dataset-fashion-mnist not installed")
+def test_fashion_mnist_real_files_when_installed():
+    """The real set, when present (CI installs it for the training runs; tests never need it)."""
+    for split, size in (("train", 60000), ("test", 10000)):
+        ds = load_dataset("fashion_mnist", split=split, data_dir=FASHION_MNIST_DIR)
+        assert ds.num_examples == size and ds.image_shape == (28, 28, 1)
     _check_batch(ds.batch(7, 8), 8, (28, 28, 1))
 
 
@@ -233,7 +256,7 @@ def test_bad_split_and_crop_size():
 def test_missing_fashion_mnist_names_the_debian_package(tmp_path):
     if tfds_has_on_disk("fashion_mnist"):
         pytest.skip("a TFDS copy of fashion_mnist is on disk, so the fallback would load it")
-    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(FileNotFoundError, match=f"apt-get install dataset-fashion-mnist(.|\n)*{FASHION_MNIST_ENV}"):
         load_dataset("fashion_mnist", data_dir=str(tmp_path / "nowhere"))
 
 

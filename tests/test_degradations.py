@@ -189,3 +189,37 @@ def test_jpeg_bad_images():
         dg.jpeg_compress(np.zeros((8, 8, 2), np.uint8), 50)
     with pytest.raises(ValueError, match="dtype"):
         dg.jpeg_compress(np.zeros((8, 8, 3), np.int32), 50)
+
+
+# -- stroke paintings ------------------------------------------------------------
+def _photo_crop():
+    from skimage import data
+
+    return data.astronaut()[::8, ::8].astype(np.float32) / 127.5 - 1.0
+
+
+def test_stroke_painting_flat_regions_close_to_the_photo():
+    photo = _photo_crop()
+    painting = dg.stroke_painting(photo, colors=5)
+    assert painting.shape == photo.shape and painting.dtype == np.float32
+    assert len(np.unique(painting.reshape(-1, 3), axis=0)) <= 5
+    # Flat regions: most horizontal neighbours share a colour (the photo's do not).
+    same = np.all(painting[:, 1:] == painting[:, :-1], axis=-1).mean()
+    photo_same = np.all(photo[:, 1:] == photo[:, :-1], axis=-1).mean()
+    assert same > 0.85 and photo_same < 0.2
+    # Still a painting of this photo: much closer to it than its mean colour is.
+    err = np.abs(painting - photo).mean()
+    assert err < 0.6 * np.abs(photo - photo.mean((0, 1))).mean()
+    assert painting.min() >= photo.min() and painting.max() <= photo.max()
+
+
+def test_stroke_painting_batch_deterministic_and_bad_input():
+    photos = np.stack([_photo_crop(), _photo_crop()[::-1]])
+    out = dg.stroke_painting(photos, colors=3, smooth=5)
+    np.testing.assert_array_equal(out, dg.stroke_painting(photos, colors=3, smooth=5))
+    np.testing.assert_array_equal(out[0], dg.stroke_painting(photos[0], colors=3, smooth=5))
+    for bad in (dict(colors=1), dict(smooth=0), dict(smooth=100), dict(iterations=0)):
+        with pytest.raises(ValueError):
+            dg.stroke_painting(photos, **bad)
+    with pytest.raises(ValueError, match="floating"):
+        dg.stroke_painting(np.zeros((8, 8, 3), np.uint8))

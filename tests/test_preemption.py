@@ -94,14 +94,16 @@ def test_sigterm_saves_and_exits_cleanly_then_sigkill_loses_nothing(tmp_path, re
     assert f"stopped by SIGTERM after step {stopped_at}; checkpoint saved in" in err
     assert stopped_at < STEPS and _complete_checkpoints(run.workdir)[-1] == stopped_at
 
-    run.start()
-    run.wait_until_step(stopped_at + 3)
-    run.proc.send_signal(signal.SIGKILL)
-    run.end(expect_rc=-signal.SIGKILL)
+    # Repeated SIGKILLs (the fast version of the slow soak): two kills in a row.
+    for ahead in (3, 2):
+        run.start()
+        run.wait_until_step(run.resumed_from[-1] + ahead)
+        run.proc.send_signal(signal.SIGKILL)
+        run.end(expect_rc=-signal.SIGKILL)
 
     run.start("--out", str(tmp_path / "final.npz"))
     run.end(expect_rc=0)
-    assert run.resumed_from[1] == stopped_at
+    assert run.resumed_from[1] == stopped_at and run.resumed_from[2] > stopped_at
     run.check_no_step_lost_or_repeated(ref_losses)
     _assert_bit_identical(load_params(str(tmp_path / "final.npz")), ref_params)
 

@@ -66,7 +66,8 @@ def _bad_cases():
         ("png to jpeg task", {"a.png": rgb}, ("jpeg",), r"\.jpg"),
         ("mask to colorization", {"a.png": rgb[..., 0], "a_mask.png": mask}, ("colorization",), "comes with a mask"),
         ("orphan mask", {"a.png": rgb, "a_mask.png": mask, "b_mask.png": mask}, ("inpainting",), "without an image"),
-        ("mis-sized image", {"a.png": _rgb(10), "a_mask.png": _mask(10)}, ("inpainting",), "model takes 8x8"),
+        ("image smaller than the model", {"a.png": _rgb(6), "a_mask.png": _mask(6)}, ("inpainting",),
+         r"a\.png is 6x6 \(WxH\), smaller than the model's 8x8"),
         ("no images", {}, ("inpainting",), "no input images"),
     ]
 
@@ -79,6 +80,16 @@ def test_bad_input_is_refused_with_a_clear_message(case, tmp_path):
         _save(str(tmp_path), name, array)
     with pytest.raises(ValueError, match=message):
         read_inputs(str(tmp_path), SHAPE, kinds)
+
+
+def test_images_larger_than_the_model_are_taken_with_their_own_size(tmp_path):
+    d = str(tmp_path)
+    _save(d, "a.png", _rgb(12))
+    _save(d, "a_mask.png", _mask(12))
+    Image.fromarray(_rgb(10)).save(os.path.join(d, "c.jpg"), quality=20)
+    items = {i.name: i for i in read_inputs(d, SHAPE, ("inpainting", "jpeg"))}
+    assert items["a.png"].image.shape == (12, 12, 3) and items["a.png"].mask.shape == (12, 12)
+    assert items["c.png"].image.shape == (10, 10, 3)
 
 
 def test_jpeg_given_to_inpainting_is_refused(tmp_path):

@@ -110,12 +110,28 @@ def test_pipeline_builds_the_bicubic_condition_deterministically():
     images = np.random.default_rng(0).uniform(-1, 1, (3, 16, 16, 3)).astype(np.float32)
     batch = pipeline.prepare_batch({"image": images, "label": np.zeros(3, np.int32)}, step=0, seed=0,
                                    rows=np.arange(3))
-    low = quantize_uint8(np.clip(downsample(images, 4), -1, 1))
-    np.testing.assert_allclose(batch["cond"], upsample(low, 4), atol=1e-6)
+    # Hand-written reference: the 8-bit levels k / 127.5 - 1, k = 0..255, nearest to the
+    # clipped bicubic low-res image (what a PNG of it stores).
+    low_float = np.clip(np.asarray(downsample(images, 4), np.float64), -1, 1)
+    levels = np.arange(256) / 127.5 - 1.0
+    low = levels[np.argmin(np.abs(low_float[..., None] - levels), axis=-1)]
+    assert np.max(np.abs(low - low_float)) > 1e-3  # the rounding is visible at this tolerance
+    np.testing.assert_allclose(batch["cond"], upsample(low.astype(np.float32), 4), atol=1e-5)
     assert batch["image"] is images and "aug_level" not in batch
-    assert np.all(np.abs(low * 127.5 - np.round(low * 127.5)) < 1e-3 + 0.5)  # on the 8-bit grid
     with pytest.raises(ValueError, match="divisible"):
         pipeline.cond_channels((18, 18, 3))
+
+
+def test_quantize_uint8_puts_values_on_the_8bit_grid():
+    x = np.array([-1.3, -1.0, -0.999, 0.0, 0.002, 1 / 255, 0.5, 0.9999, 1.0, 2.0], np.float32)
+    got = quantize_uint8(x)
+    k = (got.astype(np.float64) + 1.0) * 127.5
+    np.testing.assert_allclose(k, np.round(k), atol=1e-4)  # integer level k in [0, 255]
+    assert np.all((k > -1e-4) & (k < 255 + 1e-4))
+    # Nearest level, by hand: k = round((x + 1) * 127.5) clipped to [0, 255].
+    want = np.array([0, 0, 0, 128, 128, 128, 191, 255, 255, 255]) / 127.5 - 1.0
+    # 0.0 * 127.5 + 127.5 = 127.5 rounds half to even: 128; 0.5 -> 191.25 -> 191.
+    np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 def test_tile_offsets_cover_and_tiling_is_exact_for_a_local_score():

@@ -8,6 +8,7 @@ import dataclasses
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -189,6 +190,46 @@ def test_bfloat16_compute_close_to_float32(tiny):
     ref = run(tiny, x, c)
     assert out.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(out)))
     assert float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref)) < 0.1
+
+
+def _primitive_dtypes(fn, *args) -> dict[str, set]:
+    """``{primitive name: {dtypes of its inputs}}`` over a function's jaxpr, nested ones included."""
+    seen: dict[str, set] = {}
+
+    def walk(jaxpr):
+        for eqn in jaxpr.eqns:
+            dtypes = {str(v.aval.dtype) for v in eqn.invars if hasattr(v.aval, "dtype")}
+            seen.setdefault(eqn.primitive.name, set()).update(dtypes)
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return seen
+
+
+def test_bfloat16_keeps_group_norm_moments_and_softmax_in_float32():
+    """The bf16 path's numerically fragile parts run in float32: checked directly.
+
+    The end-to-end bf16 test's 10% tolerance cannot see it; here the traced program
+    of each layer must take its reductions and exponentials in float32, and GroupNorm's
+    E[x^2] - E[x]^2 on bf16 activations with a large mean (where bf16 moments cancel
+    catastrophically) must match a float64 two-pass reference.
+    """
+    bf16 = jnp.bfloat16
+    norm = GroupNorm(8, num_groups=2, dtype=bf16, param_dtype=jnp.float32)
+    x = jnp.asarray(np.random.default_rng(0).normal(8.0, 1.0, (2, 8, 8, 8)), bf16)
+    prims = _primitive_dtypes(norm, x)
+    assert prims["reduce_sum"] == {"float32"} and prims["rsqrt"] == {"float32"}, prims
+    got = np.asarray(norm(x), np.float64)
+    xg = np.asarray(x, np.float64).reshape(2, 64, 2, 4)
+    mean = xg.mean(axis=(1, 3), keepdims=True)
+    want = ((xg - mean) / np.sqrt(((xg - mean) ** 2).mean(axis=(1, 3), keepdims=True) + 1e-6)).reshape(got.shape)
+    np.testing.assert_allclose(got, want, atol=0.05)  # bf16 output rounding only
+
+    block = AttentionBlock(8, num_heads=2, rescale_skip=False, dtype=bf16, param_dtype=jnp.float32, rngs=rngs(0))
+    prims = _primitive_dtypes(block, x)
+    assert prims["exp"] == {"float32"} and prims["reduce_max"] == {"float32"}, prims
+    assert "bfloat16" in prims["dot_general"]  # the matmuls themselves do run in bf16
 
 
 # ----------------------------------------------------------------- layers vs closed forms

@@ -72,3 +72,17 @@ def snapshot(directory: str) -> dict[str, tuple[int, float]]:
             st = os.stat(path)
             out[os.path.relpath(path, directory)] = (st.st_size, st.st_mtime_ns)
     return out
+
+
+def assert_trees_equal(got, want, sharding=None) -> None:
+    """Same tree structure (no missing or extra leaf) and bit-equal leaves.
+
+    ``zip`` over two leaf lists stops at the shorter one, so a restore that drops a
+    leaf would pass a leaf-by-leaf loop; the structures are compared first.
+    """
+    assert jax.tree.structure(got) == jax.tree.structure(want), (
+        f"tree structures differ:\n{jax.tree.structure(got)}\n{jax.tree.structure(want)}")
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=jax.tree_util.keystr(path))
+        if sharding is not None:
+            assert a.sharding == sharding, jax.tree_util.keystr(path)

@@ -5,8 +5,9 @@
   the last 297 rows are ``test``.
 * ``fashion_mnist``: 28x28 grey clothing images, 10 classes, 60,000 train / 10,000
   test, read from the IDX files of the Debian package ``dataset-fashion-mnist``
-  (``/usr/share/datasets/fashion-mnist``). If those are absent, a TFDS copy already on
-  disk is used; nothing is ever downloaded.
+  (``/usr/share/datasets/fashion-mnist``), or from the folder named by the environment
+  variable ``DIFFJAX_FASHION_MNIST_DIR`` (the tests point it at a small generated fixture).
+  If those are absent, a TFDS copy already on disk is used; nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -20,10 +21,14 @@ import numpy as np
 from diffjax.data import tfds as tfds_source
 from diffjax.data.pipeline import ArrayDataset, resize_images
 
-__all__ = ["load_digits", "load_fashion_mnist", "read_idx", "FASHION_MNIST_DIR"]
+__all__ = ["load_digits", "load_fashion_mnist", "read_idx", "fashion_mnist_dir", "FASHION_MNIST_DIR",
+           "FASHION_MNIST_ENV"]
 
 DIGITS_TRAIN_SIZE = 1500
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` package puts the IDX files."""
+FASHION_MNIST_ENV = "DIFFJAX_FASHION_MNIST_DIR"
+"""Environment variable naming another folder of the four IDX files (overrides the default)."""
 _FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -93,6 +98,21 @@ def read_idx(path: str) -> np.ndarray:
     return data
 
 
+def fashion_mnist_dir(data_dir: str | None = None) -> str:
+    """The folder Fashion-MNIST's IDX files are read from.
+
+    Args:
+      data_dir: an explicit folder; wins over everything else when given.
+
+    Returns:
+      ``data_dir`` if given, else ``$DIFFJAX_FASHION_MNIST_DIR`` if set and non-empty, else
+      :data:`FASHION_MNIST_DIR` (the Debian package's location).
+    """
+    if data_dir:
+        return data_dir
+    return os.environ.get(FASHION_MNIST_ENV) or FASHION_MNIST_DIR
+
+
 def load_fashion_mnist(
     split: str = "train",
     image_size: int | None = None,
@@ -106,7 +126,8 @@ def load_fashion_mnist(
       image_size: square output size; ``None`` keeps 28x28.
       seed: base seed of the dataset's shuffles.
       data_dir: folder holding the four IDX ``.gz`` files; default
-        ``/usr/share/datasets/fashion-mnist``.
+        ``$DIFFJAX_FASHION_MNIST_DIR`` if set, else ``/usr/share/datasets/fashion-mnist``
+        (see :func:`fashion_mnist_dir`).
 
     Returns:
       A dataset with ``image_shape == (S, S, 1)`` and ``num_classes == 10``.
@@ -116,7 +137,7 @@ def load_fashion_mnist(
         names ``apt-get install dataset-fashion-mnist``.
     """
     _check_split("fashion_mnist", split)
-    folder = FASHION_MNIST_DIR if data_dir is None else data_dir
+    folder = fashion_mnist_dir(data_dir)
     paths = [os.path.join(folder, f) for f in _FASHION_FILES[split]]
     if all(os.path.isfile(p) for p in paths):
         images = read_idx(paths[0])[..., None]
@@ -129,7 +150,7 @@ def load_fashion_mnist(
             f"Fashion-MNIST not found: missing {missing}, and no TFDS copy on disk. "
             "Install it offline-ready with `apt-get install dataset-fashion-mnist` "
             f"(files go to {FASHION_MNIST_DIR}), or pass data_dir=<folder with "
-            f"{', '.join(_FASHION_FILES[split])}>."
+            f"{', '.join(_FASHION_FILES[split])}> (or set {FASHION_MNIST_ENV} to that folder)."
         )
     if images.shape[1:] != (28, 28, 1) or len(images) != len(labels):
         raise ValueError(

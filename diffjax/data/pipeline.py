@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image
 
-__all__ = ["Dataset", "ArrayDataset", "resize_images", "to_unit_range", "host_rows"]
+__all__ = ["Dataset", "ArrayDataset", "resize_images", "to_unit_range", "host_rows", "select_classes"]
 
 # Separate random streams for training batches and evaluation images, so that
 # eval_images(n, seed=s) never equals the first training batch of seed s.
@@ -307,7 +307,8 @@ class ArrayDataset(Dataset):
                     self._perm_cache.pop(next(iter(self._perm_cache)))
         return perm
 
-    def _rows(self, step, global_batch_size, rows, seed):
+    def _indices(self, step, global_batch_size, rows, seed) -> np.ndarray:
+        """Storage indices of the given rows of global batch ``step``."""
         positions = step * global_batch_size + rows  # python ints: no int64 overflow worries
         epochs, within = np.divmod(positions, self.num_examples)
         index = np.empty_like(positions)
@@ -315,6 +316,10 @@ class ArrayDataset(Dataset):
         for epoch in np.unique(epochs):
             sel = epochs == epoch
             index[sel] = self._permutation(TRAIN_STREAM, seed, int(epoch))[within[sel]]
+        return index
+
+    def _rows(self, step, global_batch_size, rows, seed):
+        index = self._indices(step, global_batch_size, rows, seed)
         return to_unit_range(self._images[index]), self._labels[index]
 
     def eval_images(self, n: int, seed: int = 0) -> np.ndarray:
@@ -340,3 +345,41 @@ class ArrayDataset(Dataset):
     def labels(self) -> np.ndarray:
         """All labels of the split, int32 ``(N,)``, in storage order."""
         return self._labels.copy()
+
+    def stored_images(self) -> np.ndarray:
+        """All images of the split as stored (uint8 or float32 ``(N, H, W, C)``), read-only view."""
+        view = self._images.view()
+        view.flags.writeable = False
+        return view
+
+def select_classes(dataset: Dataset, classes) -> ArrayDataset:
+    """The examples of ``classes`` only, relabelled ``0 .. len(classes) - 1`` in the given order.
+
+    E.g. ``select_classes(fashion_mnist, (7, 9))``: sneakers become class 0 and
+    ankle boots class 1 (a two-domain set for a domain classifier);
+    ``(9,)`` keeps the ankle boots alone (a target-domain score model).
+
+    Args:
+      dataset: a labelled in-memory dataset (``digits``, ``fashion_mnist``, ...).
+      classes: distinct class ids of ``dataset``.
+
+    Returns:
+      An :class:`ArrayDataset` with ``num_classes = len(classes)``.
+
+    Raises:
+      ValueError: on an unlabelled or streaming dataset, or a class id out of range or repeated.
+    """
+    if not isinstance(dataset, ArrayDataset) or dataset.num_classes == 0:
+        raise ValueError(f"selecting classes needs a labelled in-memory dataset, got {dataset!r}")
+    classes = [int(c) for c in classes]
+    if not classes or len(set(classes)) != len(classes) or not all(0 <= c < dataset.num_classes for c in classes):
+        raise ValueError(
+            f"classes must be distinct ids in [0, {dataset.num_classes}) of {dataset.name!r}, got {classes}"
+        )
+    labels = dataset.labels()
+    keep = np.isin(labels, classes)
+    relabel = np.zeros(dataset.num_classes, np.int32)
+    relabel[classes] = np.arange(len(classes), dtype=np.int32)
+    return ArrayDataset(
+        dataset.name, dataset.split, dataset._images[keep], relabel[labels[keep]], len(classes), dataset.seed
+    )

@@ -2,11 +2,14 @@
 
 from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, sinusoidal_embedding
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
+from diffjax.nn.classifier import Classifier, ClassifierConfig
 
 __all__ = [
     "UNet",
     "UNetConfig",
     "num_parameters",
+    "Classifier",
+    "ClassifierConfig",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
     "sinusoidal_embedding",

@@ -48,13 +48,147 @@ def group_count(channels: int, max_groups: int = 32) -> int:
     return 1
 
 
+def patches_kernel_grad(x: Array, g: Array, kernel_shape: tuple[int, int], strides, padding) -> Array:
+    """Kernel gradient of an NHWC/HWIO convolution as one patches x output-gradient matmul.
+
+    ``dW[kh, kw, c, o] = sum_{b, i, j} patch(x)[b, i, j, (c, kh, kw)] * g[b, i, j, o]``:
+    ``lax.conv_general_dilated_patches`` gathers the patches, ``dot_general``
+    contracts batch and space. The same numbers as XLA's kernel-gradient
+    convolution up to summation order.
+
+    Args:
+      x: the convolution's input, ``(B, H, W, C)``.
+      g: the gradient of its output, ``(B, H', W', O)``.
+      kernel_shape: ``(kh, kw)``.
+      strides: window strides, a pair.
+      padding: ``"SAME"`` / ``"VALID"`` or explicit ``((lo, hi), (lo, hi))``.
+
+    Returns:
+      ``(kh, kw, C, O)`` in the dtype of ``x`` (accumulated in float32).
+    """
+    kh, kw = kernel_shape
+    patches = jax.lax.conv_general_dilated_patches(
+        x, (kh, kw), tuple(strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    dw = jax.lax.dot_general(patches, g.astype(patches.dtype), (((0, 1, 2), (0, 1, 2)), ((), ())),
+                             preferred_element_type=jnp.float32)
+    c, o = x.shape[-1], g.shape[-1]
+    # The patch features are ordered (c, kh, kw), channel-major.
+    return dw.reshape(c, kh, kw, o).transpose(1, 2, 0, 3).astype(x.dtype)
+
+
+def _xla_conv(x, w, strides, padding):
+    return jax.lax.conv_general_dilated(x, w, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def patches_grad_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                      dimension_numbers=None, feature_group_count=1, batch_group_count=1,
+                      precision=None, preferred_element_type=None, out_sharding=None):
+    """``lax.conv_general_dilated`` whose kernel gradient is :func:`patches_kernel_grad`.
+
+    A drop-in ``conv_general_dilated`` for ``nnx.Conv`` (NHWC input, HWIO kernel,
+    no dilation, one group). The forward pass and the input gradient are XLA's;
+    only the kernel gradient changes (see docs/unet.md for where it wins).
+
+    Raises:
+      ValueError: on dilation, grouping or layouts it does not implement.
+    """
+    if any(d not in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ())):
+        raise ValueError(f"patches_grad_conv supports no dilation, got {lhs_dilation}, {rhs_dilation}")
+    if feature_group_count != 1 or batch_group_count != 1:
+        raise ValueError("patches_grad_conv supports feature_group_count = batch_group_count = 1")
+    if out_sharding is not None or preferred_element_type is not None:
+        raise ValueError("patches_grad_conv supports neither out_sharding nor preferred_element_type")
+    if lhs.ndim != 4:
+        raise ValueError(f"patches_grad_conv takes NHWC images, got an input of shape {lhs.shape}")
+    if dimension_numbers is not None:
+        dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        if dn != jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")):
+            raise ValueError(f"patches_grad_conv needs NHWC / HWIO layouts, got {dimension_numbers}")
+    if isinstance(padding, str):
+        padding = padding.upper()
+    else:
+        padding = tuple(tuple(int(v) for v in p) for p in padding)
+    return _patches_grad_conv(lhs, rhs, tuple(int(s) for s in window_strides), padding)
+
+
+def _patches_grad_conv(x, w, strides, padding):
+    return _patches_grad_conv_custom(strides, padding)(x, w)
+
+
+def patches_wins(input_shape, kernel_shape, strides) -> bool:
+    """Whether the patches kernel gradient measured faster than XLA's for this shape (CPU).
+
+    The rule summarises ``benchmarks/conv_grad.py`` on the shared 2-core CPU
+    (docs/unet.md); on other backends XLA's own gradient is kept.
+    """
+    if jax.default_backend() != "cpu":
+        return False
+    return _PATCHES_RULE(tuple(input_shape), tuple(kernel_shape), tuple(strides))
+
+
+def _patches_rule(input_shape, kernel_shape, strides) -> bool:
+    # 1x1 kernels: the patches are the input itself, so the kernel gradient is one
+    # plain (B*H*W, C)^T x (B*H*W, O) matmul, which measured several times faster
+    # than XLA's kernel-gradient convolution. For 3x3 kernels the 9x larger patch
+    # tensor costs more than it saves (benchmarks/conv_grad.py, docs/unet.md).
+    return tuple(kernel_shape[:2]) == (1, 1) and tuple(strides) == (1, 1)
+
+
+_PATCHES_RULE = _patches_rule
+
+
+def auto_grad_conv(lhs, rhs, window_strides, padding, *args, **kwargs):
+    """``patches_grad_conv`` where :func:`patches_wins`, else ``lax.conv_general_dilated``."""
+    if lhs.ndim == 4 and patches_wins(lhs.shape, rhs.shape, window_strides):
+        return patches_grad_conv(lhs, rhs, window_strides, padding, *args, **kwargs)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, *args, **kwargs)
+
+
+_CUSTOM_CACHE: dict = {}
+
+
+def _patches_grad_conv_custom(strides, padding):
+    """The custom-VJP convolution for one (strides, padding), built once."""
+    key = (strides, padding)
+    if key not in _CUSTOM_CACHE:
+        @jax.custom_vjp
+        def f(x, w):
+            return _xla_conv(x, w, strides, padding)
+
+        def fwd(x, w):
+            return _xla_conv(x, w, strides, padding), (x, w)
+
+        def bwd(res, g):
+            x, w = res
+            _, x_vjp = jax.vjp(lambda x: _xla_conv(x, w, strides, padding), x)
+            dw = patches_kernel_grad(x, g, w.shape[:2], strides, padding)
+            return x_vjp(g)[0], dw.astype(w.dtype)
+
+        f.defvjp(fwd, bwd)
+        _CUSTOM_CACHE[key] = f
+    return _CUSTOM_CACHE[key]
+
+
+KERNEL_GRADS = ("xla", "patches", "auto")
+ATTENTION_IMPLS = ("einsum", "dot_product")
+
+
 def conv(in_ch: int, out_ch: int, kernel: int, *, strides: int = 1, zero_init: bool = False,
-         dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Conv:
-    """A 'SAME'-padded square convolution with DDPM's initialisation (or zeros)."""
+         dtype, param_dtype, rngs: nnx.Rngs, kernel_grad: str = "xla") -> nnx.Conv:
+    """A 'SAME'-padded square convolution with DDPM's initialisation (or zeros).
+
+    ``kernel_grad`` picks how its kernel gradient is computed: ``"xla"`` (XLA's
+    transposed convolution), ``"patches"`` (:func:`patches_kernel_grad`) or
+    ``"auto"`` (patches only for the shapes where it measured faster, see
+    :func:`patches_wins`). The forward pass is the same in all three.
+    """
+    if kernel_grad not in KERNEL_GRADS:
+        raise ValueError(f"kernel_grad must be one of {KERNEL_GRADS}, got {kernel_grad!r}")
+    fn = {"xla": jax.lax.conv_general_dilated, "patches": patches_grad_conv, "auto": auto_grad_conv}[kernel_grad]
     return nnx.Conv(
         in_ch, out_ch, (kernel, kernel), strides=strides, padding="SAME",
         kernel_init=_zeros if zero_init else _default_init,
-        dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+        dtype=dtype, param_dtype=param_dtype, rngs=rngs, conv_general_dilated=fn,
     )
 
 
@@ -124,18 +258,20 @@ class ResBlock(nnx.Module):
         constant through the many residual additions (DDPM++).
       block_id: a static index, folded into the dropout key so every block
         draws independent masks from the one key the network receives.
+      kernel_grad: how the convolutions' kernel gradients are computed (see :func:`conv`).
     """
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, *, dropout_rate: float,
-                 rescale_skip: bool, block_id: int, dtype, param_dtype, rngs: nnx.Rngs):
+                 rescale_skip: bool, block_id: int, dtype, param_dtype, rngs: nnx.Rngs, kernel_grad: str = "xla"):
+        ckw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs, kernel_grad=kernel_grad)
         self.norm1 = _norm(in_ch, dtype, param_dtype)
-        self.conv1 = conv(in_ch, out_ch, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv1 = conv(in_ch, out_ch, 3, **ckw)
         self.emb_proj = nnx.Linear(emb_dim, out_ch, kernel_init=_default_init,
                                    dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm2 = _norm(out_ch, dtype, param_dtype)
         # Zero init: every block starts as (a scaled) identity, as in DDPM++.
-        self.conv2 = conv(out_ch, out_ch, 3, zero_init=True, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.skip = (conv(in_ch, out_ch, 1, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.conv2 = conv(out_ch, out_ch, 3, zero_init=True, **ckw)
+        self.skip = (conv(in_ch, out_ch, 1, **ckw)
                      if in_ch != out_ch else None)
         self.dropout_rate = dropout_rate
         self.rescale_skip = rescale_skip
@@ -162,12 +298,19 @@ class AttentionBlock(nnx.Module):
       channels: channel count (divisible by ``num_heads``).
       num_heads: number of heads.
       rescale_skip: divide the residual sum by sqrt(2).
+      impl: ``"einsum"`` (two batched matmuls and a float32 softmax, fastest on
+        XLA's CPU backend) or ``"dot_product"`` (``jax.nn.dot_product_attention``,
+        which XLA may lower to a fused kernel such as cuDNN flash attention on GPU).
+        Same numbers within float tolerance (tests/test_conv_grad.py).
     """
 
     def __init__(self, channels: int, *, num_heads: int, rescale_skip: bool,
-                 dtype, param_dtype, rngs: nnx.Rngs):
+                 dtype, param_dtype, rngs: nnx.Rngs, impl: str = "einsum"):
         if channels % num_heads:
             raise ValueError(f"attention channels {channels} not divisible by num_heads={num_heads}")
+        if impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention impl must be one of {ATTENTION_IMPLS}, got {impl!r}")
+        self.impl = impl
         self.norm = _norm(channels, dtype, param_dtype)
         # One fused projection for q, k, v: one matmul instead of three.
         self.qkv = nnx.Linear(channels, 3 * channels, kernel_init=_default_init,
@@ -185,6 +328,10 @@ class AttentionBlock(nnx.Module):
         # Rank-2 input to the projections: their kernel gradients become plain
         # 2-D matmuls instead of contractions over three axes.
         qkv = self.qkv(self.norm(x).reshape(b * length, ch)).reshape(b, length, 3, heads, head_dim)
+        if self.impl == "dot_product":
+            h = jax.nn.dot_product_attention(qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]).reshape(b * length, ch)
+            out = x + self.out(h).reshape(b, hgt, wid, ch)
+            return out * (1.0 / math.sqrt(2.0)) if self.rescale_skip else out
         # Heads folded into the batch: rank-3 batched matmuls are what XLA's
         # CPU backend runs fastest (rank-4 einsums cost ~2x forward and
         # backward). One transpose puts q, k, v (and the heads) in front.
@@ -203,8 +350,9 @@ class AttentionBlock(nnx.Module):
 class Downsample(nnx.Module):
     """Halve H and W: stride-2 3x3 conv, or 2x2 average pooling."""
 
-    def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs: nnx.Rngs):
-        self.conv = (conv(channels, channels, 3, strides=2, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs: nnx.Rngs, kernel_grad: str = "xla"):
+        self.conv = (conv(channels, channels, 3, strides=2, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                          kernel_grad=kernel_grad)
                      if with_conv else None)
 
     def __call__(self, x: Array) -> Array:
@@ -217,8 +365,9 @@ class Downsample(nnx.Module):
 class Upsample(nnx.Module):
     """Double H and W: nearest neighbour, then (optionally) a 3x3 conv."""
 
-    def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs: nnx.Rngs):
-        self.conv = (conv(channels, channels, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    def __init__(self, channels: int, *, with_conv: bool, dtype, param_dtype, rngs: nnx.Rngs, kernel_grad: str = "xla"):
+        self.conv = (conv(channels, channels, 3, dtype=dtype, param_dtype=param_dtype, rngs=rngs,
+                          kernel_grad=kernel_grad)
                      if with_conv else None)
 
     def __call__(self, x: Array) -> Array:

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from diffjax.nn.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
-from diffjax.nn.layers import AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count
+from diffjax.nn.layers import (
+    ATTENTION_IMPLS, KERNEL_GRADS, AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count,
+)
 from diffjax.typing import Array, PRNGKey
 
 __all__ = ["UNetConfig", "UNet"]
@@ -70,6 +72,15 @@ class UNetConfig:
         ``"score"``); read by callers, not by the network.
       dtype: compute dtype, ``"float32"``, ``"bfloat16"`` or ``"float16"``.
       param_dtype: parameter dtype, same choices.
+      conv_kernel_grad: how convolution kernel gradients are computed: ``"xla"``
+        (XLA's own), ``"patches"`` (patches x output-gradient matmuls) or
+        ``"auto"`` (patches only for the layer shapes where it measured faster;
+        docs/unet.md). Values and gradients agree within float tolerance;
+        ``"patches"`` / ``"auto"`` are custom VJPs, so they do not support
+        ``jax.jvp`` through the network (``dj.log_likelihood`` needs ``"xla"``).
+      attention_impl: ``"einsum"`` (default; fastest on CPU) or
+        ``"dot_product"`` (``jax.nn.dot_product_attention``: a fused kernel
+        where the backend has one, e.g. cuDNN on GPU). Same numbers.
     """
 
     image_size: int = 32
@@ -92,6 +103,8 @@ class UNetConfig:
     prediction: str = "eps"
     dtype: str = "float32"
     param_dtype: str = "float32"
+    conv_kernel_grad: str = "xla"
+    attention_impl: str = "einsum"
 
     def __post_init__(self):
         # Configs read from ConfigDicts hand over lists; store hashable tuples.
@@ -99,6 +112,10 @@ class UNetConfig:
         object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
         if self.time_embedding not in _TIME_EMBEDDINGS:
             raise ValueError(f"time_embedding must be one of {_TIME_EMBEDDINGS}, got {self.time_embedding!r}")
+        if self.conv_kernel_grad not in KERNEL_GRADS:
+            raise ValueError(f"conv_kernel_grad must be one of {KERNEL_GRADS}, got {self.conv_kernel_grad!r}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl must be one of {ATTENTION_IMPLS}, got {self.attention_impl!r}")
         if self.prediction not in _PREDICTIONS:
             raise ValueError(f"prediction must be one of {_PREDICTIONS}, got {self.prediction!r}")
         for field in ("dtype", "param_dtype"):
@@ -176,6 +193,7 @@ class UNet(nnx.Module):
         cfg = config
         dt, pdt = _DTYPES[cfg.dtype], _DTYPES[cfg.param_dtype]
         kw = dict(dtype=dt, param_dtype=pdt, rngs=rngs)
+        ckw = dict(kw, kernel_grad=cfg.conv_kernel_grad)  # for the blocks that hold convolutions
         nf = cfg.base_channels
         emb_dim = 4 * nf
 
@@ -198,12 +216,13 @@ class UNet(nnx.Module):
 
         def res(cin, cout):
             return ResBlock(cin, cout, emb_dim, dropout_rate=cfg.dropout, rescale_skip=cfg.rescale_skip,
-                           block_id=next(block_ids), **kw)
+                           block_id=next(block_ids), **ckw)
 
         def attn(ch):
-            return AttentionBlock(ch, num_heads=cfg.num_heads, rescale_skip=cfg.rescale_skip, **kw)
+            return AttentionBlock(ch, num_heads=cfg.num_heads, rescale_skip=cfg.rescale_skip,
+                                  impl=cfg.attention_impl, **kw)
 
-        self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **kw)
+        self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **ckw)
         # Channel count of every activation pushed on the skip stack, in order.
         skip_channels = [nf]
         ch = nf
@@ -215,7 +234,7 @@ class UNet(nnx.Module):
                 ch = nf * mult
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
-                downsamplers.append(Downsample(ch, with_conv=cfg.resample_with_conv, **kw))
+                downsamplers.append(Downsample(ch, with_conv=cfg.resample_with_conv, **ckw))
                 skip_channels.append(ch)
         self.down = nnx.List(down)
         self.downsamplers = nnx.List(downsamplers)
@@ -233,13 +252,13 @@ class UNet(nnx.Module):
                                    attn(nf * mult) if with_attn else None))
                 ch = nf * mult
             if level != 0:
-                upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **kw))
+                upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **ckw))
         self.up = nnx.List(up)
         self.upsamplers = nnx.List(upsamplers)
 
         self.norm_out = GroupNorm(ch, num_groups=group_count(ch), epsilon=1e-6, dtype=dt, param_dtype=pdt)
         # Zero init: the untrained network predicts 0 (e.g. eps = 0), a neutral start.
-        self.conv_out = conv(ch, cfg.output_channels, 3, zero_init=True, **kw)
+        self.conv_out = conv(ch, cfg.output_channels, 3, zero_init=True, **ckw)
 
     def _check_aug_level(self, aug_level, batch: int) -> None:
         if self.config.aug_level_embedding:
@@ -314,8 +333,40 @@ class UNet(nnx.Module):
         Returns:
           ``(B, H, W, out_channels)`` float32 prediction.
         """
+        return self._forward(x, c, cond, labels, dropout_key, aug_level, None)
+
+    def activation_names(self) -> tuple[str, ...]:
+        """Names of the blocks :meth:`activations` returns, from input to output.
+
+        ``down_{i}`` is encoder residual block ``i`` (with its attention), ``mid`` the
+        middle, ``up_{i}`` decoder block ``i`` (``i = 0`` nearest the middle, at the
+        lowest resolution).
+        """
+        cfg = self.config
+        down = [f"down_{i}" for i in range(len(cfg.channel_mult) * cfg.num_res_blocks)]
+        up = [f"up_{i}" for i in range(len(cfg.channel_mult) * (cfg.num_res_blocks + 1))]
+        return (*down, "mid", *up)
+
+    def activations(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
+                    aug_level: Array | None = None) -> dict[str, Array]:
+        """Intermediate activations (no dropout), e.g. as per-pixel features.
+
+        Args:
+          x, c, cond, labels, aug_level: as in :meth:`__call__`.
+
+        Returns:
+          ``{name: (B, h, w, channels)}`` for every name of :meth:`activation_names`,
+          each the output of its block (a level's resolution, before resampling).
+        """
+        acts: dict[str, Array] = {}
+        self._forward(x, c, cond, labels, None, aug_level, acts)
+        return acts
+
+    def _forward(self, x, c, cond, labels, dropout_key, aug_level, acts: dict | None) -> Array:
+        """The network; block outputs are stored in ``acts`` when it is a dict."""
         self._check_inputs(x, c, cond, labels)
         self._check_aug_level(aug_level, x.shape[0])
+        keep = (lambda name, value: acts.__setitem__(name, value)) if acts is not None else (lambda *_: None)
         cfg = self.config
         dt = _DTYPES[cfg.dtype]
         emb = self.embed(c, labels)
@@ -333,6 +384,7 @@ class UNet(nnx.Module):
         for level in range(num_levels):
             for j in range(cfg.num_res_blocks):
                 h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key)
+                keep(f"down_{level * cfg.num_res_blocks + j}", h)
                 skips.append(h)
             if level != num_levels - 1:
                 h = self.downsamplers[level](h)
@@ -341,11 +393,13 @@ class UNet(nnx.Module):
         h = self.mid_res1(h, emb_act, dropout_key)
         h = self.mid_attn(h)
         h = self.mid_res2(h, emb_act, dropout_key)
+        keep("mid", h)
 
         block = 0
         for i, level in enumerate(reversed(range(num_levels))):
             for _ in range(cfg.num_res_blocks + 1):
                 h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key)
+                keep(f"up_{block}", h)
                 block += 1
             if level != 0:
                 h = self.upsamplers[i](h)

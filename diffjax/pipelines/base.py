@@ -21,6 +21,8 @@ class Pipeline:
 
     #: ``config.task.name`` of this pipeline.
     name: str = "generate"
+    #: the network the task trains: ``"unet"`` (a score model) or ``"classifier"``.
+    network: str = "unet"
 
     def cond_channels(self, image_shape: tuple[int, int, int]) -> int:
         """Channels of the condition image the network takes (0 = unconditional)."""
@@ -47,6 +49,23 @@ class Pipeline:
           added; ``"image"`` stays the target the network learns to produce.
         """
         return batch
+
+    def bind_condition(self, score_for_condition, cond, sde, sampler, key):
+        """The whole-image ``score_fn(x, t)`` for condition ``cond``, and the key left for sampling.
+
+        Args:
+          score_for_condition: ``score_for_condition(c) -> score_fn(x, t)``, the
+            network (tiled as needed) bound to a whole-image condition ``c``.
+          cond: the condition batch (``None`` for an unconditional model).
+          sde, sampler: the run's process and the sampler about to run.
+          key: the sampling key.
+
+        Returns:
+          ``(score_fn, key)``. The default binds the clean condition and keeps the
+          key; the conditional estimators (CDiffE, CMDE) draw ``y_t`` from part of it.
+        """
+        del sde, sampler
+        return score_for_condition(cond), key
 
 
 class GeneratePipeline(Pipeline):

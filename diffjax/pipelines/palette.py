@@ -281,6 +281,7 @@ class PaletteMultitask(_Palette):
 
     @property
     def uses_loss_mask(self) -> bool:
+        """Always true: a batch mixes tasks, so every row carries a loss mask (ones outside inpainting)."""
         return True  # rows of mask tasks and of the others share one batch layout
 
     def condition(self, kind, images, masks, seed):

@@ -15,7 +15,7 @@ from diffjax.pipelines.base import Pipeline, row_rng
 from diffjax.tasks.cascade import gaussian_blur, noise_augment
 from diffjax.tasks.sr3 import PROJECTIONS, downsample, quantize_uint8, upsample
 
-__all__ = ["SR3Pipeline"]
+__all__ = ["SR3Pipeline", "make_sr_fn", "read_low_res_folder", "low_res_size_problem"]
 
 # Separate random streams per row, so turning one augmentation on does not
 # change the draws of another.
@@ -149,6 +149,20 @@ def make_sr_fn(graphdef, model_state, sde, sampler, *, channels: int, tile: int,
     return sr
 
 
+def low_res_size_problem(hw: tuple[int, int], *, scale: int, tile: int) -> str | None:
+    """What is wrong with a low-resolution input of size ``hw``, or ``None`` if it is large enough.
+
+    Shared by ``sample.py --input`` (:func:`read_low_res_folder`) and
+    :meth:`diffjax.Run.restore`: an input must be at least ``ceil(tile / scale)``
+    pixels on each side, so that its output covers one network input.
+    """
+    smallest = -(-tile // scale)
+    if min(hw) < smallest:
+        return (f"{hw[0]}x{hw[1]} is too small; the model needs at least {smallest}x{smallest} "
+                f"(output {tile}x{tile} at scale {scale})")
+    return None
+
+
 def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int) -> list[tuple[str, np.ndarray]]:
     """Read and check every PNG of a folder before any output is written.
 
@@ -176,7 +190,6 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
     if not names:
         raise ValueError(f"--input {input_dir!r} holds no files; expected low-resolution PNG images")
     modes = {1: ("L",), 3: ("RGB",)}[channels] if channels in (1, 3) else ()
-    smallest = -(-tile // scale)
     images, problems = [], []
     for name in names:
         path = os.path.join(input_dir, name)
@@ -195,9 +208,8 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
                             f"the model takes {channels}-channel images ({' or '.join(modes) or 'none'})")
         elif pixels.dtype != np.uint8:
             problems.append(f"{name}: {pixels.dtype} pixels; expected 8-bit")
-        elif min(pixels.shape[:2]) < smallest:
-            problems.append(f"{name}: {pixels.shape[0]}x{pixels.shape[1]} is too small; the model needs at "
-                            f"least {smallest}x{smallest} (output {tile}x{tile} at scale {scale})")
+        elif (problem := low_res_size_problem(pixels.shape[:2], scale=scale, tile=tile)) is not None:
+            problems.append(f"{name}: {problem}")
         else:
             pixels = pixels.reshape(*pixels.shape[:2], channels)
             images.append((name, pixels.astype(np.float32) / 127.5 - 1.0))

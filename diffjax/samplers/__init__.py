@@ -8,6 +8,7 @@
 ``DDIM``               DDIM with ``eta`` (0 = deterministic)
 ``Heun``               second-order probability-flow ODE, fixed steps
 ``DPMSolverPP``        multistep DPM-Solver++ (orders 1-3)
+``UniPC``              DPM-Solver++ predictor + UniC corrector (orders 1-3)
 ``ProbabilityFlowODE`` adaptive embedded Runge-Kutta on the probability flow
 =====================  =========================================================
 """
@@ -17,6 +18,7 @@ from diffjax.samplers.pc import EulerMaruyama, PredictorCorrector, ReverseDiffus
 from diffjax.samplers.ancestral import DDIM, Ancestral
 from diffjax.samplers.heun import Heun
 from diffjax.samplers.dpm_solver import DPMSolverPP
+from diffjax.samplers.unipc import UniPC
 from diffjax.samplers.ode import ProbabilityFlowODE
 
 __all__ = [
@@ -31,5 +33,6 @@ __all__ = [
     "DDIM",
     "Heun",
     "DPMSolverPP",
+    "UniPC",
     "ProbabilityFlowODE",
 ]

@@ -16,13 +16,17 @@ import jax
 import jax.numpy as jnp
 
 from diffjax.parametrization import tweedie_x0
+from diffjax.samplers.schedules import FITTED, fitted_fractions
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
 __all__ = ["Sampler", "sample", "time_grid", "static_sampler", "SPACINGS"]
 
-Spacing = Literal["logsnr", "uniform", "quadratic"]
-SPACINGS = ("logsnr", "uniform", "quadratic")
+Spacing = Literal["logsnr", "uniform", "quadratic", "karras", "fitted"]
+SPACINGS = ("logsnr", "uniform", "quadratic", "karras", "fitted")
+
+# EDM's exponent for its sigma spacing (Karras et al. 2022, eq. 5).
+KARRAS_RHO = 7.0
 
 
 def static_sampler(cls):
@@ -46,6 +50,20 @@ class Sampler:
             _check_steps(type(self).__name__, self.steps)
         if hasattr(self, "spacing") and self.spacing not in SPACINGS:
             raise ValueError(f"{type(self).__name__} needs spacing in {SPACINGS}, got spacing={self.spacing!r}")
+        if getattr(self, "spacing", None) == "fitted" and self._fitted_family is None:
+            allowed = tuple(s for s in SPACINGS if s != "fitted")
+            raise ValueError(
+                f"{type(self).__name__} has no fitted schedule (only UniPC and DPMSolverPP do); "
+                f"use spacing in {allowed}, got spacing='fitted'"
+            )
+        if getattr(self, "spacing", None) == "fitted" and not FITTED.get(self._fitted_family):
+            raise ValueError(
+                f"{type(self).__name__} has no fitted schedule for {self._fitted_family!r}; fitted: "
+                f"{sorted(k for k, v in FITTED.items() if v)} (benchmarks/fit_schedule.py fits them)"
+            )
+
+    # Key of schedules.FITTED read by spacing="fitted"; None: the sampler has no fitted grid.
+    _fitted_family = None
 
     def __post_init__(self):
         self.validate()
@@ -57,12 +75,35 @@ class Sampler:
         raise NotImplementedError
 
 
-def time_grid(sde: SDE, t_start, t_end, steps: int, spacing: Spacing = "uniform", dtype=jnp.float32) -> Array:
+def time_grid(
+    sde: SDE, t_start, t_end, steps: int, spacing: Spacing = "uniform", dtype=jnp.float32, *, fitted_for: str | None = None
+) -> Array:
     """``steps + 1`` decreasing times from ``t_start`` to ``t_end`` (both included).
 
     ``"uniform"``: equal steps in t. ``"quadratic"``: equal steps in sqrt(t)
     (finer near the data, as in DDIM's quadratic schedule). ``"logsnr"``: equal
     steps in the half log-SNR ``lambda(t)``, DPM-Solver's recommended choice.
+    ``"karras"``: EDM's sigma spacing (Karras et al. 2022, eq. 5): equal steps in
+    ``rho^(1/7)`` with ``rho = sigma / alpha = exp(-lambda)``, the noise level of
+    the scaled variable. ``"fitted"``: the log-SNR fractions fitted once on the
+    exact-score Gaussian mixture under the VP process for the sampler family
+    ``fitted_for`` (Align-Your-Steps style; see :mod:`diffjax.samplers.schedules`).
+
+    Args:
+      sde: the forward process (its ``log_snr`` / ``t_from_log_snr`` for the
+        ``"logsnr"``, ``"karras"`` and ``"fitted"`` grids).
+      t_start, t_end: scalar end points, ``t_end < t_start``.
+      steps: number of intervals, ``>= 1``.
+      spacing: one of ``SPACINGS``.
+      dtype: floating dtype of the result.
+      fitted_for: which fitted table ``"fitted"`` reads (a key of
+        ``schedules.FITTED``); required by ``"fitted"``, ignored by the others.
+
+    Returns:
+      Array of shape ``(steps + 1,)``.
+
+    Raises:
+      ValueError: on an unknown ``spacing`` or ``fitted_for``.
     """
     t_start = jnp.asarray(t_start, dtype)
     t_end = jnp.asarray(t_end, dtype)
@@ -72,9 +113,20 @@ def time_grid(sde: SDE, t_start, t_end, steps: int, spacing: Spacing = "uniform"
     if spacing == "quadratic":
         a, b = jnp.sqrt(t_start), jnp.sqrt(t_end)
         return (a + (b - a) * u) ** 2
-    if spacing == "logsnr":
+    if spacing in ("logsnr", "karras", "fitted"):
         lam_start, lam_end = sde.log_snr(t_start), sde.log_snr(t_end)
-        ts = sde.t_from_log_snr(lam_start + (lam_end - lam_start) * u)
+        if spacing == "logsnr":
+            lam = lam_start + (lam_end - lam_start) * u
+        elif spacing == "karras":
+            # rho^(1/7) = exp(-lambda / 7), linear in u.
+            a, b = jnp.exp(-lam_start / KARRAS_RHO), jnp.exp(-lam_end / KARRAS_RHO)
+            lam = -KARRAS_RHO * jnp.log(a + (b - a) * u)
+        else:
+            if fitted_for is None:
+                raise ValueError("spacing='fitted' needs fitted_for, the sampler family the grid was fitted for")
+            frac = jnp.asarray(fitted_fractions(fitted_for, steps), dtype)
+            lam = lam_start + (lam_end - lam_start) * frac
+        ts = sde.t_from_log_snr(lam)
         # Pin the end points: the inverse is exact only to rounding.
         return ts.at[0].set(t_start).at[-1].set(t_end)
     raise ValueError(f"unknown time spacing {spacing!r}; expected one of {SPACINGS}")

@@ -110,7 +110,9 @@ def dpm_solver_coefficients(sde: SDE, ts: Array, orders: np.ndarray, eta: float 
     phi3 = phi2 / h_eta - 0.5
     a = alpha[1:]
     c_x = sigma[1:] / sigma[:-1] * jnp.exp(-eta * h)
-    c_z = sigma[1:] * jnp.sqrt(-jnp.expm1(-2.0 * eta * h))
+    # The ODE draws no noise; written as zeros (not sqrt(0)) so the coefficients
+    # stay differentiable in the grid (benchmarks/fit_schedule.py).
+    c_z = sigma[1:] * jnp.sqrt(-jnp.expm1(-2.0 * eta * h)) if eta > 0 else jnp.zeros_like(h)
 
     # Coefficient vectors over (m_0, m_1, m_2).
     e0 = jnp.array([1.0, 0.0, 0.0], ts.dtype)
@@ -187,7 +189,28 @@ class DPMSolverPP(Sampler):
         Returns:
           ``(x, info)`` with ``info["nfe"] == steps``.
         """
-        ts = time_grid(sde, t_start, t_end, self.steps, self.spacing, dtype=x.dtype)
+        ts = time_grid(sde, t_start, t_end, self.steps, self.spacing, dtype=x.dtype, fitted_for=self._fitted_family)
+        return self.run_on_times(score_fn, sde, x, ts, key=key), {"nfe": self.steps}
+
+    @property
+    def _fitted_family(self) -> str:
+        return f"dpmpp{self.order}"
+
+    def run_on_times(self, score_fn: ScoreFn, sde: SDE, x: Array, ts: Array, *, key: PRNGKey) -> Array:
+        """The same integration on an explicit decreasing grid ``ts`` of shape ``(steps + 1,)``.
+
+        Differentiable in ``ts``: ``benchmarks/fit_schedule.py`` fits grids through it.
+
+        Args:
+          score_fn: ``score_fn(x, t)``, ``t`` of shape ``(batch,)``.
+          sde: the forward process.
+          x: the state at ``ts[0]``, shape ``(batch, *dims)``.
+          ts: decreasing times in ``[sde.eps, sde.T]``.
+          key: noise key when ``eta > 0``.
+
+        Returns:
+          The state at ``ts[-1]``.
+        """
         orders = step_orders(self.steps, self.order, self.lower_order_final)
         coeffs = dpm_solver_coefficients(sde, ts, orders, float(self.eta)).astype(x.dtype)
         # Like every stochastic sampler here, return the noise-free mean of the last step.
@@ -207,4 +230,4 @@ class DPMSolverPP(Sampler):
 
         zeros = jnp.zeros_like(x)
         (x, _, _), _ = jax.lax.scan(step, (x, zeros, zeros), (jnp.arange(self.steps), ts[:-1], coeffs))
-        return x, {"nfe": self.steps}
+        return x

@@ -1,11 +1,23 @@
 """Task algorithms built on an unconditional or conditional score function.
 
 ``repaint``  RePaint inpainting with resampling jumps (any unconditional score)
+``sdedit``   SDEdit: editing and synthesis from a guide (any unconditional score)
+``egsde``    EGSDE: unpaired translation with energy guidance (:mod:`diffjax.tasks.egsde`)
 ``sr3``      SR3 super-resolution: bicubic resampling, tiled sampling (:mod:`diffjax.tasks.sr3`)
 ``cascade``  conditioning augmentation of cascaded models (:mod:`diffjax.tasks.cascade`)
+``conditional_sample``  CDE / CDiffE / CMDE conditional score estimators (:mod:`diffjax.tasks.conditional`)
+``plug_and_play``  a diffusion prior plus a differentiable constraint (Graikos et al.)
+``segmentation``   per-pixel features of a diffusion network (Baranchuk et al.)
+``pixel_classifier``  their MLP ensemble: vote and per-pixel uncertainty
 """
 
 from diffjax.tasks.repaint import repaint, repaint_nfe, repaint_schedule
-from diffjax.tasks import cascade, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
+from diffjax.tasks.sdedit import sdedit
+from diffjax.tasks.egsde import egsde, egsde_energy
+from diffjax.tasks.conditional import conditional_sample
+from diffjax.tasks.pnp import plug_and_play
+from diffjax.tasks import pixel_classifier, segmentation  # ddpm_feature_fn, train_ensemble, ...
+from diffjax.tasks import cascade, conditional, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
 
-__all__ = ["repaint", "repaint_schedule", "repaint_nfe"]
+__all__ = ["repaint", "repaint_schedule", "repaint_nfe", "sdedit", "egsde", "egsde_energy", "conditional_sample",
+           "plug_and_play"]

@@ -12,9 +12,10 @@ and downsampling the output again (consistency) uses exactly the operator the
 training pairs were made with.
 
 Images larger than the network's input are super-resolved as overlapping
-tiles *inside* the sampler: at every step the score of the whole image is the
-window-weighted average of the tiles' scores. The sampler therefore moves one
-global image, so tiles agree where they overlap and no seam appears.
+tiles *inside* the sampler (:mod:`diffjax.tiling`, shared with every
+restoration task; ``tile_offsets`` and ``tiled_score_fn`` are re-exported
+here): at every step the score of the whole image is the window-weighted
+average of the tiles' scores, so no seam appears.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from diffjax.guidance import consistent_x0, project_onto_measurement
 from diffjax.parametrization import convert, model_score_fn
 from diffjax.samplers.base import Sampler, sample
 from diffjax.sde import SDE
+from diffjax.tiling import tile_offsets, tiled_score_fn
 from diffjax.typing import Array, PRNGKey
 
 __all__ = [
@@ -190,70 +192,6 @@ def quantize_uint8(images: np.ndarray) -> np.ndarray:
     like the PNG files it restores at inference.
     """
     return (np.clip(np.round((np.asarray(images) + 1.0) * 127.5), 0, 255) / 127.5 - 1.0).astype(np.float32)
-
-
-def tile_offsets(size: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """Start positions of tiles of length ``tile`` covering ``size`` with at least ``overlap`` shared.
-
-    The last tile ends at ``size`` exactly, so any ``size >= tile`` is covered.
-    """
-    if tile < 1 or size < tile:
-        raise ValueError(f"cannot tile length {size} with tiles of {tile}; need size >= tile >= 1")
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap must lie in [0, tile={tile}), got {overlap}")
-    stride = tile - overlap
-    starts = list(range(0, size - tile, stride)) + [size - tile]
-    return tuple(sorted(set(starts)))
-
-
-def _window(tile: int, overlap: int) -> np.ndarray:
-    """1-D blending weights: a linear ramp over the overlap, flat in the middle, > 0 everywhere."""
-    i = np.arange(tile)
-    ramp = np.minimum(np.minimum(i + 1, tile - i), overlap + 1).astype(np.float64)
-    return ramp / (overlap + 1)
-
-
-def tiled_score_fn(cond_score_fn: CondScoreFn, cond: Array, tile: int, overlap: int) -> Callable[[Array, Array], Array]:
-    """A score function on a whole (large) image from a network that takes ``tile x tile`` inputs.
-
-    Every call crops the same overlapping tiles from ``x`` and ``cond``, evaluates
-    them as one batch and blends the tile scores with linear-ramp windows
-    normalised to sum to one at each pixel.
-
-    Args:
-      cond_score_fn: ``(x, t, cond) -> score`` for ``tile x tile`` images.
-      cond: ``(B, H, W, Cc)`` conditioning image of the whole picture.
-      tile: the network's input size.
-      overlap: pixels shared by neighbouring tiles (wider = smoother blending).
-
-    Returns:
-      ``score_fn(x, t)`` for ``x`` of shape ``(B, H, W, C)``.
-    """
-    batch, height, width, _ = cond.shape
-    tops, lefts = tile_offsets(height, tile, overlap), tile_offsets(width, tile, overlap)
-    corners = [(r, c) for r in tops for c in lefts]
-    if len(corners) == 1:
-        return lambda x, t: cond_score_fn(x, t, cond)
-    window = np.outer(_window(tile, overlap), _window(tile, overlap))
-    total = np.zeros((height, width))
-    for r, c in corners:
-        total[r : r + tile, c : c + tile] += window
-    window = jnp.asarray(window, jnp.float32)[None, :, :, None]
-    norm = jnp.asarray(1.0 / total, jnp.float32)[None, :, :, None]
-
-    def crops(image):
-        return jnp.concatenate([image[:, r : r + tile, c : c + tile] for r, c in corners], axis=0)
-
-    cond_tiles = crops(cond)
-
-    def score_fn(x: Array, t: Array) -> Array:
-        scores = cond_score_fn(crops(x), jnp.tile(t, len(corners)), cond_tiles)
-        out = jnp.zeros_like(x)
-        for k, (r, c) in enumerate(corners):
-            out = out.at[:, r : r + tile, c : c + tile].add(window * scores[k * batch : (k + 1) * batch])
-        return out * norm
-
-    return score_fn
 
 
 def conditional_score_fn(

@@ -1,0 +1,401 @@
+"""Users' own images: every PNG/JPEG under a folder, optionally with label maps.
+
+``load_dataset("folder", data_dir=DIR, image_size=S, channels=C)`` reads every
+``.png``/``.jpg``/``.jpeg`` file under ``DIR`` (recursively, in sorted order), decodes
+it once with Pillow (never anything else: no pickles, no NumPy object arrays), and keeps
+the images in memory as uint8. Batches are the finite-dataset batches of
+:class:`~diffjax.data.pipeline.ArrayDataset`: a pure function of the step, sharded per
+host.
+
+**Labelled folders** (``num_classes > 0``): each image ``name.png`` (or ``.jpg``) has a
+label map ``name_label.png`` beside it: one 8-bit channel of class ids in
+``[0, num_classes)``, with 255 meaning "ignore this pixel". Batches then carry a
+``"label_map"`` entry besides ``"image"``. With ``num_classes == 0`` label files are
+skipped, so an unconditional model can train on the images of a labelled folder.
+
+**Geometry**: with ``image_size=S`` each image is scaled so that its shorter side is
+``S`` (Pillow's antialiased bicubic filter; label maps use nearest neighbour, so class
+ids stay class ids) and the centre ``S x S`` square is kept. With ``image_size=None``
+every file must already have the same size.
+
+**Held-out share**: ``eval_fraction`` of the files (at least one) form the ``test``
+split, the rest the ``train`` split. Which files are held out depends only on their
+paths relative to ``DIR`` (the files with the smallest SHA-256 of that path), not on
+the seed or on the order of listing, so the share stays fixed across runs and hosts and
+mostly unchanged when files are added. With ``eval_fraction=0`` both splits are the
+whole folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+from PIL import Image
+
+from diffjax.data.pipeline import EVAL_STREAM, ArrayDataset, check_nonneg_int, host_rows, to_unit_range
+
+__all__ = [
+    "FolderDataset",
+    "load_folder",
+    "list_image_files",
+    "read_image",
+    "read_label_map",
+    "IGNORE_LABEL",
+    "LABEL_SUFFIX",
+    "IMAGE_EXTENSIONS",
+    "DEFAULT_EVAL_FRACTION",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+LABEL_SUFFIX = "_label"
+IGNORE_LABEL = 255
+DEFAULT_EVAL_FRACTION = 0.1
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _is_label_file(path: str) -> bool:
+    stem, ext = os.path.splitext(os.path.basename(path))
+    return ext.lower() == ".png" and stem.endswith(LABEL_SUFFIX)
+
+
+def list_image_files(data_dir: str) -> tuple[list[str], list[str]]:
+    """Image files and label files under ``data_dir``, each list sorted.
+
+    Args:
+      data_dir: the folder, searched recursively.
+
+    Returns:
+      ``(images, labels)``: paths of ``.png``/``.jpg``/``.jpeg`` files (any case) that
+      are not label maps, and paths of ``*_label.png`` files.
+
+    Raises:
+      ValueError: when ``data_dir`` is empty or not a directory.
+    """
+    if not isinstance(data_dir, str) or not data_dir:
+        raise ValueError(
+            "the folder dataset needs a directory: pass data_dir=DIR "
+            f"(--config.data.data_dir=DIR), got {data_dir!r}"
+        )
+    if not os.path.isdir(data_dir):
+        raise ValueError(f"folder dataset: {data_dir!r} is not a directory")
+    images, labels = [], []
+    for root, dirs, files in os.walk(data_dir):
+        dirs.sort()
+        for name in sorted(files):
+            if os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                continue
+            path = os.path.join(root, name)
+            (labels if _is_label_file(path) else images).append(path)
+    return images, labels
+
+
+def _open(path: str) -> Image.Image:
+    """Decode ``path`` fully with Pillow; any failure names the file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: cannot be read as a PNG/JPEG image ({type(err).__name__}: {err})") from None
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and float grey images as 8-bit ``L`` (Pillow's own convert clips them)."""
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.max(initial=0.0) > 255:
+            arr = arr * (255.0 / 65535.0)
+        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+    return img
+
+
+def _fit(img: Image.Image, size: int | None, resample) -> Image.Image:
+    """Scale the shorter side to ``size`` and keep the centre square (no-op for ``None``)."""
+    if size is None:
+        return img
+    w, h = img.size
+    scale = size / min(w, h)
+    new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        img = img.resize((new_w, new_h), resample)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def read_image(path: str, channels: int, image_size: int | None = None) -> np.ndarray:
+    """One image file as uint8 ``(H, W, channels)``.
+
+    Args:
+      path: a PNG or JPEG file.
+      channels: 3 (RGB; grey files are repeated) or 1 (grey; colour files by ITU-R 601-2
+        luma). Transparency is dropped.
+      image_size: scale the shorter side to this and keep the centre square; ``None``
+        keeps the file's size.
+
+    Returns:
+      The image.
+
+    Raises:
+      ValueError: naming the file when Pillow cannot decode it.
+    """
+    img = _to_8bit(_open(path))
+    img = img.convert("RGB" if channels == 3 else "L")
+    arr = np.asarray(_fit(img, image_size, Image.Resampling.BICUBIC), dtype=np.uint8)
+    return arr if channels == 3 else arr[..., None]
+
+
+def read_label_map(path: str, num_classes: int, image_size: int | None = None, expected_size=None) -> np.ndarray:
+    """One label map ``name_label.png`` as uint8 ``(H, W)`` of class ids (255 = ignore).
+
+    Args:
+      path: the label file: 8-bit, one channel (grey ``L`` or palette ``P`` mode, whose
+        pixel values are the indices).
+      num_classes: ids must lie in ``[0, num_classes)`` or equal 255.
+      image_size: as in :func:`read_image` (resampled with nearest neighbour).
+      expected_size: ``(width, height)`` of the image file it labels, checked before
+        resizing; ``None`` skips the check.
+
+    Returns:
+      The label map.
+
+    Raises:
+      ValueError: naming the file when it is unreadable, not 8-bit single-channel, of a
+        different size than its image, or holds an id out of range.
+    """
+    img = _open(path)
+    if img.mode not in ("L", "P"):
+        raise ValueError(
+            f"{path}: a label map must be an 8-bit single-channel PNG (mode L or P) of class ids, "
+            f"got mode {img.mode!r}"
+        )
+    if expected_size is not None and img.size != tuple(expected_size):
+        raise ValueError(
+            f"{path}: label map is {img.size[0]}x{img.size[1]} (WxH) but its image is "
+            f"{expected_size[0]}x{expected_size[1]}; they must have the same size"
+        )
+    labels = np.asarray(img, dtype=np.uint8)
+    bad = (labels >= num_classes) & (labels != IGNORE_LABEL)
+    if bad.any():
+        ids = sorted(int(v) for v in np.unique(labels[bad]))
+        raise ValueError(
+            f"{path}: class ids {ids[:10]} out of range ({int(bad.sum())} pixels); with "
+            f"num_classes={num_classes} (config.data.num_classes) ids must be in "
+            f"[0, {num_classes - 1}] or {IGNORE_LABEL} (ignore)"
+        )
+    fitted = _fit(Image.fromarray(labels, mode="L"), image_size, Image.Resampling.NEAREST)
+    return np.asarray(fitted, dtype=np.uint8)
+
+
+def _label_path(image_path: str) -> str:
+    return os.path.splitext(image_path)[0] + LABEL_SUFFIX + ".png"
+
+
+def _held_out(relative_paths: list[str], eval_fraction: float) -> np.ndarray:
+    """Boolean mask of the held-out files: the ``k`` smallest SHA-256 of the relative paths."""
+    n = len(relative_paths)
+    if eval_fraction == 0:
+        return np.zeros(n, bool)
+    k = max(1, int(round(eval_fraction * n)))
+    digests = [hashlib.sha256(p.replace(os.sep, "/").encode()).hexdigest() for p in relative_paths]
+    order = np.argsort(np.asarray(digests), kind="stable")
+    mask = np.zeros(n, bool)
+    mask[order[:k]] = True
+    return mask
+
+
+class FolderDataset(ArrayDataset):
+    """Images (and label maps) of a folder, decoded once into memory.
+
+    Build it with :func:`load_folder` (or ``load_dataset("folder", ...)``).
+
+    Attributes (besides :class:`~diffjax.data.pipeline.Dataset`'s):
+      data_dir: the folder.
+      files: image paths of this split, in storage order.
+      label_classes: classes of the label maps (0 when unlabelled).
+      labelled: whether batches carry ``"label_map"``.
+    """
+
+    def __init__(self, name, split, data_dir, files, images, label_maps, label_classes, seed=0):
+        super().__init__(name, split, images, None, num_classes=0, seed=seed)
+        self.data_dir = data_dir
+        self.files = list(files)
+        self.label_classes = int(label_classes)
+        self.labelled = label_maps is not None
+        self._label_maps = label_maps
+
+    def batch(self, step, global_batch_size, *, seed=0, process_index=0, process_count=1):
+        """As :meth:`Dataset.batch`; labelled folders add ``"label_map"``: int32 ``(L, H, W)``."""
+        if not self.labelled:
+            return super().batch(
+                step, global_batch_size, seed=seed, process_index=process_index, process_count=process_count
+            )
+        step = check_nonneg_int("step", step)
+        seed = check_nonneg_int("seed", seed)
+        rows = host_rows(global_batch_size, process_index, process_count)
+        index = self._indices(step, int(global_batch_size), rows, seed)
+        images, labels = self._rows_at(index)
+        return {"image": images, "label": labels, "label_map": self._label_maps[index].astype(np.int32)}
+
+    def _rows_at(self, index):
+        return to_unit_range(self._images[index]), self._labels[index]
+
+    def eval_images(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` images of this split in a seeded order, float32 ``(n, H, W, C)`` in [-1, 1].
+
+        A folder may hold fewer images than an evaluation asks for (the end-of-training
+        evaluation takes ``config.eval.num_samples``); the seeded order then repeats, so
+        statistics rest on ``num_examples`` distinct images.
+
+        Args:
+          n: number of images (>= 1).
+          seed: selects the order (>= 0).
+
+        Returns:
+          The images.
+        """
+        n = check_nonneg_int("n", n, 1)
+        seed = check_nonneg_int("seed", seed)
+        perm = self._permutation(EVAL_STREAM, seed, 0)
+        index = perm[np.arange(n) % self.num_examples]
+        return self._rows_at(index)[0]
+
+    def label_maps(self) -> np.ndarray:
+        """All label maps of the split, uint8 ``(N, H, W)`` in storage order (255 = ignore).
+
+        Raises:
+          ValueError: when the folder was loaded without labels (``num_classes == 0``).
+        """
+        if not self.labelled:
+            raise ValueError(
+                f"folder {self.data_dir!r} was loaded without labels; pass num_classes > 0 "
+                "(config.data.num_classes) to read name_label.png files"
+            )
+        view = self._label_maps.view()
+        view.flags.writeable = False
+        return view
+
+
+def load_folder(
+    data_dir: str,
+    split: str = "train",
+    image_size: int | None = None,
+    seed: int = 0,
+    channels: int = 0,
+    num_classes: int = 0,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+) -> FolderDataset:
+    """The images under ``data_dir`` as a dataset (see the module docstring).
+
+    Args:
+      data_dir: the folder (searched recursively).
+      split: ``"train"`` (files not held out) or ``"test"`` (the held-out share).
+      image_size: output side ``S`` (shorter side scaled to ``S``, centre square kept);
+        ``None`` keeps the files' size, which must then be the same for all.
+      seed: base seed of the dataset's shuffles.
+      channels: 3 (RGB), 1 (grey), or 0: grey if every file is grey, else RGB.
+      num_classes: classes of the ``name_label.png`` maps; 0 ignores label files.
+      eval_fraction: share of files held out as the ``test`` split, in ``[0, 1)``.
+
+    Returns:
+      A :class:`FolderDataset`.
+
+    Raises:
+      ValueError: on a bad argument; an empty folder; and, naming the file, an unreadable
+        image, mixed sizes without ``image_size``, and for labelled folders an image
+        without its label map, a label map without its image, a label map of another
+        size than its image, or a class id out of range.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"folder has splits 'train' and 'test' (held out), got split={split!r}")
+    if isinstance(channels, bool) or channels not in (0, 1, 3):
+        raise ValueError(f"channels must be 0 (as the files), 1 (grey) or 3 (RGB), got {channels!r}")
+    num_classes = check_nonneg_int("num_classes", num_classes)
+    if num_classes > IGNORE_LABEL:
+        raise ValueError(f"num_classes must be <= {IGNORE_LABEL} (8-bit ids, 255 = ignore), got {num_classes}")
+    if isinstance(eval_fraction, bool) or not isinstance(eval_fraction, (int, float)) or not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be a number in [0, 1), got {eval_fraction!r}")
+    if image_size is not None:
+        image_size = check_nonneg_int("image_size", image_size, 1)
+
+    image_files, label_files = list_image_files(data_dir)
+    if not image_files:
+        what = f" (only label maps: {label_files[0]}, ...)" if label_files else ""
+        raise ValueError(
+            f"folder dataset: no PNG/JPEG images under {data_dir!r}{what}; expected files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)}"
+        )
+    if num_classes:
+        expected = {_label_path(p) for p in image_files}
+        for path in image_files:
+            if not os.path.isfile(_label_path(path)):
+                raise ValueError(
+                    f"{path}: image without its label map {os.path.basename(_label_path(path))!r}; "
+                    f"a labelled folder (num_classes={num_classes}) needs name{LABEL_SUFFIX}.png beside every image"
+                )
+        for path in label_files:
+            if path not in expected:
+                raise ValueError(
+                    f"{path}: label map without its image (expected "
+                    f"{path[: -len(LABEL_SUFFIX + '.png')]}.png or .jpg beside it)"
+                )
+
+    relative = [os.path.relpath(p, data_dir) for p in image_files]
+    held = _held_out(relative, float(eval_fraction))
+    if held.all():
+        raise ValueError(
+            f"folder {data_dir!r} has {len(image_files)} image(s): too few to hold out "
+            f"eval_fraction={eval_fraction} and still train; add images or set eval_fraction=0 "
+            "(--config.data.eval_fraction=0: evaluation then uses the training images)"
+        )
+    if held.any():
+        keep = held if split == "test" else ~held
+    else:
+        keep = np.ones(len(image_files), bool)
+
+    if channels == 0:
+        channels = 1 if all(_open_mode(p) in _GREY_MODES for p in image_files) else 3
+    files = [p for p, k in zip(image_files, keep) if k]
+    images, label_maps, first_size = [], [], None
+    for path in files:
+        size = _open_size(path)
+        if image_size is None:
+            if first_size is None:
+                first_size = (path, size)
+            elif size != first_size[1]:
+                raise ValueError(
+                    f"{path}: size {size[0]}x{size[1]} differs from {first_size[0]} "
+                    f"({first_size[1][0]}x{first_size[1][1]}); set image_size "
+                    "(--config.data.image_size=S) to resize and centre-crop every image"
+                )
+        images.append(read_image(path, channels, image_size))
+        if num_classes:
+            label_maps.append(read_label_map(_label_path(path), num_classes, image_size, expected_size=size))
+    return FolderDataset(
+        "folder",
+        split,
+        data_dir,
+        files,
+        np.stack(images),
+        np.stack(label_maps) if num_classes else None,
+        num_classes,
+        seed=seed,
+    )
+
+
+def _open_mode(path: str) -> str:
+    return _header(path)[0]
+
+
+def _open_size(path: str) -> tuple[int, int]:
+    return _header(path)[1]
+
+
+def _header(path: str) -> tuple[str, tuple[int, int]]:
+    """Mode and size from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.mode, img.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ValueError(f"{path}: cannot be read as a PNG/JPEG image ({type(err).__name__}: {err})") from None

@@ -1,0 +1,361 @@
+"""Training a run: what ``train.py`` does, importable (``diffjax.train`` calls it).
+
+What a run writes to its workdir:
+
+* ``config.json``, ``model_config.json``: the run's settings (``sample.py`` and
+  :func:`diffjax.load_run` read them);
+* ``checkpoints/<step>/``: the last few training states (resume is automatic);
+* ``metrics.jsonl`` and ``tb/``: loss, gradient norm, learning rate, images/s;
+* ``samples/step_XXXXXX.png``: sample grids from the EMA parameters;
+* ``eval/`` and ``metrics.json``: the demo evaluation at the end of training;
+* ``plots/``: ``loss.png``, ``train_metrics.png`` (and ``eval.png``) from :mod:`diffjax.plots`.
+
+Resume order: (1) check the config and the device count, (2) build data, process,
+loss, sampler and model, (3) refuse a workdir of a different model or one that
+cannot be written, (4) restore the latest checkpoint if any, and only then
+(5) write the run's files, (6) train from its step with the batches and keys
+that step would have had anyway.
+
+Multi-host: the caller joins the ``jax.distributed`` job first
+(:func:`diffjax.distributed.initialize`; ``train.py`` does); process 0 writes
+logs, metrics and grids, all processes save checkpoints together, and a SIGTERM
+on any host stops every host after the same step (docs/multihost.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from diffjax import builders, distributed
+from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
+from diffjax.data.pipeline import host_rows
+from diffjax.generate import generate_batches, make_generate_fn
+from diffjax.logging_utils import MetricWriter, Throughput, save_grid
+from diffjax.plots import plot_training_curves
+from diffjax.run_config import get_base_config, write_run_config
+from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
+from diffjax.training import create_train_state, make_train_step
+
+__all__ = ["train_and_evaluate", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
+
+log = logging.getLogger("diffjax.train")
+
+
+NONFINITE_MODES = ("stop", "skip")
+
+
+def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) -> None:
+    """Raise if steps with a NaN/inf loss, gradient or update happened since ``seen`` were counted.
+
+    Checked where the loop reads its metrics anyway (log and checkpoint steps),
+    so there is no extra host sync. Those steps' updates were skipped on device,
+    and this runs before any save, so no checkpoint ever holds their effect.
+    """
+    count = int(jax.device_get(state.nonfinite_steps))
+    if count <= seen:
+        return
+    first = int(jax.device_get(state.first_nonfinite_step))
+    checkpointer.wait()  # so that latest_step() counts a save still being written
+    last = checkpointer.latest_step()
+    where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+             else "no checkpoint was saved yet")
+    raise FloatingPointError(
+        f"non-finite (NaN/inf) loss, gradient or parameters at step {first} "
+        f"({count - seen} such step(s) up to step {step}, their updates skipped); "
+        f"stopping without saving. {where}. Try a lower --config.optim.lr or --config.optim.grad_clip, "
+        "or --config.training.nonfinite=skip to skip such updates and go on."
+    )
+
+
+def check_workdir_writable(workdir: str) -> None:
+    """Refuse a work directory that cannot be created or written, before anything is written.
+
+    Raises:
+      ValueError: naming the path that is in the way and what to do.
+    """
+    path = os.path.abspath(workdir)
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"--workdir {workdir} cannot be created: {existing} is a file, not a directory; "
+                         "choose another --workdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing); "
+                         "choose a writable --workdir or fix its permissions")
+
+
+def _check_training_section(tc: ml_collections.ConfigDict) -> None:
+    for key, minimum in (("num_steps", 1), ("batch_size", 1), ("log_every", 1), ("ckpt_every", 1),
+                         ("keep_checkpoints", 1), ("sample_every", 0), ("num_grid_samples", 0)):
+        if isinstance(tc[key], bool) or not isinstance(tc[key], (int, np.integer)):
+            raise ValueError(f"config.training.{key} must be an integer, got {tc[key]!r} "
+                             f"({type(tc[key]).__name__}); e.g. --config.training.{key}=100")
+        if tc[key] < minimum:
+            raise ValueError(f"config.training.{key} must be >= {minimum}, got {tc[key]}")
+    if not isinstance(tc.ema_decay, (int, float)) or not 0.0 <= tc.ema_decay < 1.0:
+        raise ValueError(f"config.training.ema_decay must lie in [0, 1), got {tc.ema_decay!r}; e.g. 0.999")
+    if tc.nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"config.training.nonfinite must be one of {list(NONFINITE_MODES)}, got {tc.nonfinite!r}")
+
+
+class TrainingSetup:
+    """Everything a run builds from its config before touching the workdir."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        builders.validate_config(config, get_base_config())
+        _check_training_section(config.training)
+        self.config = config
+        self.mesh = make_mesh()
+        check_batch_divisible(config.training.batch_size, self.mesh)
+        self.sde = builders.build_sde(config)
+        self.loss_fn = builders.build_loss(config, self.sde)
+        self.sampler = builders.build_sampler(config)
+        self.dataset = builders.build_dataset(config, "train")
+        self.pipeline = builders.build_pipeline(config)
+        self.optimizer = builders.build_optimizer(config)
+        self.lr_schedule = builders.build_lr_schedule(config)
+        model, self.model_config = self.build_model()
+        self.graphdef, self._init_state = create_train_state(model, self.optimizer)
+        # A copy: the training state's own buffers are donated to the train step.
+        self.model_state = jax.tree.map(jnp.copy, self._init_state.model_state)
+        self._generate_fns = {}
+
+    def take_initial_state(self):
+        """The step-0 state (handed over once, since its buffers get donated)."""
+        state, self._init_state = self._init_state, None
+        return state
+
+    def build_model(self):
+        """The network and its ``UNetConfig``, initialised from ``config.training.seed``."""
+        rngs = nnx.Rngs(params=self.config.training.seed)
+        return builders.build_model(self.config, rngs, self.dataset.image_shape, self.dataset.num_classes)
+
+    def initial_params(self):
+        """The untrained parameters (rebuilt from the seed: identical to step 0's)."""
+        model, _ = self.build_model()
+        return nnx.split(model, nnx.Param, ...)[1]
+
+    def generate_fn(self, batch_size: int):
+        """Jitted ``generate(params, key)`` for ``batch_size`` images (compiled once per size)."""
+        if batch_size not in self._generate_fns:
+            self._generate_fns[batch_size] = self._make_generate_fn(batch_size)
+        return self._generate_fns[batch_size]
+
+    def _make_generate_fn(self, batch_size: int):
+        c = self.config
+        fn = make_generate_fn(
+            self.graphdef,
+            self.model_state,
+            self.sde,
+            self.sampler,
+            self.dataset.image_shape,
+            batch_size,
+            prediction=c.model.prediction,
+            time_input=c.loss.time_input,
+            denoise=c.sampling.denoise,
+        )
+        return jax.jit(fn, in_shardings=(replicated(self.mesh), replicated(self.mesh)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
+    """Train (resuming from ``workdir`` if it holds checkpoints), then evaluate.
+
+    Args:
+      config: the run config (its schema is :func:`diffjax.run_config.get_base_config`).
+      workdir: directory for checkpoints, logs, samples and metrics.
+      stop: the preemption flag to poll (default: a fresh one on SIGTERM). A
+        flag already set stops the run after one step, with a checkpoint (after
+        two with several processes: their vote on stopping is one step late).
+
+    Returns:
+      A summary dict: ``step``, ``final_loss``, ``stopped_early`` and, when the
+      demo evaluation ran, its metrics.
+
+    Raises:
+      ValueError: bad config, batch not divisible by the device count, image size
+        the UNet cannot take, or a workdir holding a different model — all before
+        anything is written.
+      FloatingPointError: a loss or gradient became NaN/inf and
+        ``config.training.nonfinite`` is ``"stop"``.
+    """
+    run = TrainingSetup(config)
+    model_config = dataclasses.asdict(run.model_config)
+    check_model_config(workdir, model_config)
+    check_workdir_writable(workdir)
+
+    # -- nothing was written before this line --------------------------------
+    tc = config.training
+    if distributed.is_lead():
+        os.makedirs(workdir, exist_ok=True)
+    checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
+    rep = replicated(run.mesh)
+    init_state = run.take_initial_state()
+    if checkpointer.latest_step() is None:
+        state = jax.device_put(init_state, rep)
+    else:
+        try:
+            state = checkpointer.restore(abstract_state(lambda: init_state, rep))
+        except ValueError:
+            checkpointer.close()
+            raise
+        if distributed.is_lead():
+            log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
+    del init_state
+    # Written only once the restore worked: a refused resume leaves the run's files as they were.
+    if distributed.is_lead():
+        write_model_config(workdir, model_config)
+        write_run_config(workdir, config)
+
+    train_step = make_train_step(
+        run.graphdef,
+        run.loss_fn,
+        run.optimizer,
+        tc.ema_decay,
+        lr_schedule=run.lr_schedule,
+        use_labels=config.data.use_labels,
+        use_dropout=config.model.dropout > 0,
+    )
+    train_step = jax.jit(
+        train_step,
+        in_shardings=(rep, data_sharding(run.mesh), rep),
+        out_shardings=(rep, rep),
+        donate_argnums=0,
+    )
+    base_key = jax.random.key(tc.seed)
+    grid_key = jax.random.key(config.sampling.seed)
+    grid_fn = run.generate_fn(tc.num_grid_samples) if tc.sample_every > 0 and tc.num_grid_samples > 0 else None
+
+    start = int(state.step)
+    nonfinite_seen = int(jax.device_get(state.nonfinite_steps))
+    # Hosts agree on SIGTERM (any host's) so that all stop and save after the same step.
+    stop_vote = distributed.StopVote(run.mesh)
+    writer = MetricWriter(workdir)
+    stop = (stop or StopRequest()).install()
+    batches = run.dataset.iterator(
+        tc.batch_size,
+        start_step=start,
+        seed=tc.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
+    throughput = Throughput(start, tc.num_steps, tc.batch_size)
+    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()), desc="train")
+    last_metrics, stopped_early, step = {}, False, start
+    try:
+        for step in range(start + 1, tc.num_steps + 1):
+            # The iterator's batch for train step `step` is data step `step - 1`.
+            batch = run.pipeline.prepare_batch(next(batches), step=step - 1, seed=tc.seed, rows=rows)
+            batch = host_local_to_global(batch, run.mesh)
+            state, metrics = train_step(state, batch, base_key)
+            bar.update(1)
+            stop_now = stop_vote.vote(stop.requested)
+            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
+            if step % tc.log_every == 0 or step == tc.num_steps or save_now:
+                last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if tc.nonfinite == "stop":
+                    _stop_on_nonfinite(state, nonfinite_seen, step, checkpointer)
+                if step % tc.log_every == 0 or step == tc.num_steps:
+                    last_metrics.update(throughput.update(step))
+                    writer.write_scalars(step, last_metrics)
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", img_s=f"{last_metrics['images_per_sec']:.0f}")
+            if grid_fn is not None and step % tc.sample_every == 0:
+                images = np.asarray(grid_fn(state.ema_params, jax.random.fold_in(grid_key, step)))
+                if distributed.is_lead():
+                    path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
+                    writer.write_image(step, "samples", save_grid(path, images))
+            if save_now:
+                checkpointer.save(step, state)
+            if stop_now:
+                if distributed.is_lead():
+                    log.warning("stopped by SIGTERM after step %d; checkpoint saved in %s", step, checkpointer.directory)
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        batches.close()
+        stop.uninstall()
+        checkpointer.close()
+        writer.close()
+
+    summary = {"step": int(state.step), "final_loss": last_metrics.get("loss"), "stopped_early": stopped_early}
+    if not stopped_early and config.eval.enabled:
+        summary.update(evaluate(run, state, workdir))
+    if distributed.is_lead():
+        plot_training_curves(workdir)  # loss, logged scalars (and eval) as PNGs in workdir/plots/
+        print(f"outputs in {os.path.abspath(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/, plots/"
+              + (", eval/, metrics.json" if "fd_alexnet_ema" in summary or "eval_dir" in summary else ""))
+    return summary
+
+
+def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
+    """Demo evaluation: samples from the EMA and the untrained parameters vs held-out images.
+
+    Writes ``eval/samples_ema.png``, ``eval/samples_initial.png`` and ``metrics.json``.
+    """
+    c = run.config
+    n = c.eval.num_samples
+    # Reuse the grid sampler's compiled program when the sizes allow it.
+    grid = c.training.num_grid_samples
+    batch = grid if 0 < grid <= n and c.training.sample_every > 0 else min(c.sampling.batch_size, n)
+    generate = run.generate_fn(batch)
+    key = jax.random.key(c.sampling.seed)
+    start = time.perf_counter()
+    samples_ema = generate_batches(generate, state.ema_params, key, n, batch)
+    sample_seconds = time.perf_counter() - start
+    samples_initial = generate_batches(generate, jax.device_put(run.initial_params(), replicated(run.mesh)), key, n, batch)
+
+    out = {
+        "step": int(state.step),
+        "num_samples": n,
+        "sampler": c.sampling.sampler,
+        "sampler_steps": c.sampling.steps,
+        "sampling_seconds_ema": round(sample_seconds, 2),
+    }
+    if c.eval.fd_alexnet:
+        out.update(_fd_alexnet_figures(run, samples_ema, samples_initial, n))
+
+    if distributed.is_lead():
+        eval_dir = os.path.join(workdir, "eval")
+        save_grid(os.path.join(eval_dir, "samples_ema.png"), samples_ema[:64])
+        save_grid(os.path.join(eval_dir, "samples_initial.png"), samples_initial[:64])
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+            json.dump(out, f, indent=2)
+        print(f"demo evaluation: {json.dumps(out)}")
+        print(f"  sample grids in {eval_dir}/, figures in {os.path.join(workdir, 'metrics.json')}")
+    out["eval_dir"] = os.path.join(workdir, "eval")
+    return out
+
+
+def _fd_alexnet_figures(run: TrainingSetup, samples_ema, samples_initial, n: int) -> dict:
+    """FD-AlexNet of EMA and untrained samples against held-out images, and the real-vs-real floor."""
+    from diffjax.metrics import alexnet_features, frechet_distance
+
+    c = run.config
+    held_out = builders.build_dataset(c, c.eval.split).eval_images(n, seed=c.training.seed)
+    train_ref = run.dataset.eval_images(n, seed=c.training.seed)
+
+    def moments(images):
+        feats = np.asarray(alexnet_features(images), np.float64)
+        return feats.mean(axis=0), np.cov(feats, rowvar=False)
+
+    # Each set's features once: the held-out statistics serve all three distances.
+    ref = moments(held_out)
+    return {
+        "fd_alexnet_ema": float(frechet_distance(*moments(samples_ema), *ref)),
+        "fd_alexnet_initial": float(frechet_distance(*moments(samples_initial), *ref)),
+        # The floor: the same statistic between two real sets of this size.
+        "fd_alexnet_train_vs_heldout": float(frechet_distance(*moments(train_ref), *ref)),
+    }
