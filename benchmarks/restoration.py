@@ -1,13 +1,16 @@
 """Restoration benchmark: Palette and RePaint against classical baselines on held-out photos.
 
 Trains (or reuses) one model per task under ``--root``, then restores held-out
-32x32 crops of the ``photos`` test split (photos never seen in training) and
-reports PSNR, SSIM, LPIPS (AlexNet) against the clean crops, and seconds per image:
+32x32 crops of the ``photo_corpus`` test split (``--eval_data``: photos from
+sources that no training run uses, docs/data.md) and reports PSNR, SSIM, LPIPS
+(AlexNet) against the clean crops, on all crops and on the smooth and textured
+subsets (``diffjax.data.texture_labels``), and seconds per image:
 
 * inpainting, free-form strokes and a random box: Palette (known pixels pasted
   back), RePaint (same masks), scikit-image's biharmonic inpainting;
 * uncropping (halves and the four-sided border): Palette vs biharmonic;
-* colorization: Palette vs the grayscale input itself;
+* colorization: Palette (its output given the input's luma exactly, as
+  ``sample.py`` does) vs the grayscale input itself;
 * JPEG at quality 10: Palette vs the decoded JPEG.
 
     python benchmarks/restoration.py --root /tmp/restoration_bench            # CPU-sized models
@@ -199,6 +202,8 @@ def main():
     p.add_argument("--jump_n_sample", type=int, default=10)
     p.add_argument("--seeds", type=int, default=3,
                    help="sampling seeds of the diffusion methods (intervals cover images and seeds)")
+    p.add_argument("--eval_data", default="photo_corpus",
+                   help="dataset whose 'test' split is restored (default: the held-out-by-source photos)")
     p.add_argument("--quick", action="store_true", help="tiny models and schedules (smoke run)")
     p.add_argument("--figure", default="outputs/benchmarks/restoration_lpips.png", help="PNG of LPIPS per method and task")
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
@@ -217,11 +222,13 @@ def main():
         get_run(args.root, args.train_only, args)
         return
     runs = {name: get_run(args.root, name, args) for task in tasks for name in TASK_RUNS[task]}
+    from diffjax.data import load_dataset, texture_labels
     from sample import load_run_config
 
     run_config = load_run_config(next(iter(runs.values())))
     size = run_config.data.image_size
-    clean = builders.build_dataset(run_config, "test").eval_images(args.num, seed=1)
+    clean = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=1)
+    textured = texture_labels(clean)
     assert clean.shape[1:] == (size, size, 3), clean.shape
     n, hw = len(clean), (size, size)
     key = jax.random.key(0)
@@ -237,10 +244,14 @@ def main():
         per_seed = [scores(o[select], clean[select]) for o in (outputs if isinstance(outputs, list) else [outputs])]
         values = {m: np.stack([d[m] for d in per_seed]) for m in ("psnr", "ssim", "lpips")}
         per_image[(task, method)] = values
+        sub = textured[select]
+        subsets = {f"{m}_{name}": float(v[:, sel].mean()) if sel.any() else float("nan")
+                   for m, v in values.items() for name, sel in (("smooth", ~sub), ("textured", sub))}
         rows.append({"task": task, "method": method, "sec_per_image": seconds / n, "seeds": len(per_seed),
-                     **{m: float(v.mean()) for m, v in values.items()}})
+                     **{m: float(v.mean()) for m, v in values.items()}, **subsets})
         r = rows[-1]
-        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f}  "
+        print(f"  {task:22s} {method:16s} PSNR {r['psnr']:6.2f}  SSIM {r['ssim']:.3f}  LPIPS {r['lpips']:.3f} "
+              f"(smooth {r['lpips_smooth']:.3f}, textured {r['lpips_textured']:.3f})  "
               f"{r['sec_per_image']:.4f} s/img", flush=True)
 
     mask_sets = {}
@@ -259,12 +270,14 @@ def main():
             add(task, "RePaint", *seeded(repaint_outputs, runs["repaint_photos"], clean, masks[..., None], args))
         add(task, "biharmonic", *biharmonic(clean, masks))
 
-    # The test split holds a grey texture: colorization is scored on the colour crops only.
+    # Crops that are (nearly) grey carry no colour to recover: colorization is scored on the colour crops only.
     colour = np.abs(clean - clean[..., :1]).max(axis=(1, 2, 3)) > 0.05
     if "colorization" in tasks:
         gray = palette_lib.colorization_condition(clean)
-        add("colorization", "Palette", *seeded(palette_outputs, runs["palette_colorization"], gray, clean, None,
-                                                args), select=colour)
+        seconds, colour_outs = seeded(palette_outputs, runs["palette_colorization"], gray, clean, None, args)
+        if load_model(runs["palette_colorization"])[0].task.palette_colorization.get("keep_luminance", True):
+            colour_outs = [np.asarray(palette_lib.keep_luminance(o, gray)) for o in colour_outs]
+        add("colorization", "Palette", seconds, colour_outs, select=colour)
         add("colorization", "grayscale input", 0.0, np.repeat(gray, 3, axis=-1), select=colour)
 
     if "jpeg" in tasks:
@@ -275,15 +288,16 @@ def main():
                                                          None, args))
         add(f"JPEG q={JPEG_QUALITY}", "decoded JPEG", jpeg_seconds, decoded)
 
-    print(f"\n{n} held-out {size}x{size} photo crops ({int(colour.sum())} in colour); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
+    print(f"\n{n} held-out-by-source {size}x{size} crops of {args.eval_data} test ({int(colour.sum())} in colour, "
+          f"{int(textured.sum())} textured); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
           f"{args.repaint_steps} levels, jumps of {args.jump_length}, {args.jump_n_sample} resamplings\n")
-    print("| task | method | PSNR (dB) | SSIM | LPIPS | s / image |")
-    print("|---|---|---|---|---|---|")
+    print("| task | method | PSNR (dB) | SSIM | LPIPS all | LPIPS smooth | LPIPS textured | s / image |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['task']} | {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips']:.3f} | "
-              f"{r['sec_per_image']:.4f} |")
+              f"{r['lpips_smooth']:.3f} | {r['lpips_textured']:.3f} | {r['sec_per_image']:.4f} |")
     figure = plot_grouped_bars(rows, args.figure, group="task", label="method", value="lpips",
-                               ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out {size}x{size} photo crops")
+                               ylabel="LPIPS (AlexNet), lower is better", title=f"{n} held-out-by-source {size}x{size} crops")
     print(f"\nfigure: {figure}")
     # Each diffusion method against each other method of its task, paired over the same images.
     comparisons = []
@@ -295,7 +309,8 @@ def main():
                 comparisons += [compare(method, f"{other} ({task})", m, values[m], other_values[m])
                                 for m in ("lpips", "psnr")]
     print_comparisons(comparisons)
-    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()), "args": vars(args),
+    print(json.dumps({"benchmark": "restoration", "num": n, "num_colour": int(colour.sum()),
+                      "num_textured": int(textured.sum()), "args": vars(args),
                       "rows": rows, "comparisons": comparisons, "figure": figure}))
 
 

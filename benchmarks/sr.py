@@ -1,4 +1,4 @@
-"""Super-resolution benchmark on held-out photo crops that training never sees.
+"""Super-resolution benchmark on held-out-by-source photo crops that training never sees.
 
 Compares, for a trained SR3 run (default ``runs/sr3_x4`` from
 ``python train.py --config configs/sr3_photos_x4.py --workdir runs/sr3_x4``):
@@ -10,7 +10,14 @@ Compares, for a trained SR3 run (default ``runs/sr3_x4`` from
   steps), both as the probability-flow ODE (``eta=0``) and as the reverse SDE
   (``eta=1``, SDE-DPM-Solver++).
 
-Metrics against the ground truth: PSNR, SSIM, LPIPS (AlexNet); consistency is
+* each SR3 sampler with every ``--projections`` choice (``none``, ``end``,
+  ``each``: the low-frequency consistency projection, docs/sr.md).
+
+The crops are ``photo_corpus`` ``test`` crops (``--eval_data``): photos from
+sources that no training run uses (docs/data.md); ``--eval_size`` crops larger
+than the network, super-resolved as blended tiles as ``sample.py`` does. Metrics
+against the ground truth: PSNR, SSIM, LPIPS (AlexNet), on all crops and on the
+smooth and textured subsets (``diffjax.data.texture_labels``); consistency is
 the PSNR of the output downsampled again (the training operator) against the
 low-resolution input; seconds per image exclude compilation.
 
@@ -57,16 +64,20 @@ def per_image_scores(sr: np.ndarray, hr: np.ndarray, low: np.ndarray, scale: int
     }
 
 
-def evaluate(name: str, outputs, hr: np.ndarray, low: np.ndarray, scale: int, seconds: float) -> dict:
+def evaluate(name: str, outputs, hr: np.ndarray, low: np.ndarray, scale: int, seconds: float,
+             textured: np.ndarray) -> dict:
     """A table row: means over images (and over seeds when ``outputs`` is a list), per-image values kept.
 
-    ``row["per_image"][metric]`` is ``(seeds, N)``, for the bootstrap comparisons.
+    ``row["per_image"][metric]`` is ``(seeds, N)``, for the bootstrap comparisons;
+    ``row["<metric>_smooth"]`` / ``row["<metric>_textured"]`` are the means on each subset.
     """
     outputs = outputs if isinstance(outputs, list) else [outputs]
     per_seed = [per_image_scores(o, hr, low, scale) for o in outputs]
     per_image = {m: np.stack([d[m] for d in per_seed]) for m in per_seed[0]}
-    return {"method": name, **{m: float(v.mean()) for m, v in per_image.items()}, "sec_per_image": seconds,
-            "seeds": len(outputs), "per_image": per_image}
+    subsets = {f"{m}_{name_}": float(v[:, sel].mean()) if sel.any() else float("nan")
+               for m, v in per_image.items() for name_, sel in (("smooth", ~textured), ("textured", textured))}
+    return {"method": name, **{m: float(v.mean()) for m, v in per_image.items()}, **subsets,
+            "sec_per_image": seconds, "seeds": len(outputs), "per_image": per_image}
 
 
 def train_regression(config, steps: int, batch_size: int, seed: int = 0):
@@ -127,10 +138,20 @@ def main() -> None:
     parser.add_argument("--regression-steps", type=int, default=None, help="default: the SR3 run's num_steps; 0 skips the regression baseline")
     parser.add_argument("--seeds", type=int, default=3, help="sampling seeds of each SR3 row (intervals cover them)")
     parser.add_argument("--quick", action="store_true", help="8 crops, 100 ancestral steps, 50 regression steps")
+    parser.add_argument("--etas", default="0,1", help="DPM-Solver++ eta values (0 = ODE, 1 = SDE)")
+    parser.add_argument("--projections", default="none,end,each",
+                        help="low-frequency consistency projections to measure with each sampler (docs/sr.md)")
+    parser.add_argument("--eval_data", default="photo_corpus",
+                        help="dataset whose 'test' split is cropped (default: the held-out-by-source photos)")
+    parser.add_argument("--eval_size", type=int, default=0,
+                        help="crop side of the held-out images (default: the run's image_size); larger crops are "
+                             "super-resolved as blended tiles, as sample.py does")
+    parser.add_argument("--checkpoint", type=int, default=None, help="SR3 checkpoint step (default: the latest)")
     parser.add_argument("--figure", default="outputs/benchmarks/sr_lpips.png", help="PNG of LPIPS per method")
     args = parser.parse_args()
     if args.quick:
         args.num, args.ancestral_steps, args.regression_steps, args.seeds = 8, 100, 50, 2
+    projections = args.projections.split(",")
 
     from diffjax.sharding import make_mesh
     from sample import load_run_config, restore_ema_model
@@ -138,7 +159,11 @@ def main() -> None:
     config = load_run_config(args.workdir)
     pipeline = builders.build_pipeline(config)
     scale = pipeline.scale
-    hr = builders.build_dataset(config, "test").eval_images(args.num, seed=0)
+    from diffjax.data import load_dataset, texture_labels
+
+    size = args.eval_size or config.data.image_size
+    hr = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=0)
+    textured = texture_labels(hr)
     low = pipeline.low_res(hr)
     cond = upsample(low, scale)
     n = args.num
@@ -146,40 +171,48 @@ def main() -> None:
 
     start = time.perf_counter()
     bicubic = np.clip(upsample(low, scale), -1, 1)
-    rows.append(evaluate("bicubic", bicubic, hr, low, scale, (time.perf_counter() - start) / n))
+    rows.append(evaluate("bicubic", bicubic, hr, low, scale, (time.perf_counter() - start) / n, textured))
 
     reg_steps = config.training.num_steps if args.regression_steps is None else args.regression_steps
     t0 = time.perf_counter()
     if reg_steps > 0:
         predict = train_regression(config, reg_steps, config.training.batch_size)
         out, seconds = timed(predict, jnp.asarray(cond))
-        rows.append(evaluate(f"regression UNet (L2, {reg_steps} steps)", out, hr, low, scale, seconds / n))
+        rows.append(evaluate(f"regression UNet (L2, {reg_steps} steps)", out, hr, low, scale, seconds / n, textured))
     train_seconds = time.perf_counter() - t0
 
-    graphdef, params, model_state, mc, step = restore_ema_model(config, args.workdir, make_mesh())
+    graphdef, params, model_state, mc, step = restore_ema_model(config, args.workdir, make_mesh(), step=args.checkpoint)
     sde = builders.build_sde(config)
     dpm_steps = [int(s) for s in args.dpm_steps.split(",")]
-    runs = ([("ancestral", args.ancestral_steps, 0.0)] + [("dpm_solver_pp", s, 0.0) for s in dpm_steps]
-            + [("dpm_solver_pp", s, 1.0) for s in dpm_steps])
+    etas = [float(e) for e in args.etas.split(",")]
+    runs = ([("ancestral", args.ancestral_steps, 0.0)] if args.ancestral_steps > 0 else []) + [
+        ("dpm_solver_pp", s, eta) for eta in etas for s in dpm_steps]
+    low_j = jnp.asarray(low)
     for sampler_name, steps, eta in runs:
         config.sampling.sampler, config.sampling.steps, config.sampling.eta = sampler_name, steps, eta
         config.sampling.spacing = "logsnr" if sampler_name == "dpm_solver_pp" else ""
-        sr = jax.jit(make_sr_fn(graphdef, model_state, sde, builders.build_sampler(config), channels=mc.in_channels,
-                                tile=mc.image_size, overlap=pipeline.tile_overlap, prediction=config.model.prediction,
-                                time_input=config.loss.time_input, denoise=True,
-                                clip_x0=pipeline.clip_denoised))
-        out, seconds = timed(sr, params, jnp.asarray(cond), jax.random.key(0))
-        outs = [out] + [np.asarray(sr(params, jnp.asarray(cond), jax.random.key(s))) for s in range(1, args.seeds)]
-        label = "ancestral" if sampler_name == "ancestral" else f"DPM-Solver++ {'SDE' if eta else 'ODE'}"
-        rows.append(evaluate(f"SR3 {label} {steps} steps", outs, hr, low, scale, seconds / n))
-        print(f"  { {k: v for k, v in rows[-1].items() if k != 'per_image'} }", flush=True)
+        for projection in projections:
+            sr = jax.jit(make_sr_fn(graphdef, model_state, sde, builders.build_sampler(config),
+                                    channels=mc.in_channels, tile=mc.image_size, overlap=pipeline.tile_overlap,
+                                    prediction=config.model.prediction, time_input=config.loss.time_input,
+                                    denoise=True, clip_x0=pipeline.clip_denoised, projection=projection))
+            out, seconds = timed(sr, params, jnp.asarray(cond), jax.random.key(0), low_j)
+            outs = [out] + [np.asarray(sr(params, jnp.asarray(cond), jax.random.key(s), low_j))
+                            for s in range(1, args.seeds)]
+            label = "ancestral" if sampler_name == "ancestral" else f"DPM-Solver++ {'SDE' if eta else 'ODE'}"
+            suffix = "" if projection == "none" else f", projection {projection}"
+            rows.append(evaluate(f"SR3 {label} {steps} steps{suffix}", outs, hr, low, scale, seconds / n, textured))
+            print(f"  { {k: v for k, v in rows[-1].items() if k != 'per_image'} }", flush=True)
 
-    print(f"\nSR x{scale}, {n} held-out {hr.shape[1]}x{hr.shape[2]} crops, SR3 checkpoint step {step}\n")
-    print("| method | PSNR | SSIM | LPIPS (alex) | consistency (dB) | s / image |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nSR x{scale}, {n} held-out-by-source {hr.shape[1]}x{hr.shape[2]} crops ({args.eval_data} test: "
+          f"{int((~textured).sum())} smooth, {int(textured.sum())} textured), SR3 checkpoint step {step}\n")
+    print("| method | LPIPS all | LPIPS smooth | LPIPS textured | PSNR all / smooth / textured | SSIM all | "
+          "consistency (dB) | s / image |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['lpips_alex']:.3f} | "
-              f"{r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
+        print(f"| {r['method']} | {r['lpips_alex']:.3f} | {r['lpips_alex_smooth']:.3f} | "
+              f"{r['lpips_alex_textured']:.3f} | {r['psnr']:.2f} / {r['psnr_smooth']:.2f} / {r['psnr_textured']:.2f} | "
+              f"{r['ssim']:.3f} | {r['consistency_db']:.1f} | {r['sec_per_image']:.4f} |")
     figure = plot_bars({r["method"]: r["lpips_alex"] for r in rows}, args.figure, ylabel="LPIPS (AlexNet), lower is better",
                        title=f"SR x{scale} on {n} held-out crops (SR3 step {step})")
     print(f"\nfigure: {figure}")
@@ -193,6 +226,7 @@ def main() -> None:
     for r in rows:
         r.pop("per_image")
     print(json.dumps({"benchmark": "sr", "scale": scale, "num": n, "seeds": args.seeds, "checkpoint_step": step,
+                      "eval_data": args.eval_data, "num_textured": int(textured.sum()),
                       "regression_train_seconds": round(train_seconds, 1), "rows": rows,
                       "comparisons": comparisons, "figure": figure}))
 
