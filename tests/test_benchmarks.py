@@ -100,6 +100,7 @@ def test_sr_and_x0_error_benchmarks_smoke(tmp_path):
     from train import train_and_evaluate
 
     config = get_config("smoke")
+    config.data.image_size = 32  # 8x8 -> 32x32 as in the benchmark: LPIPS needs 31 px
     config.training.num_steps = 1
     config.training.ckpt_every = 1
     config.training.sample_every = 0
