@@ -69,6 +69,12 @@ def held_out(config, cls: int, num: int, seed: int = 0) -> np.ndarray:
     return to_unit_range(test._images[index])
 
 
+def _label(row: dict) -> str:
+    if row["method"] == "sdedit":
+        return "SDEdit"
+    return f"EGSDE (lambda_s {row['lambda_s']:g}, lambda_i {row['lambda_i']:g})"
+
+
 def plot(rows: list[dict], path: str) -> None:
     import matplotlib
 
@@ -76,9 +82,10 @@ def plot(rows: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 4))
-    for method, marker in (("sdedit", "o"), ("egsde", "s")):
-        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: r["t0"])
-        ax.plot([r["ssim"] for r in pts], [r["target_share"] for r in pts], marker=marker, label=method.upper())
+    for curve in dict.fromkeys(_label(r) for r in rows):
+        pts = sorted((r for r in rows if _label(r) == curve), key=lambda r: r["t0"])
+        marker = "o" if pts[0]["method"] == "sdedit" else "s"
+        ax.plot([r["ssim"] for r in pts], [r["target_share"] for r in pts], marker=marker, label=curve)
         for r in pts:
             ax.annotate(f"{r['t0']:g}", (r["ssim"], r["target_share"]), textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("faithfulness: SSIM to the source")
@@ -99,6 +106,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--t0s", default="0.3,0.4,0.5,0.6")
     parser.add_argument("--steps", type=int, default=0, help="sampler steps (0 = the run's config.sampling.steps)")
     parser.add_argument("--num_train_judge", type=int, default=10000)
+    parser.add_argument("--egsde_weights", default="",
+                        help="EGSDE weights to run, comma-separated lambda_s:lambda_i pairs (default: the run's config.translation)")
     parser.add_argument("--plot", default="translation.png")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the script runs")
     args = parser.parse_args(argv)
@@ -121,9 +130,14 @@ def main(argv=None) -> dict:
     source_share = float(np.mean(judge.predict(sources.reshape(len(sources), -1)) == target_cls))
     fd_resize = 64  # AlexNet on 64x64 upsamplings: enough for 32x32 items, 12x cheaper than 224
 
+    tr = config.translation
+    pairs = [tuple(float(v) for v in pair.split(":")) for pair in filter(None, args.egsde_weights.split(","))]
+    variants = [("sdedit", None)] + [("egsde", pair) for pair in pairs or [(float(tr.lambda_s), float(tr.lambda_i))]]
     rows = []
-    for method in ("sdedit", "egsde"):
+    for method, weights in variants:
         classifier = run._translation_classifier(method, args.classifier_workdir)
+        if weights is not None:
+            tr.lambda_s, tr.lambda_i = weights
         for t0 in t0s:
             run.config.translation.t0 = t0
             start = time.time()
@@ -132,6 +146,8 @@ def main(argv=None) -> dict:
             rows.append({
                 "method": method,
                 "t0": t0,
+                "lambda_s": None if weights is None else weights[0],
+                "lambda_i": None if weights is None else weights[1],
                 "target_share": float(np.mean(judge.predict(out.reshape(len(out), -1)) == target_cls)),
                 "fd_alexnet": metrics.frechet_alexnet_distance(out, targets, resize_to=fd_resize),
                 "ssim": float(np.mean(metrics.ssim(out, sources))),
@@ -148,7 +164,7 @@ def main(argv=None) -> dict:
     print("\n| method | t0 | target share | FD-AlexNet | SSIM | PSNR (dB) | s / image |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method'].upper()} | {r['t0']:g} | {r['target_share']:.3f} | {r['fd_alexnet']:.2f} | "
+        print(f"| {_label(r)} | {r['t0']:g} | {r['target_share']:.3f} | {r['fd_alexnet']:.2f} | "
               f"{r['ssim']:.3f} | {r['psnr']:.2f} | {r['sec_per_image']:.3f} |")
     plot(rows, args.plot)
     print(f"\nplot: {args.plot}")

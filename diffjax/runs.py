@@ -410,12 +410,14 @@ class Run:
         c, tr = self.config, self.config.translation
         sampler = sampler or builders.build_sampler(c)
         batch = min(c.sampling.batch_size, len(images))
-        cache_key = ("translate", method, batch, sampler)
+        # Energy weights are traced arguments too; only a weight of exactly 0 (no term) changes the program.
+        weights = np.asarray([tr.lambda_s, tr.lambda_i], np.float32)
+        cache_key = ("translate", method, batch, sampler, tr.lambda_s == 0, tr.lambda_i == 0)
         if cache_key not in self._compiled:
             sde = self.sde
 
             # t0 is an argument (traced): a sweep over t0 compiles once.
-            def run(params, cls_params, x, key, t0):
+            def run(params, cls_params, x, key, t0, weights):
                 score_fn = self._score_fn(params)
                 if method == "sdedit":
                     out = sdedit(score_fn, sde, x, key=key, t0=t0, sampler=sampler, repeats=int(tr.repeats))
@@ -424,7 +426,8 @@ class Run:
                     cls_model = model_from_state(graphdef, cls_params, state)
                     energy = egsde_energy(
                         lambda y, t: cls_model.features(y, network_time_input(sde, t, time_input)),
-                        lambda_s=float(tr.lambda_s), lambda_i=float(tr.lambda_i), down_factor=int(tr.down_factor))
+                        lambda_s=0.0 if tr.lambda_s == 0 else weights[0], lambda_i=0.0 if tr.lambda_i == 0 else weights[1],
+                        down_factor=int(tr.down_factor))
                     out = egsde(score_fn, sde, x, key=key, energy_fn=energy, t0=t0, sampler=sampler)
                 return jax.numpy.clip(out, -1.0, 1.0)
 
@@ -438,7 +441,7 @@ class Run:
             chunk = np.asarray(images[start:start + batch], np.float32)
             padded = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
             out.append(np.asarray(fn(self.params, cls_params, padded, jax.random.fold_in(key, b),
-                                     np.float32(t0)))[:len(chunk)])
+                                     np.float32(t0), weights))[:len(chunk)])
             if progress is not None:
                 progress(b + 1)
         return np.concatenate(out)
@@ -554,15 +557,13 @@ class Run:
 
     def _super_resolve(self, lows, *, key, sampler=None, progress=None) -> list[np.ndarray]:
         """SR3: each ``(h, w, C)`` low-resolution image in ``[-1, 1]`` -> its output (image ``i``: ``fold_in(key, i)``)."""
+        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
         from diffjax.pipelines.sr3 import make_sr_fn
         from diffjax.tasks.sr3 import upsample
 
         c, pipeline = self.config, self.pipeline
         sampler = sampler or builders.build_sampler(c)
-        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
-
         if ("sr", sampler) not in self._compiled:
-
             common = dict(channels=self.image_shape[2], tile=self.image_size, overlap=pipeline.tile_overlap,
                           prediction=c.model.prediction, time_input=c.loss.time_input, denoise=c.sampling.denoise,
                           clip_x0=pipeline.clip_denoised)

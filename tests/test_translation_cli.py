@@ -22,6 +22,8 @@ from diffjax.run_config import apply_overrides, load_run_config
 from diffjax.runs import load_run, sample_from_workdir, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two tiny training runs (compiles) in the fixture: minutes on a busy 2-core machine.
+pytestmark = pytest.mark.timeout(1800)
 CONFIG = os.path.join(ROOT, "configs", "translation_fashion_mnist.py")
 SMALL = {"data.image_size": 16, "training.num_steps": 4, "training.ckpt_every": 4, "training.sample_every": 0,
          "eval.enabled": False, "training.progress_bar": False, "sampling.steps": 3, "sampling.batch_size": 4}

@@ -83,7 +83,8 @@ def egsde_energy(
       feature_fn: ``feature_fn(x, t) -> (B, ..., C)`` features of a time-dependent
         domain classifier (trained on noisy images of both domains); ``None``
         only with ``lambda_s = 0``.
-      lambda_s: weight of the domain-specific energy ``E_s`` (500 in the paper).
+      lambda_s: weight of the domain-specific energy ``E_s`` (500 in the paper);
+        a number, or a scalar array (traced weights: a sweep compiles once).
       lambda_i: weight of the domain-independent energy ``E_i`` (2 in the paper).
       down_factor: the low-pass filter's down-sampling factor (32 in the paper
         at 256 x 256; it must divide the image side).
@@ -96,16 +97,20 @@ def egsde_energy(
     Raises:
       ValueError: on negative weights, or ``lambda_s > 0`` without ``feature_fn``.
     """
-    if lambda_s < 0 or lambda_i < 0:
-        raise ValueError(f"energy weights must be >= 0, got lambda_s={lambda_s}, lambda_i={lambda_i}")
-    if lambda_s > 0 and feature_fn is None:
+    def is_zero(w):  # a Python 0 drops its term; arrays (e.g. traced weights of a sweep) keep it
+        return isinstance(w, (int, float)) and w == 0
+
+    for name, w in (("lambda_s", lambda_s), ("lambda_i", lambda_i)):
+        if isinstance(w, (int, float)) and w < 0:
+            raise ValueError(f"energy weights must be >= 0, got {name}={w}")
+    if not is_zero(lambda_s) and feature_fn is None:
         raise ValueError("lambda_s > 0 needs a feature_fn (the domain classifier's features)")
 
     def energy_fn(y: Array, x_t: Array, t: Array) -> Array:
         energy = jnp.zeros(y.shape[:1], y.dtype)
-        if lambda_s:
+        if not is_zero(lambda_s):
             energy = energy + lambda_s * cosine_similarity_energy(feature_fn(y, t), feature_fn(x_t, t))
-        if lambda_i:
+        if not is_zero(lambda_i):
             diff = low_pass(y, down_factor) - low_pass(x_t, down_factor)
             energy = energy + lambda_i * jnp.sum(diff.reshape(diff.shape[0], -1) ** 2, axis=1)
         return energy
