@@ -92,7 +92,10 @@ def train_regression(config, steps: int, batch_size: int, seed: int = 0):
     pipeline = builders.build_pipeline(config)
     model, _ = builders.build_model(config, nnx.Rngs(params=seed), dataset.image_shape)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    optimizer = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, 100, steps), weight_decay=0.0)
+    # 100 warm-up steps, fewer for short runs (--quick, smoke tests): the schedule needs decay > warm-up.
+    warmup = min(100, max(1, steps // 10))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, config.optim.lr, warmup, max(steps, warmup + 1))
+    optimizer = optax.adamw(schedule, weight_decay=0.0)
     opt_state = optimizer.init(params)
 
     def loss_fn(params, batch):
