@@ -123,6 +123,7 @@ def test_sample_py_command_line(runs):
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(runs, tmp_path):
     """benchmarks/translation.py end to end on the smoke runs: rows, plot and the JSON line."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
