@@ -43,6 +43,13 @@ from diffjax import builders  # noqa: E402
 from diffjax.tasks.sr3 import upsample  # noqa: E402
 from sr import evaluate, timed  # noqa: E402  (benchmarks/sr.py's metrics row and timing)
 
+
+def _row(*args) -> dict:
+    """benchmarks/sr.py's table row without its per-image arrays (kept there for bootstrap intervals)."""
+    row = evaluate(*args)
+    row.pop("per_image", None)
+    return row
+
 METHODS = ("cde", "cdiffe", "cmde")
 RUNS = METHODS + ("sr3",)
 
@@ -116,12 +123,12 @@ def photo_rows(args) -> tuple[list[dict], dict]:
     n, rows, steps = args.num, [], {}
     start = time.perf_counter()
     bicubic = np.clip(upsample(low, pipeline.scale), -1, 1)
-    rows.append(evaluate("bicubic", bicubic, hr, low, pipeline.scale, (time.perf_counter() - start) / n))
+    rows.append(_row("bicubic", bicubic, hr, low, pipeline.scale, (time.perf_counter() - start) / n))
     for name in args.runs:
         sr, params, config, step = sr_function(runs[name])
         out, seconds = timed(sr, params, cond, jax.random.key(0))
         label = {"cde": "CDE", "cdiffe": "CDiffE", "cmde": "CMDE", "sr3": "SR3"}[name]
-        rows.append(evaluate(f"{label} ({config.sampling.sampler} {config.sampling.steps} steps)", out, hr, low,
+        rows.append(_row(f"{label} ({config.sampling.sampler} {config.sampling.steps} steps)", out, hr, low,
                              pipeline.scale, seconds / n))
         steps[name] = step
         print(f"  {rows[-1]}", flush=True)

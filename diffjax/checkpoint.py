@@ -159,10 +159,17 @@ def write_model_config(workdir: str, model_config: dict) -> None:
     os.replace(tmp, path)  # atomic: a crash never leaves half a file
 
 
-def check_model_config(workdir: str, model_config: dict) -> None:
+def check_model_config(workdir: str, model_config: dict, defaults: dict | None = None) -> None:
     """Refuse a work directory whose checkpoints belong to a different model.
 
     Does nothing if the directory has no stored model config yet.
+
+    Args:
+      workdir: the run's directory.
+      model_config: the model's hyper-parameters now.
+      defaults: the default of each field; a field the stored file lacks (a run
+        written before the field existed) counts as its default, so adding a field
+        to the model config does not orphan older runs.
 
     Raises:
       ValueError: listing every field that differs, and what to do.
@@ -173,6 +180,9 @@ def check_model_config(workdir: str, model_config: dict) -> None:
     with open(path) as f:
         stored = json.load(f)
     wanted = _normalise(model_config)
+    for key, value in _normalise(defaults or {}).items():
+        if key in wanted and key not in stored:
+            stored[key] = value
     if stored == wanted:
         return
     keys = sorted(set(stored) | set(wanted))

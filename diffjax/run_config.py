@@ -110,9 +110,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.training.nonfinite = "stop"
 
     c.sampling = ml_collections.ConfigDict()
-    c.sampling.sampler = "ddim"  # see builders.SAMPLERS
+    c.sampling.sampler = "ddim"  # see builders.SAMPLERS ("unipc" for few steps)
     c.sampling.steps = 50
-    c.sampling.spacing = ""  # time grid: "uniform", "quadratic", "logsnr"; "" = the sampler's default
+    c.sampling.spacing = ""  # time grid: "uniform", "quadratic", "logsnr", "karras", "fitted" (unipc); "" = the sampler's default
     c.sampling.eta = 0.0  # ddim, dpm_solver_pp: 0 = deterministic (ODE), 1 = stochastic (SDE)
     c.sampling.order = 2  # dpm_solver_pp
     c.sampling.lower_order_final = True  # dpm_solver_pp

@@ -192,7 +192,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     """
     run = TrainingSetup(config)
     model_config = dataclasses.asdict(run.model_config)
-    check_model_config(workdir, model_config)
+    defaults = {f.name: f.default for f in dataclasses.fields(run.model_config)
+                if f.default is not dataclasses.MISSING}
+    check_model_config(workdir, model_config, defaults)
     check_workdir_writable(workdir)
 
     # -- nothing was written before this line --------------------------------

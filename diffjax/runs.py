@@ -557,15 +557,13 @@ class Run:
 
     def _super_resolve(self, lows, *, key, sampler=None, progress=None) -> list[np.ndarray]:
         """SR3: each ``(h, w, C)`` low-resolution image in ``[-1, 1]`` -> its output (image ``i``: ``fold_in(key, i)``)."""
+        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
         from diffjax.pipelines.sr3 import make_sr_fn
         from diffjax.tasks.sr3 import upsample
 
         c, pipeline = self.config, self.pipeline
         sampler = sampler or builders.build_sampler(c)
-        from diffjax.pipelines.conditional import ConditionalTask, make_conditional_sr_fn
-
         if ("sr", sampler) not in self._compiled:
-
             common = dict(channels=self.image_shape[2], tile=self.image_size, overlap=pipeline.tile_overlap,
                           prediction=c.model.prediction, time_input=c.loss.time_input, denoise=c.sampling.denoise,
                           clip_x0=pipeline.clip_denoised)

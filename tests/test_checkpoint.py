@@ -72,3 +72,16 @@ def test_model_config_guard_names_the_difference(tmp_path):
     assert snapshot(workdir) == before
     with open(os.path.join(workdir, "model_config.json")) as f:
         assert json.load(f)["channel_mult"] == [1, 2]
+
+
+def test_model_config_field_added_later_takes_its_default(tmp_path):
+    # A run written before a field existed resumes when the field has its default,
+    # and is refused when the new config sets another value.
+    workdir = str(tmp_path)
+    write_model_config(workdir, {"base_channels": 8})
+    defaults = {"base_channels": 64, "attention_impl": "einsum"}
+    check_model_config(workdir, {"base_channels": 8, "attention_impl": "einsum"}, defaults)
+    with pytest.raises(ValueError, match="attention_impl: checkpoint has 'einsum', this config has 'dot_product'"):
+        check_model_config(workdir, {"base_channels": 8, "attention_impl": "dot_product"}, defaults)
+    with pytest.raises(ValueError, match="attention_impl: checkpoint has '<missing>'"):
+        check_model_config(workdir, {"base_channels": 8, "attention_impl": "einsum"})  # no defaults given

@@ -84,3 +84,11 @@ def test_bad_kernel_grad_or_attention_is_refused():
         UNetConfig(conv_kernel_grad="cudnn")
     with pytest.raises(ValueError, match="attention_impl must be one of"):
         UNetConfig(attention_impl="flash")
+
+
+def test_auto_uses_patches_only_for_one_by_one_kernels_on_cpu():
+    from diffjax.nn.layers import patches_wins
+
+    assert patches_wins((2, 8, 8, 4), (1, 1, 4, 8), (1, 1)) == (jax.default_backend() == "cpu")
+    assert not patches_wins((2, 8, 8, 4), (3, 3, 4, 8), (1, 1))
+    assert not patches_wins((2, 8, 8, 4), (1, 1, 4, 8), (2, 2))

@@ -75,7 +75,9 @@ class UNetConfig:
       conv_kernel_grad: how convolution kernel gradients are computed: ``"xla"``
         (XLA's own), ``"patches"`` (patches x output-gradient matmuls) or
         ``"auto"`` (patches only for the layer shapes where it measured faster;
-        docs/unet.md). Values and gradients agree within float tolerance.
+        docs/unet.md). Values and gradients agree within float tolerance;
+        ``"patches"`` / ``"auto"`` are custom VJPs, so they do not support
+        ``jax.jvp`` through the network (``dj.log_likelihood`` needs ``"xla"``).
       attention_impl: ``"einsum"`` (default; fastest on CPU) or
         ``"dot_product"`` (``jax.nn.dot_product_attention``: a fused kernel
         where the backend has one, e.g. cuDNN on GPU). Same numbers.

@@ -185,9 +185,10 @@ class UniPC(Sampler):
         return f"unipc{self.order}"
 
     def validate(self) -> None:
-        super().validate()
+        # The order first: the base check of spacing="fitted" reads the family it names.
         if isinstance(self.order, bool) or self.order not in ORDERS:
             raise ValueError(f"UniPC order must be one of {ORDERS}, got order={self.order!r}")
+        super().validate()
         if not isinstance(self.lower_order_final, bool):
             raise ValueError(f"UniPC lower_order_final must be a bool, got {self.lower_order_final!r}")
         if self.variant not in VARIANTS:
