@@ -117,6 +117,7 @@ def test_t0_equal_T_samples_the_data_law():
     _check_law(samples, ae * MODEL.means[0], data_cov)
 
 
+@pytest.mark.slow
 def test_langevin_corrector_is_not_faithful():
     """A corrector pulls toward the unconditional law: its output misses SDEdit's law."""
     sde, t0 = VPSDE(), 0.3

@@ -77,7 +77,7 @@ def test_library_call_matches_the_command_line(runs):
 
 def _refused(runs, match, workdir=None, inputs=None, **translation):
     score, cls, default_inputs, root = runs
-    out = str(root / "refused")
+    out = str(root / f"refused_{len(os.listdir(root))}")
     with pytest.raises(ValueError, match=match):
         _translate(workdir or score, inputs or default_inputs, out, **translation)
     assert not os.path.exists(out)
@@ -99,9 +99,14 @@ def test_refusals_before_anything_is_written(runs, tmp_path):
         json.dump(stored, f)
     _refused(runs, "target domain", method="egsde", classifier_workdir=other)
     stored["data"]["classes"] = [7, 9]
-    stored["data"]["image_size"] = 32
     with open(path, "w") as f:
         json.dump(stored, f)
+    model_path = os.path.join(other, "model_config.json")  # the network's own size is what counts
+    with open(model_path) as f:
+        model = json.load(f)
+    model["image_size"] = 32
+    with open(model_path, "w") as f:
+        json.dump(model, f)
     _refused(runs, "classifier run .*: the classifier was trained on", method="egsde", classifier_workdir=other)
     # Inputs of another size.
     bad = str(tmp_path / "bad_in")
@@ -123,6 +128,7 @@ def test_sample_py_command_line(runs):
     assert sorted(os.listdir(out)) == ["a.png", "b.png"]
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(runs, tmp_path):
     """benchmarks/translation.py end to end on the smoke runs: rows, plot and the JSON line."""
     sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
