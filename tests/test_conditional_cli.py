@@ -42,6 +42,7 @@ def sr_workdir(tmp_path_factory):
     return _train(conditional_photos_sr, "cmde_smoke", str(tmp_path_factory.mktemp("cmde") / "run"))
 
 
+@pytest.mark.slow  # a second training (CMDE SR); the inpainting run covers the command line by default
 def test_sample_py_super_resolves_a_folder_with_tiles(sr_workdir, tmp_path):
     from sample import load_run_config, sample_from_workdir
 
@@ -62,6 +63,7 @@ def test_sample_py_super_resolves_a_folder_with_tiles(sr_workdir, tmp_path):
     assert a.shape == (2, 16, 16, 3) and np.array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_sample_py_refuses_what_sr3_refuses_and_writes_nothing(sr_workdir, tmp_path):
     """SR3's validators: every offending file named at once, nothing written, --input required."""
     from sample import load_run_config, sample_from_workdir

@@ -39,7 +39,7 @@ class ConditionalTask:
         self.sde_y = VESDE(sigma_min=y_sigma_min, sigma_max=y_sigma_max) if method == "cmde" else None
 
     def model_fields(self) -> dict:
-        # A CMDE network takes the level of y_t as a second scalar.
+        """``UNetConfig`` fields of the task: a CMDE network takes the level of ``y_t`` as a second scalar."""
         return {"aug_level_embedding": True} if self.method == "cmde" else {}
 
     def bind_condition(self, score_for_condition, cond, sde, sampler, key):
