@@ -181,15 +181,7 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
             values, nfe = evaluate(sampler)
             row[str(b)] = {"nfe": nfe, "sw2": values, "mean": float(np.mean(values)), "std": float(np.std(values))}
         results[name] = row
-        cells = []
-        for b in budgets:
-            c = row.get(str(b))
-            if c is None:
-                cells.append("-")
-                continue
-            cell = f"{c['mean'] / floor:.2f} ({c['std'] / floor:.2f})"
-            cells.append(cell + ("" if c["nfe"] == b else f" [{c['nfe']}]"))
-        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        print(format_row(name, row, budgets, floor), flush=True)
     report = summarise(results, budgets, floor, converged, plot)
     return {
         "n": n,
@@ -204,19 +196,24 @@ def low_nfe_study(*, quick: bool, seeds: int, n: int, projections: int, plot: st
     }
 
 
+def format_row(name: str, row: dict, budgets, floor: float) -> str:
+    """One markdown row: mean / floor (std / floor) per budget, [n] where the NFE spent differs."""
+    cells = []
+    for b in budgets:
+        c = row.get(str(b))
+        if c is None:
+            cells.append("-")
+            continue
+        cell = f"{c['mean'] / floor:.2f} ({c['std'] / floor:.2f})"
+        cells.append(cell + ("" if c["nfe"] == b else f" [{c['nfe']}]"))
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
 def print_rows(results: dict, budgets, floor: float) -> None:
     print("| sampler | " + " | ".join(f"NFE {b}" for b in budgets) + " |")
     print("|" + "---|" * (len(budgets) + 1))
     for name, row in results.items():
-        cells = []
-        for b in budgets:
-            c = row.get(str(b))
-            if c is None:
-                cells.append("-")
-                continue
-            cell = f"{c['mean'] / floor:.2f} ({c['std'] / floor:.2f})"
-            cells.append(cell + ("" if c["nfe"] == b else f" [{c['nfe']}]"))
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        print(format_row(name, row, budgets, floor))
 
 
 def summarise(results: dict, budgets, floor: float, converged, plot: str | None) -> dict:
