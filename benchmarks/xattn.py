@@ -2,7 +2,7 @@
 
 Trains ``configs/ddpm_fashion_mnist.py:labels`` and ``:xattn`` (the same UNet, shrunk by
 the flags below, the same data order and seed) one after the other for ``--steps`` steps,
-then reports for each: parameters, training steps/s (the logged rate, the first log interval,
+then reports for each: parameters, training steps/s (the median logged rate, the first log interval,
 which holds the compilation, left out), the training loss (mean of the last quarter of the
 logged losses) and, on held-out test images with fixed noise and a fixed grid of times, the
 denoising loss (eps MSE) with the true labels, with the null label and with wrong labels
@@ -57,13 +57,14 @@ def heldout_losses(run, images, labels, num_classes: int) -> dict:
     z = jax.random.normal(jax.random.key(0), images.shape)
 
     @jax.jit
-    def loss(lab):
+    def loss_of(images, z, lab):  # arrays as arguments: closed-over constants make XLA fold convolutions
         tt = jnp.asarray(t, jnp.float32)
         mean, std = sde.marginal_prob(images, tt)
         x_t = mean + std[:, None, None, None] * z
         eps_hat = -std[:, None, None, None] * run.score_fn(x_t, tt, labels=lab)
         return jnp.mean(jnp.square(eps_hat - z))
 
+    loss = lambda lab: loss_of(images, z, lab)
     true = jnp.asarray(labels, jnp.int32)
     return {
         "heldout_true": float(loss(true)),

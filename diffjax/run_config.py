@@ -70,6 +70,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.context_dim = 0
     c.model.label_conditioning = "embedding"
     c.model.label_tokens = 1
+    # Classifier-free guidance: share of training examples given the null label / no context.
+    c.model.condition_dropout = 0.0
 
     # Forward process; only the fields the chosen process has are used.
     c.sde = ml_collections.ConfigDict()

@@ -268,6 +268,34 @@ def test_bad_cross_attention_configs_raise(fields, match):
         dataclasses.replace(CTX, **fields)
 
 
+def test_condition_dropout_nulls_labels_and_masks_the_context_in_training_only(nets):
+    """With a dropout key, each example is either untouched or exactly the unconditional
+    input (null label, every token masked); without a key nothing is dropped."""
+    model = nnx.merge(*nnx.split(nets["lab"]))
+    model.config = dataclasses.replace(LAB, condition_dropout=0.5)
+    graphdef, state = nnx.split(model)
+    n = 8
+    x = jax.random.normal(jax.random.key(3), (n, 16, 16, 1))
+    c = jnp.linspace(0.1, 0.9, n)
+    labels = jnp.arange(n) % 3
+    context = jax.random.normal(jax.random.key(4), (n, 3, LAB.context_dim))
+
+    @jax.jit
+    def apply(labels, mask, key):
+        return nnx.merge(graphdef, state)(x, c, labels=labels, context=context, context_mask=mask, dropout_key=key)
+
+    everything = jnp.ones((n, 3), bool)
+    cond = apply(labels, everything, None)
+    uncond = apply(jnp.full((n,), LAB.num_classes), jnp.zeros((n, 3), bool), None)
+    dropped = apply(labels, everything, jax.random.key(5))
+    err = lambda a, b: np.asarray(jnp.max(jnp.abs(a - b), axis=(1, 2, 3)))
+    assert np.all(err(cond, uncond) > 1e-3)
+    is_cond, is_uncond = err(dropped, cond) < 1e-5, err(dropped, uncond) < 1e-5
+    assert np.all(is_cond ^ is_uncond) and is_cond.any() and is_uncond.any(), (is_cond, is_uncond)
+    with pytest.raises(ValueError, match="condition_dropout"):
+        dataclasses.replace(LAB, condition_dropout=1.0)
+
+
 def test_label_tokens():
     enc = LabelTokens(3, 4, tokens=2, rngs=rngs(0))
     tokens = enc(jnp.array([0, 3, 0]))
@@ -345,3 +373,17 @@ def test_class_conditional_training_by_cross_attention_learns_the_labels():
                                         sampler=dj.samplers.DDIM(10)))(jax.random.key(7))
     top_minus_bottom = np.asarray(x0[:, :4].mean((1, 2, 3)) - x0[:, 4:].mean((1, 2, 3)))
     assert top_minus_bottom[0] > 0.5 and top_minus_bottom[1] < -0.5, top_minus_bottom
+
+
+@pytest.mark.parametrize("arg", ["xattn", "xattn,smoke", "labels,smoke"])
+def test_fashion_mnist_class_conditional_configs_build_the_label_path(arg):
+    from configs.ddpm_fashion_mnist import get_config
+    from configs.default import get_base_config
+    from diffjax import builders
+
+    config = get_config(arg)
+    builders.validate_config(config, get_base_config())
+    model_config = builders.build_model_config(config, (32, 32, 1), num_classes=10)
+    assert model_config.num_classes == 10
+    assert model_config.labels_as_context == arg.startswith("xattn")
+    assert model_config.labels_as_embedding == arg.startswith("labels")

@@ -46,6 +46,8 @@ _PREDICTIONS = ("eps", "x0", "v", "score")
 _TIME_EMBEDDINGS = ("fourier", "sinusoidal")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 _LABEL_CONDITIONINGS = ("embedding", "context", "both")
+# fold_in index of the condition-dropout draw; the residual blocks use 0, 1, ... (their ids).
+_CONDITION_DROPOUT_STREAM = 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +101,10 @@ class UNetConfig:
         (``label_tokens`` learned tokens per label, attended by the
         cross-attention; needs ``context_dim > 0``) or ``"both"``.
       label_tokens: tokens per label with ``"context"`` / ``"both"``.
+      condition_dropout: in training (a ``dropout_key`` given), the probability
+        that an example's labels become the null label and all its context
+        tokens are masked: the unconditional examples classifier-free guidance
+        needs. ``0`` (default): never.
     """
 
     image_size: int = 32
@@ -126,6 +132,7 @@ class UNetConfig:
     context_dim: int = 0
     label_conditioning: str = "embedding"
     label_tokens: int = 1
+    condition_dropout: float = 0.0
 
     def __post_init__(self):
         # Configs read from ConfigDicts hand over lists; store hashable tuples.
@@ -175,6 +182,8 @@ class UNetConfig:
         if self.context_dim < 0 or self.label_tokens < 1:
             raise ValueError(f"context_dim must be >= 0 (0 = no cross-attention) and label_tokens >= 1, "
                              f"got {self.context_dim} and {self.label_tokens}")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {self.condition_dropout}")
         if self.label_conditioning not in _LABEL_CONDITIONINGS:
             raise ValueError(f"label_conditioning must be one of {_LABEL_CONDITIONINGS}, "
                              f"got {self.label_conditioning!r}")
@@ -393,6 +402,19 @@ class UNet(nnx.Module):
                 raise ValueError(f"context_mask must be boolean (True = a real token, False = padding), "
                                  f"got dtype {context_mask.dtype}")
 
+    def _drop_condition(self, labels, context, context_mask, dropout_key, batch: int):
+        """Classifier-free guidance's training-time drop: null labels, all context tokens masked."""
+        cfg = self.config
+        drop = jax.random.bernoulli(jax.random.fold_in(dropout_key, _CONDITION_DROPOUT_STREAM),
+                                    cfg.condition_dropout, (batch,))
+        if cfg.num_classes > 0:
+            labels = jnp.full((batch,), cfg.num_classes, jnp.int32) if labels is None else labels
+            labels = jnp.where(drop, jnp.asarray(cfg.num_classes, labels.dtype), labels)
+        if context is not None:
+            keep = jnp.ones(context.shape[:2], bool) if context_mask is None else context_mask
+            context_mask = keep & ~drop[:, None]
+        return labels, context_mask
+
     def encode_context(self, labels: Array | None, context: Array | None, context_mask: Array | None,
                        batch: int) -> tuple[Array | None, Array | None]:
         """The tokens the cross-attention attends to: label tokens, then the caller's ``context``.
@@ -505,6 +527,8 @@ class UNet(nnx.Module):
         self._check_inputs(x, c, cond, labels)
         self._check_aug_level(aug_level, x.shape[0])
         self._check_context(context, context_mask, x.shape[0])
+        if self.config.condition_dropout > 0 and dropout_key is not None:
+            labels, context_mask = self._drop_condition(labels, context, context_mask, dropout_key, x.shape[0])
         ctx = self.encode_context(labels, context, context_mask, x.shape[0])
         keep = (lambda name, value: acts.__setitem__(name, value)) if acts is not None else (lambda *_: None)
         cfg = self.config
