@@ -1,4 +1,14 @@
-"""Unconditional model on Fashion-MNIST, 28x28 resized to 32x32 (grayscale)."""
+"""Unconditional model on Fashion-MNIST, 28x28 resized to 32x32 (grayscale).
+
+Class-conditional variants (docs/unet.md):
+
+* ``labels``: the ten classes through the label embedding (added to the time embedding);
+* ``xattn``: the classes as context tokens read by cross-attention
+  (``model.context_dim = 64``, ``model.label_conditioning = "context"``).
+
+Each takes ``,smoke`` too (e.g. ``xattn,smoke``); ``smoke`` alone is the
+unconditional smoke run.
+"""
 
 from configs.default import apply_smoke, check_arg, get_base_config
 
@@ -28,7 +38,32 @@ def unconditional_32(dataset: str):
     return c
 
 
+def class_conditional(c, by: str):
+    """Make ``c`` class-conditional: ``by="labels"`` (label embedding) or ``"xattn"`` (context tokens)."""
+    c.data.use_labels = True
+    # Training-time grids and the end-of-training FD sample unconditionally (the null
+    # label, which these runs never train): off. Sample per class with run.score_fn(labels=).
+    c.training.sample_every = 0
+    c.eval.enabled = False
+    if by == "xattn":
+        c.model.context_dim = 64
+        c.model.label_conditioning = "context"
+        c.model.label_tokens = 1
+    return c
+
+
 def get_config(arg=None):
-    check_arg("ddpm_fashion_mnist", arg)
+    check_arg("ddpm_fashion_mnist", arg, ("smoke", "labels", "xattn", "labels,smoke", "xattn,smoke"))
+    parts = (arg or "").split(",")
+    variant = parts[0] if parts[0] in ("labels", "xattn") else None
+    rest = parts[1:] if variant else [p for p in parts if p]
     c = unconditional_32("fashion_mnist")
-    return apply_smoke(c) if arg == "smoke" else c
+    if variant:
+        class_conditional(c, variant)
+    if rest == ["smoke"]:
+        apply_smoke(c)
+        if variant:
+            c.training.sample_every = 0
+        if variant == "xattn":
+            c.model.context_dim = 16
+    return c

@@ -227,7 +227,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         tc.ema_decay,
         lr_schedule=run.lr_schedule,
         use_labels=config.data.use_labels,
-        use_dropout=config.model.dropout > 0,
+        # The network draws its dropout masks and its condition drop (classifier-free guidance) from this key.
+        use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0,
     )
     train_step = jax.jit(
         train_step,

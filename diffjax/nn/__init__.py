@@ -1,6 +1,6 @@
 """Flax NNX networks. Imports none of the diffusion math (see DESIGN.md)."""
 
-from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, sinusoidal_embedding
+from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, LabelTokens, sinusoidal_embedding
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
 from diffjax.nn.classifier import Classifier, ClassifierConfig
 
@@ -12,5 +12,6 @@ __all__ = [
     "ClassifierConfig",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
+    "LabelTokens",
     "sinusoidal_embedding",
 ]
