@@ -245,3 +245,23 @@ def test_inpainting_condition_is_the_encoded_masked_image_and_pooled_mask(runs):
     assert cond.shape == (2, 8, 8, 4) and pipeline.cond_channels((32, 32, 3)) == 4
     np.testing.assert_allclose(cond[..., :3], 0.5 * pipeline.first_stage.encode(images * known[..., None]), rtol=1e-5)
     assert cond[0, 0, 0, 3] == 0.0 and cond[0, 0, 1, 3] == 0.5 and cond[0, 5, 5, 3] == 1.0
+
+
+@pytest.mark.parametrize("spec", ["autoencoder_tfds.py:f4", pytest.param("autoencoder_tfds.py:f8", marks=pytest.mark.slow),
+                                  "ldm_tfds.py:sr4", pytest.param("ldm_tfds.py:cin", marks=pytest.mark.slow)])
+def test_paper_sized_tfds_configs_build(spec):
+    """Accelerator configs: they build (shapes only: no data, no weights), they are not trained here."""
+    from configs.default import get_base_config
+
+    config = load_config_file(os.path.join(ROOT, "configs", spec))
+    builders.validate_config(config, get_base_config())
+    builders.build_loss(config)
+    mc = builders.build_model_config(config, (256, 256, 3), 1000)
+    model = nnx.eval_shape(lambda: builders.build_model(config, nnx.Rngs(0), (256, 256, 3), 1000)[0])
+    assert nnx.state(model, nnx.Param)
+    if "ldm" in spec:
+        assert (mc.image_size, mc.in_channels) == (64, 3) and mc.num_classes == (1000 if "cin" in spec else 0)
+        with pytest.raises(ValueError, match="autoencoder.workdir"):
+            builders.build_pipeline(config).prepare_run("/nonexistent", None, config.training)
+    else:
+        assert mc.factor == (8 if "f8" in spec else 4) and mc.disc_channels > 0

@@ -142,7 +142,7 @@ class LatentPipeline(Pipeline):
         """
         ae = self._ae()
         height, width, channels = image_shape
-        if channels != ae.in_channels:
+        if self.first_stage.trained and channels != ae.in_channels:  # a declared one takes the data's
             raise ValueError(f"the autoencoder takes {ae.in_channels}-channel images, the data has {channels}: "
                              "train the autoencoder on the same data")
         size, _, z = ae.latent_shape(height, width)
