@@ -65,6 +65,11 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.prediction = "eps"  # what the network outputs: eps, x0, v or score
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
+    # Cross-attention (docs/unet.md): token width (0 = none); with data.use_labels, labels go to
+    # the time embedding ("embedding"), to label_tokens context tokens ("context") or to both.
+    c.model.context_dim = 0
+    c.model.label_conditioning = "embedding"
+    c.model.label_tokens = 1
 
     # Forward process; only the fields the chosen process has are used.
     c.sde = ml_collections.ConfigDict()

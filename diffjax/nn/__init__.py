@@ -1,6 +1,6 @@
 """Flax NNX networks. Imports none of the diffusion math (see DESIGN.md)."""
 
-from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, sinusoidal_embedding
+from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, LabelTokens, sinusoidal_embedding
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
 from diffjax.nn.classifier import Classifier, ClassifierConfig
 from diffjax.nn.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
@@ -16,5 +16,6 @@ __all__ = [
     "PatchDiscriminator",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
+    "LabelTokens",
     "sinusoidal_embedding",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "dropout",
     "ResBlock",
     "AttentionBlock",
+    "CrossAttentionBlock",
     "Downsample",
     "Upsample",
 ]
@@ -345,6 +346,72 @@ class AttentionBlock(nnx.Module):
         h = jnp.transpose(h.reshape(b, heads, length, head_dim), (0, 2, 1, 3)).reshape(b * length, ch)
         out = x + self.out(h).reshape(b, hgt, wid, ch)
         return out * (1.0 / math.sqrt(2.0)) if self.rescale_skip else out
+
+
+class CrossAttentionBlock(nnx.Module):
+    """Multi-head cross-attention from pixels (queries) to context tokens (keys, values).
+
+    ``x + out(attention(q = W_q GN(x), k, v = W_kv LN(context)))``: every pixel
+    attends over the ``T`` tokens of its own example. No position is added to
+    the tokens, so permuting them (with their mask) leaves the output unchanged.
+    The output projection starts at zero, so a fresh block is the identity and
+    the residual is *not* rescaled (unlike :class:`AttentionBlock`): a network
+    with cross-attention starts as the same network without it.
+
+    Args:
+      channels: channel count C of the image features (divisible by ``num_heads``).
+      context_dim: width D of the context tokens.
+      num_heads: number of heads.
+    """
+
+    def __init__(self, channels: int, context_dim: int, *, num_heads: int, dtype, param_dtype, rngs: nnx.Rngs):
+        if channels % num_heads:
+            raise ValueError(f"cross-attention channels {channels} not divisible by num_heads={num_heads}")
+        if context_dim < 1:
+            raise ValueError(f"context_dim must be a positive integer, got {context_dim}")
+        self.norm = _norm(channels, dtype, param_dtype)
+        # Tokens from any encoder come at any scale: LayerNorm puts them on a common one.
+        self.context_norm = nnx.LayerNorm(context_dim, epsilon=1e-5, dtype=jnp.float32,
+                                          param_dtype=param_dtype, rngs=rngs)
+        self.q = nnx.Linear(channels, channels, kernel_init=_default_init,
+                            dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.kv = nnx.Linear(context_dim, 2 * channels, kernel_init=_default_init,
+                             dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.out = nnx.Linear(channels, channels, kernel_init=_zeros,
+                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.num_heads = num_heads
+        self.dtype = dtype
+
+    def __call__(self, x: Array, context: Array, mask: Array | None = None) -> Array:
+        """Args: x (B, H, W, C); context (B, T, D); mask (B, T) bool, True = a real token, or None.
+
+        Returns (B, H, W, C). A row whose tokens are all masked gets no update
+        (the block is the identity there), which is how an "empty" context reads.
+        """
+        b, hgt, wid, ch = x.shape
+        tokens, dim = context.shape[1], context.shape[2]
+        heads, length = self.num_heads, hgt * wid
+        head_dim = ch // heads
+        q = self.q(self.norm(x).reshape(b * length, ch)).reshape(b, length, heads, head_dim)
+        ctx = self.context_norm(context.astype(jnp.float32).reshape(b * tokens, dim)).astype(self.dtype)
+        kv = self.kv(ctx).reshape(b, tokens, 2, heads, head_dim)
+        # Heads folded into the batch, as in AttentionBlock (rank-3 batched matmuls).
+        q = jnp.transpose(q, (0, 2, 1, 3)).reshape(b * heads, length, head_dim)
+        kv = jnp.transpose(kv, (2, 0, 3, 1, 4)).reshape(2, b * heads, tokens, head_dim)
+        q = q * jnp.asarray(head_dim ** -0.5, q.dtype)
+        logits = jnp.einsum("bqd,bkd->bqk", q, kv[0], preferred_element_type=jnp.float32)
+        if mask is not None:
+            valid = jnp.repeat(mask.astype(bool), heads, axis=0)[:, None, :]  # (B * heads, 1, T)
+            logits = jnp.where(valid, logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1)
+        h = jnp.einsum("bqk,bkd->bqd", weights.astype(kv.dtype), kv[1])
+        h = jnp.transpose(h.reshape(b, heads, length, head_dim), (0, 2, 1, 3)).reshape(b * length, ch)
+        update = self.out(h).reshape(b, hgt, wid, ch)
+        if mask is not None:
+            # No real token: softmax spread evenly over the padding; drop the whole
+            # update (the projection's bias too), so an empty context is the identity.
+            update = update * jnp.any(mask, axis=1).astype(update.dtype)[:, None, None, None]
+        return x + update.astype(x.dtype)
 
 
 class Downsample(nnx.Module):

@@ -13,6 +13,13 @@ Layout, for ``channel_mult=(1, 2, 2)`` and ``num_res_blocks=2``::
 The conditioning scalar ``c`` (time, noise level or step index) is embedded
 (Gaussian Fourier or sinusoidal), passed through a 2-layer MLP, summed with an
 optional class embedding and added inside every residual block.
+
+With ``context_dim > 0`` every attention site (the blocks of
+``attn_resolutions`` and the middle) is followed by a cross-attention block
+whose keys and values are context tokens ``(batch, tokens, context_dim)``:
+class labels through :class:`~diffjax.nn.embeddings.LabelTokens`
+(``label_conditioning="context"`` or ``"both"``), any token sequence a caller
+brings (``context=``), or both, concatenated along the tokens (docs/unet.md).
 """
 
 from __future__ import annotations
@@ -25,9 +32,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from diffjax.nn.embeddings import GaussianFourierEmbedding, sinusoidal_embedding
+from diffjax.nn.embeddings import GaussianFourierEmbedding, LabelTokens, sinusoidal_embedding
 from diffjax.nn.layers import (
-    ATTENTION_IMPLS, KERNEL_GRADS, AttentionBlock, Downsample, GroupNorm, ResBlock, Upsample, conv, group_count,
+    ATTENTION_IMPLS, KERNEL_GRADS, AttentionBlock, CrossAttentionBlock, Downsample, GroupNorm, ResBlock, Upsample,
+    conv, group_count,
 )
 from diffjax.typing import Array, PRNGKey
 
@@ -37,6 +45,7 @@ __all__ = ["UNetConfig", "UNet"]
 _PREDICTIONS = ("eps", "x0", "v", "score")
 _TIME_EMBEDDINGS = ("fourier", "sinusoidal")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+_LABEL_CONDITIONINGS = ("embedding", "context", "both")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +89,16 @@ class UNetConfig:
         ``jax.jvp`` through the network (``dj.log_likelihood`` needs ``"xla"``).
       attention_impl: ``"einsum"`` (default; fastest on CPU) or
         ``"dot_product"`` (``jax.nn.dot_product_attention``: a fused kernel
-        where the backend has one, e.g. cuDNN on GPU). Same numbers.
+        where the backend has one, e.g. cuDNN on GPU). Same numbers. The
+        cross-attention always uses einsums (a few tokens per example).
+      context_dim: width of the context tokens; ``> 0`` adds a cross-attention
+        block after every self-attention block (each level of
+        ``attn_resolutions`` and the middle). ``0`` (default): no cross-attention.
+      label_conditioning: how labels enter when ``num_classes > 0``:
+        ``"embedding"`` (added to the time embedding, the default), ``"context"``
+        (``label_tokens`` learned tokens per label, attended by the
+        cross-attention; needs ``context_dim > 0``) or ``"both"``.
+      label_tokens: tokens per label with ``"context"`` / ``"both"``.
     """
 
     image_size: int = 32
@@ -105,6 +123,9 @@ class UNetConfig:
     param_dtype: str = "float32"
     conv_kernel_grad: str = "xla"
     attention_impl: str = "einsum"
+    context_dim: int = 0
+    label_conditioning: str = "embedding"
+    label_tokens: int = 1
 
     def __post_init__(self):
         # Configs read from ConfigDicts hand over lists; store hashable tuples.
@@ -151,11 +172,39 @@ class UNetConfig:
                              f"sin/cos pairs), got {self.base_channels}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.context_dim < 0 or self.label_tokens < 1:
+            raise ValueError(f"context_dim must be >= 0 (0 = no cross-attention) and label_tokens >= 1, "
+                             f"got {self.context_dim} and {self.label_tokens}")
+        if self.label_conditioning not in _LABEL_CONDITIONINGS:
+            raise ValueError(f"label_conditioning must be one of {_LABEL_CONDITIONINGS}, "
+                             f"got {self.label_conditioning!r}")
+        if self.label_conditioning != "embedding" and self.num_classes == 0:
+            raise ValueError(f"label_conditioning={self.label_conditioning!r} encodes class labels, but "
+                             f"num_classes=0; set num_classes (in a run config: data.use_labels=True) or "
+                             f"label_conditioning='embedding'")
+        if self.labels_as_context and self.context_dim == 0:
+            raise ValueError(f"label_conditioning={self.label_conditioning!r} feeds labels to the "
+                             f"cross-attention, which needs context_dim > 0; got context_dim=0")
+        if self.context_dim > 0:
+            mid = self.base_channels * self.channel_mult[-1]
+            if mid % self.num_heads:
+                raise ValueError(f"num_heads={self.num_heads} must divide the {mid} channels of the middle "
+                                 f"attention, which is followed by cross-attention (context_dim > 0)")
 
     @property
     def resolutions(self) -> tuple[int, ...]:
         """Spatial size of each level, from ``image_size`` down."""
         return tuple(self.image_size // 2**i for i in range(len(self.channel_mult)))
+
+    @property
+    def labels_as_context(self) -> bool:
+        """Whether labels become context tokens (``num_classes > 0`` and ``"context"`` / ``"both"``)."""
+        return self.num_classes > 0 and self.label_conditioning != "embedding"
+
+    @property
+    def labels_as_embedding(self) -> bool:
+        """Whether labels are added to the time embedding (``num_classes > 0`` and ``"embedding"`` / ``"both"``)."""
+        return self.num_classes > 0 and self.label_conditioning != "context"
 
     @property
     def output_channels(self) -> int:
@@ -164,15 +213,18 @@ class UNetConfig:
 
 
 class _ResAttn(nnx.Module):
-    """A residual block optionally followed by self-attention."""
+    """A residual block optionally followed by self-attention, then optionally cross-attention."""
 
-    def __init__(self, res: ResBlock, attn: AttentionBlock | None):
+    def __init__(self, res: ResBlock, attn: AttentionBlock | None, xattn: CrossAttentionBlock | None = None):
         self.res = res
         self.attn = attn
+        self.xattn = xattn
 
-    def __call__(self, x: Array, emb_act: Array, dropout_key: PRNGKey | None) -> Array:
+    def __call__(self, x: Array, emb_act: Array, dropout_key: PRNGKey | None,
+                 context: Array | None = None, context_mask: Array | None = None) -> Array:
         x = self.res(x, emb_act, dropout_key)
-        return x if self.attn is None else self.attn(x)
+        x = x if self.attn is None else self.attn(x)
+        return x if self.xattn is None else self.xattn(x, context, context_mask)
 
 
 class UNet(nnx.Module):
@@ -182,8 +234,8 @@ class UNet(nnx.Module):
       config: a :class:`UNetConfig`.
       rngs: ``nnx.Rngs`` whose ``params`` stream initialises the weights.
 
-    Call ``model(x, c, cond=None, labels=None, dropout_key=None)``; see
-    :meth:`__call__`.
+    Call ``model(x, c, cond=None, labels=None, dropout_key=None, aug_level=None,
+    context=None, context_mask=None)``; see :meth:`__call__`.
     """
 
     def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
@@ -210,7 +262,11 @@ class UNet(nnx.Module):
                             if cfg.aug_level_embedding else None)
         # One extra row: the null label of classifier-free guidance.
         self.label_emb = (nnx.Embed(cfg.num_classes + 1, emb_dim, param_dtype=pdt, rngs=rngs)
-                          if cfg.num_classes > 0 else None)
+                          if cfg.labels_as_embedding else None)
+        # Labels as context tokens, with the same null label.
+        self.label_tokens = (LabelTokens(cfg.num_classes, cfg.context_dim, tokens=cfg.label_tokens,
+                                         param_dtype=pdt, rngs=rngs)
+                             if cfg.labels_as_context else None)
 
         block_ids = itertools.count()  # static per-block index for dropout keys
 
@@ -222,6 +278,10 @@ class UNet(nnx.Module):
             return AttentionBlock(ch, num_heads=cfg.num_heads, rescale_skip=cfg.rescale_skip,
                                   impl=cfg.attention_impl, **kw)
 
+        def xattn(ch):
+            # After every self-attention block; absent (no parameters) without a context.
+            return CrossAttentionBlock(ch, cfg.context_dim, num_heads=cfg.num_heads, **kw) if cfg.context_dim else None
+
         self.conv_in = conv(cfg.in_channels + cfg.cond_channels, nf, 3, **ckw)
         # Channel count of every activation pushed on the skip stack, in order.
         skip_channels = [nf]
@@ -230,7 +290,8 @@ class UNet(nnx.Module):
         for level, mult in enumerate(cfg.channel_mult):
             with_attn = cfg.resolutions[level] in cfg.attn_resolutions
             for _ in range(cfg.num_res_blocks):
-                down.append(_ResAttn(res(ch, nf * mult), attn(nf * mult) if with_attn else None))
+                down.append(_ResAttn(res(ch, nf * mult), attn(nf * mult) if with_attn else None,
+                                     xattn(nf * mult) if with_attn else None))
                 ch = nf * mult
                 skip_channels.append(ch)
             if level != len(cfg.channel_mult) - 1:
@@ -241,6 +302,7 @@ class UNet(nnx.Module):
 
         self.mid_res1 = res(ch, ch)
         self.mid_attn = attn(ch)
+        self.mid_xattn = xattn(ch)
         self.mid_res2 = res(ch, ch)
 
         up, upsamplers = [], []
@@ -249,7 +311,7 @@ class UNet(nnx.Module):
             with_attn = cfg.resolutions[level] in cfg.attn_resolutions
             for _ in range(cfg.num_res_blocks + 1):
                 up.append(_ResAttn(res(ch + skip_channels.pop(), nf * mult),
-                                   attn(nf * mult) if with_attn else None))
+                                   attn(nf * mult) if with_attn else None, xattn(nf * mult) if with_attn else None))
                 ch = nf * mult
             if level != 0:
                 upsamplers.append(Upsample(ch, with_conv=cfg.resample_with_conv, **ckw))
@@ -299,6 +361,67 @@ class UNet(nnx.Module):
         elif labels is not None:
             raise ValueError("labels were given but num_classes=0; set UNetConfig.num_classes or pass labels=None")
 
+    def _check_context(self, context, context_mask, batch: int) -> None:
+        cfg = self.config
+        if cfg.context_dim == 0:
+            if context is not None or context_mask is not None:
+                got = "context" if context is not None else "context_mask"
+                raise ValueError(f"{got} was given but context_dim=0 (no cross-attention); set "
+                                 f"UNetConfig.context_dim to the token width or pass context=None")
+            return
+        if context is None:
+            if context_mask is not None:
+                raise ValueError("context_mask was given without context; pass the (batch, tokens, "
+                                 f"{cfg.context_dim}) tokens it masks")
+            if not cfg.labels_as_context:
+                raise ValueError(f"context is required since context_dim={cfg.context_dim}: pass tokens of shape "
+                                 f"({batch}, tokens, {cfg.context_dim}) (a context_mask of all False reads as "
+                                 f"no condition), or set label_conditioning='context' to encode labels")
+            return
+        shape = tuple(jnp.shape(context))
+        if len(shape) != 3 or shape[0] != batch or shape[2] != cfg.context_dim or shape[1] < 1:
+            raise ValueError(f"context must have shape ({batch}, tokens >= 1, {cfg.context_dim}) (batch, tokens, "
+                             f"UNetConfig.context_dim), got {shape}")
+        if not jnp.issubdtype(context.dtype, jnp.floating):
+            raise ValueError(f"context must be floating-point tokens, got dtype {context.dtype}; embed token ids "
+                             f"first (e.g. with nnx.Embed or diffjax.nn.LabelTokens)")
+        if context_mask is not None:
+            if tuple(jnp.shape(context_mask)) != shape[:2]:
+                raise ValueError(f"context_mask must have shape {shape[:2]} (batch, tokens) like context, "
+                                 f"got {tuple(jnp.shape(context_mask))}")
+            if context_mask.dtype != jnp.bool_:
+                raise ValueError(f"context_mask must be boolean (True = a real token, False = padding), "
+                                 f"got dtype {context_mask.dtype}")
+
+    def encode_context(self, labels: Array | None, context: Array | None, context_mask: Array | None,
+                       batch: int) -> tuple[Array | None, Array | None]:
+        """The tokens the cross-attention attends to: label tokens, then the caller's ``context``.
+
+        Args:
+          labels: ``(B,)`` labels or ``None`` (null labels), used when
+            ``label_conditioning`` is ``"context"`` or ``"both"``.
+          context, context_mask: as in :meth:`__call__`.
+          batch: ``B``.
+
+        Returns:
+          ``(tokens, mask)``: ``(B, T, context_dim)`` float32 tokens and a
+          ``(B, T)`` bool mask or ``None`` (every token real); ``(None, None)``
+          when ``context_dim = 0``.
+        """
+        if self.config.context_dim == 0:
+            return None, None
+        parts, masks = [], []
+        if self.label_tokens is not None:
+            tokens = self.label_tokens(labels, batch)
+            parts.append(tokens)
+            masks.append(jnp.ones(tokens.shape[:2], bool))
+        if context is not None:
+            parts.append(context.astype(jnp.float32))
+            masks.append(jnp.ones(context.shape[:2], bool) if context_mask is None else context_mask)
+        tokens = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+        mask = None if context_mask is None else jnp.concatenate(masks, axis=1)
+        return tokens, mask
+
     def embed(self, c: Array, labels: Array | None) -> Array:
         """The (time + label) embedding, ``(batch, 4 * base_channels)`` float32."""
         cfg = self.config
@@ -315,7 +438,8 @@ class UNet(nnx.Module):
         return emb
 
     def __call__(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
-                 dropout_key: PRNGKey | None = None, aug_level: Array | None = None) -> Array:
+                 dropout_key: PRNGKey | None = None, aug_level: Array | None = None,
+                 context: Array | None = None, context_mask: Array | None = None) -> Array:
         """Apply the network.
 
         Args:
@@ -329,11 +453,23 @@ class UNet(nnx.Module):
           dropout_key: a ``jax.random`` key turns dropout on; ``None`` off.
           aug_level: ``(B,)`` conditioning-augmentation level, given iff
             ``aug_level_embedding`` (a time in ``[0, 1]``; 0 = clean condition).
+          context: ``(B, T, context_dim)`` floating-point tokens for the
+            cross-attention (any encoder's output; no positions are added, so
+            add your own if order matters). Required when ``context_dim > 0``
+            unless labels are encoded as tokens (``label_conditioning``
+            ``"context"`` / ``"both"``), in which case it is optional and its
+            tokens follow the label tokens.
+          context_mask: ``(B, T)`` bool, False for padding tokens that the
+            cross-attention ignores; a row of all False means no condition.
+            Only with ``context``.
 
         Returns:
           ``(B, H, W, out_channels)`` float32 prediction.
+
+        Raises:
+          ValueError: inputs whose presence, shape or dtype do not match the config.
         """
-        return self._forward(x, c, cond, labels, dropout_key, aug_level, None)
+        return self._forward(x, c, cond, labels, dropout_key, aug_level, context, context_mask, None)
 
     def activation_names(self) -> tuple[str, ...]:
         """Names of the blocks :meth:`activations` returns, from input to output.
@@ -348,24 +484,28 @@ class UNet(nnx.Module):
         return (*down, "mid", *up)
 
     def activations(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
-                    aug_level: Array | None = None) -> dict[str, Array]:
+                    aug_level: Array | None = None, context: Array | None = None,
+                    context_mask: Array | None = None) -> dict[str, Array]:
         """Intermediate activations (no dropout), e.g. as per-pixel features.
 
         Args:
-          x, c, cond, labels, aug_level: as in :meth:`__call__`.
+          x, c, cond, labels, aug_level, context, context_mask: as in :meth:`__call__`.
 
         Returns:
           ``{name: (B, h, w, channels)}`` for every name of :meth:`activation_names`,
           each the output of its block (a level's resolution, before resampling).
         """
         acts: dict[str, Array] = {}
-        self._forward(x, c, cond, labels, None, aug_level, acts)
+        self._forward(x, c, cond, labels, None, aug_level, context, context_mask, acts)
         return acts
 
-    def _forward(self, x, c, cond, labels, dropout_key, aug_level, acts: dict | None) -> Array:
+    def _forward(self, x, c, cond, labels, dropout_key, aug_level, context, context_mask,
+                 acts: dict | None) -> Array:
         """The network; block outputs are stored in ``acts`` when it is a dict."""
         self._check_inputs(x, c, cond, labels)
         self._check_aug_level(aug_level, x.shape[0])
+        self._check_context(context, context_mask, x.shape[0])
+        ctx = self.encode_context(labels, context, context_mask, x.shape[0])
         keep = (lambda name, value: acts.__setitem__(name, value)) if acts is not None else (lambda *_: None)
         cfg = self.config
         dt = _DTYPES[cfg.dtype]
@@ -383,7 +523,7 @@ class UNet(nnx.Module):
         num_levels = len(cfg.channel_mult)
         for level in range(num_levels):
             for j in range(cfg.num_res_blocks):
-                h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key)
+                h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key, *ctx)
                 keep(f"down_{level * cfg.num_res_blocks + j}", h)
                 skips.append(h)
             if level != num_levels - 1:
@@ -392,13 +532,15 @@ class UNet(nnx.Module):
 
         h = self.mid_res1(h, emb_act, dropout_key)
         h = self.mid_attn(h)
+        if self.mid_xattn is not None:
+            h = self.mid_xattn(h, *ctx)
         h = self.mid_res2(h, emb_act, dropout_key)
         keep("mid", h)
 
         block = 0
         for i, level in enumerate(reversed(range(num_levels))):
             for _ in range(cfg.num_res_blocks + 1):
-                h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key)
+                h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key, *ctx)
                 keep(f"up_{block}", h)
                 block += 1
             if level != 0:

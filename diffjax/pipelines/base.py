@@ -9,7 +9,10 @@ __all__ = ["Pipeline", "GeneratePipeline", "MODEL_INPUTS"]
 # Batch keys that the training step feeds to the network, and the UNet keyword
 # each one becomes. ``batch["image"]`` is the clean target x0 and
 # ``batch["loss_mask"]`` (1 where the loss counts) goes to the loss.
-MODEL_INPUTS = {"cond": "cond", "label": "labels", "aug_level": "aug_level"}
+# ``context`` / ``context_mask``: cross-attention tokens (batch, tokens, dim) from a
+# pipeline's token encoder, when the UNet has ``context_dim > 0``.
+MODEL_INPUTS = {"cond": "cond", "label": "labels", "aug_level": "aug_level",
+                "context": "context", "context_mask": "context_mask"}
 
 
 class Pipeline:

@@ -1,0 +1,294 @@
+"""Cross-attention conditioning of the UNet (``UNetConfig.context_dim``) and class labels as
+context tokens (``nn.LabelTokens``): the attention against a loop-by-loop reference, dependence
+on the context, permutation equivariance over tokens, padding masks, gradients, input checks,
+one trace under jit, old model configs, and a class-conditional training run by cross-attention
+through the library's own train step. Tiny networks keep the file fast."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import diffjax as dj
+from diffjax.checkpoint import check_model_config, write_model_config
+from diffjax.nn import LabelTokens, UNet, UNetConfig
+from diffjax.nn.layers import CrossAttentionBlock
+from diffjax.training import create_train_state, make_train_step, model_from_state
+
+# Two levels, self-attention at 8x8 (so cross-attention at 8x8 on the way down and up,
+# and in the middle), two heads.
+CTX = UNetConfig(image_size=16, in_channels=1, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
+                 attn_resolutions=(8,), num_heads=2, context_dim=6)
+# Labels as two context tokens, plus a caller's context after them.
+LAB = dataclasses.replace(CTX, num_classes=3, label_conditioning="context", label_tokens=2)
+BATCH, TOKENS = 2, 5
+
+
+def rngs(seed: int) -> nnx.Rngs:
+    """Rngs on the "rbg" generator: its initialisers compile in a fraction of threefry's time."""
+    return nnx.Rngs(jax.random.key(seed, impl="rbg"))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _noisy(params, key, scale):
+    leaves, treedef = jax.tree.flatten(params)
+    return jax.tree.unflatten(treedef, [
+        leaf + scale * jax.random.normal(jax.random.fold_in(key, i), leaf.shape, leaf.dtype)
+        for i, leaf in enumerate(leaves)])
+
+
+def perturb(model, key, scale: float = 0.3):
+    """A copy of ``model`` with noise on every nnx.Param (one compiled program): the
+    zero-initialised output projections otherwise hide the cross-attention at step 0."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return nnx.merge(graphdef, _noisy(params, key, scale), rest)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, x, c, labels, context, context_mask):
+    return nnx.merge(graphdef, state)(x, c, labels=labels, context=context, context_mask=context_mask)
+
+
+def run(model, x, c, labels=None, context=None, context_mask=None):
+    graphdef, state = nnx.split(model)
+    return _apply(graphdef, state, x, c, labels, context, context_mask)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return {"ctx": perturb(UNet(CTX, rngs=rngs(0)), jax.random.key(1)),
+            "lab": perturb(UNet(LAB, rngs=rngs(0)), jax.random.key(2))}
+
+
+def inputs(seed: int = 0):
+    kx, kc = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(kx, (BATCH, 16, 16, 1))
+    context = jax.random.normal(kc, (BATCH, TOKENS, CTX.context_dim))
+    return x, jnp.array([0.2, 0.7]), context
+
+
+def reference_cross_attention(block: CrossAttentionBlock, x, context, mask=None):
+    """The block's formula written per example, head and pixel with numpy."""
+    p = jax.tree.map(np.asarray, nnx.state(block, nnx.Param))
+    x, context = np.asarray(x, np.float64), np.asarray(context, np.float64)
+    b, h, w, ch = x.shape
+    heads, hd = block.num_heads, ch // block.num_heads
+    groups = block.norm.num_groups
+    xg = x.reshape(b, h * w, groups, ch // groups)
+    xn = (xg - xg.mean((1, 3), keepdims=True)) / np.sqrt(xg.var((1, 3), keepdims=True) + 1e-6)
+    xn = xn.reshape(b, h * w, ch) * p["norm"]["scale"] + p["norm"]["bias"]
+    mu = context.mean(-1, keepdims=True)
+    var = context.var(-1, keepdims=True)
+    cn = (context - mu) / np.sqrt(var + 1e-5) * p["context_norm"]["scale"] + p["context_norm"]["bias"]
+    q = xn @ p["q"]["kernel"] + p["q"]["bias"]
+    kv = cn @ p["kv"]["kernel"] + p["kv"]["bias"]
+    k, v = kv[..., :ch], kv[..., ch:]
+    out = np.zeros_like(q)
+    for i in range(b):
+        valid = np.ones(context.shape[1], bool) if mask is None else np.asarray(mask[i])
+        for head in range(heads):
+            sl = slice(head * hd, (head + 1) * hd)
+            for pix in range(h * w):
+                if not valid.any():
+                    continue
+                logits = k[i, valid, sl] @ q[i, pix, sl] / np.sqrt(hd)
+                wts = np.exp(logits - logits.max())
+                out[i, pix, sl] = (wts / wts.sum()) @ v[i, valid, sl]
+    y = (out @ p["out"]["kernel"] + p["out"]["bias"]).reshape(b, h, w, ch)
+    if mask is not None:  # no real token: no update at all
+        y = y * np.asarray(mask).any(axis=1)[:, None, None, None]
+    return x + y
+
+
+def test_cross_attention_block_matches_a_per_pixel_reference():
+    """Per head, every pixel's query attends over its own example's tokens (softmax over tokens);
+    padded tokens take no weight; an all-padding row is left unchanged."""
+    block = perturb(CrossAttentionBlock(8, 6, num_heads=2, dtype=jnp.float32, param_dtype=jnp.float32,
+                                        rngs=rngs(3)), jax.random.key(4))
+    x = jax.random.normal(jax.random.key(5), (2, 4, 4, 8))
+    context = 3.0 * jax.random.normal(jax.random.key(6), (2, 5, 6)) + 1.0
+    apply = jax.jit(lambda x, context, mask: block(x, context, mask))
+    np.testing.assert_allclose(apply(x, context, None), reference_cross_attention(block, x, context), atol=2e-5)
+    mask = jnp.array([[True, False, True, True, False], [False] * 5])
+    got = apply(x, context, mask)
+    np.testing.assert_allclose(got, reference_cross_attention(block, x, context, mask), atol=2e-5)
+    np.testing.assert_allclose(got[1], x[1], atol=0)  # no real token: identity
+
+
+def test_output_depends_on_the_context_and_labels(nets):
+    x, c, context = inputs()
+    a = run(nets["ctx"], x, c, context=context)
+    b = run(nets["ctx"], x, c, context=context.at[0].multiply(-1.0))
+    assert float(jnp.max(jnp.abs(a[0] - b[0]))) > 1e-3  # example 0 changed ...
+    np.testing.assert_allclose(a[1], b[1], atol=1e-6)  # ... and only example 0
+    la = run(nets["lab"], x, c, labels=jnp.array([0, 1]))
+    lb = run(nets["lab"], x, c, labels=jnp.array([2, 1]))
+    assert float(jnp.max(jnp.abs(la[0] - lb[0]))) > 1e-3
+    np.testing.assert_allclose(la[1], lb[1], atol=1e-6)
+    # labels=None is the null label; a caller's context adds to the label tokens.
+    null = jnp.full((BATCH,), LAB.num_classes)
+    np.testing.assert_allclose(run(nets["lab"], x, c), run(nets["lab"], x, c, labels=null), atol=2e-5)
+    both = run(nets["lab"], x, c, labels=jnp.array([0, 1]), context=context)
+    assert float(jnp.max(jnp.abs(both - la))) > 1e-3
+
+
+def test_a_fresh_cross_attention_is_the_identity():
+    """Zero-initialised output projections, residual not rescaled: a fresh network with
+    cross-attention computes what the same parameters compute without it."""
+    model = perturb(UNet(CTX, rngs=rngs(0)), jax.random.key(1))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    key_of = jax.tree_util.keystr
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, p: jnp.zeros_like(p) if "xattn" in key_of(path) and "'out'" in key_of(path) else p, params)
+    zeroed = nnx.merge(graphdef, params, rest)
+    # The context-free network with every parameter it shares with the one above.
+    shared = {key_of(path): p for path, p in jax.tree_util.tree_leaves_with_path(params)}
+    plain_graph, plain_params, plain_rest = nnx.split(
+        UNet(dataclasses.replace(CTX, context_dim=0), rngs=rngs(0)), nnx.Param, ...)
+    plain_params = jax.tree_util.tree_map_with_path(lambda path, p: shared[key_of(path)], plain_params)
+    plain = nnx.merge(plain_graph, plain_params, plain_rest)
+    x, c, context = inputs()
+    np.testing.assert_allclose(run(zeroed, x, c, context=context), run(plain, x, c), atol=1e-5)
+
+
+def test_permuting_the_tokens_leaves_the_output_unchanged(nets):
+    x, c, context = inputs()
+    mask = jnp.array([[True, True, False, True, True], [True, False, True, True, True]])
+    perm = jnp.array([3, 0, 4, 2, 1])
+    for name, labels in (("ctx", None), ("lab", jnp.array([0, 2]))):
+        a = run(nets[name], x, c, labels=labels, context=context, context_mask=mask)
+        b = run(nets[name], x, c, labels=labels, context=context[:, perm], context_mask=mask[:, perm])
+        np.testing.assert_allclose(a, b, atol=2e-5)
+        assert float(jnp.max(jnp.abs(a - run(nets[name], x, c, labels=labels, context=context)))) > 1e-4
+
+
+def test_padded_tokens_are_ignored(nets):
+    """Real tokens plus masked padding give the output of the real tokens alone,
+    whatever the padding holds; a fully masked row reads as no context."""
+    x, c, context = inputs()
+    real = context[:, :3]
+    pad = jnp.concatenate([real, 50.0 * jnp.ones((BATCH, 2, CTX.context_dim))], axis=1)
+    mask = jnp.array([[True, True, True, False, False]] * BATCH)
+    want = run(nets["ctx"], x, c, context=real)
+    np.testing.assert_allclose(run(nets["ctx"], x, c, context=pad, context_mask=mask), want, atol=2e-5)
+    none = jnp.zeros((BATCH, TOKENS), bool)
+    e1 = run(nets["ctx"], x, c, context=context, context_mask=none)
+    e2 = run(nets["ctx"], x, c, context=-context, context_mask=none)
+    np.testing.assert_allclose(e1, e2, atol=0)
+
+
+def test_the_gradient_reaches_the_context_but_not_its_padding(nets):
+    x, c, context = inputs()
+    mask = jnp.array([[True, True, True, False, True]] * BATCH)
+    graphdef, state = nnx.split(nets["ctx"])
+
+    def f(ctx):
+        return jnp.sum(jnp.square(nnx.merge(graphdef, state)(x, c, context=ctx, context_mask=mask)))
+
+    g = jax.jit(jax.grad(f))(context)
+    assert bool(jnp.all(jnp.isfinite(g)))
+    assert float(jnp.min(jnp.sum(jnp.abs(g[:, [0, 1, 2, 4]]), axis=-1))) > 1e-6  # every real token
+    np.testing.assert_array_equal(g[:, 3], 0.0)
+
+
+def test_one_trace_for_new_context_values(nets):
+    traces = []
+
+    @jax.jit
+    def f(state, x, c, context, mask):
+        traces.append(1)
+        return nnx.merge(graphdef, state)(x, c, context=context, context_mask=mask)
+
+    graphdef, state = nnx.split(nets["ctx"])
+    x, c, context = inputs()
+    mask = jnp.ones((BATCH, TOKENS), bool)
+    f(state, x, c, context, mask)
+    f(state, x + 1.0, c * 0.5, context * 2.0, mask.at[0, 1].set(False))
+    assert len(traces) == 1
+
+
+@pytest.mark.parametrize("change, kwargs, match", [
+    ({"context_dim": 0}, {"context": True}, "context_dim=0"),
+    ({"context_dim": 0}, {"mask": True}, "context_dim=0"),
+    ({}, {}, "context is required"),
+    ({}, {"mask": True}, "context_mask was given without context"),
+    ({}, {"context": (BATCH, TOKENS, 7)}, r"context must have shape \(2, tokens >= 1, 6\)"),
+    ({}, {"context": (BATCH + 1, TOKENS, 6)}, "context must have shape"),
+    ({}, {"context": (BATCH, TOKENS * 6)}, "context must have shape"),
+    ({}, {"context": (BATCH, 0, 6)}, "context must have shape"),
+    ({}, {"context": "int"}, "floating-point"),
+    ({}, {"context": True, "mask": (BATCH, TOKENS + 1)}, "context_mask must have shape"),
+    ({}, {"context": True, "mask": "float"}, "must be boolean"),
+])
+def test_bad_context_inputs_raise(change, kwargs, match):
+    model = UNet(dataclasses.replace(CTX, **change), rngs=rngs(0))
+    x, c, context = inputs()
+    ctx = kwargs.get("context")
+    if ctx is True:
+        ctx = context
+    elif ctx == "int":
+        ctx = jnp.ones((BATCH, TOKENS, 6), jnp.int32)
+    elif isinstance(ctx, tuple):
+        ctx = jnp.ones(ctx)
+    mask = kwargs.get("mask")
+    if mask is True:
+        mask = jnp.ones((BATCH, TOKENS), bool)
+    elif mask == "float":
+        mask = jnp.ones((BATCH, TOKENS))
+    elif isinstance(mask, tuple):
+        mask = jnp.ones(mask, bool)
+    with pytest.raises(ValueError, match=match):
+        model(x, c, context=ctx, context_mask=mask)
+
+
+@pytest.mark.parametrize("fields, match", [
+    ({"context_dim": -1}, "context_dim must be >= 0"),
+    ({"label_tokens": 0}, "label_tokens >= 1"),
+    ({"label_conditioning": "tokens", "num_classes": 3}, "label_conditioning must be one of"),
+    ({"label_conditioning": "context", "num_classes": 3, "context_dim": 0}, "needs context_dim > 0"),
+    ({"label_conditioning": "both", "num_classes": 0}, "num_classes=0"),
+    ({"num_heads": 3, "attn_resolutions": ()}, "middle attention"),
+])
+def test_bad_cross_attention_configs_raise(fields, match):
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(CTX, **fields)
+
+
+def test_label_tokens():
+    enc = LabelTokens(3, 4, tokens=2, rngs=rngs(0))
+    tokens = enc(jnp.array([0, 3, 0]))
+    assert tokens.shape == (3, 2, 4) and tokens.dtype == jnp.float32
+    np.testing.assert_array_equal(tokens[0], tokens[2])
+    np.testing.assert_array_equal(enc(None, batch=2), enc(jnp.array([3, 3])))  # None = null label
+    assert float(jnp.max(jnp.abs(tokens[0] - tokens[1]))) > 0.1
+    for bad in (jnp.array([0.5]), jnp.zeros((2, 1), jnp.int32)):
+        with pytest.raises(ValueError, match="integer array"):
+            enc(bad)
+    with pytest.raises(ValueError, match="batch"):
+        enc(None)
+    with pytest.raises(ValueError, match="tokens must be a positive integer"):
+        LabelTokens(3, 4, tokens=0, rngs=rngs(0))
+
+
+def test_old_model_configs_and_parameter_trees_are_unchanged(tmp_path):
+    """A model without context has no cross-attention parameters (its checkpoint tree is the
+    one older versions wrote) and a stored model config without the new fields still matches."""
+    plain = dataclasses.replace(CTX, context_dim=0, num_classes=3)
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(
+        nnx.state(UNet(plain, rngs=rngs(0))))]
+    assert not [p for p in paths if "xattn" in p or "label_tokens" in p]
+    assert any("label_emb" in p for p in paths)
+    old = {k: v for k, v in dataclasses.asdict(plain).items()
+           if k not in ("context_dim", "label_conditioning", "label_tokens")}
+    write_model_config(str(tmp_path), old)
+    defaults = {f.name: f.default for f in dataclasses.fields(UNetConfig)}
+    check_model_config(str(tmp_path), dataclasses.asdict(plain), defaults)
+    with pytest.raises(ValueError, match="context_dim"):
+        check_model_config(str(tmp_path), dataclasses.asdict(dataclasses.replace(plain, context_dim=4)), defaults)
