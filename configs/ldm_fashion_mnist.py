@@ -8,8 +8,12 @@
     python sample.py --workdir runs/ldm_fmnist --num 8 --output OUT   # 8 images per class
 
 The UNet denoises the autoencoder's latents (scaled by ``1 / std`` of the first
-batch's, ``latent.json``) and takes the class label through its label embedding
-(``data.use_labels``); samples are decoded inside the sampling program.
+batch's, ``latent.json``) and is conditioned on the class by cross-attention:
+each label becomes a learned token (``model.label_conditioning="context"``)
+that a cross-attention block after every self-attention block (and in the
+middle) attends to; the same network takes any ``(batch, tokens,
+context_dim)`` sequence a token encoder gives. Samples are decoded inside the
+sampling program.
 ``:smoke`` runs a few steps of a tiny network (with
 ``configs/autoencoder_fashion_mnist.py:smoke``).
 """
@@ -31,6 +35,9 @@ def get_config(arg=None):
     c.model.num_res_blocks = 2
     c.model.attn_resolutions = (4,)
     c.model.dropout = 0.0
+    c.model.context_dim = 64  # cross-attention on class tokens, as LDM's class-conditional models
+    c.model.label_conditioning = "context"
+    c.model.label_tokens = 1
     c.optim.lr = 1e-3
     c.optim.warmup_steps = 100
     c.training.num_steps = 2000

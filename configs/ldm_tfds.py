@@ -2,7 +2,7 @@
 
 Arguments: ``sr4`` (x4 super-resolution 64x64 -> 256x256 on a KL-f4 autoencoder:
 the low-resolution image concatenated to the 64x64x3 latent, as LDM-SR) or
-``cin`` (class-conditional ImageNet on KL-f4 latents), optionally followed by
+``cin`` (class-conditional ImageNet on KL-f4 latents, the class as a cross-attention token), optionally followed by
 ``,smoke``. Name the autoencoder (``configs/autoencoder_tfds.py``) with
 ``--config.autoencoder.workdir``; without one the config still builds the
 network from the declared ``config.autoencoder`` shapes (e.g. to count its
@@ -39,6 +39,9 @@ def get_config(arg=None):
     c.model.num_heads = 8 if parts[0] == "sr4" else 4
     c.task.name = "ldm_sr" if parts[0] == "sr4" else "ldm"
     c.data.use_labels = parts[0] == "cin"
+    if parts[0] == "cin":  # class tokens through cross-attention, as LDM's cin models
+        c.model.context_dim = 512
+        c.model.label_conditioning = "context"
     c.optim.lr = 1e-4
     c.optim.warmup_steps = 10_000
     c.training.num_steps = 1_000_000
