@@ -188,12 +188,12 @@ def reconstruct_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[
     return list(reconstruct(run._compiled["reconstruct"], run.params, images, run.model_config.factor))
 
 
-def _read_pngs(input_dir: str, channels: int, smallest: int, action: str):
+def _read_pngs(input_dir: str, channels: int, action: str, *, scale: int = 1, tile: int = 1):
     """Every PNG of ``input_dir`` checked as SR3's inputs are (format, mode, bit depth, size)."""
     from diffjax.pipelines.sr3 import read_low_res_folder
 
     try:
-        return read_low_res_folder(input_dir, channels=channels, scale=1, tile=smallest)
+        return read_low_res_folder(input_dir, channels=channels, scale=scale, tile=tile)
     except ValueError as err:
         raise ValueError(str(err).replace("cannot super-resolve", f"cannot {action}")) from None
 
@@ -210,7 +210,7 @@ def run_reconstruct(config: ml_collections.ConfigDict, workdir: str, output: str
     from diffjax.runs import Run, lead_print, load_model_config
 
     mc = load_model_config(workdir, "autoencoder")
-    inputs = _read_pngs(input_dir, mc.in_channels, 1, "reconstruct")
+    inputs = _read_pngs(input_dir, mc.in_channels, "reconstruct")
     run = Run(config, workdir)
     fn = _reconstruct_fn(run._graphdef, run._model_state)
     images = [reconstruct(fn, run.params, low[None], mc.factor)[0] for _, low in inputs]
@@ -243,7 +243,7 @@ def make_latent_sample_fn(run, sampler, *, tile_overlap: int = 4):
       the batch and grid are the network's (``labels`` gives the batch size).
       The images are clipped to ``[-1, 1]``.
     """
-    from diffjax.samplers.base import sample
+    from diffjax.tasks.latent import latent_sample
     from diffjax.tasks.sr3 import conditional_score_fn
     from diffjax.tiling import tiled_score_fn
     from diffjax.training import model_from_state
@@ -268,10 +268,8 @@ def make_latent_sample_fn(run, sampler, *, tile_overlap: int = 4):
         else:
             score_fn = tiled_score_fn(cond_score, cond, tile, tile_overlap)
             shape = (*cond.shape[:3], z_channels)
-        prior_key, sample_key = jax.random.split(key)
-        x_init = sde.prior_sample(prior_key, shape)
-        z, _ = sample(score_fn, sde, x_init, key=sample_key, sampler=sampler, denoise=c.sampling.denoise)
-        return jnp.clip(first_stage.decoder(ae_params)(z / scale), -1.0, 1.0)
+        return latent_sample(score_fn, sde, first_stage.decoder(ae_params), shape, key=key, sampler=sampler,
+                             scale_factor=scale, denoise=c.sampling.denoise)
 
     return fn
 
@@ -420,7 +418,7 @@ def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, inp
     pipeline = builders.build_pipeline(config)
     ae = pipeline.first_stage.config
     pixel_tile = load_model_config(workdir).image_size * ae.factor
-    inputs = _read_pngs(input_dir, ae.in_channels, -(-pixel_tile // pipeline.scale), "super-resolve")
+    inputs = _read_pngs(input_dir, ae.in_channels, "super-resolve", scale=pipeline.scale, tile=pixel_tile)
     problems = [f"{name}: {p}" for name, low in inputs
                 if (p := _sr_problem(low.shape[:2], pipeline, pixel_tile)) is not None]
     if problems:

@@ -206,17 +206,28 @@ def test_missing_untrained_or_mismatched_autoencoder_is_refused_before_training(
         dj.train(_config("ldm_photos_sr4.py", **{"autoencoder.workdir": other, "training.num_steps": 3}), runs["sr"])
 
 
-def test_latent_sr_samples_with_every_core_sampler_in_one_program(runs, tmp_path):
+def _restore_with_samplers(run_dir, names):
     import diffjax as dj
-    from diffjax.runs import sample_from_workdir
 
-    run = dj.load_run(runs["sr"], overrides={"sampling.steps": 2})
+    run = dj.load_run(run_dir, overrides={"sampling.steps": 2, "sampling.max_steps": 64})
     low = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
-    for name in builders.SAMPLERS:
+    for name in names:
         config = run.config.copy_and_resolve_references()
         config.sampling.sampler = name
         out = run.restore(low, sampler=builders.build_sampler(config))
         assert out.shape == (32, 32, 3) and np.isfinite(out).all(), name
+    return run, low
+
+
+@pytest.mark.slow
+def test_latent_sr_samples_with_every_core_sampler(runs):
+    _restore_with_samplers(runs["sr"], [n for n in builders.SAMPLERS if n != "dpm_solver_pp"])
+
+
+def test_latent_sr_samples_and_decodes_in_one_program(runs, tmp_path):
+    from diffjax.runs import sample_from_workdir
+
+    run, low = _restore_with_samplers(runs["sr"], ["ddim", "dpm_solver_pp"])
     # One compiled program per sampler; a second image of the same size does not retrace.
     fn = ldm._compiled(run, "ldm_sr", builders.build_sampler(run.config))
     run.restore(np.stack([low, low[::-1]]))

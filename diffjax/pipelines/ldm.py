@@ -161,12 +161,9 @@ class LatentPipeline(Pipeline):
         Raises:
           ValueError: latents with zero spread (an untrained or collapsed autoencoder).
         """
-        z = self.latents(images, step=0, seed=seed, rows=np.arange(len(images)))
-        std = float(np.std(z))
-        if not np.isfinite(std) or std < 1e-8:
-            raise ValueError(f"the autoencoder {self.first_stage.workdir} gives latents of std {std}: "
-                             "train it (longer) first")
-        return 1.0 / std
+        from diffjax.tasks.latent import scale_by_std
+
+        return scale_by_std(self.latents(images, step=0, seed=seed, rows=np.arange(len(images))))
 
     def prepare_run(self, workdir: str, dataset, training) -> None:
         """Before a run writes anything: check the autoencoder, read or measure the scale factor.
