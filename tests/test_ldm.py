@@ -299,3 +299,22 @@ def test_class_conditional_ldm_fashion_mnist_smoke_train_and_sample(tmp_path):
     names = sorted(os.listdir(tmp_path / "out"))
     assert names[-1] == "grid.png" and names[:2] == ["000000_class0.png", "000001_class0.png"]
     assert np.asarray(Image.open(tmp_path / "out" / "000005_class2.png")).shape == (32, 32)
+
+
+def test_latent_inpainting_smoke_keeps_known_pixels(runs, tmp_path):
+    import diffjax as dj
+
+    run_dir = str(tmp_path / "inp")
+    dj.train(_config("ldm_photos_sr4.py", **{"task.name": "ldm_inpainting", "training.num_steps": 1,
+                                              "training.ckpt_every": 1, "autoencoder.workdir": runs["ae"]}), run_dir)
+    run = dj.load_run(run_dir, overrides={"sampling.steps": 2})
+    assert run.model_config.cond_channels == 4  # 3 latent channels of the masked image + the mask
+    images = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    known = np.ones((32, 32), bool)
+    known[8:20, 4:28] = False
+    out = run.restore(images, known)
+    assert out.shape == images.shape and np.isfinite(out).all()
+    np.testing.assert_allclose(out[known], images[known], atol=1e-6)
+    assert not np.allclose(out[~known], images[~known], atol=1e-2)
+    with pytest.raises(ValueError, match="needs masks"):
+        run.restore(images)
