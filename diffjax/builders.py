@@ -18,7 +18,9 @@ from diffjax import samplers, sde as sde_lib
 from diffjax.losses import make_classifier_loss_fn, make_conditional_loss_fn, make_loss_fn
 from diffjax.pipelines import GeneratePipeline
 from diffjax.pipelines import conditional as conditional_pipelines
+from diffjax.pipelines.autoencoder import AutoencoderPipeline
 from diffjax.pipelines.cascade import CascadePipeline
+from diffjax.pipelines import ldm as ldm_pipelines
 from diffjax.pipelines import palette as palette_pipelines
 from diffjax.pipelines.repaint import RepaintPipeline
 from diffjax.pipelines.sr3 import SR3Pipeline
@@ -33,6 +35,7 @@ __all__ = [
     "build_sde",
     "build_model_config",
     "build_model",
+    "build_autoencoder_config",
     "build_loss",
     "build_sampler",
     "build_dataset",
@@ -76,6 +79,10 @@ PIPELINES = {
     "domain_classifier": DomainClassifierPipeline,
     "conditional_sr": conditional_pipelines.ConditionalSR,
     "conditional_inpainting": conditional_pipelines.ConditionalInpainting,
+    "autoencoder": AutoencoderPipeline,
+    "ldm": ldm_pipelines.LatentGenerate,
+    "ldm_sr": ldm_pipelines.LatentSR,
+    "ldm_inpainting": ldm_pipelines.LatentInpainting,
 }
 
 # Config keys of the sde section that are not constructor arguments.
@@ -184,6 +191,8 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     if height != width:
         raise ValueError(f"the UNet needs square images, the dataset gives {height}x{width}")
     pipeline = build_pipeline(config)
+    if pipeline.network == "autoencoder":
+        return build_autoencoder_config(config, image_shape)
     if pipeline.network == "classifier":
         # The classifier shares the UNet's keys it has a use for (prediction is not one).
         kwargs = _pick(config.model, ClassifierConfig)
@@ -201,7 +210,26 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
     kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
     kwargs.update(pipeline.model_fields())
+    if getattr(pipeline, "needs_autoencoder", False):  # latent diffusion: the network sees the latent grid
+        kwargs["image_size"], kwargs["in_channels"] = pipeline.network_shape(image_shape)
     return UNetConfig(**kwargs)
+
+
+def build_autoencoder_config(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]):
+    """``diffjax.nn.AutoencoderConfig`` from ``config.autoencoder`` and the data's image shape.
+
+    The discriminator is built only when ``config.autoencoder.disc_start >= 0``.
+
+    Raises:
+      ValueError: hyper-parameters the autoencoder rejects.
+    """
+    from diffjax.nn import AutoencoderConfig
+
+    a = config.autoencoder
+    kwargs = _pick(a, AutoencoderConfig)
+    kwargs["channel_mult"] = tuple(kwargs["channel_mult"])
+    kwargs["disc_channels"] = a.disc_channels if a.disc_start >= 0 else 0
+    return AutoencoderConfig(image_size=image_shape[0], in_channels=image_shape[2], **kwargs)
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, num_classes: int = 0):
@@ -216,10 +244,10 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, 
     Returns:
       ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
     """
-    from diffjax.nn import Classifier, ClassifierConfig, UNet
+    from diffjax.nn import Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, UNet
 
     model_config = build_model_config(config, image_shape, num_classes)
-    network = Classifier if isinstance(model_config, ClassifierConfig) else UNet
+    network = {ClassifierConfig: Classifier, AutoencoderConfig: Autoencoder}.get(type(model_config), UNet)
     return network(model_config, rngs=rngs), model_config
 
 
@@ -234,6 +262,14 @@ def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None
     pipeline = build_pipeline(config)
     if pipeline.network == "classifier":
         return make_classifier_loss_fn(sde, time_input=config.loss.time_input)
+    if pipeline.network == "autoencoder":
+        from diffjax.losses import make_autoencoder_loss_fn
+        from diffjax.metrics import lpips_loss_fn
+
+        a = config.autoencoder
+        return make_autoencoder_loss_fn(lpips_loss_fn(a.perceptual_net) if a.perceptual_weight > 0 else None,
+                                        perceptual_weight=a.perceptual_weight, kl_weight=a.kl_weight,
+                                        disc_weight=a.disc_weight, disc_start=a.disc_start)
     make, extra = make_loss_fn, {}
     if isinstance(pipeline, conditional_pipelines.ConditionalTask):
         make, extra = make_conditional_loss_fn, {"method": pipeline.method, "sde_y": pipeline.sde_y}
@@ -336,4 +372,9 @@ def build_pipeline(config: ml_collections.ConfigDict):
     """The task's host-side pipeline (:mod:`diffjax.pipelines`) from ``config.task``."""
     cls = _lookup("task", config.task.name, PIPELINES)
     section = config.task.get(config.task.name, ml_collections.ConfigDict())
-    return cls(**dict(section.items()))
+    pipeline = cls(**dict(section.items()))
+    if getattr(pipeline, "needs_autoencoder", False):
+        from diffjax.ldm import first_stage_for  # restores (lazily) and checks the named autoencoder run
+
+        pipeline.attach(first_stage_for(config))
+    return pipeline

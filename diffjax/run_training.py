@@ -196,6 +196,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
                 if f.default is not dataclasses.MISSING}
     check_model_config(workdir, model_config, defaults)
     check_workdir_writable(workdir)
+    latent = getattr(run.pipeline, "needs_autoencoder", False)
+    if latent:  # latent diffusion: check the autoencoder, read (resume) or measure the latent scale
+        run.pipeline.prepare_run(workdir, run.dataset, config.training)
 
     # -- nothing was written before this line --------------------------------
     tc = config.training
@@ -219,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     if distributed.is_lead():
         write_model_config(workdir, model_config)
         write_run_config(workdir, config)
+        if latent:
+            run.pipeline.write_run_files(workdir)
 
     train_step = make_train_step(
         run.graphdef,
@@ -238,7 +243,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     )
     base_key = jax.random.key(tc.seed)
     grid_key = jax.random.key(config.sampling.seed)
-    grid_fn = run.generate_fn(tc.num_grid_samples) if tc.sample_every > 0 and tc.num_grid_samples > 0 else None
+    # Sample grids and the FD demo are for pixel-space score networks (as before: every other network).
+    pixel_model = run.pipeline.network != "autoencoder" and not latent
+    grid_fn = (run.generate_fn(tc.num_grid_samples)
+               if pixel_model and tc.sample_every > 0 and tc.num_grid_samples > 0 else None)
 
     start = int(state.step)
     nonfinite_seen = int(jax.device_get(state.nonfinite_steps))
@@ -294,7 +302,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         writer.close()
 
     summary = {"step": int(state.step), "final_loss": last_metrics.get("loss"), "stopped_early": stopped_early}
-    if not stopped_early and config.eval.enabled:
+    if not stopped_early and config.eval.enabled and run.pipeline.network == "autoencoder":
+        from diffjax.ldm import evaluate_autoencoder  # reconstruction PSNR / LPIPS on held-out crops
+
+        summary.update(evaluate_autoencoder(run, state, workdir))
+    elif not stopped_early and config.eval.enabled and pixel_model:
         summary.update(evaluate(run, state, workdir))
     if distributed.is_lead():
         plot_training_curves(workdir)  # loss, logged scalars (and eval) as PNGs in workdir/plots/

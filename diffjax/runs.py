@@ -85,18 +85,19 @@ def train(config, workdir: str, overrides: dict | None = None) -> dict:
 
 
 def load_model_config(workdir: str, network: str = "unet"):
-    """The ``UNetConfig`` (or, with ``network="classifier"``, ``ClassifierConfig``) stored with the run.
+    """The ``UNetConfig`` (``network="classifier"``: ``ClassifierConfig``; ``"autoencoder"``: ``AutoencoderConfig``) stored with the run.
 
     Raises:
       ValueError: if ``workdir`` holds no ``model_config.json``.
     """
-    from diffjax.nn import ClassifierConfig, UNetConfig
+    from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
 
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
     with open(path) as f:
-        return (ClassifierConfig if network == "classifier" else UNetConfig)(**json.load(f))
+        cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
+        return cls(**json.load(f))
 
 
 def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
@@ -115,13 +116,13 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     Returns:
       ``(graphdef, ema_params, model_state, model_config, step)``.
     """
-    from diffjax.nn import Classifier, UNet
+    from diffjax.nn import Autoencoder, Classifier, UNet
 
     network = builders.build_pipeline(config).network
     model_config = load_model_config(workdir, network)
     optimizer = builders.build_optimizer(config)
     # Abstract model: shapes only, no weights drawn.
-    cls = Classifier if network == "classifier" else UNet
+    cls = {"classifier": Classifier, "autoencoder": Autoencoder}.get(network, UNet)
     model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 
@@ -592,10 +593,13 @@ class Run:
 # GENERATORS: (run, n, key, sampler) -> (n, H, W, C) images in [-1, 1], or a
 # list of stages (the last is returned); RESTORERS: (run, pixels (N, H, W, C)
 # on the 0..255 scale, masks, *, key, seed, sampler, kind) -> list of images in [-1, 1].
+from diffjax import ldm as _ldm  # noqa: E402  (latent diffusion's entries, docs/ldm.md)
+
 GENERATORS = {
     "generate": Run._generate,
     "repaint": Run._generate,
     "cascade": Run._generate_cascade,
+    "ldm": _ldm.generate_arrays,
 }
 RESTORERS = {
     "sr3": Run._super_resolve_arrays,
@@ -607,6 +611,9 @@ RESTORERS = {
     "palette_multitask": Run._restore_arrays,
     "conditional_sr": Run._super_resolve_arrays,
     "conditional_inpainting": Run._restore_arrays,
+    "autoencoder": _ldm.reconstruct_arrays,
+    "ldm_sr": _ldm.super_resolve_arrays,
+    "ldm_inpainting": _ldm.inpaint_arrays,
 }
 
 
@@ -795,6 +802,7 @@ TASKS = {
     "generate": run_generate,
     "repaint": run_generate,
     "cascade": run_cascade,
+    "ldm": _ldm.run_ldm_generate,
 }
 RESTORE_TASKS = {
     "sr3": run_sr3,
@@ -806,6 +814,9 @@ RESTORE_TASKS = {
     "palette_multitask": run_restore,
     "conditional_sr": run_sr3,
     "conditional_inpainting": run_restore,
+    "autoencoder": _ldm.run_reconstruct,
+    "ldm_sr": _ldm.run_ldm_sr,
+    "ldm_inpainting": _ldm.run_ldm_inpaint,
 }
 
 

@@ -201,6 +201,8 @@ def make_train_step(
     if not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay}")
     takes_condition = getattr(loss_fn, "takes_condition", False)
+    # A loss marked ``takes_step`` (the autoencoder's, whose discriminator starts late) gets the step.
+    step_kw = (lambda state: {"step": state.step}) if getattr(loss_fn, "takes_step", False) else (lambda state: {})
 
     def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
         key = jax.random.fold_in(base_key, state.step)
@@ -231,7 +233,7 @@ def make_train_step(
                                mask=batch.get("loss_mask"))
             # A classifier's loss takes the batch's integer class ids, "target".
             extra = {"target": batch["target"]} if "target" in batch else {}
-            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"), **extra)
+            return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"), **extra, **step_kw(state))
 
         (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -3,6 +3,7 @@
 from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, LabelTokens, sinusoidal_embedding
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
 from diffjax.nn.classifier import Classifier, ClassifierConfig
+from diffjax.nn.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
 
 __all__ = [
     "UNet",
@@ -10,6 +11,9 @@ __all__ = [
     "num_parameters",
     "Classifier",
     "ClassifierConfig",
+    "Autoencoder",
+    "AutoencoderConfig",
+    "PatchDiscriminator",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
     "LabelTokens",

@@ -9,6 +9,7 @@
 ``plug_and_play``  a diffusion prior plus a differentiable constraint (Graikos et al.)
 ``segmentation``   per-pixel features of a diffusion network (Baranchuk et al.)
 ``pixel_classifier``  their MLP ensemble: vote and per-pixel uncertainty
+``latent``   latent diffusion: ``scale_by_std``, sampling a latent through a decoder (:mod:`diffjax.tasks.latent`)
 """
 
 from diffjax.tasks.repaint import repaint, repaint_nfe, repaint_schedule
@@ -17,6 +18,7 @@ from diffjax.tasks.egsde import egsde, egsde_energy
 from diffjax.tasks.conditional import conditional_sample
 from diffjax.tasks.pnp import plug_and_play
 from diffjax.tasks import pixel_classifier, segmentation  # ddpm_feature_fn, train_ensemble, ...
+from diffjax.tasks import latent  # latent diffusion: dj.tasks.latent.latent_sample, scale_by_std
 from diffjax.tasks import cascade, conditional, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
 
 __all__ = ["repaint", "repaint_schedule", "repaint_nfe", "sdedit", "egsde", "egsde_energy", "conditional_sample",

@@ -1,0 +1,509 @@
+"""Latent diffusion runs: the frozen first stage, its evaluation, and sampling through the decoder (docs/ldm.md).
+
+* :func:`first_stage_for` turns ``config.autoencoder.workdir`` into a checked
+  :class:`~diffjax.pipelines.ldm.FirstStage` (a missing, untrained or
+  mismatched run is refused with a message that says what to do);
+  ``builders.build_pipeline`` attaches it to every latent task.
+* :func:`evaluate_autoencoder`: reconstruction PSNR / LPIPS on held-out crops,
+  logged at the end of an autoencoder run.
+* :func:`make_latent_sample_fn`: prior draw, any sampler on the latent grid
+  (tiled when the latent is larger than the network), ``z / scale_factor``
+  through the decoder, all in one compiled program.
+* The ``sample.py`` / :class:`diffjax.Run` entries for the tasks
+  ``autoencoder`` (reconstruction), ``ldm`` (generation, ``--num`` per class),
+  ``ldm_sr`` and ``ldm_inpainting`` (wired in ``runs.GENERATORS`` / ``RESTORERS``
+  / ``TASKS`` / ``RESTORE_TASKS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from diffjax import builders, distributed
+from diffjax.logging_utils import save_grid, save_png, to_uint8
+from diffjax.pipelines.ldm import FirstStage
+
+__all__ = [
+    "first_stage_for",
+    "evaluate_autoencoder",
+    "make_latent_sample_fn",
+    "reconstruct",
+    "reconstruct_arrays",
+    "run_reconstruct",
+    "generate_arrays",
+    "run_ldm_generate",
+    "super_resolve_arrays",
+    "run_ldm_sr",
+    "inpaint_arrays",
+    "run_ldm_inpaint",
+]
+
+_FIRST_STAGES: dict = {}
+
+
+def first_stage_for(config: ml_collections.ConfigDict) -> FirstStage:
+    """The autoencoder of a latent run: ``config.autoencoder.workdir``, checked (its parameters restored on first use).
+
+    With an empty workdir the autoencoder is only *declared* by the fields of
+    ``config.autoencoder`` (enough to build the diffusion network's shapes;
+    training and sampling refuse it).
+
+    Raises:
+      ValueError: a workdir that does not exist, is not a ``train.py`` run, is
+        a run of another task than ``autoencoder``, or holds no checkpoint.
+    """
+    from diffjax.checkpoint import Checkpointer
+    from diffjax.run_config import load_run_config
+    from diffjax.runs import load_model_config, restore_ema_model
+    from diffjax.sharding import make_mesh
+
+    workdir = config.autoencoder.workdir
+    if not workdir:
+        declared = builders.build_autoencoder_config(config, (64, 64, 1))
+        return FirstStage(declared)
+    where = f"--config.autoencoder.workdir={workdir}"
+    if not os.path.isdir(workdir):
+        raise ValueError(f"{where} does not exist; train the autoencoder first: python train.py "
+                         f"--config configs/autoencoder_photos.py --workdir {workdir}")
+    try:
+        ae_run_config = load_run_config(workdir)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{where} is not a train.py run ({err})") from None
+    if ae_run_config.task.name != "autoencoder":
+        raise ValueError(f"{where} is a {ae_run_config.task.name!r} run, not an autoencoder: its "
+                         "task.name must be 'autoencoder' (configs/autoencoder_photos.py)")
+    checkpointer = Checkpointer(workdir, keep=1, async_save=False)
+    try:
+        step = checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+    if step is None:
+        raise ValueError(f"{where} is untrained: it holds no checkpoint; train it first "
+                         f"(python train.py --config <its config> --workdir {workdir})")
+    ae_config = load_model_config(workdir, "autoencoder")
+    key = (os.path.abspath(workdir), step)
+    if key not in _FIRST_STAGES:
+        def loader():
+            graphdef, params, model_state, _, _ = restore_ema_model(ae_run_config, workdir, make_mesh())
+            return graphdef, params, model_state
+
+        _FIRST_STAGES[key] = FirstStage(ae_config, os.path.abspath(workdir), step, loader)
+    return _FIRST_STAGES[key]
+
+
+# -- the first stage: reconstruction -------------------------------------------
+
+
+def _reconstruct_fn(graphdef, model_state):
+    from diffjax.training import model_from_state
+
+    def fn(params, x):
+        out = model_from_state(graphdef, params, model_state)(x, sample_posterior=False)
+        return jnp.clip(out["recon"], -1.0, 1.0)
+
+    return jax.jit(fn)
+
+
+def reconstruct(fn, params, images: np.ndarray, factor: int, batch_size: int = 16) -> np.ndarray:
+    """Encode and decode ``(N, H, W, C)`` images in ``[-1, 1]`` (posterior mean), in batches.
+
+    Sides not divisible by ``factor`` are reflect-padded up to a multiple and
+    the output cropped back, so every image keeps its size.
+
+    Args:
+      fn: ``jit((params, x) -> reconstruction)``.
+      params: the autoencoder's parameters.
+      images: the batch.
+      factor: the autoencoder's ``f``.
+      batch_size: images per call.
+
+    Returns:
+      ``(N, H, W, C)`` float32 reconstructions in ``[-1, 1]``.
+    """
+    n, h, w, _ = images.shape
+    ph, pw = -h % factor, -w % factor
+    padded = np.pad(images, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+    out = [np.asarray(fn(params, padded[i:i + batch_size])) for i in range(0, n, batch_size)]
+    return np.concatenate(out)[:, :h, :w]
+
+
+def evaluate_autoencoder(run, state, workdir: str) -> dict:
+    """Reconstruction PSNR and LPIPS of the EMA autoencoder on ``config.autoencoder.eval_num`` held-out crops.
+
+    The crops come from ``config.eval.split`` (photo_corpus: the held-out
+    sources). Writes ``eval/reconstructions.png`` (originals above their
+    reconstructions) and ``metrics.json``. Images under 31 pixels are
+    upsampled for LPIPS (:func:`diffjax.metrics.lpips_loss_fn`).
+
+    Args:
+      run: the :class:`diffjax.run_training.TrainingSetup`.
+      state: the final training state.
+      workdir: the run's directory.
+
+    Returns:
+      ``{"recon_psnr", "recon_lpips", "recon_num", "step"}``.
+    """
+    from diffjax.metrics import lpips_loss_fn, psnr
+
+    c = run.config
+    held_out = builders.build_dataset(c, c.eval.split).eval_images(c.autoencoder.eval_num, seed=c.training.seed)
+    fn = _reconstruct_fn(run.graphdef, run.model_state)
+    recon = reconstruct(fn, state.ema_params, held_out, run.model_config.factor)
+    lp = lpips_loss_fn(c.autoencoder.perceptual_net)
+    lpips = np.concatenate([np.asarray(lp(jnp.asarray(held_out[i:i + 16]), jnp.asarray(recon[i:i + 16])))
+                            for i in range(0, len(recon), 16)])
+    out = {"step": int(state.step), "recon_num": len(recon), "recon_split": c.eval.split,
+           "recon_psnr": round(float(np.mean(np.asarray(psnr(held_out, recon)))), 3),
+           "recon_lpips": round(float(np.mean(lpips)), 4)}
+    if distributed.is_lead():
+        k = min(16, len(recon))
+        save_grid(os.path.join(workdir, "eval", "reconstructions.png"), np.concatenate([held_out[:k], recon[:k]]))
+        with open(os.path.join(workdir, "metrics.json"), "w") as f:
+            json.dump(out, f, indent=2)
+        print(f"autoencoder reconstruction on {len(recon)} held-out {c.eval.split!r} crops: {json.dumps(out)}")
+    return out
+
+
+def reconstruct_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
+    """``run.restore`` for an autoencoder run: reconstruct images of any size (``[-1, 1]`` list out).
+
+    Raises:
+      ValueError: masks, a kind or a sampler given, or a wrong channel count.
+    """
+    del key, seed
+    if masks is not None or kind is not None or sampler is not None:
+        raise ValueError("an autoencoder run reconstructs images: pass only the images")
+    channels = run.model_config.in_channels
+    if pixels.shape[-1] != channels:
+        raise ValueError(f"images have {pixels.shape[-1]} channels; the autoencoder takes {channels}")
+    if "reconstruct" not in run._compiled:
+        run._compiled["reconstruct"] = _reconstruct_fn(run._graphdef, run._model_state)
+    images = np.asarray(pixels, np.float32) / 127.5 - 1.0
+    return list(reconstruct(run._compiled["reconstruct"], run.params, images, run.model_config.factor))
+
+
+def _read_pngs(input_dir: str, channels: int, action: str, *, scale: int = 1, tile: int = 1):
+    """Every PNG of ``input_dir`` checked as SR3's inputs are (format, mode, bit depth, size)."""
+    from diffjax.pipelines.sr3 import read_low_res_folder
+
+    try:
+        return read_low_res_folder(input_dir, channels=channels, scale=scale, tile=tile)
+    except ValueError as err:
+        raise ValueError(str(err).replace("cannot super-resolve", f"cannot {action}")) from None
+
+
+def run_reconstruct(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """``sample.py`` for an autoencoder run: reconstruct every PNG of ``input_dir`` (same names, same sizes).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
+    """
+    from diffjax.runs import Run, lead_print, load_model_config
+
+    mc = load_model_config(workdir, "autoencoder")
+    inputs = _read_pngs(input_dir, mc.in_channels, "reconstruct")
+    run = Run(config, workdir)
+    fn = _reconstruct_fn(run._graphdef, run._model_state)
+    images = [reconstruct(fn, run.params, low[None], mc.factor)[0] for _, low in inputs]
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, images):
+            save_png(os.path.join(output, name), to_uint8(image))
+    lead_print(f"reconstructed {len(images)} images (autoencoder f={mc.factor}, step {run.step}) into {output}")
+    return {"output": output, "num": len(images), "step": run.step}
+
+
+# -- the second stage: sampling through the decoder -------------------------------------
+
+
+def make_latent_sample_fn(run, sampler, *, tile_overlap: int = 4):
+    """``fn(params, ae_params, scale, key, cond, labels) -> images`` for a latent run (pure; jit it).
+
+    One program: the prior draw on the latent grid, the sampler (the score
+    evaluated on blended ``tile x tile`` latent tiles when ``cond`` is larger
+    than the network), ``z / scale`` and the decoder.
+
+    Args:
+      run: the :class:`diffjax.Run` of a latent task.
+      sampler: any :mod:`diffjax.samplers` sampler.
+      tile_overlap: latent pixels shared by neighbouring tiles.
+
+    Returns:
+      The function; ``cond`` is the latent-grid condition ``(B, h, w, Cc)`` or
+      ``None``, ``labels`` ``(B,)`` class ids or ``None``, and for ``cond=None``
+      the batch and grid are the network's (``labels`` gives the batch size).
+      The images are clipped to ``[-1, 1]``.
+    """
+    from diffjax.tasks.latent import latent_sample
+    from diffjax.tasks.sr3 import conditional_score_fn
+    from diffjax.tiling import tiled_score_fn
+    from diffjax.training import model_from_state
+
+    c, sde, first_stage = run.config, run.sde, run.pipeline.first_stage
+    graphdef, model_state = run._graphdef, run._model_state
+    tile, z_channels = run.model_config.image_size, run.model_config.in_channels
+
+    def fn(params, ae_params, scale, key, cond=None, labels=None, batch: int = 1):
+        model = model_from_state(graphdef, params, model_state)
+
+        def apply_fn(x, t_in, cond_tile):
+            kwargs = {} if cond_tile is None else {"cond": cond_tile}
+            if labels is not None:
+                kwargs["labels"] = labels
+            return model(x, t_in, **kwargs)
+
+        cond_score = conditional_score_fn(apply_fn, sde, prediction=c.model.prediction, time_input=c.loss.time_input)
+        if cond is None:
+            score_fn = lambda x, t: cond_score(x, t, None)  # noqa: E731
+            shape = (labels.shape[0] if labels is not None else batch, tile, tile, z_channels)
+        else:
+            score_fn = tiled_score_fn(cond_score, cond, tile, tile_overlap)
+            shape = (*cond.shape[:3], z_channels)
+        return latent_sample(score_fn, sde, first_stage.decoder(ae_params), shape, key=key, sampler=sampler,
+                             scale_factor=scale, denoise=c.sampling.denoise)
+
+    return fn
+
+
+def _compiled(run, name: str, sampler, **static):
+    key = (name, sampler, tuple(sorted(static.items())))
+    if key not in run._compiled:
+        fn = make_latent_sample_fn(run, sampler, tile_overlap=getattr(run.pipeline, "tile_overlap", 4))
+        run._compiled[key] = jax.jit(lambda p, a, s, k, cond, labels: fn(p, a, s, k, cond, labels, **static))
+    return run._compiled[key]
+
+
+def _ready(run):
+    """The run's scale factor (read from ``latent.json`` once) and the autoencoder's parameters."""
+    if run.pipeline.scale_factor is None:
+        run.pipeline.load_run_files(run.workdir)
+    return np.float32(run.pipeline.scale_factor), run.pipeline.first_stage.load()[1]
+
+
+def generate_arrays(run, n: int, key, sampler=None) -> np.ndarray:
+    """``run.generate`` for a latent run: ``n`` images, class ``i % num_classes`` for image ``i`` (if labelled).
+
+    Batch ``b`` of ``config.sampling.batch_size`` uses ``fold_in(key, b)``.
+
+    Returns:
+      ``(n, H, W, C)`` float32 images in ``[-1, 1]``.
+    """
+    scale, ae_params = _ready(run)
+    sampler = sampler or builders.build_sampler(run.config)
+    classes = run.model_config.num_classes
+    labels = np.arange(n) % classes if classes else None
+    return _generate(run, n, key, sampler, labels, scale, ae_params)
+
+
+def _generate(run, n, key, sampler, labels, scale, ae_params, progress=None):
+    batch = min(run.config.sampling.batch_size, n)
+    fn = _compiled(run, "ldm", sampler, batch=batch)
+    out = []
+    for b, start in enumerate(range(0, n, batch)):
+        lab = None
+        if labels is not None:
+            lab = np.asarray(labels[start:start + batch], np.int32)
+            lab = np.concatenate([lab, np.repeat(lab[-1:], batch - len(lab))])
+        out.append(np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, b), None, lab)))
+        if progress is not None:
+            progress(b + 1)
+    return np.concatenate(out)[:n]
+
+
+def run_ldm_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """``sample.py`` for a latent generation run: ``num`` images per class (or ``num`` images, unlabelled).
+
+    Writes ``NNNNNN_classK.png`` (or ``NNNNNN.png``) and ``grid.png`` (one row per class).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: ``num < 1`` or a workdir without a checkpoint or ``latent.json``.
+    """
+    from diffjax.runs import Run, lead_print
+
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    run = Run(config, workdir)
+    scale, ae_params = _ready(run)
+    classes = run.model_config.num_classes
+    labels = np.repeat(np.arange(classes), num) if classes else None
+    total = num * classes if classes else num
+    images = _generate(run, total, jax.random.key(config.sampling.seed), builders.build_sampler(config), labels,
+                       scale, ae_params)
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for i, img in enumerate(to_uint8(images)):
+            save_png(os.path.join(output, f"{i:06d}" + (f"_class{labels[i]}" if classes else "") + ".png"), img)
+        save_grid(os.path.join(output, "grid.png"), images[:256])
+    lead_print(f"wrote {total} latent-diffusion samples ({num} per class for {classes} classes) "
+               f"(checkpoint step {run.step}) to {output}" if classes else
+               f"wrote {total} latent-diffusion samples (checkpoint step {run.step}) to {output}")
+    return {"output": output, "num": total, "step": run.step}
+
+
+# -- latent super-resolution -------------------------------------------------------------
+
+
+def _sr_problem(hw, pipeline, pixel_tile: int) -> str | None:
+    from diffjax.pipelines.sr3 import low_res_size_problem
+
+    problem = low_res_size_problem(hw, scale=pipeline.scale, tile=pixel_tile)
+    f = pipeline.first_stage.config.factor
+    if problem is None and ((hw[0] * pipeline.scale) % f or (hw[1] * pipeline.scale) % f):
+        problem = (f"{hw[0]}x{hw[1]} gives an output of {hw[0] * pipeline.scale}x{hw[1] * pipeline.scale}, not a "
+                   f"multiple of the autoencoder's f={f}; crop the input to a multiple of {max(1, f // pipeline.scale)}")
+    return problem
+
+
+def _super_resolve(run, lows, key, sampler, progress=None) -> list[np.ndarray]:
+    scale, ae_params = _ready(run)
+    pipeline = run.pipeline
+    fn = _compiled(run, "ldm_sr", sampler or builders.build_sampler(run.config))
+    f, out = pipeline.first_stage.config.factor, []
+    for i, low in enumerate(lows):
+        hw = (low.shape[0] * pipeline.scale // f, low.shape[1] * pipeline.scale // f)
+        cond = pipeline.latent_condition(low[None], hw)
+        out.append(np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, i), cond, None))[0])
+        if progress is not None:
+            progress(i + 1)
+    return out
+
+
+def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
+    """``run.restore`` for an ``ldm_sr`` run: low-resolution arrays, checked as ``sample.py`` checks files.
+
+    Image ``i`` uses ``fold_in(key, i)``.
+
+    Raises:
+      ValueError: masks or a kind given, a wrong channel count, an image too
+        small or whose output is not a multiple of ``f``.
+    """
+    del seed
+    if masks is not None or kind is not None:
+        raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
+    ae = run.pipeline.first_stage.config
+    if pixels.shape[-1] != ae.in_channels:
+        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    problem = _sr_problem(pixels.shape[1:3], run.pipeline, run.model_config.image_size * ae.factor)
+    if problem is not None:
+        raise ValueError(f"images: {problem}")
+    return _super_resolve(run, list(np.asarray(pixels, np.float32) / 127.5 - 1.0), key, sampler)
+
+
+def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """``sample.py`` for an ``ldm_sr`` run: super-resolve every PNG of ``input_dir`` into ``output`` (same names).
+
+    Every input is checked (as SR3's, plus the autoencoder's factor) before the
+    model is restored or anything is written.
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
+    """
+    from diffjax.runs import Run, lead_print, load_model_config
+
+    pipeline = builders.build_pipeline(config)
+    ae = pipeline.first_stage.config
+    pixel_tile = load_model_config(workdir).image_size * ae.factor
+    inputs = _read_pngs(input_dir, ae.in_channels, "super-resolve", scale=pipeline.scale, tile=pixel_tile)
+    problems = [f"{name}: {p}" for name, low in inputs
+                if (p := _sr_problem(low.shape[:2], pipeline, pixel_tile)) is not None]
+    if problems:
+        raise ValueError(f"cannot super-resolve {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
+    run = Run(config, workdir)
+    images = _super_resolve(run, [low for _, low in inputs], jax.random.key(config.sampling.seed), None)
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, images):
+            save_png(os.path.join(output, name), to_uint8(image))
+    lead_print(f"latent SR: super-resolved {len(images)} images x{pipeline.scale} (checkpoint step {run.step}) "
+               f"into {output}")
+    return {"output": output, "num": len(images), "step": run.step}
+
+
+# -- latent inpainting -----------------------------------------------------------------
+
+
+def _inpaint(run, items, key, sampler) -> list[np.ndarray]:
+    """``[(image (H, W, C) in [-1, 1], known (H, W))]`` -> inpainted images; known pixels kept exactly."""
+    scale, ae_params = _ready(run)
+    pipeline = run.pipeline
+    fn = _compiled(run, "ldm_inpainting", sampler or builders.build_sampler(run.config))
+    out = []
+    for i, (image, known) in enumerate(items):
+        cond = pipeline.latent_condition(image[None], known[None])
+        decoded = np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, i), cond, None))[0]
+        out.append(known[..., None] * image + (1.0 - known[..., None]) * decoded)
+    return out
+
+
+def _inpaint_size_problem(hw, f: int, pixel_tile: int) -> str | None:
+    if hw[0] % f or hw[1] % f:
+        return f"{hw[0]}x{hw[1]} is not a multiple of the autoencoder's f={f}"
+    if min(hw) < pixel_tile:
+        return f"{hw[0]}x{hw[1]} is smaller than the model's {pixel_tile}x{pixel_tile}"
+    return None
+
+
+def inpaint_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
+    """``run.restore`` for an ``ldm_inpainting`` run: images and masks (1 = keep), image ``i`` with ``fold_in(key, i)``.
+
+    Raises:
+      ValueError: no masks, a kind other than ``"inpainting"``, bad masks, a
+        wrong channel count or size.
+    """
+    from diffjax.run_arrays import as_known_masks
+
+    del seed
+    if masks is None or kind not in (None, "inpainting"):
+        raise ValueError("latent inpainting needs masks (1 = keep, 0 = fill) and kind=None or 'inpainting'")
+    ae = run.pipeline.first_stage.config
+    if pixels.shape[-1] != ae.in_channels:
+        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    problem = _inpaint_size_problem(pixels.shape[1:3], ae.factor, run.model_config.image_size * ae.factor)
+    if problem is not None:
+        raise ValueError(f"images: {problem}")
+    known = as_known_masks(masks, pixels.shape)
+    images = np.asarray(pixels, np.float32) / 127.5 - 1.0
+    return _inpaint(run, list(zip(images, known)), key, sampler)
+
+
+def run_ldm_inpaint(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """``sample.py`` for an ``ldm_inpainting`` run: every ``name.png`` with its ``name_mask.png`` (white = fill).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: bad inputs (as the pixel inpainting tasks'), sizes not a multiple of ``f``.
+    """
+    from diffjax.pipelines.restoration import read_inputs, write_outputs
+    from diffjax.runs import Run, lead_print, load_model_config
+
+    pipeline = builders.build_pipeline(config)
+    ae = pipeline.first_stage.config
+    pixel_tile = load_model_config(workdir).image_size * ae.factor
+    inputs = read_inputs(input_dir, (pixel_tile, pixel_tile, ae.in_channels), ("inpainting",))
+    problems = [f"{item.name}: {p}" for item in inputs
+                if (p := _inpaint_size_problem(item.image.shape[:2], ae.factor, pixel_tile)) is not None]
+    if problems:
+        raise ValueError(f"cannot inpaint {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
+    run = Run(config, workdir)
+    images = _inpaint(run, [(item.image, item.mask) for item in inputs], jax.random.key(config.sampling.seed), None)
+    if distributed.is_lead():
+        write_outputs(output, inputs, images)
+    lead_print(f"latent inpainting: {len(images)} images (checkpoint step {run.step}) into {output}")
+    return {"output": output, "num": len(images), "step": run.step}
