@@ -172,6 +172,23 @@ def _check_sampler(sampler):
     return sampler
 
 
+def classifier_feature_fn(graphdef, params, model_state, sde, time_input: str):
+    """``feature_fn(x, t)``: the middle features of a :class:`diffjax.nn.Classifier` at times ``t``.
+
+    Args:
+      graphdef, params, model_state: the classifier (:func:`restore_ema_model`).
+      sde: the forward process it was trained under.
+      time_input: its network time input (``config.loss.time_input``).
+
+    Returns:
+      ``feature_fn(x, t) -> (B, h, w, C)`` for :func:`diffjax.tasks.egsde_energy`.
+    """
+    from diffjax.parametrization import network_time_input
+
+    model = model_from_state(graphdef, params, model_state)
+    return lambda x, t: model.features(x, network_time_input(sde, t, time_input))
+
+
 class Run:
     """A trained run restored from its workdir: its config, EMA parameters and what its task does.
 
@@ -254,6 +271,27 @@ class Run:
             return self._score_fn(self.params, cond=cond, labels=labels, aug_level=aug_level)(x, t)
 
         return score_fn
+
+    @property
+    def feature_fn(self):
+        """A domain-classifier run's middle features, for :func:`diffjax.tasks.egsde_energy`.
+
+        ``feature_fn(x, t) -> (B, h, w, C)``: the classifier's middle-block
+        features of ``x`` (``(B, *image_shape)`` in ``[-1, 1]``) at times ``t``
+        (``(B,)``), with the EMA parameters, the run's process and time input:
+        ``dj.tasks.egsde_energy(dj.load_run(CLASSIFIER_RUN).feature_fn, ...)``
+        is the energy ``sample.py --config.translation.method=egsde`` builds.
+
+        Returns:
+          The feature function (a new closure per access).
+
+        Raises:
+          ValueError: if this run did not train a classifier (``domain_classifier``).
+        """
+        if getattr(self.pipeline, "network", "unet") != "classifier":
+            raise ValueError(f"{self.workdir} is a {self.task!r} run; feature_fn needs a domain-classifier run")
+        return classifier_feature_fn(self._graphdef, self.params, self._model_state, self.sde,
+                                     self.config.loss.time_input)
 
     # -- generation ------------------------------------------------------------
     def generate(self, n: int, *, key=None, sampler=None) -> np.ndarray:
@@ -404,7 +442,6 @@ class Run:
 
     def _translate(self, images, method, classifier, *, key, sampler=None, progress=None) -> np.ndarray:
         """``(N, H, W, C)`` images in [-1, 1] -> translated, in batches of ``config.sampling.batch_size``."""
-        from diffjax.parametrization import network_time_input
         from diffjax.tasks.egsde import egsde, egsde_energy
         from diffjax.tasks.sdedit import sdedit
 
@@ -424,9 +461,8 @@ class Run:
                     out = sdedit(score_fn, sde, x, key=key, t0=t0, sampler=sampler, repeats=int(tr.repeats))
                 else:
                     graphdef, _, state, time_input = classifier
-                    cls_model = model_from_state(graphdef, cls_params, state)
                     energy = egsde_energy(
-                        lambda y, t: cls_model.features(y, network_time_input(sde, t, time_input)),
+                        classifier_feature_fn(graphdef, cls_params, state, sde, time_input),
                         lambda_s=0.0 if tr.lambda_s == 0 else weights[0], lambda_i=0.0 if tr.lambda_i == 0 else weights[1],
                         down_factor=int(tr.down_factor))
                     out = egsde(score_fn, sde, x, key=key, energy_fn=energy, t0=t0, sampler=sampler)

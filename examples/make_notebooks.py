@@ -413,10 +413,155 @@ print("max change on known pixels:", float(np.abs(inpainted - photo)[known].max(
 """),
 ]
 
+# -- 4. translation ---------------------------------------------------------------
+TRANSLATION_NB = [
+    md("""
+# Translation and editing: SDEdit and EGSDE, sneakers to ankle boots
+
+Two runs of `configs/translation_fashion_mnist.py`: `:score`, an unconditional score model
+of the *target* domain only (ankle boots), and `:classifier`, EGSDE's time-dependent domain
+classifier (sneakers against ankle boots, trained on noised images). Held-out test-split
+sneakers, which neither run saw, are translated
+
+* with **SDEdit**: perturb the source to `t0` with the forward process, then run the reverse
+  SDE of the boots model from `t0`;
+* with **EGSDE**: the same, with the reverse SDE's mean shifted at every step by the gradient
+  of an energy that lowers the classifier-feature similarity to the source (realism) and keeps
+  its low-pass image (faithfulness).
+
+First with one call on a run (`run.translate`, what `sample.py` does), then with the library
+functions, where the energy is any JAX function you write. At smoke size the runs train for a
+few steps, so the pictures show the API only; point `WORKDIRS` at runs trained with the
+configs' defaults (`docs/translation.md`) to see the methods.
+"""),
+    code(INSTALL),
+    params("""
+OUT = os.environ.get("DIFFJAX_NOTEBOOK_OUT", "runs")
+WORKDIRS = {"score": None, "classifier": None}   # None = train here; or the --workdir of a trained run
+NUM = 4 if SMOKE else 16                         # held-out sneakers to translate
+T0S = [0.5] if SMOKE else [0.3, 0.4, 0.5, 0.6]   # start times for the sweep
+SMOKE_OVERRIDES = {"training.num_steps": 2, "training.ckpt_every": 2, "training.log_every": 1,
+                   "training.sample_every": 0, "training.progress_bar": False, "eval.enabled": False,
+                   "data.image_size": 16, "sampling.steps": 4}
+OVERRIDES = SMOKE_OVERRIDES if SMOKE else {"training.progress_bar": False}
+"""),
+    code("""
+import functools
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+import diffjax as dj
+from diffjax import metrics
+from diffjax.data import load_dataset
+
+runs = {}
+for name in ("score", "classifier"):
+    workdir = WORKDIRS[name]
+    if workdir is None:   # train.py --config configs/translation_fashion_mnist.py:<name> --workdir ...
+        workdir = os.path.join(OUT, f"translation_{name}_notebook")
+        spec = os.path.join(REPO or "..", "configs", "translation_fashion_mnist.py") + f":{name}" + ("_smoke" if SMOKE else "")
+        dj.train(spec, workdir, overrides=OVERRIDES)
+    runs[name] = dj.load_run(workdir)
+    print(runs[name])
+score_run, classifier_run = runs["score"], runs["classifier"]
+"""),
+    md("""
+## Held-out sources
+
+The test split of Fashion-MNIST at the model's size; class 7 (sneaker) is the source domain.
+"""),
+    code("""
+size = score_run.image_shape[0]
+test = load_dataset("fashion_mnist", split="test", image_size=size)
+sneakers = test.stored_images()[test.labels() == 7][:NUM]          # uint8 (NUM, size, size, 1)
+sources = sneakers.astype(np.float32) / 255.0                      # [0, 1], what run.translate takes
+
+def ssim(images):
+    \"\"\"Mean SSIM of [0, 1] images to their sources (faithfulness).\"\"\"
+    return float(np.mean(metrics.ssim(images, sources, data_range=1.0)))
+
+def show(rows, titles):
+    fig, axes = plt.subplots(len(rows), len(rows[0]), figsize=(1.3 * len(rows[0]), 1.4 * len(rows)), squeeze=False)
+    for ax_row, row, title in zip(axes, rows, titles):
+        for ax, image in zip(ax_row, row):
+            ax.imshow(np.asarray(image)[..., 0], cmap="gray", vmin=0, vmax=1); ax.axis("off")
+        ax_row[0].set_title(title, fontsize=9, loc="left")
+    plt.tight_layout(); plt.show()
+"""),
+    md("""
+## One call on a run
+
+`run.translate` is `sample.py --config.translation.method=sdedit|egsde`: the settings (`t0`,
+EGSDE's weights `lambda_s`, `lambda_i` and low-pass `down_factor`) come from the run's
+`config.translation`, the sampler from `config.sampling` (the stochastic SDE-DPM-Solver++).
+SSIM to the source measures faithfulness.
+"""),
+    code("""
+sdedit_out = score_run.translate(sources, method="sdedit", key=0)
+egsde_out = score_run.translate(sources, method="egsde", key=0, classifier_workdir=classifier_run.workdir)
+for name, out in (("SDEdit", sdedit_out), ("EGSDE", egsde_out)):
+    print(f"{name}: SSIM to the source {ssim(out):.3f}")
+show([sources, sdedit_out, egsde_out], ["source (held-out sneakers)", "SDEdit, t0 = 0.5", "EGSDE, t0 = 0.5"])
+"""),
+    md("""
+## The library functions
+
+`dj.tasks.sdedit` and `dj.tasks.egsde` take any `score_fn(x, t)` and work on arrays in the
+model's range `[-1, 1]`; each is one jit-able function (the whole sampling loop is a `lax.scan`).
+`dj.tasks.egsde_energy` builds the paper's energy from a classifier's feature function
+(`classifier_run.feature_fn`). With the run's settings and the key `run.translate` used for
+its first batch, the library call gives the same images; `t0` is a traced argument, so the
+sweep compiles once.
+"""),
+    code("""
+x = jnp.asarray(sources * 2.0 - 1.0)
+tr, sampling = score_run.config.translation, score_run.config.sampling
+energy = dj.tasks.egsde_energy(classifier_run.feature_fn, lambda_s=tr.lambda_s, lambda_i=tr.lambda_i,
+                               down_factor=tr.down_factor)
+sampler = dj.samplers.DPMSolverPP(sampling.steps, order=sampling.order, eta=sampling.eta)
+egsde = jax.jit(functools.partial(dj.tasks.egsde, score_run.score_fn, score_run.sde, energy_fn=energy, sampler=sampler))
+key = jax.random.fold_in(jax.random.key(0), 0)   # run.translate's key for batch 0 with key=0
+
+def to_unit(y):
+    return np.clip((np.asarray(y) + 1.0) / 2.0, 0.0, 1.0)
+
+sweep = {t0: to_unit(egsde(x, key=key, t0=t0)) for t0 in T0S}
+if 0.5 in sweep:
+    difference = float(np.abs(sweep[0.5] - egsde_out).max())
+    print(f"largest difference to run.translate: {difference:.2e}")
+    assert difference < 1e-2, difference
+for t0, out in sweep.items():
+    print(f"EGSDE, t0 = {t0}: SSIM {ssim(out):.3f}")
+show([sources] + list(sweep.values()), ["source"] + [f"EGSDE, t0 = {t0}" for t0 in T0S])
+"""),
+    md("""
+## Your own energy
+
+Any `energy_fn(y, x_t, t) -> (batch,)` guides EGSDE: `y` is the current sample, `x_t` the
+source perturbed to the same level with the start's noise, `t` the times. Here a
+faithfulness-only energy that keeps the source's silhouette: the squared distance between
+soft masks of where each image is brighter than the background.
+"""),
+    code("""
+def silhouette_energy(y, x_t, t, weight=5.0):
+    soft_mask = lambda z: jax.nn.sigmoid(8.0 * (z + 0.8))   # ~1 on the item, ~0 on the black background
+    return weight * jnp.sum((soft_mask(y) - soft_mask(x_t)) ** 2, axis=(1, 2, 3))
+
+own = to_unit(dj.tasks.egsde(score_run.score_fn, score_run.sde, x, key=key, energy_fn=silhouette_energy,
+                             t0=0.5, sampler=sampler))
+print(f"t0 = 0.5, SSIM to the source: SDEdit {ssim(sdedit_out):.3f}, EGSDE with the silhouette energy {ssim(own):.3f}")
+show([sources, sdedit_out, own], ["source", "SDEdit, t0 = 0.5", "EGSDE with the silhouette energy, t0 = 0.5"])
+"""),
+]
+
 NOTEBOOKS = {
     "01_samplers_in_your_own_jax.ipynb": SAMPLERS_NB,
     "02_train_on_digits.ipynb": DIGITS_NB,
     "03_restoration.ipynb": RESTORATION_NB,
+    "04_translation.ipynb": TRANSLATION_NB,
 }
 
 

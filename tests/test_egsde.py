@@ -20,6 +20,7 @@ import diffjax as dj
 from diffjax.samplers import DDIM, EulerMaruyama
 from diffjax.sde import VPSDE
 from diffjax.tasks.egsde import cosine_similarity_energy, egsde_energy, low_pass
+from diffjax.tasks.sdedit import DEFAULT_SAMPLER
 from gaussians import gaussian
 
 DIM = 4
@@ -48,10 +49,13 @@ def _linear_energy(y, x_t, t):
     return y @ jnp.asarray(B_VEC, y.dtype)
 
 
-def test_linear_energy_shifts_the_mean_as_predicted():
+@pytest.mark.parametrize("sampler", [EulerMaruyama(400), DEFAULT_SAMPLER], ids=["euler_maruyama", "default"])
+def test_linear_energy_shifts_the_mean_as_predicted(sampler):
+    """The reverse SDE's mean moves by g^2 dt grad E per step (the paper's scale), also with the
+    default data-prediction sampler (SDE-DPM-Solver++ 2M, 50 steps), which sees the energy only
+    through the score it turns into a clean-image estimate."""
     sde, t0, n = VPSDE(), 0.5, 256
     source = jnp.asarray(np.tile(MODEL.means[0] + 1.0, (n, 1)), jnp.float32)
-    sampler = EulerMaruyama(400)
     score = MODEL.score_fn(sde)
     key = jax.random.key(3)
     guided = np.asarray(dj.tasks.egsde(score, sde, source, key=key, energy_fn=_linear_energy, t0=t0, sampler=sampler))
@@ -115,6 +119,25 @@ def test_paper_energy_terms():
     np.testing.assert_allclose(e, [500.0, 500.0], rtol=1e-5)  # E_i = 0 at y = x_t
     e_i = egsde_energy(None, lambda_s=0.0, lambda_i=2.0, down_factor=4)(x, jnp.zeros_like(x), t)
     np.testing.assert_allclose(e_i, 2.0 * jnp.sum(lp**2, axis=(1, 2, 3)), rtol=1e-5)
+
+
+def test_domain_energy_reads_the_classifier_at_the_current_time():
+    """E_s compares the features of y and of x_t both at the step's own t (a time-dependent classifier)."""
+    y = jax.random.normal(jax.random.key(1), (2, 8, 8, 1))
+    x_t = jax.random.normal(jax.random.key(2), (2, 8, 8, 1))
+    t = jnp.asarray([0.2, 0.7])
+
+    def feat(z, tt):  # channel 0 the image, channel 1 the time: the similarity depends on both
+        return jnp.concatenate([z, jnp.broadcast_to(3.0 * tt[:, None, None, None], z.shape)], axis=-1)
+
+    def expected(tt_y, tt_x):
+        a, b = np.asarray(feat(y, tt_y)), np.asarray(feat(x_t, tt_x))
+        cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+        return 7.0 * cos.reshape(2, -1).mean(1)
+
+    e = egsde_energy(feat, lambda_s=7.0, lambda_i=0.0)(y, x_t, t)
+    np.testing.assert_allclose(e, expected(t, t), rtol=1e-5)
+    assert np.abs(expected(t, t) - expected(jnp.zeros(2), jnp.zeros(2))).min() > 0.05  # t matters here
 
 
 def test_jit_no_retrace():

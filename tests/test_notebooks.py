@@ -15,7 +15,7 @@ nbformat = pytest.importorskip("nbformat", reason="notebook checks need the 'tes
 
 
 def test_there_are_notebooks():
-    assert [os.path.basename(p)[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_"]
+    assert [os.path.basename(p)[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
