@@ -86,7 +86,7 @@ def test_cross_entropy_by_score_matching_equals_the_closed_form():
     s = np.array([0.3, 0.05, 1.2], np.float32)
     m0 = np.array([0.5, -1.0, 0.0], np.float32)
     v0 = np.array([0.6, 2.0, 0.3], np.float32)
-    n = 400_000
+    n = 250_000
     key = jax.random.key(0)
     z0 = mu + s * jax.random.normal(jax.random.key(1), (n, 3))
     dsm, _ = jax.jit(lambda z, k: lsgm.dsm_cross_entropy(_exact_eps_fn(m0, v0), SDE, z, k))(z0, key)
@@ -96,7 +96,7 @@ def test_cross_entropy_by_score_matching_equals_the_closed_form():
     end = 3 * math.log(s_e / s_T) + _gauss_ce(a_T * mu, a_T**2 * s**2 + s_T**2, a_T * m0, a_T**2 * v0 + s_T**2)
     exact = _gauss_ce(a_e * mu, a_e**2 * s**2 + s_e**2, a_e * m0, a_e**2 * v0 + s_e**2)
     se = dsm.std() / math.sqrt(n)
-    assert se < 0.05, se
+    assert se < 0.07, se
     assert abs(dsm.mean() + end - exact) < 4 * se, (dsm.mean() + end, exact, se)
 
     # Through the objective: a standard Normal prior (mixing coefficient 0) gives
@@ -148,12 +148,12 @@ def test_ode_likelihood_of_a_gaussian_latent_matches_the_closed_form():
 class _LinearGaussianToy:
     """x = W z + tau n in R^3, z_eps ~ N(0, v_eps I) in R^2 (the VP marginal of p_0 = N(0, v0)); W = Q diag(d)."""
 
-    def __init__(self):
+    def __init__(self, v0: float = 0.8):
         self.Q = np.array([[1, 1], [1, -1], [0, 1]], np.float64) / np.array([math.sqrt(2), math.sqrt(3)])
         self.d = np.array([1.5, 0.7])
         self.W = self.Q * self.d
         self.tau = 0.4
-        self.v0 = 0.8
+        self.v0 = v0
         a_e, s_e = _alpha_sigma(WIDE.eps, WIDE)
         self.a_e, self.s_e = a_e, s_e
         self.v_eps = a_e**2 * self.v0 + s_e**2
@@ -219,6 +219,16 @@ def test_bound_is_tight_at_the_posterior_and_never_below_the_exact_nll():
         est, se = values.mean(1), values.std(1) / math.sqrt(reps)
         assert np.all(est > nll), (est, nll)  # a bound: never below the exact NLL
         np.testing.assert_array_less(np.abs(est - (nll + gap)), 4 * se + 2e-3)
+
+    # The VAE alone (prior="normal", closed-form cross-entropy) is the same bound when p_eps = N(0, I).
+    unit = _LinearGaussianToy(v0=(1.0 - toy.s_e**2) / toy.a_e**2)  # alpha^2 v0 + sigma^2 = 1
+    enc = unit.encoder(mean_scale=0.6, std_scale=1.8)
+    mean, std = enc(np.asarray(xr))
+    values = np.asarray(jax.jit(lambda k: lsgm.lsgm_terms(lambda _: (mean, std), unit.decode_logp, None, WIDE, xr, k,
+                                                          prior="normal")["nelbo"])(jax.random.key(3)))
+    values = values.reshape(4, reps)
+    est, se = values.mean(1), values.std(1) / math.sqrt(reps)
+    np.testing.assert_array_less(np.abs(est - (unit.exact_nll(x) + unit.kl_to_posterior(x, enc))), 4 * se + 2e-3)
 
 
 def test_objective_rejects_bad_input():

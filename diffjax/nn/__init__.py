@@ -3,6 +3,7 @@
 from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, sinusoidal_embedding
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
 from diffjax.nn.classifier import Classifier, ClassifierConfig
+from diffjax.nn.vae import VAE, LatentPrior, VAEConfig
 
 __all__ = [
     "UNet",
@@ -10,6 +11,9 @@ __all__ = [
     "num_parameters",
     "Classifier",
     "ClassifierConfig",
+    "VAE",
+    "VAEConfig",
+    "LatentPrior",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
     "sinusoidal_embedding",
