@@ -627,14 +627,19 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     Raises:
       ValueError: a missing workdir, one without ``config.json``,
         ``model_config.json`` or a checkpoint, an unknown override key (naming
-        the closest valid one) or a mistyped value.
+        the closest valid one) or a mistyped value, or an LSGM run (restored
+        with :func:`diffjax.run_lsgm.load_lsgm`).
     """
     if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
     workdir = os.fspath(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
-    return Run(apply_overrides(load_run_config(workdir), overrides), workdir)
+    config = apply_overrides(load_run_config(workdir), overrides)
+    if config.task.name == "lsgm":
+        raise ValueError(f"{workdir} is an LSGM run (a VAE and a latent prior): restore it with "
+                         "diffjax.run_lsgm.load_lsgm(workdir), sample it with sample.py (docs/lsgm.md)")
+    return Run(config, workdir)
 
 
 # -- sample.py: the same, writing files -----------------------------------------
