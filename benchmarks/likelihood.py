@@ -85,8 +85,11 @@ def pixel_bpd(workdir: str, images: np.ndarray, *, batch: int, seed: int, exact:
 
 
 def evaluate(workdir: str, *, num: int = 512, batch: int = 64, seed: int = 0, exact: bool = False,
-             rtol: float = 1e-5) -> dict:
+             rtol: float = 1e-5, save: str = "") -> dict:
     """The test bound of the run in ``workdir``: ``{"test_bpd", "test_bpd_se", "num_images", "kind", "seconds"}``.
+
+    With ``save`` the per-image values go to that ``.npy`` file (same images and
+    order for every run of one dataset and seed, so two runs can be compared pairwise).
 
     Raises:
       ValueError: a workdir that is not a trained run, or a task with no likelihood here.
@@ -104,6 +107,8 @@ def evaluate(workdir: str, *, num: int = 512, batch: int = 64, seed: int = 0, ex
         kind = "pixel_ode_dequantized"
         values = pixel_bpd(workdir, images, batch=batch, seed=seed, exact=exact, rtol=rtol)
     values = np.asarray(values, np.float64)
+    if save:
+        np.save(save, values)
     return {"test_bpd": float(values.mean()), "test_bpd_se": float(values.std(ddof=1) / math.sqrt(len(values)))
             if len(values) > 1 else float("nan"), "num_images": int(len(values)), "kind": kind,
             "exact_divergence": bool(exact), "rtol": rtol, "seconds": round(time.perf_counter() - start, 1)}
@@ -118,10 +123,12 @@ def main(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--exact", action="store_true", help="exact divergence in the ODE (slow for pixels)")
     p.add_argument("--rtol", type=float, default=1e-5, help="ODE tolerance (rtol = atol)")
+    p.add_argument("--save", default="", help="write the per-image bits/dim to this .npy file")
     args = p.parse_args(argv)
     if not os.path.isdir(args.workdir):
         p.error(f"--workdir {args.workdir} does not exist")
-    out = evaluate(args.workdir, num=args.num, batch=args.batch, seed=args.seed, exact=args.exact, rtol=args.rtol)
+    out = evaluate(args.workdir, num=args.num, batch=args.batch, seed=args.seed, exact=args.exact, rtol=args.rtol,
+                   save=args.save)
     print(f"{out['kind']}: {out['test_bpd']:.4f} +- {out['test_bpd_se']:.4f} bits/dim "
           f"on {out['num_images']} test images ({out['seconds']} s)")
     print(json.dumps(out))

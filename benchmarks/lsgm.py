@@ -8,13 +8,15 @@ Models (Fashion-MNIST, 32x32 grey):
 * ``lsgm``:  the same config (same VAE) with the score-based latent prior, trained jointly;
 * ``pixel``: ``configs/ddpm_fashion_mnist.py``, the pixel-space diffusion model.
 
-Each trains for ``--minutes`` of wall-clock (stopped with a checkpoint, resumable),
+Each trains for ``--minutes`` of wall-clock (stopped with a checkpoint; a model
+whose training is recorded in ``OUT/results.json`` is only re-evaluated),
 then on the test split: the NLL bound in bits/dim (``benchmarks/likelihood.py``:
 the first ``--num_bpd`` images, ``--num_bpd_pixel`` for the pixel ODE), FD-AlexNet of
 ``--num_fd`` samples against as many test images, and samples per second at the
 config's sampler (DPM-Solver++, 20 steps, for both diffusion models). Writes a
 sample grid per model (``OUT/<model>_samples.png``), a bar chart of the bounds,
-a markdown table, and ends with one JSON line. Figures taken on a shared CPU vary
+a markdown table, the paired LSGM - VAE bound difference over the same test
+images, and ends with one JSON line. Figures taken on a shared CPU vary
 with the load; the JSON holds the steps each model reached.
 """
 
@@ -87,6 +89,16 @@ def fd_alexnet(samples: np.ndarray, reference_moments) -> float:
     return float(frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), *reference_moments))
 
 
+def paired_difference(path_a: str, path_b: str) -> dict | None:
+    """Mean and standard error of per-image ``a - b`` over the images both files hold (``None`` if one is missing)."""
+    if not (os.path.exists(path_a) and os.path.exists(path_b)):
+        return None
+    a, b = np.load(path_a), np.load(path_b)
+    n = min(len(a), len(b))
+    d = a[:n] - b[:n]
+    return {"mean": float(d.mean()), "se": float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "images": n}
+
+
 def main(argv=None) -> dict:
     """Train, evaluate, print the table, end with a JSON line."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -124,7 +136,8 @@ def main(argv=None) -> dict:
             entry.update(train_for(config, workdir, args.minutes * 60))
         print(f"[{name}] {entry['steps']} steps; bound ...", flush=True)
         num = args.num_bpd_pixel if name == "pixel" else args.num_bpd
-        bound = likelihood.evaluate(workdir, num=num, batch=min(64, num), seed=args.seed, rtol=args.rtol)
+        bound = likelihood.evaluate(workdir, num=num, batch=min(64, num), seed=args.seed, rtol=args.rtol,
+                                    save=os.path.join(args.out, f"{name}_bpd.npy"))
         entry.update({"test_bpd": bound["test_bpd"], "test_bpd_se": bound["test_bpd_se"],
                       "bpd_images": bound["num_images"], "bpd_kind": bound["kind"]})
         print(f"[{name}] {bound['test_bpd']:.4f} +- {bound['test_bpd_se']:.4f} bits/dim; sampling ...", flush=True)
@@ -151,6 +164,10 @@ def main(argv=None) -> dict:
         print(f"| {name} | {e['steps']} ({e['train_seconds']}) | {e['test_bpd']:.3f} +- {e['test_bpd_se']:.3f} "
               f"({e['bpd_images']}) | {e['fd_alexnet']:.1f} ({e['fd_samples']}) | {e['samples_per_second']} |")
     out = {"results": results, "minutes": args.minutes, "jax_devices": str(jax.devices())}
+    paired = paired_difference(os.path.join(args.out, "lsgm_bpd.npy"), os.path.join(args.out, "vae_bpd.npy"))
+    if paired is not None:
+        out["lsgm_minus_vae_bpd"] = paired
+        print(f"LSGM - VAE, paired over the same test images: {paired['mean']:+.4f} +- {paired['se']:.4f} bits/dim")
     print(json.dumps(out))
     return out
 
