@@ -16,13 +16,15 @@ the first ``--num_bpd`` images, ``--num_bpd_pixel`` for the pixel ODE), FD-AlexN
 config's sampler (DPM-Solver++, 20 steps, for both diffusion models). Writes a
 sample grid per model (``OUT/<model>_samples.png``), a bar chart of the bounds,
 a markdown table, the paired LSGM - VAE bound difference over the same test
-images, and ends with one JSON line. Figures taken on a shared CPU vary
+images, and ends with one JSON line. ``--pixel_speed_only`` measures only the pixel
+model's samples/s (at initial weights: the speed does not depend on them). Figures taken on a shared CPU vary
 with the load; the JSON holds the steps each model reached.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -89,6 +91,32 @@ def fd_alexnet(samples: np.ndarray, reference_moments) -> float:
     return float(frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), *reference_moments))
 
 
+def pixel_sampling_speed(batch: int = 64, repeats: int = 2) -> dict:
+    """Samples/s of ``configs/ddpm_fashion_mnist.py``'s UNet with its sampler, at initial weights.
+
+    The speed of a sampler does not depend on the weights, so this measures the
+    pixel model's sampling cost without training it (compilation excluded).
+    """
+    from flax import nnx
+
+    from diffjax.generate import make_generate_fn
+    from diffjax.training import create_train_state
+
+    c = load_config_file(os.path.join(ROOT, MODELS["pixel"][0]))
+    model, _ = builders.build_model(c, nnx.Rngs(0), (c.data.image_size, c.data.image_size, 1))
+    graphdef, state = create_train_state(model, builders.build_optimizer(c))
+    fn = jax.jit(make_generate_fn(graphdef, state.model_state, builders.build_sde(c), builders.build_sampler(c),
+                                  (c.data.image_size, c.data.image_size, 1), batch, prediction=c.model.prediction,
+                                  time_input=c.loss.time_input, denoise=c.sampling.denoise))
+    jax.block_until_ready(fn(state.params, jax.random.key(1)))  # compile and warm up
+    start = time.perf_counter()
+    for i in range(repeats):
+        jax.block_until_ready(fn(state.params, jax.random.key(2 + i)))
+    seconds = time.perf_counter() - start
+    return {"samples_per_second": round(batch * repeats / seconds, 2), "images": batch * repeats,
+            "sampler": f"{c.sampling.sampler} {c.sampling.steps} steps"}
+
+
 def paired_difference(path_a: str, path_b: str) -> dict | None:
     """Mean and standard error of per-image ``a - b`` over the images both files hold (``None`` if one is missing)."""
     if not (os.path.exists(path_a) and os.path.exists(path_b)):
@@ -111,7 +139,13 @@ def main(argv=None) -> dict:
     p.add_argument("--rtol", type=float, default=1e-4, help="ODE likelihood tolerance (rtol = atol)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--config_arg", default="", help="e.g. 'smoke' for a quick check of the script")
+    p.add_argument("--pixel_speed_only", action="store_true",
+                   help="only the pixel model's samples/s at initial weights (no training)")
     args = p.parse_args(argv)
+    if args.pixel_speed_only:
+        out = {"pixel_sampling_speed": pixel_sampling_speed()}
+        print(json.dumps(out))
+        return out
     models = [m for m in args.models.split(",") if m]
     unknown = sorted(set(models) - set(MODELS))
     if unknown:
@@ -150,6 +184,11 @@ def main(argv=None) -> dict:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         print(f"[{name}] {json.dumps(entry)}", flush=True)
+        # Drop this model's compiled programs and buffers before the next one compiles
+        # (the pixel UNet's train step alone takes several GB to compile on CPU).
+        del images
+        jax.clear_caches()
+        gc.collect()
 
     try:
         from diffjax.plots import plot_bars
