@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-__all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "Throughput"]
+__all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "Throughput"]
 
 
 class MetricWriter:
@@ -104,6 +104,14 @@ def save_grid(path: str, images: np.ndarray) -> np.ndarray:
     grid = image_grid(to_uint8(images))
     save_png(path, grid)
     return grid
+
+
+def save_samples(output: str, images: np.ndarray) -> None:
+    """Write ``[-1, 1]`` images as ``output/000000.png``, ... and the first 256 as ``output/grid.png``."""
+    os.makedirs(output, exist_ok=True)
+    for i, img in enumerate(to_uint8(images)):
+        save_png(os.path.join(output, f"{i:06d}.png"), img)
+    save_grid(os.path.join(output, "grid.png"), images[:256])
 
 
 class Throughput:

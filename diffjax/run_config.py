@@ -219,6 +219,17 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.task.ldm = ml_collections.ConfigDict()
     c.task.ldm_sr = ml_collections.ConfigDict({"scale": 4, "tile_overlap": 4})
     c.task.ldm_inpainting = ml_collections.ConfigDict({"mask_kinds": ("free_form", "box")})
+    # LSGM (task.name = "lsgm"): a VAE and a score-based prior on its latents, trained
+    # together; the latent UNet takes config.model, the process config.sde (VP). docs/lsgm.md.
+    c.lsgm = ml_collections.ConfigDict()
+    c.lsgm.prior = "sde"  # "sde" (the score-based prior) or "normal" (the VAE alone)
+    c.lsgm.prior_weighting = "likelihood"  # the score model's objective: "likelihood" or "reweighted"
+    c.lsgm.latent_channels = 4
+    c.lsgm.vae_channels = (32, 64)  # one stride-2 level per entry: 32x32 -> 8x8 latents
+    c.lsgm.vae_res_blocks = 1
+    c.lsgm.mixing_logit_init = -3.0  # mixed score: a = sigmoid(logit) starts near the Normal prior
+    c.lsgm.vae_lr = 1e-3
+    c.lsgm.prior_lr = 3e-4
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

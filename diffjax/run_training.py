@@ -190,6 +190,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
       FloatingPointError: a loss or gradient became NaN/inf and
         ``config.training.nonfinite`` is ``"stop"``.
     """
+    if config.task.name == "lsgm":  # two networks, two optimisers: its own loop (docs/lsgm.md)
+        from diffjax.run_lsgm import train_lsgm
+
+        return train_lsgm(config, workdir, stop=stop)
     run = TrainingSetup(config)
     model_config = dataclasses.asdict(run.model_config)
     defaults = {f.name: f.default for f in dataclasses.fields(run.model_config)

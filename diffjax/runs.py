@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from diffjax import builders, distributed
 from diffjax.checkpoint import Checkpointer, abstract_state, model_config_path
 from diffjax.generate import generate_batches, make_generate_fn
-from diffjax.logging_utils import save_grid, save_png, to_uint8
+from diffjax.logging_utils import save_grid, save_png, save_samples, to_uint8
 from diffjax.parametrization import model_score_fn
 from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
@@ -670,14 +670,19 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     Raises:
       ValueError: a missing workdir, one without ``config.json``,
         ``model_config.json`` or a checkpoint, an unknown override key (naming
-        the closest valid one) or a mistyped value.
+        the closest valid one) or a mistyped value, or an LSGM run (restored
+        with :func:`diffjax.run_lsgm.load_lsgm`).
     """
     if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
     workdir = os.fspath(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
-    return Run(apply_overrides(load_run_config(workdir), overrides), workdir)
+    config = apply_overrides(load_run_config(workdir), overrides)
+    if config.task.name == "lsgm":
+        raise ValueError(f"{workdir} is an LSGM run (a VAE and a latent prior): restore it with "
+                         "diffjax.run_lsgm.load_lsgm(workdir), sample it with sample.py (docs/lsgm.md)")
+    return Run(config, workdir)
 
 
 # -- sample.py: the same, writing files -----------------------------------------
@@ -705,10 +710,7 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
     with tqdm(total=-(-num // batch), desc="sample batches", disable=not distributed.is_lead()) as bar:
         images = run._generate(num, jax.random.key(config.sampling.seed), progress=lambda done, total: bar.update(1))
     if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for i, img in enumerate(to_uint8(images)):
-            save_png(os.path.join(output, f"{i:06d}.png"), img)
-        save_grid(os.path.join(output, "grid.png"), images[:256])
+        save_samples(output, images)
     lead_print(f"wrote {num} samples (checkpoint step {run.step}, sampler {config.sampling.sampler}) to {output}")
     return {"output": output, "num": num, "step": run.step}
 
@@ -834,11 +836,18 @@ def run_translate(config: ml_collections.ConfigDict, workdir: str, output: str, 
 # TASKS generate from noise, task(config, workdir, output, num) -> summary dict;
 # RESTORE_TASKS restore --input IN_DIR, task(config, workdir, output, input_dir).
 # A task in both (RePaint) generates without --input and restores with it.
+def _run_lsgm_generate(config, workdir, output, num):
+    from diffjax.run_lsgm import run_lsgm_generate
+
+    return run_lsgm_generate(config, workdir, output, num)
+
+
 TASKS = {
     "generate": run_generate,
     "repaint": run_generate,
     "cascade": run_cascade,
     "ldm": _ldm.run_ldm_generate,
+    "lsgm": _run_lsgm_generate,
 }
 RESTORE_TASKS = {
     "sr3": run_sr3,

@@ -4,6 +4,7 @@ from diffjax.nn.embeddings import FixedFrequencies, GaussianFourierEmbedding, La
 from diffjax.nn.unet import UNet, UNetConfig, num_parameters
 from diffjax.nn.classifier import Classifier, ClassifierConfig
 from diffjax.nn.autoencoder import Autoencoder, AutoencoderConfig, PatchDiscriminator
+from diffjax.nn.vae import VAE, LatentPrior, VAEConfig
 
 __all__ = [
     "UNet",
@@ -14,6 +15,9 @@ __all__ = [
     "Autoencoder",
     "AutoencoderConfig",
     "PatchDiscriminator",
+    "VAE",
+    "VAEConfig",
+    "LatentPrior",
     "FixedFrequencies",
     "GaussianFourierEmbedding",
     "LabelTokens",

@@ -1,0 +1,459 @@
+"""LSGM runs: training the VAE and the latent score prior together, sampling, the test bound (docs/lsgm.md).
+
+A run with ``config.task.name = "lsgm"`` goes through here from ``train.py``
+(:func:`diffjax.run_training.train_and_evaluate` dispatches to :func:`train_lsgm`)
+and ``sample.py`` (:data:`diffjax.runs.TASKS`). The math is
+:mod:`diffjax.tasks.lsgm`; this module builds the networks from the config,
+owns the training state (two parameter sets with their own optimisers and EMAs)
+and writes the run's files like the other tasks do: ``config.json``,
+``model_config.json``, ``checkpoints/``, ``metrics.jsonl``, ``samples/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm.auto import tqdm
+
+from diffjax import builders, distributed
+from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
+from diffjax.logging_utils import MetricWriter, save_grid, save_samples
+from diffjax.parametrization import network_time_input
+from diffjax.run_config import get_base_config, write_run_config
+from diffjax.samplers import sample
+from diffjax.sharding import make_mesh, replicated
+from diffjax.tasks import lsgm as lsgm_math
+from diffjax.training import ema_decay_at, make_optimizer
+
+__all__ = ["LSGMState", "LSGMModel", "build_lsgm_model", "make_lsgm_train_step", "make_lsgm_generate_fn",
+           "lsgm_bound_fn", "train_lsgm", "load_lsgm", "run_lsgm_generate", "generate_lsgm"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LSGMState:
+    """The training state of an LSGM run: a pytree of arrays.
+
+    Attributes:
+      step: updates applied so far.
+      vae_params, prior_params: the VAE's and the latent score model's parameters.
+      vae_opt, prior_opt: their optimiser states (separate optimisers, as in the paper).
+      vae_ema, prior_ema: exponential moving averages used for sampling and evaluation.
+    """
+
+    step: jax.Array
+    vae_params: object
+    prior_params: object
+    vae_opt: object
+    prior_opt: object
+    vae_ema: object
+    prior_ema: object
+
+
+@dataclasses.dataclass(frozen=True)
+class LSGMModel:
+    """What an LSGM run is made of, built from its config (no parameters).
+
+    Attributes:
+      vae_graphdef, prior_graphdef: the networks' NNX graph definitions.
+      vae_config: the :class:`diffjax.nn.vae.VAEConfig`.
+      prior_config: the latent UNet's :class:`diffjax.nn.UNetConfig`.
+      sde: the latent VP process.
+      prior: ``"sde"`` or ``"normal"`` (the VAE alone).
+      prior_weighting: ``"likelihood"`` or ``"reweighted"`` (the score model's objective).
+      time_input: the conditioning scalar the prior network sees.
+    """
+
+    vae_graphdef: object
+    prior_graphdef: object
+    vae_config: object
+    prior_config: object
+    sde: object
+    prior: str
+    prior_weighting: str
+    time_input: str
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """``(h, w, c)`` of one latent."""
+        return self.vae_config.latent_shape
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of one image."""
+        c = self.vae_config
+        return (c.image_size, c.image_size, c.in_channels)
+
+    def model_config_dict(self) -> dict:
+        """The hyper-parameters stored as ``model_config.json``."""
+        return {"vae": dataclasses.asdict(self.vae_config), "prior": dataclasses.asdict(self.prior_config)}
+
+    # -- closures over parameters ---------------------------------------------------
+    def encode_fn(self, vae_params):
+        """``x -> (mean, std)`` of ``q(z_0 | x)``."""
+        return lambda x: nnx.merge(self.vae_graphdef, vae_params).encode(x)
+
+    def decode_logp_fn(self, vae_params):
+        """``(x, z) -> log p(x | z)`` per example (discretised logistic over 8-bit values)."""
+
+        def logp(x, z):
+            mean, log_scale = nnx.merge(self.vae_graphdef, vae_params).decode(z)
+            per_dim = lsgm_math.discretized_logistic_logp(x, mean, log_scale)
+            return jnp.sum(per_dim, axis=tuple(range(1, x.ndim)))
+
+        return logp
+
+    def decode_mean_fn(self, vae_params):
+        """``z -> `` the decoder's location, the image shown as a sample (in ``[-1, 1]``)."""
+        return lambda z: nnx.merge(self.vae_graphdef, vae_params).decode(z)[0]
+
+    def _prior_parts(self, prior_params, z_t, t):
+        """The network's raw output, ``sigma(t)`` and the mixing logits."""
+        prior = nnx.merge(self.prior_graphdef, prior_params)
+        net = prior(z_t, network_time_input(self.sde, t, self.time_input))
+        return net, self.sde.alpha_sigma(t)[1], prior.mixing_logit[...]
+
+    def eps_fn(self, prior_params):
+        """The mixed noise prediction ``eps(z_t, t)`` of the latent prior."""
+
+        def eps(z_t, t):
+            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
+            return lsgm_math.mixed_eps(net, z_t, sigma, logit)
+
+        return eps
+
+    def score_fn(self, prior_params):
+        """The mixed score ``score(z_t, t)`` of the latent prior (for :func:`diffjax.sample`)."""
+
+        def score(z_t, t):
+            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
+            return lsgm_math.mixed_score(net, z_t, sigma, logit)
+
+        return score
+
+
+def _vae_config(config: ml_collections.ConfigDict, image_shape):
+    from diffjax.nn.vae import VAEConfig
+
+    lc = config.lsgm
+    return VAEConfig(image_size=image_shape[0], in_channels=image_shape[2], latent_channels=lc.latent_channels,
+                     channels=tuple(lc.vae_channels), num_res_blocks=lc.vae_res_blocks)
+
+
+def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: int | None = None):
+    """The networks of an LSGM config: ``(LSGMModel, vae_params, prior_params)``.
+
+    The latent UNet takes its hyper-parameters from ``config.model`` (its size
+    and channels from the latent); the VAE from ``config.lsgm``.
+
+    Args:
+      config: the run config (``task.name = "lsgm"``).
+      image_shape: ``(H, W, C)`` of the data.
+      seed: initialisation seed; default ``config.training.seed``.
+
+    Raises:
+      ValueError: an unknown prior or weighting, a non-VP process, or shapes the networks reject.
+    """
+    from diffjax.nn import UNetConfig
+    from diffjax.nn.vae import VAE, LatentPrior
+
+    lc = config.lsgm
+    if lc.prior not in lsgm_math.PRIORS:
+        raise ValueError(f"config.lsgm.prior must be one of {lsgm_math.PRIORS}, got {lc.prior!r}")
+    if lc.prior_weighting not in lsgm_math.PRIOR_WEIGHTINGS:
+        raise ValueError(f"config.lsgm.prior_weighting must be one of {lsgm_math.PRIOR_WEIGHTINGS}, "
+                         f"got {lc.prior_weighting!r}")
+    sde = builders.build_sde(config)
+    if config.sde.name != "vp":
+        raise ValueError(f"LSGM needs config.sde.name='vp' (its cross-entropy is derived for VP), got {config.sde.name!r}")
+    vae_config = _vae_config(config, image_shape)
+    h, _, c = vae_config.latent_shape
+    kwargs = dict(config.model.items())
+    kwargs.update(channel_mult=tuple(kwargs["channel_mult"]), attn_resolutions=tuple(kwargs["attn_resolutions"]),
+                  image_size=h, in_channels=c, num_classes=0)
+    prior_config = UNetConfig(**kwargs)
+    rngs = nnx.Rngs(params=config.training.seed if seed is None else seed)
+    vae = VAE(vae_config, rngs=rngs)
+    prior = LatentPrior(prior_config, mixing_logit_init=float(lc.mixing_logit_init), rngs=rngs)
+    vae_graphdef, vae_params = nnx.split(vae)
+    prior_graphdef, prior_params = nnx.split(prior)
+    model = LSGMModel(vae_graphdef, prior_graphdef, vae_config, prior_config, sde, lc.prior, lc.prior_weighting,
+                      config.loss.time_input)
+    return model, vae_params, prior_params
+
+
+def _optimizers(config):
+    o, lc = config.optim, config.lsgm
+    common = dict(warmup_steps=o.warmup_steps, total_steps=config.training.num_steps, weight_decay=o.weight_decay,
+                  grad_clip=o.grad_clip, b1=o.b1, b2=o.b2)
+    return make_optimizer(lr=lc.vae_lr, **common), make_optimizer(lr=lc.prior_lr, **common)
+
+
+def _initial_state(vae_params, prior_params, vae_opt, prior_opt) -> LSGMState:
+    return LSGMState(step=jnp.zeros((), jnp.int32), vae_params=vae_params, prior_params=prior_params,
+                     vae_opt=vae_opt.init(vae_params), prior_opt=prior_opt.init(prior_params),
+                     vae_ema=jax.tree.map(jnp.copy, vae_params), prior_ema=jax.tree.map(jnp.copy, prior_params))
+
+
+def make_lsgm_train_step(model: LSGMModel, vae_opt, prior_opt, ema_decay: float):
+    """``train_step(state, images, base_key) -> (state, metrics)``: one joint update of VAE and prior.
+
+    The VAE minimises the whole bound (reconstruction - entropy + cross-entropy
+    with likelihood weighting); the prior minimises the cross-entropy with its
+    own weighting (the same term for ``"likelihood"``, a separate reweighted
+    draw on the detached latents for ``"reweighted"``). Each has its optimiser.
+    """
+    num_dims = math.prod(model.image_shape)
+
+    def train_step(state: LSGMState, images, base_key):
+        key = jax.random.fold_in(base_key, state.step)
+        obj_key, prior_key = jax.random.split(key)
+
+        def objective(vae_params, prior_params):
+            eps_fn = None if model.prior == "normal" else model.eps_fn(
+                prior_params if model.prior_weighting == "likelihood" else jax.lax.stop_gradient(prior_params))
+            terms = lsgm_math.lsgm_terms(model.encode_fn(vae_params), model.decode_logp_fn(vae_params), eps_fn,
+                                         model.sde, images, obj_key, prior=model.prior)
+            nelbo = jnp.mean(terms["nelbo"])
+            prior_loss = jnp.zeros(())
+            if model.prior == "sde" and model.prior_weighting == "reweighted":
+                dsm, _ = lsgm_math.dsm_cross_entropy(model.eps_fn(prior_params), model.sde,
+                                                     jax.lax.stop_gradient(terms["z0"]), prior_key,
+                                                     weighting="reweighted")
+                prior_loss = jnp.mean(dsm)
+            aux = {"reconstruction": jnp.mean(terms["reconstruction"]), "entropy": jnp.mean(terms["entropy"]),
+                   "cross_entropy": jnp.mean(terms["cross_entropy"]), "nelbo": nelbo, "prior_loss": prior_loss}
+            return nelbo + prior_loss, aux
+
+        (_, aux), (g_vae, g_prior) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+            state.vae_params, state.prior_params)
+        u_vae, vae_opt_state = vae_opt.update(g_vae, state.vae_opt, state.vae_params)
+        vae_params = optax.apply_updates(state.vae_params, u_vae)
+        prior_params, prior_opt_state = state.prior_params, state.prior_opt
+        if model.prior == "sde":
+            u_prior, prior_opt_state = prior_opt.update(g_prior, state.prior_opt, state.prior_params)
+            prior_params = optax.apply_updates(state.prior_params, u_prior)
+        step = state.step + 1
+        decay = ema_decay_at(step, ema_decay)
+        ema = lambda e, p: jax.tree.map(lambda a, b: decay * a + (1 - decay) * b, e, p)  # noqa: E731
+        new = LSGMState(step=step, vae_params=vae_params, prior_params=prior_params, vae_opt=vae_opt_state,
+                        prior_opt=prior_opt_state, vae_ema=ema(state.vae_ema, vae_params),
+                        prior_ema=ema(state.prior_ema, prior_params))
+        mixing = jax.nn.sigmoid(nnx.merge(model.prior_graphdef, prior_params).mixing_logit[...])
+        metrics = dict(aux, loss=aux["nelbo"], bpd=aux["nelbo"] / (num_dims * math.log(2.0)),
+                       mixing_mean=jnp.mean(mixing),
+                       grad_norm_vae=optax.global_norm(g_vae), grad_norm_prior=optax.global_norm(g_prior))
+        return new, metrics
+
+    return train_step
+
+
+def make_lsgm_generate_fn(model: LSGMModel, sampler, batch_size: int):
+    """``generate(vae_params, prior_params, key) -> (batch_size, H, W, C)`` images in ``[-1, 1]``.
+
+    Latents ``z`` are drawn from the prior (the score model with ``sampler`` from
+    ``sde.T`` to ``sde.eps``, or ``N(0, I)`` for the VAE alone) and decoded to the
+    decoder's location. The whole program is one jit-able function.
+    """
+    shape = (batch_size,) + tuple(model.latent_shape)
+
+    def generate(vae_params, prior_params, key):
+        init_key, sample_key = jax.random.split(key)
+        z = model.sde.prior_sample(init_key, shape)
+        if model.prior == "sde":
+            z, _ = sample(model.score_fn(prior_params), model.sde, z, key=sample_key, sampler=sampler)
+        return jnp.clip(model.decode_mean_fn(vae_params)(z), -1.0, 1.0)
+
+    return generate
+
+
+def lsgm_bound_fn(model: LSGMModel, *, exact_divergence: bool = False, rtol: float = 1e-5, atol: float = 1e-5):
+    """``bound(vae_params, prior_params, x, key) -> (batch,)`` one-sample NLL bound in bits/dim.
+
+    The bound of :func:`diffjax.tasks.lsgm.nelbo_ode`: the decoder's discretised
+    likelihood of the 8-bit pixels, ``log q(z | x)`` and the probability-flow
+    ODE's ``log p(z)`` (Hutchinson's trace unless ``exact_divergence``), over
+    ``H * W * C`` pixel dimensions.
+    """
+    num_dims = math.prod(model.image_shape)
+
+    def bound(vae_params, prior_params, x, key):
+        out = lsgm_math.nelbo_ode(model.encode_fn(vae_params), model.decode_logp_fn(vae_params),
+                                  model.score_fn(prior_params), model.sde, x, key, prior=model.prior,
+                                  exact_divergence=exact_divergence, rtol=rtol, atol=atol)
+        return out["nelbo"] / (num_dims * math.log(2.0))
+
+    return bound
+
+
+def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
+    """Train an LSGM run (or its VAE alone with ``config.lsgm.prior = "normal"``), resuming if possible.
+
+    Args:
+      config: the run config (``task.name = "lsgm"``).
+      workdir: where checkpoints, logs and sample grids go.
+      stop: a preemption flag (as in :func:`diffjax.run_training.train_and_evaluate`);
+        when set the run saves a checkpoint and stops after the current step.
+
+    Returns:
+      ``{"step", "final_loss", "final_bpd", "stopped_early", "train_seconds"}``.
+
+    Raises:
+      ValueError: a config off the schema or with bad LSGM settings, or a
+        workdir holding another model (before anything is written).
+      FloatingPointError: the bound became NaN/inf.
+    """
+    from diffjax.run_training import _check_training_section, check_workdir_writable
+
+    builders.validate_config(config, get_base_config())
+    _check_training_section(config.training)
+    tc = config.training
+    mesh = make_mesh()
+    rep = replicated(mesh)
+    dataset = builders.build_dataset(config, "train")
+    model, vae_params, prior_params = build_lsgm_model(config, dataset.image_shape)
+    vae_opt, prior_opt = _optimizers(config)
+    check_model_config(workdir, model.model_config_dict())
+    check_workdir_writable(workdir)
+    if distributed.is_lead():
+        os.makedirs(workdir, exist_ok=True)
+    checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
+    init = _initial_state(vae_params, prior_params, vae_opt, prior_opt)
+    if checkpointer.latest_step() is None:
+        state = jax.device_put(init, rep)
+    else:
+        state = checkpointer.restore(abstract_state(lambda: init, rep))
+    if distributed.is_lead():
+        write_model_config(workdir, model.model_config_dict())
+        write_run_config(workdir, config)
+    train_step = jax.jit(make_lsgm_train_step(model, vae_opt, prior_opt, tc.ema_decay), donate_argnums=0)
+    grid_fn = None
+    if tc.sample_every > 0 and tc.num_grid_samples > 0:
+        grid_fn = jax.jit(make_lsgm_generate_fn(model, builders.build_sampler(config), tc.num_grid_samples))
+    base_key, grid_key = jax.random.key(tc.seed), jax.random.key(config.sampling.seed)
+    writer = MetricWriter(workdir)
+    stop = (stop or StopRequest()).install()
+    start = int(state.step)
+    batches = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed)
+    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()),
+               desc="train lsgm" if model.prior == "sde" else "train vae")
+    last, stopped_early, step, t0 = {}, False, start, time.perf_counter()
+    try:
+        for step in range(start + 1, tc.num_steps + 1):
+            state, metrics = train_step(state, jnp.asarray(next(batches)["image"]), base_key)
+            bar.update(1)
+            stop_now = stop.requested
+            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
+            if step % tc.log_every == 0 or save_now:
+                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+                if not math.isfinite(last["loss"]):
+                    raise FloatingPointError(f"LSGM bound became {last['loss']} at step {step}; "
+                                             "try a lower --config.lsgm.vae_lr / prior_lr")
+                last["seconds"] = time.perf_counter() - t0
+                writer.write_scalars(step, last)
+                bar.set_postfix(bpd=f"{last['bpd']:.3f}")
+            if grid_fn is not None and step % tc.sample_every == 0 and distributed.is_lead():
+                images = np.asarray(grid_fn(state.vae_ema, state.prior_ema, jax.random.fold_in(grid_key, step)))
+                save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), images)
+            if save_now:
+                checkpointer.save(step, state)
+            if stop_now:
+                stopped_early = True
+                break
+    finally:
+        bar.close()
+        batches.close()
+        stop.uninstall()
+        checkpointer.close()
+        writer.close()
+    return {"step": int(state.step), "final_loss": last.get("loss"), "final_bpd": last.get("bpd"),
+            "stopped_early": stopped_early, "train_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
+    """Restore an LSGM run's EMA parameters: ``(model, vae_params, prior_params, step, config)``.
+
+    Args:
+      workdir: the run's ``--workdir``.
+      config: its config (default: the stored ``config.json``).
+
+    Raises:
+      ValueError: a workdir without config or checkpoint, or not an LSGM run.
+    """
+    from diffjax.run_config import load_run_config
+
+    config = load_run_config(workdir) if config is None else config
+    if config.task.name != "lsgm":
+        raise ValueError(f"{workdir} is a {config.task.name!r} run, not an LSGM run")
+    model, vae_params, prior_params = build_lsgm_model(config, _image_shape(workdir, config))
+    vae_opt, prior_opt = _optimizers(config)
+    rep = replicated(make_mesh())
+    init = _initial_state(vae_params, prior_params, vae_opt, prior_opt)
+    checkpointer = Checkpointer(workdir, keep=max(1, config.training.keep_checkpoints), async_save=False)
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
+        state = checkpointer.restore(abstract_state(lambda: init, rep))
+    finally:
+        checkpointer.close()
+    return model, state.vae_ema, state.prior_ema, int(state.step), config
+
+
+def _image_shape(workdir: str, config) -> tuple[int, int, int]:
+    """The run's image shape from its ``model_config.json`` (else from the dataset)."""
+    import json
+
+    from diffjax.checkpoint import model_config_path
+
+    path = model_config_path(workdir)
+    if os.path.exists(path):
+        with open(path) as f:
+            vae = json.load(f)["vae"]
+        return (vae["image_size"], vae["image_size"], vae["in_channels"])
+    return builders.build_dataset(config, "test").image_shape
+
+
+def run_lsgm_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """``sample.py`` for LSGM runs: ``num`` decoded samples as PNGs and a grid.
+
+    Returns:
+      ``{"output", "num", "step", "seconds", "samples_per_second"}``.
+
+    Raises:
+      ValueError: ``num < 1`` or a workdir without a checkpoint.
+    """
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+    model, vae_params, prior_params, step, _ = load_lsgm(workdir, config)
+    images, seconds = generate_lsgm(model, vae_params, prior_params, config, num)
+    if distributed.is_lead():
+        save_samples(output, images)
+        print(f"wrote {num} LSGM samples (checkpoint step {step}, prior {model.prior}) to {output}")
+    return {"output": output, "num": num, "step": step, "seconds": round(seconds, 2),
+            "samples_per_second": round(num / seconds, 2)}
+
+
+def generate_lsgm(model: LSGMModel, vae_params, prior_params, config, num: int, *, sampler=None, seed=None):
+    """``num`` images in ``[-1, 1]`` from batches of ``config.sampling.batch_size`` and the seconds taken.
+
+    Batch ``i`` uses ``fold_in(key(seed), i)``; the first batch's compilation is
+    excluded from the time.
+    """
+    batch = min(config.sampling.batch_size, num)
+    fn = jax.jit(make_lsgm_generate_fn(model, sampler or builders.build_sampler(config), batch))
+    key = jax.random.key(config.sampling.seed if seed is None else seed)
+    fn.lower(vae_params, prior_params, key).compile()
+    jax.block_until_ready(fn(vae_params, prior_params, key))  # warm-up run
+    start, out = time.perf_counter(), []
+    for i in range(-(-num // batch)):
+        out.append(np.asarray(fn(vae_params, prior_params, jax.random.fold_in(key, i))))
+    return np.concatenate(out)[:num], time.perf_counter() - start
