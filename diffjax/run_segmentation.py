@@ -565,9 +565,19 @@ class Segmenter:
     def _build(self):
         if self._kind == "ensemble":
             self._predict = jax.jit(lambda feats: pc.predict(self._ensemble, feats))
+
+            @jax.jit
+            def mean_log_probs(feats):
+                logits = pc.ensemble_logits(self._ensemble, feats.reshape(-1, feats.shape[-1]))
+                mean = jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)
+                return jnp.log(jnp.maximum(mean, 1e-12)).reshape(*feats.shape[:-1], -1)
+
+            self._log_probs = lambda x: mean_log_probs(self._feature_fn(x))
             return
         graphdef, state = nnx.split(self._model)
         level = self._level
+        self._log_probs = jax.jit(lambda x: jax.nn.log_softmax(
+            nnx.merge(graphdef, state)(x, jnp.full((x.shape[0],), level)), axis=-1))
 
         @jax.jit
         def run(state, x):
@@ -595,6 +605,19 @@ class Segmenter:
         else:
             labels, entropy = self._predict(images)
         return np.asarray(labels), np.asarray(entropy)
+
+
+    def log_probs(self, images) -> np.ndarray:
+        """``(N, S, S, K)`` per-pixel class log-probabilities (the ensemble's mean softmax, or
+        the network's softmax), e.g. for :func:`diffjax.tasks.pnp.refine_segmentation`.
+
+        Raises:
+          ValueError: images of another shape than the run's.
+        """
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
+        return np.asarray(self._log_probs(images))
 
 
 def load_segmenter(workdir: str) -> Segmenter:
