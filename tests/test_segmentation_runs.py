@@ -145,6 +145,7 @@ def test_ddep_pretrain_then_finetune_starts_from_the_pretrained_weights(folders,
     c = ddep_config("pretrain_smoke")
     c.data.image_size = SIZE
     c.model.channel_mult = (1,)
+    c.training.num_steps = 3
     summary = train_and_evaluate(c, pre)
     assert np.isfinite(summary["final_loss"])
     with pytest.raises(ValueError, match="does not segment"):
@@ -152,7 +153,7 @@ def test_ddep_pretrain_then_finetune_starts_from_the_pretrained_weights(folders,
 
     f = apply_overrides(ddep_config("finetune_smoke"), {
         "data.image_size": SIZE, "segmentation.labelled_dir": folders[0], "data.eval_fraction": 0.2,
-        "segmentation.pretrain_workdir": pre, "model.channel_mult": (1,)})
+        "segmentation.pretrain_workdir": pre, "model.channel_mult": (1,), "segmentation.steps": 3})
     model, info = rs._pretrained_unet(f, (SIZE, SIZE, 3), 11)
     stored = dict(np.load(os.path.join(pre, rs.STATE_FILE)))
     start = rs._flat(__import__("flax").nnx.state(model, __import__("flax").nnx.Param))
