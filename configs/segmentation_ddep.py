@@ -33,21 +33,23 @@ def get_config(arg=None):
     c.data.image_size = 32
     c.eval.enabled = False
     # The segmentation UNet (the same for both stages; the fine-tune reads the pretraining's).
-    c.model.base_channels = 32
+    # CPU-sized: pretraining took 305 s and a fine-tune 80 s on 2 shared CPU cores
+    # (docs/segmentation.md); scale base_channels / num_steps up on an accelerator.
+    c.model.base_channels = 16
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
-    c.model.attn_resolutions = (8,)
-    c.optim.lr = 5e-4
-    c.optim.warmup_steps = 200
-    c.training.num_steps = 2000  # pretraining steps
-    c.training.batch_size = 32
-    c.training.log_every = 100
+    c.model.attn_resolutions = ()
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.training.num_steps = 600  # pretraining steps
+    c.training.batch_size = 16
+    c.training.log_every = 50
     s = c.segmentation
     s.noise_scales = (0.2,)
     if stage == "finetune":
         c.data.num_classes = 11
         s.num_labelled = 20
-        s.steps = 600  # fine-tuning steps
+        s.steps = 300  # fine-tuning steps
         s.batch_size = 8  # labelled images per step
         s.learning_rate = 5e-4
     if smoke:

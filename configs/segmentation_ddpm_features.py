@@ -23,12 +23,12 @@ def get_config(arg=None):
     c.data.name = "scenes"
     c.data.image_size = 32
     c.data.num_classes = 11
-    # The backbone's architecture when features=random_unet has no backbone_workdir to copy
-    # (that of configs/ddpm_scenes.py).
-    c.model.base_channels = 32
+    # The random UNet's architecture when features=random_unet has no backbone_workdir to
+    # copy (the CPU-sized backbone of benchmarks/segmentation.py).
+    c.model.base_channels = 16
     c.model.channel_mult = (1, 2, 2)
     c.model.num_res_blocks = 1
-    c.model.attn_resolutions = (8,)
+    c.model.attn_resolutions = ()
     c.eval.enabled = False  # the segmentation run's own evaluation (mIoU) always runs
     s = c.segmentation
     s.features = "ddpm"
@@ -36,7 +36,7 @@ def get_config(arg=None):
     s.blocks = ("up_1", "up_2", "up_3", "up_4")
     s.num_labelled = 20
     s.num_members = 10
-    s.steps = 1500
+    s.steps = 600
     s.batch_size = 512
     if arg == "smoke":
         c.model.base_channels = 8
