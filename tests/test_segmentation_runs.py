@@ -99,8 +99,17 @@ def test_baselines_use_pixels_or_a_random_unet_of_the_backbones_shape(ddpm_run, 
     assert f_trained.shape == f_rand.shape == (2, SIZE, SIZE, 32)
     assert t_info["backbone_step"] == 3 and "random_unet_seed" in r_info
     assert not np.allclose(f_trained, f_rand)
-    # The random network computes something in its residual branches (they start at zero in training).
     assert np.std(f_rand) > 1e-3 and np.all(np.isfinite(f_rand))
+    # The random network computes something in its residual branches (zero-initialised for training).
+    from flax import nnx
+
+    from diffjax.nn import UNet, UNetConfig
+
+    net = UNet(UNetConfig(image_size=SIZE, base_channels=8, channel_mult=(1,), attn_resolutions=()), rngs=nnx.Rngs(0))
+    zero = lambda: [k for k, v in rs._flat(nnx.state(net, nnx.Param)).items() if v.ndim == 4 and not v.any()]  # noqa: E731
+    assert zero()  # conv2 of every residual block and conv_out start at zero
+    rs._redraw_zero_kernels(net, __import__("jax").random.key(0))
+    assert not zero()
 
 
 def test_features_refusals(ddpm_run, folders, tmp_path):
