@@ -230,6 +230,29 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.lsgm.mixing_logit_init = -3.0  # mixed score: a = sigmoid(logit) starts near the Normal prior
     c.lsgm.vae_lr = 1e-3
     c.lsgm.prior_lr = 3e-4
+    # Label-efficient segmentation (docs/segmentation.md): task.name "segmentation_features"
+    # (Baranchuk: pixel classifiers on a network's features), "ddep_pretrain" / "ddep_finetune"
+    # (DDeP: denoising pretraining, then a segmentation head fine-tuned on few labels).
+    c.segmentation = ml_collections.ConfigDict()
+    c.segmentation.features = "ddpm"  # "ddpm" (backbone_workdir's UNet), "random_unet" or "pixels"
+    c.segmentation.backbone_workdir = ""  # the --workdir of an unconditional DDPM run (ddpm_scenes)
+    c.segmentation.labelled_dir = ""  # a labelled folder (name.png + name_label.png); "" = labelled scenes
+    c.segmentation.num_labelled = 20  # labelled images used for training (0 = every one of the folder)
+    c.segmentation.times = (0.05, 0.15, 0.25)  # noise levels of the features (t = 50, 150, 250 of 1000)
+    c.segmentation.blocks = ("up_1", "up_2", "up_3", "up_4")  # UNet.activation_names() to use
+    c.segmentation.noise_seed = 0  # the one fixed noise image
+    c.segmentation.feature_batch_size = 8  # images per feature batch
+    c.segmentation.feature_memmap = False  # keep training features in WORKDIR/features.npy, not in RAM
+    c.segmentation.num_members = 10  # MLP ensemble size
+    c.segmentation.steps = 1500  # Adam steps (per member; DDeP: fine-tuning steps)
+    c.segmentation.batch_size = 512  # pixels per step (DDeP: images per step)
+    c.segmentation.learning_rate = 1e-3
+    c.segmentation.num_eval = 64  # held-out labelled images for the end-of-training mIoU (scenes)
+    # DDeP: x~ = sqrt(1 - s^2) x + s eps with s drawn uniformly from noise_scales; the fine-tune
+    # starts from pretrain_workdir's UNet, or from scratch with init="random" (the baseline).
+    c.segmentation.noise_scales = (0.2,)
+    c.segmentation.pretrain_workdir = ""
+    c.segmentation.init = "pretrained"  # or "random"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.enabled = True  # demo evaluation at the end of training

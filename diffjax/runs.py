@@ -34,6 +34,7 @@ from diffjax.logging_utils import save_grid, save_png, save_samples, to_uint8
 from diffjax.parametrization import model_score_fn
 from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
+from diffjax.run_segmentation import run_segment
 from diffjax.run_training import train_and_evaluate
 from diffjax.sharding import data_sharding, make_mesh, replicated
 from diffjax.training import TrainState, model_from_state
@@ -862,6 +863,10 @@ RESTORE_TASKS = {
     "autoencoder": _ldm.run_reconstruct,
     "ldm_sr": _ldm.run_ldm_sr,
     "ldm_inpainting": _ldm.run_ldm_inpaint,
+    # Segmentation runs write name_label.png + name_uncertainty.png (docs/segmentation.md).
+    "segmentation_features": run_segment,
+    "ddep_finetune": run_segment,
+    "ddep_pretrain": run_segment,  # refuses: a pretraining run does not segment
 }
 
 

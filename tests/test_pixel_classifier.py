@@ -25,8 +25,8 @@ def test_ignored_pixels_leave_the_loss_unchanged():
     logits = jax.random.normal(jax.random.key(0), (6, 3))
     labels = jnp.array([0, 2, 255, 1, 255, 2])
     keep = np.asarray(labels) != 255
-    want = pc._masked_cross_entropy(logits[keep], labels[keep])
-    np.testing.assert_allclose(pc._masked_cross_entropy(logits, labels), want, rtol=1e-6)
+    want = pc.masked_cross_entropy(logits[keep], labels[keep])
+    np.testing.assert_allclose(pc.masked_cross_entropy(logits, labels), want, rtol=1e-6)
 
 
 def test_uncertainty_is_the_entropy_of_the_mean_softmax():

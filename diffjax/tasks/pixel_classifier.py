@@ -20,7 +20,7 @@ import optax
 from diffjax.typing import Array, PRNGKey
 
 __all__ = ["init_ensemble", "apply_member", "train_ensemble", "ensemble_logits", "majority_vote",
-           "ensemble_entropy", "predict", "IGNORE_LABEL"]
+           "ensemble_entropy", "predict", "masked_cross_entropy", "IGNORE_LABEL"]
 
 IGNORE_LABEL = 255
 HIDDEN = (128, 32)
@@ -95,7 +95,8 @@ def apply_member(params: dict, stats: dict, x: Array, train: bool) -> tuple[Arra
     return h, (new_stats if train else stats)
 
 
-def _masked_cross_entropy(logits: Array, labels: Array) -> Array:
+def masked_cross_entropy(logits: Array, labels: Array) -> Array:
+    """Mean cross-entropy of ``(P, K)`` logits over the pixels whose label ``(P,)`` is not 255 (0 if none)."""
     valid = labels != IGNORE_LABEL
     safe = jnp.where(valid, labels, 0)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, safe)
@@ -142,7 +143,7 @@ def train_ensemble(ensemble: dict, features: Array, labels: Array, *, key: PRNGK
 
             def loss_fn(p):
                 logits, new_stats = apply_member(p, stats, features[idx], train=True)
-                return _masked_cross_entropy(logits, labels[idx]), new_stats
+                return masked_cross_entropy(logits, labels[idx]), new_stats
 
             (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
             updates, opt_state = optimizer.update(grads, opt_state, params)

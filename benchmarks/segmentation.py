@@ -1,0 +1,265 @@
+"""Label-efficient segmentation on held-out scenes: DDPM features vs baselines vs DDeP.
+
+Trains (or reuses) under ``--root``:
+
+* ``ddpm``: an unconditional DDPM on the scene set (configs/ddpm_scenes.py, shrunk to
+  ``--channels`` / ``--pretrain_steps`` / ``--batch``);
+* ``ddep_pretrain``: DDeP's denoising pretraining of a UNet of the same shape, same budget
+  (configs/segmentation_ddep.py:pretrain);
+
+then, for each number of labelled scenes in ``--labelled`` (the first n labelled training
+scenes, so 5 of them are among the 10 and 20), one run per method:
+
+* ``pixels``, ``random_unet``, ``ddpm``: the MLP ensemble of
+  configs/segmentation_ddpm_features.py on raw pixels, a random UNet's features, the DDPM's;
+* ``ddep``, ``random_init``: configs/segmentation_ddep.py:finetune from the pretraining and
+  from a random initialisation;
+
+and finally a DDPM of label maps (``label_prior``: ``2 one_hot - 1``, 11 channels, on the
+training scenes' label maps) refines the best pixel classifier at the largest label count by
+plug-and-play (:func:`diffjax.tasks.pnp.refine_segmentation`), compared with the argmax of
+the same classifier's mean probabilities (the refinement's starting point).
+
+Every run is evaluated on the same ``--num_eval`` labelled scenes on the held-out
+backgrounds (``gravel``, ``chelsea``, ``coins``: never seen by any training) with held-out
+Fashion-MNIST items: mIoU (one confusion matrix over the set, classes present in the ground
+truth) and pixel accuracy. Writes ``ROOT/segmentation.json``, prints a markdown table, and
+draws ``--figure`` (a few held-out scenes, their labels and each method's prediction).
+
+    python benchmarks/segmentation.py --root /tmp/seg_bench
+    python benchmarks/segmentation.py --root DIR --quick     # a smoke run (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from configs.ddpm_scenes import get_config as ddpm_config  # noqa: E402
+from configs.segmentation_ddep import get_config as ddep_config  # noqa: E402
+from configs.segmentation_ddpm_features import get_config as features_config  # noqa: E402
+from diffjax import run_segmentation as rs  # noqa: E402
+from diffjax.run_config import apply_overrides  # noqa: E402
+from diffjax.run_training import train_and_evaluate  # noqa: E402
+
+METHODS = ("pixels", "random_unet", "ddpm", "random_init", "ddep")
+
+
+def _shrink(c, args):
+    c.model.base_channels = args.channels
+    c.model.attn_resolutions = ()
+    c.training.batch_size = args.batch
+    c.training.num_steps = args.pretrain_steps
+    c.training.log_every = 50
+    c.training.ckpt_every = args.pretrain_steps
+    c.training.sample_every = 0
+    c.training.progress_bar = False
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = min(100, args.pretrain_steps // 5)
+    c.eval.enabled = False
+    return c
+
+
+def _train_once(config, workdir, done_file):
+    if os.path.exists(os.path.join(workdir, done_file)):
+        print(f"reusing {workdir}", flush=True)
+        return None
+    start = time.perf_counter()
+    summary = train_and_evaluate(config, workdir)
+    print(f"trained {workdir} in {time.perf_counter() - start:.0f} s", flush=True)
+    return summary
+
+
+def _method_config(method, n, args, root):
+    common = {"segmentation.num_labelled": n, "segmentation.num_eval": args.num_eval, "training.log_every": 100}
+    if method in ("pixels", "random_unet", "ddpm"):
+        c = _shrink(features_config(), args)
+        return apply_overrides(c, {**common, "segmentation.features": method,
+                                   "segmentation.backbone_workdir": os.path.join(root, "ddpm"),
+                                   "segmentation.steps": args.mlp_steps,
+                                   "segmentation.num_members": args.members})
+    c = _shrink(ddep_config("finetune"), args)
+    return apply_overrides(c, {**common, "segmentation.init": "random" if method == "random_init" else "pretrained",
+                               "segmentation.pretrain_workdir": os.path.join(root, "ddep_pretrain"),
+                               "segmentation.steps": args.finetune_steps})
+
+
+def _label_prior(root, args):
+    """A DDPM of label maps (``2 one_hot - 1``, 11 channels) on the training scenes' labels."""
+    import jax
+    import optax
+    from flax import nnx
+
+    from diffjax.data.scenes import NUM_CLASSES, Scenes
+    from diffjax.losses import make_loss_fn
+    from diffjax.nn import UNet, UNetConfig
+    from diffjax.sde import VPSDE
+
+    mc = UNetConfig(image_size=32, in_channels=NUM_CLASSES, base_channels=args.channels, channel_mult=(1, 2, 2),
+                    num_res_blocks=1, attn_resolutions=())
+    model, sde = UNet(mc, rngs=nnx.Rngs(params=0)), VPSDE()
+    path = os.path.join(root, "label_prior", rs.STATE_FILE)
+    if os.path.exists(path):
+        nnx.update(model, rs._load_npz(path, nnx.state(model, nnx.Param)))
+        return model, sde, None
+    scenes, loss = Scenes("train", 32, 0), make_loss_fn(sde)
+
+    def batches():
+        step = 0
+        while True:
+            maps = scenes.batch(step, args.batch, seed=1)["label_map"]
+            yield 2.0 * np.eye(NUM_CLASSES, dtype=np.float32)[maps] - 1.0
+            step += 1
+
+    start = time.perf_counter()
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, min(100, args.pretrain_steps // 5), args.pretrain_steps)
+    rs._fit(model, lambda net, x, key: loss(lambda xt, c: net(xt, c), x, key)[0], batches(),
+            optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), args.pretrain_steps, 100,
+            "label prior")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rs._save_npz(path, nnx.state(model, nnx.Param))
+    jax.clear_caches()
+    return model, sde, round(time.perf_counter() - start, 1)
+
+
+def _refinement(root, args, results):
+    """Plug-and-play refinement of the best pixel classifier at the largest label count."""
+    import jax
+    from flax import nnx
+
+    from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
+    from diffjax.tasks.pnp import refine_segmentation
+
+    n = max(args.labelled)
+    best = max(("pixels", "random_unet", "ddpm"), key=lambda m: results[f"{m}_{n}"]["miou"])
+    model, sde, seconds = _label_prior(root, args)
+    graphdef, state = nnx.split(model)
+    seg = rs.load_segmenter(os.path.join(root, f"{best}_{n}"))
+    images, labels, _ = rs.labelled_data(_method_config(best, n, args, root), "test")
+    refine = jax.jit(lambda lp, key: refine_segmentation(
+        lambda x, t: nnx.merge(graphdef, state)(x, t), sde, lp, key=key, steps=args.pnp_steps,
+        learning_rate=args.pnp_lr, weight=args.pnp_weight, temperature=0.5, t_max=args.pnp_t_max, t_min=0.02))
+    cms = {"classifier_argmax": 0, "refined": 0}
+    for b, start in enumerate(range(0, len(images), 16)):
+        log_p = seg.log_probs(images[start:start + 16])
+        target = labels[start:start + 16].astype(np.int32)
+        cms["classifier_argmax"] += np.asarray(confusion_matrix(np.argmax(log_p, -1), target, 11), np.int64)
+        cms["refined"] += np.asarray(confusion_matrix(np.asarray(refine(log_p, jax.random.key(b))), target, 11),
+                                     np.int64)
+    out = {"classifier": f"{best}_{n}", "label_prior_seconds": seconds}
+    for name, cm in cms.items():
+        out[f"{name}_miou"] = float(mean_iou_from_confusion(cm))
+        out[f"{name}_pixel_accuracy"] = float(np.trace(cm) / cm.sum())
+    return out
+
+
+def _figure(root, path, results, args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(args.labelled)
+    c = _method_config("ddpm", n, args, root)
+    images, labels, _ = rs.labelled_data(c, "test")
+    shown = images[:4]
+    palette = np.asarray(rs.label_palette(), np.uint8).reshape(256, 3)
+    rows = [("image", (shown + 1) / 2), ("labels", palette[labels[:4]])]
+    for method in METHODS:
+        seg = rs.load_segmenter(os.path.join(root, f"{method}_{n}"))
+        pred, _ = seg.predict(shown)
+        rows.append((f"{method} ({results[f'{method}_{n}']['miou']:.2f})", palette[pred]))
+    fig, axes = plt.subplots(len(rows), len(shown), figsize=(1.6 * len(shown), 1.6 * len(rows)))
+    for r, (name, imgs) in enumerate(rows):
+        for j in range(len(shown)):
+            axes[r, j].imshow(np.clip(imgs[j], 0, 1) if imgs.dtype != np.uint8 else imgs[j], interpolation="nearest")
+            axes[r, j].set_xticks([])
+            axes[r, j].set_yticks([])
+        axes[r, 0].set_ylabel(name, fontsize=7)
+    fig.suptitle(f"held-out scenes, {n} labelled training scenes (mIoU of the set)", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=120)
+    print(f"figure: {path}")
+
+
+def main(argv=None):
+    """Run the benchmark (see the module docstring)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", required=True, help="folder of the runs (reused when finished)")
+    parser.add_argument("--labelled", default="5,10,20", help="numbers of labelled training scenes")
+    parser.add_argument("--num_eval", type=int, default=64, help="held-out labelled scenes")
+    parser.add_argument("--channels", type=int, default=16, help="UNet base channels (DDPM and DDeP)")
+    parser.add_argument("--batch", type=int, default=16, help="pretraining batch size")
+    parser.add_argument("--pretrain_steps", type=int, default=1000, help="DDPM and DDeP pretraining steps")
+    parser.add_argument("--mlp_steps", type=int, default=1000, help="Adam steps of each MLP")
+    parser.add_argument("--members", type=int, default=10, help="MLPs in the ensemble")
+    parser.add_argument("--finetune_steps", type=int, default=600, help="DDeP / random-init fine-tuning steps")
+    parser.add_argument("--pnp_steps", type=int, default=60, help="plug-and-play refinement steps")
+    parser.add_argument("--pnp_lr", type=float, default=0.02)
+    parser.add_argument("--pnp_weight", type=float, default=1.0, help="weight of the classifier's log-likelihood")
+    parser.add_argument("--pnp_t_max", type=float, default=0.3, help="first noise level of the refinement")
+    parser.add_argument("--no_pnp", action="store_true", help="skip the label-map prior and the refinement")
+    parser.add_argument("--figure", default="outputs/benchmarks/segmentation.png")
+    parser.add_argument("--quick", action="store_true", help="tiny settings: a smoke run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.channels, args.pretrain_steps, args.mlp_steps, args.finetune_steps = 8, 20, 30, 20
+        args.members, args.num_eval, args.labelled, args.pnp_steps = 2, 8, "2,4", 5
+    args.labelled = [int(v) for v in args.labelled.split(",")]
+    root = args.root
+    os.makedirs(root, exist_ok=True)
+
+    timings = {}
+    for name, config in (("ddpm", _shrink(ddpm_config(), args)),
+                         ("ddep_pretrain", _shrink(ddep_config("pretrain"), args))):
+        start = time.perf_counter()
+        done = "checkpoints" if name == "ddpm" else rs.STATE_FILE
+        if name == "ddpm" and os.path.isdir(os.path.join(root, name, "checkpoints")):
+            print(f"reusing {root}/{name}", flush=True)
+        else:
+            _train_once(config, os.path.join(root, name), done)
+            timings[f"{name}_seconds"] = round(time.perf_counter() - start, 1)
+
+    results_path = os.path.join(root, "segmentation.json")
+    results = {}
+    if os.path.exists(results_path):
+        with open(results_path) as f:
+            stored = json.load(f)
+        results, timings = stored.get("runs", {}), {**stored.get("timings", {}), **timings}
+    for n in args.labelled:
+        for method in METHODS:
+            key = f"{method}_{n}"
+            if key in results:
+                continue
+            workdir = os.path.join(root, key)
+            summary = train_and_evaluate(_method_config(method, n, args, root), workdir)
+            results[key] = {k: summary[k] for k in ("miou", "pixel_accuracy", "train_seconds", "num_labelled")}
+            with open(results_path, "w") as f:
+                json.dump({"settings": vars(args), "timings": timings, "runs": results}, f, indent=2)
+
+    print("\n| method | " + " | ".join(f"{n} labelled: mIoU / pixel acc." for n in args.labelled) + " |")
+    print("|---|" + "---|" * len(args.labelled))
+    for method in METHODS:
+        cells = [f"{results[f'{method}_{n}']['miou']:.3f} / {results[f'{method}_{n}']['pixel_accuracy']:.3f}"
+                 for n in args.labelled]
+        print(f"| {method} | " + " | ".join(cells) + " |")
+    refinement = None
+    if not args.no_pnp:
+        refinement = _refinement(root, args, results)
+        print("plug-and-play refinement:", json.dumps(refinement))
+        with open(results_path, "w") as f:
+            json.dump({"settings": vars(args), "timings": timings, "runs": results, "pnp": refinement}, f, indent=2)
+    _figure(root, args.figure, results, args)
+    print(json.dumps({"runs": results, "pnp": refinement}))
+
+
+if __name__ == "__main__":
+    main()
