@@ -44,6 +44,7 @@ from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
 from diffjax.plots import plot_training_curves
 from diffjax.run_config import get_base_config, write_run_config
+from diffjax.run_lsgm import train_lsgm
 from diffjax.run_segmentation import SEGMENTATION_TASKS, train_segmentation
 from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
 from diffjax.training import create_train_state, make_train_step
@@ -192,8 +193,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         ``config.training.nonfinite`` is ``"stop"``.
     """
     if config.task.name == "lsgm":  # two networks, two optimisers: its own loop (docs/lsgm.md)
-        from diffjax.run_lsgm import train_lsgm
-
         return train_lsgm(config, workdir, stop=stop)
     if config.task.name in SEGMENTATION_TASKS:  # pixel classifiers / DDeP: their own loops (docs/segmentation.md)
         return train_segmentation(config, workdir)

@@ -34,7 +34,9 @@ from diffjax.logging_utils import save_grid, save_png, save_samples, to_uint8
 from diffjax.parametrization import model_score_fn
 from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
-from diffjax.run_segmentation import run_segment
+from diffjax import ldm as _ldm  # latent diffusion's entries of the task tables (docs/ldm.md)
+from diffjax.run_lsgm import LSGMRun, run_lsgm_generate
+from diffjax.run_segmentation import Segmenter, load_segmenter, run_segment
 from diffjax.run_training import train_and_evaluate
 from diffjax.sharding import data_sharding, make_mesh, replicated
 from diffjax.training import TrainState, model_from_state
@@ -630,7 +632,6 @@ class Run:
 # GENERATORS: (run, n, key, sampler) -> (n, H, W, C) images in [-1, 1], or a
 # list of stages (the last is returned); RESTORERS: (run, pixels (N, H, W, C)
 # on the 0..255 scale, masks, *, key, seed, sampler, kind) -> list of images in [-1, 1].
-from diffjax import ldm as _ldm  # noqa: E402  (latent diffusion's entries, docs/ldm.md)
 
 GENERATORS = {
     "generate": Run._generate,
@@ -654,7 +655,7 @@ RESTORERS = {
 }
 
 
-def load_run(workdir: str, overrides: dict | None = None) -> Run:
+def load_run(workdir: str, overrides: dict | None = None) -> Run | LSGMRun | Segmenter:
     """Restore a finished or running run from its workdir (the EMA parameters of its latest checkpoint).
 
     The parameters are put on whatever devices are present (replicated), so a
@@ -666,13 +667,16 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
         like ``sample.py``'s ``--config.a.b=v`` (e.g. ``{"sampling.steps": 20}``).
 
     Returns:
-      A :class:`Run`.
+      A :class:`Run` for diffusion runs; an LSGM run gives a
+      :class:`diffjax.run_lsgm.LSGMRun` (``generate``, ``nll_bound``,
+      ``score_fn``) and a segmentation run a
+      :class:`diffjax.run_segmentation.Segmenter` (``predict``, ``log_probs``).
 
     Raises:
       ValueError: a missing workdir, one without ``config.json``,
         ``model_config.json`` or a checkpoint, an unknown override key (naming
-        the closest valid one) or a mistyped value, or an LSGM run (restored
-        with :func:`diffjax.run_lsgm.load_lsgm`).
+        the closest valid one) or a mistyped value, or a DDeP pretraining run
+        (it does not segment; fine-tune it first).
     """
     if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
@@ -680,9 +684,14 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
     config = apply_overrides(load_run_config(workdir), overrides)
+    # Runs whose state is not one diffusion network get their own restored object.
     if config.task.name == "lsgm":
-        raise ValueError(f"{workdir} is an LSGM run (a VAE and a latent prior): restore it with "
-                         "diffjax.run_lsgm.load_lsgm(workdir), sample it with sample.py (docs/lsgm.md)")
+        return LSGMRun(workdir, config)
+    if config.task.name in ("segmentation_features", "ddep_finetune"):
+        return load_segmenter(workdir)
+    if config.task.name == "ddep_pretrain":
+        raise ValueError(f"{workdir} is a DDeP pretraining run: fine-tune it with configs/segmentation_ddep.py:finetune "
+                         "(segmentation.pretrain_workdir) and load that run")
     return Run(config, workdir)
 
 
@@ -837,18 +846,13 @@ def run_translate(config: ml_collections.ConfigDict, workdir: str, output: str, 
 # TASKS generate from noise, task(config, workdir, output, num) -> summary dict;
 # RESTORE_TASKS restore --input IN_DIR, task(config, workdir, output, input_dir).
 # A task in both (RePaint) generates without --input and restores with it.
-def _run_lsgm_generate(config, workdir, output, num):
-    from diffjax.run_lsgm import run_lsgm_generate
-
-    return run_lsgm_generate(config, workdir, output, num)
-
 
 TASKS = {
     "generate": run_generate,
     "repaint": run_generate,
     "cascade": run_cascade,
     "ldm": _ldm.run_ldm_generate,
-    "lsgm": _run_lsgm_generate,
+    "lsgm": run_lsgm_generate,
 }
 RESTORE_TASKS = {
     "sr3": run_sr3,

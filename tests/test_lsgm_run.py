@@ -14,6 +14,7 @@ from PIL import Image
 
 import diffjax as dj
 from diffjax.run_config import load_config_file, load_run_config
+from diffjax.run_lsgm import LSGMRun
 from diffjax.runs import sample_from_workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +33,19 @@ def test_lsgm_smoke_train_then_sample(tmp_path):
     assert out["num"] == 3 and out["step"] == 4
     img = np.asarray(Image.open(tmp_path / "samples" / "000002.png"))
     assert img.shape == (32, 32) and img.dtype == np.uint8
+    # dj.load_run gives an LSGMRun: the same samples as sample.py's first image, and a finite bound.
+    run = dj.load_run(workdir)
+    assert isinstance(run, LSGMRun) and run.step == 4
+    images = run.generate(3)
+    assert images.shape == (3, 32, 32, 1) and np.all(np.abs(images) <= 1)
+    np.testing.assert_array_equal(np.round((images[2, ..., 0] + 1) * 127.5).astype(np.uint8), img)
+    pixels = np.round((images + 1) * 127.5) / 127.5 - 1  # 8-bit values, as the bound expects
+    bpd = run.nll_bound(pixels)
+    assert bpd.shape == (3,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0)
+    with pytest.raises(ValueError, match=r"images must be \(N, 32, 32, 1\)"):
+        run.nll_bound(pixels[..., 0])
+    with pytest.raises(ValueError, match="positive integer"):
+        run.generate(0)
     # Resuming a finished run trains nothing and keeps the step.
     assert dj.train(CONFIG + ":smoke", workdir, overrides={"training.progress_bar": False})["step"] == 4
 

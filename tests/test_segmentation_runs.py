@@ -17,7 +17,7 @@ from diffjax.data.folder import read_label_map
 from diffjax.data.scenes import write_folder
 from diffjax.run_config import apply_overrides
 from diffjax.run_training import train_and_evaluate
-from diffjax.runs import sample_from_workdir
+from diffjax.runs import load_run, sample_from_workdir
 
 SIZE = 8  # a one-level UNet on 8x8 scenes compiles fastest
 SMALL = {"model.channel_mult": (1,), "segmentation.blocks": ("up_0", "up_1")}
@@ -77,7 +77,9 @@ def test_features_run_trains_on_the_folder_and_sample_writes_label_and_uncertain
     assert result["num"] == 2
     names = sorted(n for n in os.listdir(folders[1]) if n.endswith(".png"))
     images = np.stack([np.asarray(Image.open(os.path.join(folders[1], n)), np.float32) / 127.5 - 1 for n in names])
-    want_labels, want_entropy = rs.load_segmenter(workdir).predict(images)
+    segmenter = load_run(workdir)  # dj.load_run gives a segmentation run's Segmenter
+    assert isinstance(segmenter, rs.Segmenter)
+    want_labels, want_entropy = segmenter.predict(images)
     for name, lab, ent in zip(names, want_labels, want_entropy):
         stem = name[:-4]
         written = Image.open(os.path.join(out, f"{stem}_label.png"))
@@ -159,6 +161,8 @@ def test_ddep_pretrain_then_finetune_starts_from_the_pretrained_weights(folders,
     assert np.isfinite(summary["final_loss"])
     with pytest.raises(ValueError, match="does not segment"):
         sample_from_workdir(rs.load_run_config(pre), pre, output=str(tmp_path / "o"), input_dir=folders[1])
+    with pytest.raises(ValueError, match="DDeP pretraining run"):
+        load_run(pre)
 
     f = apply_overrides(ddep_config("finetune_smoke"), {
         "data.image_size": SIZE, "segmentation.labelled_dir": folders[0], "data.eval_fraction": 0.2,
