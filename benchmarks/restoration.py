@@ -63,6 +63,7 @@ TASK_RUNS = {
     "jpeg": ("palette_jpeg",),
 }
 CONFIGS = tuple(name for names in TASK_RUNS.values() for name in names)
+INPAINTING_MASKS = ("free-form", "box")
 
 
 def _load_config(name: str):
@@ -186,7 +187,15 @@ def scores(outputs, clean) -> dict:
     }
 
 
-def main():
+def held_out_dataset(eval_data: str, image_size: int):
+    """The dataset whose ``test`` split the benchmark restores (``photo_corpus``: sources no run trains on)."""
+    from diffjax.data import load_dataset
+
+    return load_dataset(eval_data, split="test", image_size=image_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's command line (its defaults are the figures' settings)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", default="/tmp/restoration_bench", help="folder of the runs (one per config)")
     p.add_argument("--num", type=int, default=64, help="held-out images per task")
@@ -209,10 +218,23 @@ def main():
     p.add_argument("--train_only", choices=CONFIGS, help="train (or reuse) this config's run under --root and exit")
     p.add_argument("--tasks", default=",".join(TASK_RUNS),
                    help=f"comma-separated subset of {','.join(TASK_RUNS)}; only their runs are needed")
+    p.add_argument("--inpainting_masks", default=",".join(INPAINTING_MASKS),
+                   help=f"comma-separated subset of {','.join(INPAINTING_MASKS)}: the inpainting task's mask sets")
+    p.add_argument("--no_repaint", action="store_true",
+                   help="inpainting: score Palette and biharmonic only (no repaint_photos run is needed)")
+    return p
+
+
+def main():
+    p = build_parser()
     args = p.parse_args()
     tasks = args.tasks.split(",")
     if not tasks or not set(tasks) <= set(TASK_RUNS):
         p.error(f"--tasks must be a comma-separated subset of {','.join(TASK_RUNS)}, got {args.tasks!r}")
+    inpainting_masks = args.inpainting_masks.split(",")
+    if not inpainting_masks or not set(inpainting_masks) <= set(INPAINTING_MASKS):
+        p.error(f"--inpainting_masks must be a comma-separated subset of {','.join(INPAINTING_MASKS)}, "
+                f"got {args.inpainting_masks!r}")
     if args.quick:
         args.num, args.steps, args.channels, args.batch, args.image_size = 8, 20, 8, 8, 16
         args.sampler_steps, args.repaint_steps, args.jump_length, args.jump_n_sample = 4, 10, 2, 2
@@ -221,13 +243,14 @@ def main():
     if args.train_only:
         get_run(args.root, args.train_only, args)
         return
-    runs = {name: get_run(args.root, name, args) for task in tasks for name in TASK_RUNS[task]}
-    from diffjax.data import load_dataset, texture_labels
+    runs = {name: get_run(args.root, name, args) for task in tasks for name in TASK_RUNS[task]
+            if not (args.no_repaint and name == "repaint_photos")}
+    from diffjax.data import texture_labels
     from sample import load_run_config
 
     run_config = load_run_config(next(iter(runs.values())))
     size = run_config.data.image_size
-    clean = load_dataset(args.eval_data, split="test", image_size=size).eval_images(args.num, seed=1)
+    clean = held_out_dataset(args.eval_data, size).eval_images(args.num, seed=1)
     textured = texture_labels(clean)
     assert clean.shape[1:] == (size, size, 3), clean.shape
     n, hw = len(clean), (size, size)
@@ -255,8 +278,9 @@ def main():
               f"{r['sec_per_image']:.4f} s/img", flush=True)
 
     mask_sets = {}
-    if "inpainting" in tasks:
+    if "inpainting" in tasks and "free-form" in inpainting_masks:
         mask_sets["inpainting free-form"] = np.stack([degradations.free_form_mask(hw, 100 + i) for i in range(n)])
+    if "inpainting" in tasks and "box" in inpainting_masks:
         mask_sets["inpainting box"] = np.stack([degradations.box_mask(hw, 200 + i, area_range=(0.2, 0.3))
                                                 for i in range(n)])
     if "uncropping" in tasks:
@@ -266,7 +290,7 @@ def main():
         workdir = runs["palette_uncropping" if task == "uncropping" else "palette_inpainting"]
         cond = palette_lib.inpainting_condition(clean, masks, noise)
         add(task, "Palette", *seeded(palette_outputs, workdir, cond, clean, masks[..., None], args))
-        if task != "uncropping":
+        if task != "uncropping" and not args.no_repaint:
             add(task, "RePaint", *seeded(repaint_outputs, runs["repaint_photos"], clean, masks[..., None], args))
         add(task, "biharmonic", *biharmonic(clean, masks))
 
