@@ -26,7 +26,7 @@ Palette and RePaint are sampled with ``--seeds`` keys (default 3). Every compari
 a diffusion method with another method of its task gets a 95% bootstrap interval of
 the paired difference (over images and seeds, ``diffjax.metrics.bootstrap_ci``) and
 a verdict only where the interval excludes zero: LPIPS and PSNR on all crops, and
-LPIPS on the smooth and on the textured crops apart (the issue's targets hold per subset).
+LPIPS on the smooth and on the textured crops apart (the targets are stated per subset).
 ``--inpainting_masks box --no_repaint`` scores Palette box inpainting alone.
 Prints each row as it is measured, a markdown table, the comparisons, and one JSON line;
 the main figure (LPIPS per method, grouped by task) goes to ``--figure``
