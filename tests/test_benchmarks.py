@@ -27,6 +27,13 @@ def test_bad_task_list_is_refused(tasks, tmp_path):
     assert os.listdir(tmp_path) == []  # refused before anything is trained
 
 
+def test_bad_inpainting_mask_list_is_refused(tmp_path):
+    result = _restoration("--root", str(tmp_path), "--tasks", "inpainting", "--inpainting_masks", "box,strokes")
+    assert result.returncode == 2
+    assert "--inpainting_masks must be a comma-separated subset of free-form,box" in result.stderr
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_train_only_then_one_task(tmp_path, tmp_path_factory):
     """``--train_only`` trains one run and stops; ``--tasks`` then reuses it and trains nothing else."""

@@ -113,3 +113,32 @@ def test_jigzo_previews_are_decoded_without_their_frame():
         assert array.shape[2] == 3 and min(array.shape[:2]) >= 100
         # The grey frame (223, 223, 223) is gone: the border is not one flat colour.
         assert array[0].std() > 1 or array[:, 0].std() > 1
+
+
+RESTORATION_CONFIGS = ("palette_colorization", "palette_inpainting", "palette_uncropping", "palette_jpeg",
+                       "palette_multitask", "repaint_photos", "sr3_photos_x4", "sr3_photos_x8")
+
+
+def test_restoration_configs_train_on_training_sources_and_the_benchmark_scores_held_out_ones():
+    import importlib
+    import sys
+
+    from diffjax import builders
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "benchmarks"))
+    try:
+        restoration = importlib.import_module("restoration")
+    finally:
+        sys.path.remove(os.path.join(root, "benchmarks"))
+    train_sources = set()
+    for name in RESTORATION_CONFIGS:
+        config = importlib.import_module(f"configs.{name}").get_config()
+        assert config.data.name == "photo_corpus", name
+        dataset = builders.build_dataset(config, "train")
+        assert set(dataset.sources) <= set(TRAIN_SOURCES), (name, dataset.sources)
+        train_sources |= set(dataset.sources)
+    args = restoration.build_parser().parse_args([])
+    held_out = restoration.held_out_dataset(args.eval_data, args.image_size)
+    assert held_out.sources and set(held_out.sources) <= set(EVAL_SOURCES)
+    assert not train_sources & set(held_out.sources)
