@@ -10,11 +10,13 @@ with the same messages.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from diffjax.pipelines.restoration import check_fill_mask
+from diffjax.samplers.base import Sampler
 
-__all__ = ["as_pixels", "as_known_masks", "to_unit"]
+__all__ = ["as_pixels", "as_known_masks", "to_unit", "as_key", "check_sampler"]
 
 
 def as_pixels(images, name: str = "images") -> tuple[np.ndarray, bool]:
@@ -92,3 +94,23 @@ def to_unit(images: np.ndarray, single: bool) -> np.ndarray:
     """Model-range ``[-1, 1]`` images -> float32 numpy in ``[0, 1]`` (the batch axis dropped for one image)."""
     out = np.clip((np.asarray(images, np.float32) + 1.0) / 2.0, 0.0, 1.0)
     return out[0] if single else out
+
+
+def as_key(key, default_seed: int):
+    """``None`` -> ``key(default_seed)``; an int -> ``key(int)``; a JAX key as it is."""
+    if key is None:
+        return jax.random.key(default_seed)
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                       or (key.dtype == np.uint32 and key.shape == (2,))):
+        return key
+    raise ValueError(f"key must be a jax.random.key, an int seed or None (config.sampling.seed), got {key!r}")
+
+
+def check_sampler(sampler):
+    """``sampler`` itself when it is a :mod:`diffjax.samplers` sampler or ``None``; else a ValueError."""
+    if sampler is not None and not isinstance(sampler, Sampler):
+        raise ValueError(f"sampler must be a diffjax.samplers sampler (e.g. dj.samplers.DDIM(50)) or None "
+                         f"(the run's config.sampling), got {type(sampler).__name__}")
+    return sampler

@@ -28,6 +28,7 @@ from diffjax import builders, distributed
 from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
 from diffjax.logging_utils import MetricWriter, save_grid, save_samples
 from diffjax.parametrization import network_time_input
+from diffjax.run_arrays import as_key, as_pixels, check_sampler, to_unit
 from diffjax.run_config import get_base_config, write_run_config
 from diffjax.samplers import sample
 from diffjax.sharding import make_mesh, replicated
@@ -489,52 +490,58 @@ class LSGMRun:
             return lambda z, t: -z
         return self.model.score_fn(self._prior)
 
-    def generate(self, n: int, *, key: jax.Array | None = None, sampler=None, batch_size: int | None = None
-                 ) -> np.ndarray:
-        """``n`` decoded samples ``(n, H, W, C)`` in ``[-1, 1]``: latents from the prior, then the decoder.
+    def generate(self, n: int, *, key=None, sampler=None, batch_size: int | None = None) -> np.ndarray:
+        """``n`` decoded samples: latents from the prior (any core sampler), then the decoder.
 
         Args:
           n: number of images, ``>= 1``.
-          key: PRNG key (default ``key(config.sampling.seed)``); batch ``i`` uses ``fold_in(key, i)``.
-          sampler: a core sampler for the latent prior (default: the config's).
+          key: a ``jax.random.key`` or an int seed; ``None`` = ``config.sampling.seed``
+            (then the images equal ``sample.py``'s). Batch ``i`` uses ``fold_in(key, i)``.
+          sampler: a :mod:`diffjax.samplers` sampler for the latent prior; ``None`` = the config's.
           batch_size: images per compiled call (default ``config.sampling.batch_size``).
 
+        Returns:
+          ``(n, H, W, C)`` float32 numpy in ``[0, 1]``, as :meth:`diffjax.Run.generate`.
+
         Raises:
-          ValueError: ``n`` or ``batch_size`` not a positive integer.
+          ValueError: ``n`` or ``batch_size`` not a positive integer, a bad key or sampler.
         """
         for name, value in (("n", n), ("batch_size", batch_size)):
-            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                                      or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        key = as_key(key, self.config.sampling.seed)
+        sampler = check_sampler(sampler) or builders.build_sampler(self.config)
         batch = min(int(batch_size or self.config.sampling.batch_size), int(n))
-        sampler = sampler or builders.build_sampler(self.config)
-        cache_key = (batch, repr(sampler))
+        cache_key = ("generate", batch, sampler)
         if cache_key not in self._compiled:
             self._compiled[cache_key] = jax.jit(make_lsgm_generate_fn(self.model, sampler, batch))
         fn = self._compiled[cache_key]
-        key = jax.random.key(self.config.sampling.seed) if key is None else key
         out = [np.asarray(fn(self._vae, self._prior, jax.random.fold_in(key, i))) for i in range(-(-n // batch))]
-        return np.concatenate(out)[:n]
+        return to_unit(np.concatenate(out)[:n], single=False)
 
-    def nll_bound(self, images, *, key: jax.Array | None = None, exact_divergence: bool = False) -> np.ndarray:
+    def nll_bound(self, images, *, key=None, exact_divergence: bool = False) -> np.ndarray:
         """Per-image one-sample bound on the negative log-likelihood, in bits per dimension.
 
         Args:
-          images: ``(N, H, W, C)`` 8-bit images scaled to ``[-1, 1]`` (``v / 127.5 - 1``).
-          key: PRNG key for the latent draw and the trace probe (default ``key(0)``).
+          images: ``uint8`` or floats in ``[0, 1]`` (read as 8-bit values), ``(H, W, C)``
+            or ``(N, H, W, C)`` of the run's image shape.
+          key: a ``jax.random.key`` or an int seed for the latent draw and the trace
+            probe (default ``0``).
           exact_divergence: exact trace in the ODE likelihood (slower) instead of Hutchinson's.
 
         Returns:
           ``(N,)`` float array (see :func:`lsgm_bound_fn`).
 
         Raises:
-          ValueError: images of another shape than the run's, or outside ``[-1, 1]``.
+          ValueError: images of another dtype, range or shape than the run's.
         """
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
-        if images.size and (images.min() < -1.0 - 1e-6 or images.max() > 1.0 + 1e-6):
-            raise ValueError(f"images must lie in [-1, 1], got [{images.min():.3g}, {images.max():.3g}]")
-        bound = self._compiled.setdefault(("bound", exact_divergence),
-                                          jax.jit(lsgm_bound_fn(self.model, exact_divergence=exact_divergence)))
-        key = jax.random.key(0) if key is None else key
-        return np.asarray(bound(self._vae, self._prior, jnp.asarray(images), key))
+        pixels, _ = as_pixels(images)
+        if tuple(pixels.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), "
+                             f"got {tuple(np.shape(images))}")
+        x = jnp.asarray(np.round(pixels) / 127.5 - 1.0)  # the bound is over 8-bit values
+        cache_key = ("bound", bool(exact_divergence))
+        if cache_key not in self._compiled:
+            self._compiled[cache_key] = jax.jit(lsgm_bound_fn(self.model, exact_divergence=exact_divergence))
+        return np.asarray(self._compiled[cache_key](self._vae, self._prior, x, as_key(key, 0)))

@@ -32,7 +32,7 @@ from diffjax.checkpoint import Checkpointer, abstract_state, model_config_path
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import save_grid, save_png, save_samples, to_uint8
 from diffjax.parametrization import model_score_fn
-from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
+from diffjax.run_arrays import as_key as _as_key, as_known_masks, as_pixels, check_sampler as _check_sampler, to_unit
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
 from diffjax import ldm as _ldm  # latent diffusion's entries of the task tables (docs/ldm.md)
 from diffjax.run_lsgm import LSGMRun, run_lsgm_generate
@@ -152,27 +152,6 @@ def lead_print(message: str) -> None:
 
 def _zeros_like(tree):
     return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
-
-
-def _as_key(key, default_seed: int):
-    """``None`` -> ``key(default_seed)``; an int -> ``key(int)``; a JAX key as it is."""
-    if key is None:
-        return jax.random.key(default_seed)
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if isinstance(key, jax.Array) and (jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-                                       or (key.dtype == np.uint32 and key.shape == (2,))):
-        return key
-    raise ValueError(f"key must be a jax.random.key, an int seed or None (config.sampling.seed), got {key!r}")
-
-
-def _check_sampler(sampler):
-    from diffjax.samplers.base import Sampler
-
-    if sampler is not None and not isinstance(sampler, Sampler):
-        raise ValueError(f"sampler must be a diffjax.samplers sampler (e.g. dj.samplers.DDIM(50)) or None "
-                         f"(the run's config.sampling), got {type(sampler).__name__}")
-    return sampler
 
 
 def classifier_feature_fn(graphdef, params, model_state, sde, time_input: str):

@@ -36,14 +36,13 @@ def test_lsgm_smoke_train_then_sample(tmp_path):
     # dj.load_run gives an LSGMRun: the same samples as sample.py's first image, and a finite bound.
     run = dj.load_run(workdir)
     assert isinstance(run, LSGMRun) and run.step == 4
-    images = run.generate(3)
-    assert images.shape == (3, 32, 32, 1) and np.all(np.abs(images) <= 1)
-    np.testing.assert_array_equal(np.round((images[2, ..., 0] + 1) * 127.5).astype(np.uint8), img)
-    pixels = np.round((images + 1) * 127.5) / 127.5 - 1  # 8-bit values, as the bound expects
-    bpd = run.nll_bound(pixels)
+    images = run.generate(3)  # [0, 1] floats, as Run.generate
+    assert images.shape == (3, 32, 32, 1) and images.min() >= 0 and images.max() <= 1
+    np.testing.assert_array_equal(np.round(images[2, ..., 0] * 255).astype(np.uint8), img)
+    bpd = run.nll_bound(images)
     assert bpd.shape == (3,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0)
     with pytest.raises(ValueError, match=r"images must be \(N, 32, 32, 1\)"):
-        run.nll_bound(pixels[..., 0])
+        run.nll_bound(images[:, :16])
     with pytest.raises(ValueError, match="positive integer"):
         run.generate(0)
     # Resuming a finished run trains nothing and keeps the step.
