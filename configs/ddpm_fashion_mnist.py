@@ -42,7 +42,8 @@ def class_conditional(c, by: str):
     """Make ``c`` class-conditional: ``by="labels"`` (label embedding) or ``"xattn"`` (context tokens)."""
     c.data.use_labels = True
     # Training-time grids and the end-of-training FD sample unconditionally (the null
-    # label, which these runs never train): off. Sample per class with run.score_fn(labels=).
+    # label, which these runs never train): off. Sample per class with run.generate(n, labels=)
+    # or sample.py --num K (K images per class).
     c.training.sample_every = 0
     c.eval.enabled = False
     if by == "xattn":

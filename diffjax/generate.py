@@ -50,14 +50,16 @@ def make_generate_fn(
         float rounding.
 
     Returns:
-      A pure function of ``(params, key)`` returning ``(batch_size, H, W, C)``
-      images, clipped to ``[-1, 1]``.
+      A pure function of ``(params, key, labels=None)`` returning
+      ``(batch_size, H, W, C)`` images, clipped to ``[-1, 1]``; ``labels``
+      (``(batch_size,)`` integers) conditions a class-conditional network.
     """
     shape = (batch_size, *image_shape)
 
-    def generate(params: PyTree, key: PRNGKey) -> Array:
+    def generate(params: PyTree, key: PRNGKey, labels: Array | None = None) -> Array:
         model = model_from_state(graphdef, params, model_state)
-        score_fn = model_score_fn(lambda x, c: model(x, c), sde, prediction=prediction, time_input=time_input)
+        net = (lambda x, c: model(x, c)) if labels is None else (lambda x, c: model(x, c, labels=labels))
+        score_fn = model_score_fn(net, sde, prediction=prediction, time_input=time_input)
         prior_key, sample_key = jax.random.split(key)
         x_init = sde.prior_sample(prior_key, shape)
         if batch_sharding is not None:
@@ -68,7 +70,8 @@ def make_generate_fn(
     return generate
 
 
-def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch_size: int, progress=None) -> np.ndarray:
+def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch_size: int, progress=None,
+                     labels: np.ndarray | None = None) -> np.ndarray:
     """Call a jitted ``generate`` until ``num`` images exist (batch ``i`` uses ``fold_in(key, i)``).
 
     Args:
@@ -78,6 +81,8 @@ def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch
       num: images wanted.
       batch_size: images per call (the last batch is cut to size).
       progress: optional callable ``progress(done, total)`` after each batch.
+      labels: optional ``(num,)`` class labels, image ``j`` conditioned on ``labels[j]``
+        (the last batch is padded with its last label, the padding dropped).
 
     Returns:
       ``(num, H, W, C)`` float32 numpy images in ``[-1, 1]``.
@@ -85,7 +90,13 @@ def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch
     out = []
     batches = -(-num // batch_size)
     for i in range(batches):
-        out.append(np.asarray(jax.device_get(generate_jit(params, jax.random.fold_in(key, i)))))
+        batch_key = jax.random.fold_in(key, i)
+        if labels is None:
+            images = generate_jit(params, batch_key)
+        else:
+            lab = np.asarray(labels[i * batch_size:(i + 1) * batch_size], np.int32)
+            images = generate_jit(params, batch_key, np.concatenate([lab, np.repeat(lab[-1:], batch_size - len(lab))]))
+        out.append(np.asarray(jax.device_get(images)))
         if progress is not None:
             progress(i + 1, batches)
     return np.concatenate(out)[:num]

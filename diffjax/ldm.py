@@ -26,7 +26,7 @@ import ml_collections
 import numpy as np
 
 from diffjax import builders, distributed
-from diffjax.logging_utils import save_grid, save_png, to_uint8
+from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
 from diffjax.pipelines.ldm import FirstStage
 
 __all__ = [
@@ -289,8 +289,9 @@ def _ready(run):
     return np.float32(run.pipeline.scale_factor), run.pipeline.first_stage.load()[1]
 
 
-def generate_arrays(run, n: int, key, sampler=None) -> np.ndarray:
-    """``run.generate`` for a latent run: ``n`` images, class ``i % num_classes`` for image ``i`` (if labelled).
+def generate_arrays(run, n: int, key, sampler=None, labels=None) -> np.ndarray:
+    """``run.generate`` for a latent run: ``n`` images; a class-conditional run gets ``labels``
+    (checked by :meth:`diffjax.Run.generate`), by default class ``i % num_classes`` for image ``i``.
 
     Batch ``b`` of ``config.sampling.batch_size`` uses ``fold_in(key, b)``.
 
@@ -300,7 +301,8 @@ def generate_arrays(run, n: int, key, sampler=None) -> np.ndarray:
     scale, ae_params = _ready(run)
     sampler = sampler or builders.build_sampler(run.config)
     classes = run.model_config.num_classes
-    labels = np.arange(n) % classes if classes else None
+    if labels is None and classes:
+        labels = np.arange(n) % classes
     return _generate(run, n, key, sampler, labels, scale, ae_params)
 
 
@@ -342,10 +344,10 @@ def run_ldm_generate(config: ml_collections.ConfigDict, workdir: str, output: st
     images = _generate(run, total, jax.random.key(config.sampling.seed), builders.build_sampler(config), labels,
                        scale, ae_params)
     if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for i, img in enumerate(to_uint8(images)):
-            save_png(os.path.join(output, f"{i:06d}" + (f"_class{labels[i]}" if classes else "") + ".png"), img)
-        save_grid(os.path.join(output, "grid.png"), images[:256])
+        if classes:
+            save_class_samples(output, images, labels)
+        else:
+            save_samples(output, images)
     lead_print(f"wrote {total} latent-diffusion samples ({num} per class for {classes} classes) "
                f"(checkpoint step {run.step}) to {output}" if classes else
                f"wrote {total} latent-diffusion samples (checkpoint step {run.step}) to {output}")

@@ -16,7 +16,8 @@ import jax
 import numpy as np
 from PIL import Image
 
-__all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "Throughput"]
+__all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "save_class_samples",
+           "Throughput"]
 
 
 class MetricWriter:
@@ -111,6 +112,14 @@ def save_samples(output: str, images: np.ndarray) -> None:
     os.makedirs(output, exist_ok=True)
     for i, img in enumerate(to_uint8(images)):
         save_png(os.path.join(output, f"{i:06d}.png"), img)
+    save_grid(os.path.join(output, "grid.png"), images[:256])
+
+
+def save_class_samples(output: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write ``[-1, 1]`` images as ``output/000000_class3.png``, ... and the first 256 as ``output/grid.png``."""
+    os.makedirs(output, exist_ok=True)
+    for i, img in enumerate(to_uint8(images)):
+        save_png(os.path.join(output, f"{i:06d}_class{int(labels[i])}.png"), img)
     save_grid(os.path.join(output, "grid.png"), images[:256])
 
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from diffjax import builders, distributed
 from diffjax.checkpoint import Checkpointer, abstract_state, model_config_path
 from diffjax.generate import generate_batches, make_generate_fn
-from diffjax.logging_utils import save_grid, save_png, save_samples, to_uint8
+from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
 from diffjax.parametrization import model_score_fn
 from diffjax.run_arrays import as_key as _as_key, as_known_masks, as_pixels, check_sampler as _check_sampler, to_unit
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
@@ -276,8 +276,8 @@ class Run:
                                      self.config.loss.time_input)
 
     # -- generation ------------------------------------------------------------
-    def generate(self, n: int, *, key=None, sampler=None) -> np.ndarray:
-        """``n`` images from noise with the run's task (``generate``, ``repaint``: unconditional; ``cascade``).
+    def generate(self, n: int, *, key=None, sampler=None, labels=None) -> np.ndarray:
+        """``n`` images from noise with the run's task (``generate``, ``repaint``: unconditional; ``cascade``; ``ldm``).
 
         Args:
           n: number of images (>= 1).
@@ -285,12 +285,16 @@ class Run:
             (then the images equal ``sample.py``'s).
           sampler: any :mod:`diffjax.samplers` sampler; ``None`` = the run's
             ``config.sampling``. A cascade samples each stage with its own.
+          labels: for a class-conditional ``generate`` or ``ldm`` run, ``(n,)``
+            integer classes in ``[0, num_classes]`` (``num_classes`` is the null
+            label); ``None`` = ``arange(n) % num_classes``.
 
         Returns:
           ``(n, H, W, C)`` float32 numpy in ``[0, 1]`` (a cascade: its last stage).
 
         Raises:
-          ValueError: ``n < 1``, a bad key or sampler, or a run whose task restores
+          ValueError: ``n < 1``, a bad key, sampler or labels (or labels for a
+            run that is not class-conditional), or a run whose task restores
             images (use :meth:`restore`).
         """
         if self.task not in GENERATORS:
@@ -298,11 +302,32 @@ class Run:
                              f"run.generate is for the tasks {sorted(GENERATORS)}")
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        images = GENERATORS[self.task](self, int(n), _as_key(key, self.config.sampling.seed), _check_sampler(sampler))
+        extra = {} if labels is None else {"labels": self._check_labels(labels, int(n))}
+        images = GENERATORS[self.task](self, int(n), _as_key(key, self.config.sampling.seed), _check_sampler(sampler),
+                                       **extra)
         return to_unit(images[-1] if isinstance(images, list) else images, single=False)
 
-    def _generate(self, num: int, key, sampler=None, progress=None) -> np.ndarray:
-        """``(num, H, W, C)`` unconditional images in ``[-1, 1]`` (batch ``i`` from ``fold_in(key, i)``)."""
+    def _check_labels(self, labels, n: int) -> np.ndarray:
+        """User class labels -> ``(n,)`` int32, or a ValueError saying what was expected."""
+        classes = self.model_config.num_classes
+        if self.task not in ("generate", "ldm") or classes == 0:
+            raise ValueError(f"labels need a class-conditional generation run (model.num_classes > 0, task "
+                             f"'generate' or 'ldm'); this run has task {self.task!r}, num_classes {classes}")
+        array = np.asarray(labels)
+        if array.shape != (n,) or not np.issubdtype(array.dtype, np.integer):
+            raise ValueError(f"labels must be {n} integers, shape ({n},), got {array.dtype} of shape {array.shape}")
+        if array.size and (array.min() < 0 or array.max() > classes):
+            raise ValueError(f"labels must lie in [0, {classes}] ({classes} = the null label), "
+                             f"got [{array.min()}, {array.max()}]")
+        return array.astype(np.int32)
+
+    def _generate(self, num: int, key, sampler=None, progress=None, labels=None) -> np.ndarray:
+        """``(num, H, W, C)`` images in ``[-1, 1]`` (batch ``i`` from ``fold_in(key, i)``).
+
+        A class-conditional network gets ``labels``, by default ``arange(num) % num_classes``.
+        """
+        if labels is None and self.model_config.num_classes > 0:
+            labels = np.arange(num) % self.model_config.num_classes
         batch = min(self.config.sampling.batch_size, num)
         sampler = sampler or builders.build_sampler(self.config)
         cache_key = ("generate", batch, sampler)
@@ -318,7 +343,8 @@ class Run:
                 ),
                 out_shardings=replicated(self.mesh),
             )
-        return generate_batches(self._compiled[cache_key], self.params, key, num, batch, progress=progress)
+        return generate_batches(self._compiled[cache_key], self.params, key, num, batch, progress=progress,
+                                labels=labels)
 
     def _generate_cascade(self, num: int, key, sampler=None) -> list[np.ndarray]:
         return self._cascade(num, key, sampler)[0]
@@ -678,7 +704,10 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run | LSGMRun | Seg
 
 
 def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
-    """Unconditional samples from the EMA parameters, as PNG files and a grid.
+    """Samples from the EMA parameters, as PNG files and a grid.
+
+    An unconditional run writes ``NNNNNN.png``; a class-conditional one writes
+    ``num`` images per class, ``NNNNNN_classK.png``, and ``grid.png``.
 
     Args:
       config: the run config with any sampling overrides.
@@ -687,7 +716,7 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
       num: number of images.
 
     Returns:
-      ``{"output": folder, "num": num, "step": checkpoint step}``.
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
 
     Raises:
       ValueError: ``num < 1`` or a workdir without a checkpoint.
@@ -695,13 +724,23 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     run = Run(config, workdir)
-    batch = min(config.sampling.batch_size, num)
-    with tqdm(total=-(-num // batch), desc="sample batches", disable=not distributed.is_lead()) as bar:
-        images = run._generate(num, jax.random.key(config.sampling.seed), progress=lambda done, total: bar.update(1))
+    classes = run.model_config.num_classes
+    # A class-conditional network: num images per class, as the latent runs (ldm.run_ldm_generate).
+    labels = np.repeat(np.arange(classes), num) if classes else None
+    total = num * classes if classes else num
+    batch = min(config.sampling.batch_size, total)
+    with tqdm(total=-(-total // batch), desc="sample batches", disable=not distributed.is_lead()) as bar:
+        images = run._generate(total, jax.random.key(config.sampling.seed), labels=labels,
+                               progress=lambda done, total: bar.update(1))
     if distributed.is_lead():
-        save_samples(output, images)
-    lead_print(f"wrote {num} samples (checkpoint step {run.step}, sampler {config.sampling.sampler}) to {output}")
-    return {"output": output, "num": num, "step": run.step}
+        if classes:
+            save_class_samples(output, images, labels)
+        else:
+            save_samples(output, images)
+    per_class = f", {num} per class for {classes} classes" if classes else ""
+    lead_print(f"wrote {total} samples (checkpoint step {run.step}, sampler {config.sampling.sampler}{per_class}) "
+               f"to {output}")
+    return {"output": output, "num": total, "step": run.step}
 
 
 def run_restore(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:

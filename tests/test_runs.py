@@ -148,6 +148,37 @@ def test_bad_load_and_generate_arguments(repaint_run, run):
         run.generate(2, key="seven")
     with pytest.raises(ValueError, match="sampler must be a diffjax.samplers sampler"):
         run.generate(2, sampler="ddim")
+    with pytest.raises(ValueError, match="labels need a class-conditional generation run"):
+        run.generate(2, labels=[0, 1])
+
+
+def test_class_conditional_generate_takes_labels_and_sample_py_writes_each_class(tmp_path):
+    workdir = str(tmp_path / "labelled")
+    dj.train(os.path.join(ROOT, "configs", "ddpm_digits.py:smoke"), workdir,
+             overrides={**TINY, "data.use_labels": True, "sampling.batch_size": 4, "training.num_steps": 6,
+                       "training.ckpt_every": 6, "training.ema_decay": 0.0})  # EMA = the trained weights
+    run = dj.load_run(workdir)
+    ones, twos = run.generate(4, key=3, labels=np.full(4, 1)), run.generate(4, key=3, labels=np.full(4, 2))
+    assert np.abs(ones - twos).max() > 1e-3  # the labels reach the network
+    np.testing.assert_array_equal(run.generate(4, key=3, labels=np.full(4, 1)), ones)
+    # Per image, not per batch: image j depends only on its own label.
+    mixed = run.generate(4, key=3, labels=np.array([1, 2, 1, 2]))
+    np.testing.assert_allclose(mixed[0], ones[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], twos[1], atol=1e-5)
+    for labels, message in [(np.zeros(3, np.int32), r"shape \(4,\)"), (np.zeros(4), "integers"),
+                            (np.full(4, 11), r"\[0, 10\]")]:
+        with pytest.raises(ValueError, match=message):
+            run.generate(4, labels=labels)
+    # sample.py: --num images per class, named by class, equal to run.generate's default labels.
+    from sample import load_run_config, sample_from_workdir
+
+    out = str(tmp_path / "per_class")
+    assert sample_from_workdir(load_run_config(workdir), workdir, output=out, num=1)["num"] == 10
+    names = sorted(n for n in os.listdir(out) if n != "grid.png")
+    assert names == [f"{k:06d}_class{k}.png" for k in range(10)]
+    default = run.generate(10)  # arange(10) % 10: the same labels, batches and keys
+    for k, name in enumerate(names):
+        _close_to_png(default[k], _png(os.path.join(out, name)))
 
 
 @pytest.mark.parametrize("kwargs,message", [
