@@ -336,6 +336,7 @@ def _two_class_images(labels):
     return jnp.asarray(np.where(rows, top, -top) * np.ones((1, 8, 8, 1)), jnp.float32)
 
 
+@pytest.mark.slow  # a 60-step training; the block's math is covered by the reference and mask tests above
 def test_class_conditional_training_by_cross_attention_learns_the_labels():
     """The library's train step with labels as context tokens only (no label embedding): after
     a short run the loss with the true labels is below the loss with swapped labels, and

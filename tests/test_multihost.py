@@ -128,6 +128,7 @@ def test_sample_py_runs_on_two_processes(two_by_four_and_one_by_eight, tmp_path)
         _assert_same_pngs(pa, pb, f"{a} vs {b}")
 
 
+@pytest.mark.slow  # ~90 s; sample.py on two processes stays covered by test_sample_py_runs_on_two_processes
 def test_sample_py_super_resolves_on_two_processes(tmp_path):
     """A restoration task (SR3 with tiling): numpy inputs, per-image sampling, written once by process 0."""
     run = str(tmp_path / "sr3")
