@@ -7,12 +7,11 @@ stage is ``configs/ldm_fashion_mnist.py``.
 """
 
 from configs.autoencoder_photos import autoencoder_base, smoke
-from configs.default import get_base_config
+from configs.default import check_arg, get_base_config
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"autoencoder_fashion_mnist takes no argument or 'smoke', got {arg!r}")
+    check_arg("autoencoder_fashion_mnist", arg)
     c = autoencoder_base(get_base_config())
     c.data.name = "fashion_mnist"
     c.data.image_size = 32  # 28 -> 32: the latent grid (8x8) halves cleanly in the diffusion UNet

@@ -18,13 +18,12 @@ sampling program.
 ``configs/autoencoder_fashion_mnist.py:smoke``).
 """
 
-from configs.default import get_base_config
+from configs.default import check_arg, get_base_config
 from configs.ldm_photos_sr4 import ldm_base, smoke
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"ldm_fashion_mnist takes no argument or 'smoke', got {arg!r}")
+    check_arg("ldm_fashion_mnist", arg)
     c = ldm_base(get_base_config())
     c.data.name = "fashion_mnist"
     c.data.image_size = 32

@@ -16,7 +16,8 @@ and samples with the stochastic DPM-Solver++; ``:smoke`` runs a few steps of a
 tiny network (with ``configs/autoencoder_photos.py:smoke``).
 """
 
-from configs.default import get_base_config, noise_level_conditioning
+from configs.default import check_arg, get_base_config, noise_level_conditioning
+from configs.sr3_photos_x4 import smoke as sr3_smoke
 
 
 def ldm_base(c):
@@ -35,25 +36,14 @@ def ldm_base(c):
 
 
 def smoke(c):
-    """A few steps of a tiny network (installation check and tests)."""
-    c.model.base_channels = 8
-    c.model.channel_mult = (1, 2)
-    c.model.num_res_blocks = 1
-    c.model.attn_resolutions = ()
-    c.optim.warmup_steps = 1
-    c.training.num_steps = 3
-    c.training.batch_size = 4
-    c.training.log_every = 1
-    c.training.ckpt_every = 3
-    c.training.ema_decay = 0.5
-    c.sampling.steps = 3
+    """A few steps of a tiny network (installation check and tests): SR3's smoke sizes."""
+    sr3_smoke(c)
     c.sampling.batch_size = 4
     return c
 
 
 def get_config(arg=None):
-    if arg not in (None, "", "smoke"):
-        raise ValueError(f"ldm_photos_sr4 takes no argument or 'smoke', got {arg!r}")
+    check_arg("ldm_photos_sr4", arg)
     c = ldm_base(get_base_config())
     c.data.name = "photo_corpus"
     c.data.image_size = 64
