@@ -14,6 +14,7 @@ from PIL import Image
 
 import diffjax as dj
 from diffjax.run_config import load_config_file, load_run_config
+from diffjax import run_lsgm
 from diffjax.run_lsgm import LSGMRun
 from diffjax.runs import sample_from_workdir
 
@@ -21,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "lsgm_fashion_mnist.py")
 
 
-def test_lsgm_smoke_train_then_sample(tmp_path):
+def test_lsgm_smoke_train_then_sample(tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
     summary = dj.train(CONFIG + ":smoke", workdir, overrides={"training.progress_bar": False})
     assert summary["step"] == 4 and np.isfinite(summary["final_bpd"]) and 0 < summary["final_bpd"] < 16
@@ -34,13 +35,32 @@ def test_lsgm_smoke_train_then_sample(tmp_path):
     img = np.asarray(Image.open(tmp_path / "samples" / "000002.png"))
     assert img.shape == (32, 32) and img.dtype == np.uint8
     # dj.load_run gives an LSGMRun: the same samples as sample.py's first image, and a finite bound.
+    traces = {"generate": 0, "bound": 0}
+
+    def counting(name, make):  # counts traces of the whole sampling / bound program
+        def make_counted(*args, **kwargs):
+            inner = make(*args, **kwargs)
+
+            def counted(*a):
+                traces[name] += 1
+                return inner(*a)
+            return counted
+        return make_counted
+
+    monkeypatch.setattr(run_lsgm, "make_lsgm_generate_fn", counting("generate", run_lsgm.make_lsgm_generate_fn))
+    monkeypatch.setattr(run_lsgm, "lsgm_bound_fn", counting("bound", run_lsgm.lsgm_bound_fn))
     run = dj.load_run(workdir)
     assert isinstance(run, LSGMRun) and run.step == 4
     images = run.generate(3)  # [0, 1] floats, as Run.generate
+    # Compile once: more batches and new keys reuse the one program (no per-batch retrace or re-jit).
+    run.generate(5, key=1, batch_size=3)
+    assert traces["generate"] == 1, traces
     assert images.shape == (3, 32, 32, 1) and images.min() >= 0 and images.max() <= 1
     np.testing.assert_array_equal(np.round(images[2, ..., 0] * 255).astype(np.uint8), img)
     bpd = run.nll_bound(images)
     assert bpd.shape == (3,) and np.all(np.isfinite(bpd)) and np.all(bpd > 0)
+    run.nll_bound(images[::-1], key=2)
+    assert traces["bound"] == 1, traces
     with pytest.raises(ValueError, match=r"images must be \(N, 32, 32, 1\)"):
         run.nll_bound(images[:, :16])
     with pytest.raises(ValueError, match="positive integer"):
