@@ -1,24 +1,49 @@
 """SDEdit on photos: stroke paintings of held-out photos edited by an unconditional photos model.
 
-The model is ``configs/ddpm_photos.py``'s (32x32 colour crops of scikit-image's
-photos, v-prediction here so that few-minute CPU runs give usable clean-image
-estimates), sampled with the stochastic SDE-DPM-Solver++ that SDEdit needs.
-Make stroke paintings with :func:`diffjax.degradations.stroke_painting`, then::
+The defaults are CPU-sized (a base-32 UNet without attention, ``v``-prediction
+and SR3's continuous noise levels,
+trained on 32x32 colour crops of the photo corpus's training sources), so that
+the photo demo can be reproduced on 2 CPU cores; ``:paper`` is the
+``configs/ddpm_photos.py``-sized model (base 64, attention, 50,000 steps of 128)
+for accelerators. Both sample with the stochastic SDE-DPM-Solver++ that SDEdit
+needs. Make stroke paintings with :func:`diffjax.degradations.stroke_painting`, then::
 
     python train.py --config configs/translation_photos.py --workdir runs/photos_edit
     python sample.py --workdir runs/photos_edit --input PAINTINGS --output EDITS \\
         --config.translation.method=sdedit --config.translation.t0=0.5
 
-``:smoke`` is a seconds-long version. docs/translation.md.
+or run the demo (``benchmarks/sdedit_photos.py``). ``:smoke`` is a seconds-long
+version. docs/translation.md.
 """
 
 from configs.ddpm_fashion_mnist import unconditional_32
-from configs.default import apply_smoke, check_arg
+from configs.default import apply_smoke, check_arg, noise_level_conditioning
+
+
+def cpu_sized(c):
+    """The CPU demo model: the SR3 photo configs' network size and continuous noise levels, unconditional."""
+    noise_level_conditioning(c)
+    c.model.base_channels = 32
+    c.model.channel_mult = (1, 2, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.model.dropout = 0.0
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.training.num_steps = 2500
+    c.training.batch_size = 16
+    c.training.log_every = 100
+    c.training.ckpt_every = 500
+    c.training.sample_every = 0
+    c.training.ema_decay = 0.995
+    return c
 
 
 def get_config(arg=None):
-    check_arg("translation_photos", arg)
+    check_arg("translation_photos", arg, ("smoke", "paper"))
     c = unconditional_32("photos")
+    if arg != "paper":
+        cpu_sized(c)
     c.model.prediction = "v"
     c.sampling.sampler = "dpm_solver_pp"
     c.sampling.eta = 1.0  # SDEdit's stochastic reverse SDE

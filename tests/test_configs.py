@@ -111,7 +111,7 @@ def test_stored_config_missing_newer_keys_takes_their_defaults():
 @pytest.mark.parametrize(
     "name, arg",
     [("translation_fashion_mnist", a) for a in ("score", "classifier", "score_smoke", "classifier_smoke")]
-    + [("translation_photos", None), ("translation_photos", "smoke")],
+    + [("translation_photos", a) for a in (None, "smoke", "paper")],
 )
 def test_translation_configs_build(name, arg):
     from diffjax.nn import Classifier, UNet
