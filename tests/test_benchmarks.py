@@ -138,3 +138,25 @@ def test_accelerator_check_refuses_to_guess_a_missing_rate(tmp_path):
     assert result.returncode == 1
     assert "no float32 training rate" in result.stderr and "set STEPS=" in result.stderr
     assert os.listdir(tmp_path / "runs") == []  # nothing trained
+
+
+@pytest.mark.slow
+def test_sdedit_photos_demo_smoke(tmp_path):
+    """benchmarks/sdedit_photos.py on a seconds-long photos run: one column per t0, the table's figures, the PNG."""
+    import diffjax as dj
+
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import sdedit_photos
+
+    workdir = str(tmp_path / "photos")
+    dj.train(os.path.join(ROOT, "configs", "translation_photos.py") + ":smoke", workdir,
+             {"training.num_steps": 2, "training.sample_every": 0, "eval.enabled": False,
+              "training.progress_bar": False, "sampling.steps": 3})
+    out = str(tmp_path / "demo.png")
+    summary = sdedit_photos.main(["--workdir", workdir, "--num", "4", "--show", "2", "--t0", "0.1,0.3",
+                                  "--out", out, "--scale", "1"])
+    assert [e["t0"] for e in summary["edits"]] == [0.1, 0.3]
+    assert all(np.isfinite(e["fd_alexnet"]) and -1 <= e["ssim"] <= 1 for e in summary["edits"])
+    from PIL import Image
+
+    assert Image.open(out).size == (32 * 4, 32 * 2)  # photo | painting | two edits; two rows
