@@ -40,12 +40,15 @@ sys.path.insert(0, HERE)
 import diffjax as dj  # noqa: E402
 import paired_gaussians as pg  # noqa: E402
 from diffjax import builders  # noqa: E402
+from diffjax.data import texture_labels  # noqa: E402
 from diffjax.tasks.sr3 import upsample  # noqa: E402
 from sr import evaluate, timed  # noqa: E402  (benchmarks/sr.py's metrics row and timing)
 
 
 def _row(*args) -> dict:
-    """benchmarks/sr.py's table row without its per-image arrays (kept there for bootstrap intervals)."""
+    """benchmarks/sr.py's table row without its per-image arrays (kept there for bootstrap intervals).
+
+    Takes ``evaluate``'s arguments, including the smooth / textured split of the crops."""
     row = evaluate(*args)
     row.pop("per_image", None)
     return row
@@ -120,16 +123,17 @@ def photo_rows(args) -> tuple[list[dict], dict]:
     hr = builders.build_dataset(first, "test").eval_images(args.num, seed=0)
     low = pipeline.low_res(hr)
     cond = jnp.asarray(upsample(low, pipeline.scale))
+    textured = texture_labels(hr)  # sr.evaluate also scores the smooth and textured crops apart
     n, rows, steps = args.num, [], {}
     start = time.perf_counter()
     bicubic = np.clip(upsample(low, pipeline.scale), -1, 1)
-    rows.append(_row("bicubic", bicubic, hr, low, pipeline.scale, (time.perf_counter() - start) / n))
+    rows.append(_row("bicubic", bicubic, hr, low, pipeline.scale, (time.perf_counter() - start) / n, textured))
     for name in args.runs:
         sr, params, config, step = sr_function(runs[name])
         out, seconds = timed(sr, params, cond, jax.random.key(0))
         label = {"cde": "CDE", "cdiffe": "CDiffE", "cmde": "CMDE", "sr3": "SR3"}[name]
         rows.append(_row(f"{label} ({config.sampling.sampler} {config.sampling.steps} steps)", out, hr, low,
-                             pipeline.scale, seconds / n))
+                             pipeline.scale, seconds / n, textured))
         steps[name] = step
         print(f"  {rows[-1]}", flush=True)
     return rows, {"checkpoint_steps": steps, "num": n, "scale": pipeline.scale, "size": int(hr.shape[1])}
