@@ -114,3 +114,29 @@ def test_label_map_constraint_is_the_expected_log_likelihood():
     x = jnp.asarray([[[[1.0, -1.0], [0.0, 0.0]]]])
     q = jax.nn.softmax(x / 0.5, axis=-1)
     assert float(label_map_constraint(log_p, 2.0, 0.5)(x)) == pytest.approx(float(-2.0 * jnp.sum(q * log_p)), 1e-6)
+
+
+@pytest.mark.slow
+def test_make_it_a_bag_benchmark_smoke(tmp_path):
+    """benchmarks/pnp_bag.py end to end on a tiny unconditional run of every class; a class-filtered run is refused."""
+    import os
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "benchmarks"))
+    import pnp_bag
+
+    config = os.path.join(root, "configs", "translation_fashion_mnist.py") + ":score_smoke"
+    small = {"data.image_size": 16, "training.num_steps": 4, "training.ckpt_every": 4, "training.sample_every": 0,
+             "eval.enabled": False, "training.progress_bar": False, "sampling.steps": 3, "sampling.batch_size": 4}
+    every_class, boots = str(tmp_path / "all"), str(tmp_path / "boots")
+    dj.train(config, every_class, dict(small, **{"data.classes": ()}))
+    out = str(tmp_path / "bag.png")
+    summary = pnp_bag.main(["--workdir", every_class, "--smoke", "--out", out])
+    assert [r["method"] for r in summary["rows"]] == ["unconditional", "classifier only", "plug-and-play"]
+    for row in summary["rows"]:
+        assert 0 <= row["guide_share"] <= 1 and 0 <= row["judge_share"] <= 1 and np.isfinite(row["fd_alexnet"])
+    assert os.path.getsize(out) > 500
+    dj.train(config, boots, small)  # ankle boots only: not a model of every class
+    with pytest.raises(ValueError, match="unconditional Fashion-MNIST run of every class"):
+        pnp_bag.main(["--workdir", boots, "--smoke", "--out", out])
