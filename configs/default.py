@@ -50,6 +50,24 @@ def apply_smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return c
 
 
+def cpu_photo_network(c: ml_collections.ConfigDict, num_steps: int) -> ml_collections.ConfigDict:
+    """The UNet, optimiser and run settings the CPU-sized photo configs share (SR3 x4, LDM x4,
+    the SDEdit photos model): base 32, one residual block per level, no attention, batch 16."""
+    c.model.base_channels = 32
+    c.model.channel_mult = (1, 2, 2)
+    c.model.num_res_blocks = 1
+    c.model.attn_resolutions = ()
+    c.model.dropout = 0.0
+    c.optim.lr = 1e-3
+    c.optim.warmup_steps = 100
+    c.training.num_steps = num_steps
+    c.training.batch_size = 16
+    c.training.log_every = 50
+    c.training.ckpt_every = 500
+    c.training.ema_decay = 0.995
+    return c
+
+
 def check_arg(config_name: str, arg, allowed=("smoke",)) -> None:
     """Refuse a config argument the file does not know."""
     if arg not in (None, "", *allowed):

@@ -16,7 +16,7 @@ and samples with the stochastic DPM-Solver++; ``:smoke`` runs a few steps of a
 tiny network (with ``configs/autoencoder_photos.py:smoke``).
 """
 
-from configs.default import check_arg, get_base_config, noise_level_conditioning
+from configs.default import check_arg, cpu_photo_network, get_base_config, noise_level_conditioning
 from configs.sr3_photos_x4 import smoke as sr3_smoke
 
 
@@ -49,18 +49,7 @@ def get_config(arg=None):
     c.data.image_size = 64
     c.task.name = "ldm_sr"
     c.task.ldm_sr.scale = 4
-    c.model.base_channels = 32
-    c.model.channel_mult = (1, 2, 2)
-    c.model.num_res_blocks = 1
-    c.model.attn_resolutions = ()
-    c.model.dropout = 0.0
-    c.optim.lr = 1e-3
-    c.optim.warmup_steps = 100
-    c.training.num_steps = 1500
-    c.training.batch_size = 16
-    c.training.log_every = 50
-    c.training.ckpt_every = 500
-    c.training.ema_decay = 0.995
+    cpu_photo_network(c, num_steps=1500)
     if arg == "smoke":
         smoke(c)
         c.data.image_size = 32

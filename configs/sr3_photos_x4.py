@@ -17,7 +17,7 @@ turns it off). ``--config.model.prediction=eps`` trains the
 paper's parametrization (the TFDS configs at the paper's sizes use it).
 """
 
-from configs.default import get_base_config, noise_level_conditioning
+from configs.default import cpu_photo_network, get_base_config, noise_level_conditioning
 
 
 def sr3_base(scale: int, image_size: int):
@@ -69,18 +69,7 @@ def smoke(c):
 
 def get_config(arg=None):
     c = cpu_sized(sr3_base(scale=4, image_size=32))
-    c.model.base_channels = 32
-    c.model.channel_mult = (1, 2, 2)
-    c.model.num_res_blocks = 1
-    c.model.attn_resolutions = ()
-    c.model.dropout = 0.0
-    c.optim.lr = 1e-3
-    c.optim.warmup_steps = 100
-    c.training.num_steps = 1500
-    c.training.batch_size = 16
-    c.training.log_every = 50
-    c.training.ckpt_every = 500
-    c.training.ema_decay = 0.995
+    cpu_photo_network(c, num_steps=1500)
     if arg == "smoke":
         smoke(c)
         c.data.image_size = 16

@@ -17,25 +17,15 @@ version. docs/translation.md.
 """
 
 from configs.ddpm_fashion_mnist import unconditional_32
-from configs.default import apply_smoke, check_arg, noise_level_conditioning
+from configs.default import apply_smoke, check_arg, cpu_photo_network, noise_level_conditioning
 
 
 def cpu_sized(c):
     """The CPU demo model: the SR3 photo configs' network size and continuous noise levels, unconditional."""
     noise_level_conditioning(c)
-    c.model.base_channels = 32
-    c.model.channel_mult = (1, 2, 2)
-    c.model.num_res_blocks = 1
-    c.model.attn_resolutions = ()
-    c.model.dropout = 0.0
-    c.optim.lr = 1e-3
-    c.optim.warmup_steps = 100
-    c.training.num_steps = 2500
-    c.training.batch_size = 16
+    cpu_photo_network(c, num_steps=2500)
     c.training.log_every = 100
-    c.training.ckpt_every = 500
     c.training.sample_every = 0
-    c.training.ema_decay = 0.995
     return c
 
 
