@@ -52,7 +52,7 @@ from diffjax import metrics  # noqa: E402
 from diffjax.data import load_dataset  # noqa: E402
 from diffjax.data.pipeline import to_unit_range  # noqa: E402
 from diffjax.runs import load_run  # noqa: E402
-from diffjax.sde import broadcast_to_x  # noqa: E402
+from diffjax.parametrization import to_eps  # noqa: E402
 from diffjax.tasks.pnp import classifier_constraint, plug_and_play  # noqa: E402
 
 CLASS_NAMES = ("T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
@@ -85,11 +85,11 @@ def fit_guide(config, num_train: int, hidden: int, seed: int = 1):
 
 
 def make_eps_fn(run):
-    """The run's network as ``eps_fn(x_t, t)`` (``-sigma_t * score``), what plug_and_play takes."""
+    """The run's network as ``eps_fn(x_t, t)``, what plug_and_play takes."""
     score_fn = run.score_fn
 
     def eps_fn(x_t, t):
-        return -broadcast_to_x(run.sde.alpha_sigma(t)[1], x_t) * score_fn(x_t, t)
+        return to_eps(score_fn(x_t, t), "score", x_t, t, run.sde)
 
     return eps_fn
 
