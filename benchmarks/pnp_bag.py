@@ -146,7 +146,7 @@ def main(argv=None) -> dict:
     key = jax.random.key(args.seed)
     unconditional = run.generate(args.num, key=args.seed) * 2.0 - 1.0
     # From noise every chain is pulled to the same mode of the heavily smoothed prior at
-    # high t (measured: 16 of 16 identical shirts); from the model's own samples at a
+    # high t (measured: 15-16 of 16 chains the same shirt); from the model's own samples at a
     # moderate t_max the chains stay as diverse as the samples.
     x_init = (jnp.asarray(unconditional) if args.init == "samples"
               else jax.random.normal(jax.random.fold_in(key, 1), shape))
