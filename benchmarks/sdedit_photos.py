@@ -41,15 +41,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--scale", type=int, default=4, help="pixel upscaling of the PNG")
     args = parser.parse_args(argv)
     levels = [float(v) for v in args.t0.split(",")]
-    runs = [load_run(args.workdir, {"translation.t0": t0}) for t0 in levels]  # t0 is a run setting
-    run = runs[0]
+    run = load_run(args.workdir)
     size = run.image_shape[0]
     # 2 x num held-out crops: the first num are painted and edited, the rest are the
     # reference set of real photos for FD-AlexNet (realism).
     held_out = load_dataset("photos", split="test", image_size=size).eval_images(2 * args.num)  # [-1, 1]
     photos, reference = held_out[: args.num], held_out[args.num:]
     paintings = stroke_painting(photos, colors=args.colors)
-    edits = [r.translate((paintings + 1.0) / 2.0, method="sdedit") * 2.0 - 1.0 for r in runs]
+    edits = [run.translate((paintings + 1.0) / 2.0, method="sdedit", t0=t0) * 2.0 - 1.0 for t0 in levels]
     columns = [photos[: args.show], paintings[: args.show], *(e[: args.show] for e in edits)]
     rows = np.concatenate([np.concatenate(row, axis=1) for row in zip(*columns)], axis=0)
     pixels = np.round((np.clip(rows, -1, 1) + 1) * 127.5).astype(np.uint8)

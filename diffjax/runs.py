@@ -384,7 +384,7 @@ class Run:
 
     # -- translation (SDEdit, EGSDE) ---------------------------------------------
     def translate(self, images, *, method: str | None = None, key=None, sampler=None,
-                  classifier_workdir: str | None = None) -> np.ndarray:
+                  classifier_workdir: str | None = None, t0: float | None = None) -> np.ndarray:
         """Translate or edit images with SDEdit or EGSDE on this (unconditional) score run.
 
         Settings come from the run's ``config.translation`` (``t0``, ``repeats``,
@@ -401,6 +401,9 @@ class Run:
           sampler: any :mod:`diffjax.samplers` sampler; ``None`` = the run's ``config.sampling``.
           classifier_workdir: EGSDE's domain-classifier run; ``None`` =
             ``config.translation.classifier_workdir``. Ignored by SDEdit.
+          t0: the noise level the images are diffused to, in ``(sde.eps, sde.T]``
+            (SDEdit's realism / faithfulness trade-off); ``None`` =
+            ``config.translation.t0``. A sweep over ``t0`` compiles once.
 
         Returns:
           float32 numpy in ``[0, 1]`` shaped like ``images``.
@@ -416,7 +419,7 @@ class Run:
         method = self.config.translation.method if method is None else method
         classifier = self._translation_classifier(method, classifier_workdir)
         out = self._translate(pixels / 127.5 - 1.0, method, classifier, key=_as_key(key, self.config.sampling.seed),
-                              sampler=_check_sampler(sampler))
+                              sampler=_check_sampler(sampler), t0=t0)
         return to_unit(out, single)
 
     def _translation_classifier(self, method, classifier_workdir=None):
@@ -448,7 +451,7 @@ class Run:
         graphdef, params, state, _, _ = restore_ema_model(cls_config, cls_dir, self.mesh)
         return graphdef, params, state, cls_config.loss.time_input
 
-    def _translate(self, images, method, classifier, *, key, sampler=None, progress=None) -> np.ndarray:
+    def _translate(self, images, method, classifier, *, key, sampler=None, progress=None, t0=None) -> np.ndarray:
         """``(N, H, W, C)`` images in [-1, 1] -> translated, in batches of ``config.sampling.batch_size``."""
         from diffjax.tasks.egsde import egsde, egsde_energy
         from diffjax.tasks.sdedit import sdedit
@@ -478,9 +481,12 @@ class Run:
 
             self._compiled[cache_key] = jax.jit(run, out_shardings=replicated(self.mesh))
         fn, cls_params = self._compiled[cache_key], (classifier[1] if classifier else None)
-        t0 = float(tr.t0)
+        name = "translation.t0" if t0 is None else "t0"
+        if t0 is not None and (isinstance(t0, bool) or not isinstance(t0, (int, float, np.floating, np.integer))):
+            raise ValueError(f"t0 must be a number in (sde.eps, sde.T], got {t0!r}")
+        t0 = float(tr.t0 if t0 is None else t0)
         if not self.sde.eps < t0 <= self.sde.T:
-            raise ValueError(f"translation.t0 must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
+            raise ValueError(f"{name} must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
         out = []
         for b, start in enumerate(range(0, len(images), batch)):
             chunk = np.asarray(images[start:start + batch], np.float32)
