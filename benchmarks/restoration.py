@@ -143,6 +143,8 @@ def palette_outputs(workdir, cond, known, masks, args, key):
     config, make_score_fn, sde = load_model(workdir)
     config.sampling.sampler = args.sampler
     config.sampling.steps = args.sampler_steps
+    if args.eta is not None:
+        config.sampling.eta = args.eta
     sampler = builders.build_sampler(config)
     shape = (len(cond), *known.shape[1:])
 
@@ -207,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=32, help="crop size of models trained here")
     p.add_argument("--sampler", default="dpm_solver_pp", help="Palette's sampler (a builders.SAMPLERS name)")
     p.add_argument("--sampler_steps", type=int, default=20, help="Palette's sampler steps")
+    p.add_argument("--eta", type=float, default=None,
+                   help="Palette's sampler noise (0 = ODE, 1 = SDE); default: the run's config.sampling.eta")
     p.add_argument("--clip_x0", action="store_true", help="Palette: clip the implied x0 to [-1, 1] at every step")
     p.add_argument("--repaint_steps", type=int, default=250)
     p.add_argument("--jump_length", type=int, default=10)
@@ -316,7 +320,8 @@ def main():
         add(f"JPEG q={JPEG_QUALITY}", "decoded JPEG", jpeg_seconds, decoded)
 
     print(f"\n{n} held-out-by-source {size}x{size} crops of {args.eval_data} test ({int(colour.sum())} in colour, "
-          f"{int(textured.sum())} textured); Palette: {args.sampler} {args.sampler_steps} steps{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
+          f"{int(textured.sum())} textured); Palette: {args.sampler} {args.sampler_steps} steps"
+          f"{'' if args.eta is None else f', eta {args.eta:g}'}{' (x0 clipped)' if args.clip_x0 else ''}; RePaint: "
           f"{args.repaint_steps} levels, jumps of {args.jump_length}, {args.jump_n_sample} resamplings\n")
     print("| task | method | PSNR (dB) | SSIM | LPIPS all | LPIPS smooth | LPIPS textured | s / image |")
     print("|---|---|---|---|---|---|---|---|")
