@@ -196,3 +196,20 @@ def test_every_benchmark_imports():
         module = importlib.import_module(name)
         if name != "intervals":  # a helper module the restoration and SR scripts share
             assert callable(getattr(module, "main", None)), f"benchmarks/{name}.py has no main()"
+
+
+@pytest.mark.slow
+def test_segmentation_benchmark_smoke(tmp_path):
+    """benchmarks/segmentation.py --quick end to end: every method's row, the refinement and the figure."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import segmentation
+
+    figure = str(tmp_path / "segmentation.png")
+    segmentation.main(["--root", str(tmp_path / "runs"), "--quick", "--figure", figure])  # 2 and 4 labelled
+    with open(tmp_path / "runs" / "segmentation.json") as f:
+        stored = json.load(f)
+    assert set(stored["runs"]) == {f"{method}_{n}" for method in segmentation.METHODS for n in (2, 4)}
+    for key, row in stored["runs"].items():
+        assert 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["pixel_accuracy"] <= 1.0
+        assert row["num_labelled"] == int(key.rsplit("_", 1)[1])
+    assert stored["pnp"] is not None and os.path.getsize(figure) > 0
