@@ -17,7 +17,9 @@ that is closest path by path is not the one whose samples are closest in
 distribution. ``--refine-sw2 N[,N...]`` therefore refines the stored grids of those
 step counts for the benchmark's own measure: sliced W2 (128 directions) of 40,000
 samples to 16x as many exact ones of the same seed-1 mixture, by Nelder-Mead from
-the stored grid (the objective is a sort, so its gradient is too noisy for Adam).
+the stored grid (Adam on the same objective with fresh draws at every step only
+wandered around the point Nelder-Mead finds). A full refit writes the path fits
+again, so rerun ``--refine-sw2 5`` after one.
 
 The result is written into ``diffjax/samplers/schedules.py`` (between the
 GENERATED markers) as data; the package never runs this script.
