@@ -28,13 +28,13 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from diffjax import builders  # noqa: E402
 from diffjax import samplers as S  # noqa: E402
-from diffjax.metrics import alexnet_features, frechet_distance  # noqa: E402
+from diffjax.metrics import alexnet_moments as moments  # noqa: E402
+from diffjax.metrics import frechet_distance  # noqa: E402
 from diffjax.runs import load_run  # noqa: E402
 
 
@@ -50,11 +50,6 @@ def sampler_rows():
         "DPMSolverPP(n, eta=1)": lambda b: S.DPMSolverPP(b, eta=1.0),
         "Ancestral(n)": lambda b: S.Ancestral(b),
     }
-
-
-def moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    feats = np.asarray(alexnet_features(images), np.float64)
-    return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
 def score_run(workdir: str, budgets, num: int, seed: int, rows: str = "") -> dict:

@@ -30,6 +30,7 @@ __all__ = [
     "consistency_psnr",
     "lpips",
     "alexnet_features",
+    "alexnet_moments",
     "frechet_distance",
     "frechet_alexnet_distance",
     "mean_iou",
@@ -351,6 +352,29 @@ def _moments(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return features.mean(axis=0), np.cov(features, rowvar=False)
 
 
+def alexnet_moments(
+    images: Array, resize_to: int | None = 224, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (float64) of the :func:`alexnet_features` of a set of images.
+
+    Compute a reference set's moments once and pass them to :func:`frechet_distance`
+    for every set compared with it.
+
+    Args:
+      images: ``(N, H, W, C)`` images in [-1, 1], ``N >= 2``.
+      resize_to, batch_size: as in :func:`alexnet_features`.
+
+    Returns:
+      ``(mean of shape (256,), covariance of shape (256, 256))``.
+
+    Raises:
+      ValueError: on a set that is not NHWC with at least 2 images.
+    """
+    if np.ndim(images) != 4 or np.shape(images)[0] < 2:
+        raise ValueError(f"alexnet_moments: images must be NHWC with N >= 2, got {np.shape(images)}")
+    return _moments(alexnet_features(images, resize_to, batch_size))
+
+
 def frechet_alexnet_distance(
     images_a: Array, images_b: Array, resize_to: int | None = 224, batch_size: int = 64
 ) -> float:
@@ -373,8 +397,8 @@ def frechet_alexnet_distance(
             raise ValueError(
                 f"frechet_alexnet_distance: {label} must be NHWC with N >= 2, got {np.shape(images)}"
             )
-    mu_a, cov_a = _moments(alexnet_features(images_a, resize_to, batch_size))
-    mu_b, cov_b = _moments(alexnet_features(images_b, resize_to, batch_size))
+    mu_a, cov_a = alexnet_moments(images_a, resize_to, batch_size)
+    mu_b, cov_b = alexnet_moments(images_b, resize_to, batch_size)
     return frechet_distance(mu_a, cov_a, mu_b, cov_b)
 
 

@@ -362,15 +362,12 @@ def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
 
 def _fd_alexnet_figures(run: TrainingSetup, samples_ema, samples_initial, n: int) -> dict:
     """FD-AlexNet of EMA and untrained samples against held-out images, and the real-vs-real floor."""
-    from diffjax.metrics import alexnet_features, frechet_distance
+    from diffjax.metrics import alexnet_moments as moments
+    from diffjax.metrics import frechet_distance
 
     c = run.config
     held_out = builders.build_dataset(c, c.eval.split).eval_images(n, seed=c.training.seed)
     train_ref = run.dataset.eval_images(n, seed=c.training.seed)
-
-    def moments(images):
-        feats = np.asarray(alexnet_features(images), np.float64)
-        return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
     # Each set's features once: the held-out statistics serve all three distances.
     ref = moments(held_out)
