@@ -119,11 +119,11 @@ def refine_sw2(sampler, sde, score_fn, mix, start: np.ndarray, maxiter: int = 40
 
     n, draws, projections = 20_000, 2, 128
     x = jnp.concatenate([sde.prior_sample(jax.random.key(11 + i), (n, 8)) for i in range(draws)])
-    reference = mix.sample(jax.random.key(99), 16 * draws * n)
-    dirs = jax.random.normal(jax.random.key(7), (8, projections))
-    dirs = dirs / jnp.linalg.norm(dirs, axis=0, keepdims=True)
-    quantiles = jnp.sort(reference @ dirs, axis=0)[8::16]
-    del reference
+    # The benchmark's pairing of sorted samples with the reference's quantiles (16x as many).
+    from samplers import sorted_reference
+
+    dirs, quantiles = sorted_reference(mix.sample(jax.random.key(99), 16 * draws * n), draws * n,
+                                       jax.random.key(7), projections)
 
     @jax.jit
     def sw2(theta):

@@ -63,7 +63,8 @@ def score_run(workdir: str, budgets, num: int, seed: int, rows: str = "") -> dic
               "floor_train_vs_heldout": float(frechet_distance(*moments(train), *ref)), "rows": {}}
 
     def measure(sampler) -> dict:
-        run.generate(min(num, 8), key=seed, sampler=sampler)  # compile (and warm) first
+        # Compile (and warm) first, at the batch the timed call uses (run.generate compiles per batch size).
+        run.generate(min(num, int(c.sampling.batch_size)), key=seed, sampler=sampler)
         start = time.perf_counter()
         images = run.generate(num, key=seed, sampler=sampler) * 2.0 - 1.0
         seconds = (time.perf_counter() - start) / num
