@@ -243,6 +243,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.segmentation.noise_seed = 0  # the one fixed noise image
     c.segmentation.feature_batch_size = 8  # images per feature batch
     c.segmentation.feature_memmap = False  # keep training features in WORKDIR/features.npy, not in RAM
+    c.segmentation.chunk_pixels = 65536  # pixels' features the ensemble holds in memory at once (streamed)
     c.segmentation.num_members = 10  # MLP ensemble size
     c.segmentation.steps = 1500  # Adam steps (per member; DDeP: fine-tuning steps)
     c.segmentation.batch_size = 512  # pixels per step (DDeP: images per step)

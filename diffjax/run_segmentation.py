@@ -81,7 +81,7 @@ def _check_section(config: ml_collections.ConfigDict) -> None:
     if s.init not in DDEP_INITS:
         raise ValueError(f"config.segmentation.init must be one of {list(DDEP_INITS)}, got {s.init!r}")
     for name, minimum in (("num_labelled", 0), ("feature_batch_size", 1), ("num_members", 1), ("steps", 1),
-                          ("batch_size", 2 if config.task.name == "segmentation_features" else 1), ("num_eval", 1)):
+                          ("batch_size", 2 if config.task.name == "segmentation_features" else 1), ("num_eval", 1), ("chunk_pixels", 2)):
         _positive_int(name, s[name], minimum)
     if not float(s.learning_rate) > 0:
         raise ValueError(f"config.segmentation.learning_rate must be positive, got {s.learning_rate!r}")
@@ -203,8 +203,6 @@ def _backbone(config, image_shape):
         mc = _seg_unet_config(config, image_shape, None)
     sde = builders.build_sde(b_config)
     if s.features == "ddpm":
-        from diffjax.sharding import make_mesh
-
         graphdef, params, state, mc, step = restore_ema_model(b_config, backbone, make_mesh())
         model = model_from_state(graphdef, params, state)
         info = {"backbone_workdir": os.path.abspath(backbone), "backbone_step": step}
@@ -326,21 +324,22 @@ def _train_features(config, workdir) -> dict:
     os.makedirs(workdir, exist_ok=True)
     write_run_config(workdir, config)
     t0 = time.perf_counter()
-    out = None
-    if s.feature_memmap:
+    if s.feature_memmap:  # on disk; the ensemble reads chunk_pixels pixels' features at a time
+        path = os.path.join(workdir, "features.npy")
         shape = (len(images), *images.shape[1:3], seg.feature_channels(feature_fn, images.shape[1:]))
-        out = seg.open_feature_memmap(os.path.join(workdir, "features.npy"), shape)
-    feats = seg.compute_features(feature_fn, images, s.feature_batch_size, out=out)
+        seg.compute_features(feature_fn, images, s.feature_batch_size, out=seg.open_feature_memmap(path, shape))
+        feats = np.load(path, mmap_mode="r")
+    else:
+        feats = seg.compute_features(feature_fn, images, s.feature_batch_size)
     feature_seconds = time.perf_counter() - t0
     f = feats.shape[-1]
     key = jax.random.key(config.training.seed)
     ensemble = pc.init_ensemble(jax.random.fold_in(key, 0), s.num_members, f, num_classes)
     t0 = time.perf_counter()
-    ensemble, losses = jax.jit(pc.train_ensemble, static_argnames=("steps", "batch_size"))(
-        ensemble, np.asarray(feats).reshape(-1, f), labels.reshape(-1).astype(np.int32),
-        key=jax.random.fold_in(key, 1), steps=int(s.steps), batch_size=int(s.batch_size),
-        learning_rate=float(s.learning_rate))
-    losses = np.asarray(losses)
+    ensemble, losses = pc.train_ensemble_streamed(
+        ensemble, feats.reshape(-1, f), labels.reshape(-1).astype(np.int32), key=jax.random.fold_in(key, 1),
+        steps=int(s.steps), batch_size=int(s.batch_size), learning_rate=float(s.learning_rate),
+        chunk_pixels=int(s.chunk_pixels))
     train_seconds = time.perf_counter() - t0
     if distributed.is_lead():
         _save_npz(os.path.join(workdir, STATE_FILE), ensemble)

@@ -79,3 +79,54 @@ def test_refusals():
         pc.train_ensemble(ens, np.zeros((5, 4)), np.zeros(4, int), key=jax.random.key(0), steps=1, batch_size=2)
     with pytest.raises(ValueError, match="steps must be"):
         pc.train_ensemble(ens, np.zeros((5, 4)), np.zeros(5, int), key=jax.random.key(0), steps=0, batch_size=2)
+
+
+def test_streamed_training_is_the_in_memory_training_when_everything_fits(tmp_path):
+    x, y = _blobs(n=300)
+    y = y.copy()
+    y[:40] = 255
+    path = str(tmp_path / "feats.npy")
+    np.save(path, x)
+    on_disk = np.load(path, mmap_mode="r")
+    ens = pc.init_ensemble(jax.random.key(0), 3, x.shape[1], 3)
+    want, want_losses = pc.train_ensemble(ens, x, y, key=jax.random.key(1), steps=50, batch_size=32)
+    # 50 steps in chunks of 20, 20, 10: Adam's state and the step count carry over.
+    got, losses = pc.train_ensemble_streamed(ens, on_disk, y, key=jax.random.key(1), steps=50, batch_size=32,
+                                             chunk_pixels=300, chunk_steps=20)
+    assert losses.shape == (50, 3)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(want_losses, losses, rtol=1e-5, atol=1e-6)
+
+
+class _CountingRows:
+    """A (P, F) array that records the largest number of rows read at once."""
+
+    def __init__(self, a):
+        self.a, self.shape, self.ndim, self.most = a, a.shape, a.ndim, 0
+
+    def __getitem__(self, rows):
+        rows = np.asarray(rows)
+        assert rows.ndim == 1 and np.all(np.diff(rows) > 0)  # sorted: a memory map is read in file order
+        self.most = max(self.most, rows.size)
+        return self.a[rows]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the streamed trainer read the whole array")
+
+
+def test_streamed_training_reads_chunks_only_and_still_separates():
+    x, y = _blobs(n=2000)
+    y_train = y.copy()
+    y_train[:300] = 255
+    feats = _CountingRows(x)
+    ens = pc.init_ensemble(jax.random.key(0), 4, x.shape[1], 3)
+    trained, losses = pc.train_ensemble_streamed(ens, feats, y_train, key=jax.random.key(1), steps=150,
+                                                 batch_size=64, chunk_pixels=256, chunk_steps=30)
+    assert feats.most == 256
+    labels, _ = pc.predict(trained, jnp.asarray(x[:300]))
+    assert np.mean(np.asarray(labels) == y[:300]) > 0.95  # pixels it never trained on
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        pc.train_ensemble_streamed(ens, x[:10], np.full(10, 255), key=jax.random.key(0), steps=1, batch_size=2)
+    with pytest.raises(ValueError, match="chunk_pixels must be"):
+        pc.train_ensemble_streamed(ens, x, y, key=jax.random.key(0), steps=1, batch_size=64, chunk_pixels=8)

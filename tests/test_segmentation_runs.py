@@ -89,6 +89,19 @@ def test_features_run_trains_on_the_folder_and_sample_writes_label_and_uncertain
         np.testing.assert_allclose(unc, np.clip(np.rint(ent * 255 / np.log(11)), 0, 255), atol=1)
 
 
+def test_memory_mapped_features_train_the_same_ensemble_and_can_be_streamed(features_run, ddpm_run, folders,
+                                                                           tmp_path):
+    kw = {"segmentation.backbone_workdir": ddpm_run, "segmentation.feature_memmap": True}
+    on_disk = train_and_evaluate(_features(folders[0], **kw), str(tmp_path / "mm"))
+    assert os.path.getsize(tmp_path / "mm" / "features.npy") > 4 * SIZE * SIZE * 32 * 4  # 4 images x F = 32
+    in_ram = features_run[1]
+    assert on_disk["miou"] == in_ram["miou"] and on_disk["final_loss"] == pytest.approx(in_ram["final_loss"], 1e-5)
+    # 4 x 64 labelled pixels read 64 at a time: another (streamed) training, still a finished run.
+    streamed = train_and_evaluate(_features(folders[0], **kw, **{"segmentation.chunk_pixels": 64}),
+                                  str(tmp_path / "chunks"))
+    assert np.isfinite(streamed["final_loss"]) and 0.0 <= streamed["miou"] <= 1.0
+
+
 def test_baselines_use_pixels_or_a_random_unet_of_the_backbones_shape(ddpm_run, folders):
     images = np.random.default_rng(0).uniform(-1, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
     pixels, info = rs.build_feature_fn(_features(folders[0], **{"segmentation.features": "pixels"}), images.shape[1:])

@@ -19,13 +19,16 @@ import optax
 
 from diffjax.typing import Array, PRNGKey
 
-__all__ = ["init_ensemble", "apply_member", "train_ensemble", "ensemble_logits", "majority_vote",
-           "ensemble_entropy", "predict", "masked_cross_entropy", "IGNORE_LABEL"]
+__all__ = ["init_ensemble", "apply_member", "train_ensemble", "train_ensemble_streamed", "ensemble_logits",
+           "majority_vote", "ensemble_entropy", "predict", "masked_cross_entropy", "IGNORE_LABEL"]
 
 IGNORE_LABEL = 255
 HIDDEN = (128, 32)
 _BN_EPS = 1e-5
 _BN_MOMENTUM = 0.9
+# fold_in(key, _CHUNK_STREAM) draws the streamed chunks' pixels; member m trains on fold_in(key, m),
+# so any ensemble smaller than 2**31 - 1 members keeps the two streams apart.
+_CHUNK_STREAM = 2**31 - 1
 
 
 def _check_int(name, value, minimum):
@@ -103,9 +106,55 @@ def masked_cross_entropy(logits: Array, labels: Array) -> Array:
     return jnp.sum(jnp.where(valid, losses, 0.0)) / jnp.maximum(jnp.sum(valid), 1)
 
 
+def _member_steps(optimizer, batch_size):
+    """``run(member, opt_state, features, labels, key, first_step, steps)``: one member's Adam steps.
+
+    Step ``s`` (counted over the whole training, from ``first_step``) draws its pixels from
+    ``fold_in(key, s)``, so a run split into chunks replays the draws of an unsplit one.
+    """
+
+    def run(member, opt_state, features, labels, member_key, first_step, steps):
+        valid = labels != IGNORE_LABEL
+        weights = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)
+
+        def step(carry, s):
+            params, stats, opt_state = carry
+            idx = jax.random.choice(jax.random.fold_in(member_key, s), labels.shape[0], (batch_size,), p=weights)
+
+            def loss_fn(p):
+                logits, new_stats = apply_member(p, stats, features[idx], train=True)
+                return masked_cross_entropy(logits, labels[idx]), new_stats
+
+            (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+        carry = (member["params"], member["stats"], opt_state)
+        (params, stats, opt_state), losses = jax.lax.scan(step, carry, first_step + jnp.arange(steps))
+        return {"params": params, "stats": stats}, opt_state, losses
+
+    return run
+
+
+def _members_run(ensemble, opt_states, features, labels, key, first_step, *, steps, batch_size, learning_rate):
+    """Every member's steps ``first_step .. first_step + steps - 1`` on one pixel set (vmapped)."""
+    run = _member_steps(optax.adam(learning_rate), batch_size)
+    members = jax.tree.leaves(ensemble)[0].shape[0]
+    member_keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
+    trained, opt_states, losses = jax.vmap(run, in_axes=(0, 0, None, None, 0, None, None))(
+        ensemble, opt_states, features, labels, member_keys, first_step, steps)
+    return trained, opt_states, losses.T
+
+
+def _check_pixels(features, labels):
+    if features.ndim != 2 or tuple(labels.shape) != tuple(features.shape[:1]):
+        raise ValueError(f"features must be (P, F) and labels (P,), got {tuple(features.shape)} and "
+                         f"{tuple(labels.shape)}")
+
+
 def train_ensemble(ensemble: dict, features: Array, labels: Array, *, key: PRNGKey, steps: int,
                    batch_size: int, learning_rate: float = 1e-3) -> tuple[dict, Array]:
-    """Train every member with Adam on random batches of labelled pixels.
+    """Train every member with Adam on random batches of labelled pixels (all in memory).
 
     Args:
       ensemble: from :func:`init_ensemble`.
@@ -121,40 +170,71 @@ def train_ensemble(ensemble: dict, features: Array, labels: Array, *, key: PRNGK
 
     Raises:
       ValueError: on mismatched shapes or bad step / batch counts.
+
+    :func:`train_ensemble_streamed` does the same from features that do not fit in memory.
     """
     steps = _check_int("steps", steps, 1)
     batch_size = _check_int("batch_size", batch_size, 2)
     features, labels = jnp.asarray(features, jnp.float32), jnp.asarray(labels)
-    if features.ndim != 2 or labels.shape != features.shape[:1]:
-        raise ValueError(f"features must be (P, F) and labels (P,), got {features.shape} and {labels.shape}")
-    optimizer = optax.adam(learning_rate)
-    members = jax.tree.leaves(ensemble)[0].shape[0]
-    # Draw only labelled pixels: sample positions among the non-ignored ones.
-    valid = labels != IGNORE_LABEL
-    weights = valid.astype(jnp.float32) / jnp.maximum(jnp.sum(valid), 1)
+    _check_pixels(features, labels)
+    opt_states = jax.vmap(optax.adam(learning_rate).init)(ensemble["params"])
+    trained, _, losses = _members_run(ensemble, opt_states, features, labels, key, 0, steps=steps,
+                                      batch_size=batch_size, learning_rate=learning_rate)
+    return trained, losses
 
-    def member_train(member, member_key):
-        params, stats = member["params"], member["stats"]
-        opt_state = optimizer.init(params)
 
-        def step(carry, s):
-            params, stats, opt_state = carry
-            idx = jax.random.choice(jax.random.fold_in(member_key, s), labels.shape[0], (batch_size,), p=weights)
+def train_ensemble_streamed(ensemble: dict, features, labels, *, key: PRNGKey, steps: int, batch_size: int,
+                            learning_rate: float = 1e-3, chunk_pixels: int = 65536,
+                            chunk_steps: int = 100) -> tuple[dict, np.ndarray]:
+    """:func:`train_ensemble` reading at most ``chunk_pixels`` pixels' features into memory at a time.
 
-            def loss_fn(p):
-                logits, new_stats = apply_member(p, stats, features[idx], train=True)
-                return masked_cross_entropy(logits, labels[idx]), new_stats
+    For features on disk (``np.load(path, mmap_mode="r").reshape(-1, F)``, a view: nothing
+    is read): every ``chunk_steps`` steps a new random set of ``chunk_pixels`` labelled
+    pixels is drawn (sorted, so the memory map is read in file order), copied to the
+    device, and the members take their next steps on it; Adam's state carries over. When
+    every pixel fits in one chunk this *is* :func:`train_ensemble` (the same draws, so the
+    same weights).
 
-            (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+    Args:
+      ensemble, key, steps, batch_size, learning_rate: as :func:`train_ensemble`.
+      features: ``(P, F)`` array-like (NumPy array or memory map).
+      labels: ``(P,)`` integer class ids (255 = ignore).
+      chunk_pixels: pixels per chunk, the memory bound (``chunk_pixels * F * 4`` bytes).
+      chunk_steps: steps per chunk (the last chunk takes the remainder).
 
-        (params, stats, _), losses = jax.lax.scan(step, (params, stats, opt_state), jnp.arange(steps))
-        return {"params": params, "stats": stats}, losses
+    Returns:
+      ``(trained ensemble, losses (steps, members))`` as NumPy.
 
-    member_keys = jax.vmap(lambda m: jax.random.fold_in(key, m))(jnp.arange(members))
-    trained, losses = jax.vmap(member_train)(ensemble, member_keys)
-    return trained, losses.T
+    Raises:
+      ValueError: mismatched shapes, bad counts, or no labelled pixel.
+    """
+    steps = _check_int("steps", steps, 1)
+    batch_size = _check_int("batch_size", batch_size, 2)
+    chunk_pixels = _check_int("chunk_pixels", chunk_pixels, batch_size)
+    chunk_steps = _check_int("chunk_steps", chunk_steps, 1)
+    labels = np.asarray(labels)
+    _check_pixels(features, labels)
+    labelled = np.flatnonzero(labels != IGNORE_LABEL)
+    if labelled.size == 0:
+        raise ValueError("no labelled pixel: every label is 255 (ignore)")
+    run = jax.jit(_members_run, static_argnames=("steps", "batch_size", "learning_rate"))
+    opt_states = jax.vmap(optax.adam(learning_rate).init)(ensemble["params"])
+    one_chunk = labels.shape[0] <= chunk_pixels
+    if one_chunk:  # everything fits: the very arrays train_ensemble would see
+        chunk_x, chunk_y = jnp.asarray(np.asarray(features, np.float32)), jnp.asarray(labels)
+    losses = []
+    for first in range(0, steps, chunk_steps):
+        if not one_chunk:
+            chunk_key = jax.random.fold_in(jax.random.fold_in(key, _CHUNK_STREAM), first)
+            pick = np.asarray(jax.random.choice(chunk_key, labelled.size, (min(chunk_pixels, labelled.size),),
+                                                replace=False))
+            rows = np.sort(labelled[pick])
+            chunk_x, chunk_y = jnp.asarray(np.asarray(features[rows], np.float32)), jnp.asarray(labels[rows])
+        n = min(chunk_steps, steps - first)
+        ensemble, opt_states, chunk_losses = run(ensemble, opt_states, chunk_x, chunk_y, key, first, steps=n,
+                                                 batch_size=batch_size, learning_rate=float(learning_rate))
+        losses.append(np.asarray(chunk_losses))
+    return ensemble, np.concatenate(losses)
 
 
 def ensemble_logits(ensemble: dict, features: Array) -> Array:
