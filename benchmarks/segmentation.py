@@ -20,11 +20,22 @@ training scenes' label maps) refines the best pixel classifier at the largest la
 plug-and-play (:func:`diffjax.tasks.pnp.refine_segmentation`), compared with the argmax of
 the same classifier's mean probabilities (the refinement's starting point).
 
+``--ddpm_workdir`` / ``--ddep_workdir`` use runs trained with the configs' own defaults
+instead (``python train.py --config configs/ddpm_scenes.py --workdir D``; ``python train.py
+--config configs/segmentation_ddep.py:pretrain --workdir P``); the fine-tunes then take P's
+UNet shape.
+
 Every run is evaluated on the same ``--num_eval`` labelled scenes on the held-out
 backgrounds (``gravel``, ``chelsea``, ``coins``: never seen by any training) with held-out
 Fashion-MNIST items: mIoU (one confusion matrix over the set, classes present in the ground
-truth) and pixel accuracy. Writes ``ROOT/segmentation.json``, prints a markdown table, and
-draws ``--figure`` (a few held-out scenes, their labels and each method's prediction).
+truth) and pixel accuracy. The claims are paired comparisons on those scenes (DDPM features
+against pixels and against random-UNet features, DDeP against random init, the refinement
+against its start), each with a 95 % bootstrap interval over scenes
+(:func:`diffjax.metrics.bootstrap_miou_difference`). The refinement's constraint weight is
+chosen among ``--pnp_weights`` on ``--num_val`` labelled scenes of the *training*
+backgrounds that no classifier was trained on, never on the test scenes. Writes
+``ROOT/segmentation.json``, prints a markdown table and the comparisons, and draws
+``--figure`` (a few held-out scenes, their labels and each method's prediction).
 
     python benchmarks/segmentation.py --root /tmp/seg_bench
     python benchmarks/segmentation.py --root DIR --quick     # a smoke run (minutes)
@@ -77,18 +88,52 @@ def _train_once(config, workdir, done_file):
     return summary
 
 
+def _ddpm_dir(args):
+    return args.ddpm_workdir or os.path.join(args.root, "ddpm")
+
+
+def _ddep_dir(args):
+    return args.ddep_workdir or os.path.join(args.root, "ddep_pretrain")
+
+
 def _method_config(method, n, args, root):
     common = {"segmentation.num_labelled": n, "segmentation.num_eval": args.num_eval, "training.log_every": 100}
     if method in ("pixels", "random_unet", "ddpm"):
         c = _shrink(features_config(), args)
         return apply_overrides(c, {**common, "segmentation.features": method,
-                                   "segmentation.backbone_workdir": os.path.join(root, "ddpm"),
+                                   "segmentation.backbone_workdir": _ddpm_dir(args),
                                    "segmentation.steps": args.mlp_steps,
                                    "segmentation.num_members": args.members})
     c = _shrink(ddep_config("finetune"), args)
+    if args.ddep_workdir:  # the fine-tuned UNet must have the pretraining's shape
+        c.model = rs.load_run_config(args.ddep_workdir).model
     return apply_overrides(c, {**common, "segmentation.init": "random" if method == "random_init" else "pretrained",
-                               "segmentation.pretrain_workdir": os.path.join(root, "ddep_pretrain"),
+                               "segmentation.pretrain_workdir": _ddep_dir(args),
                                "segmentation.steps": args.finetune_steps})
+
+
+def _per_image_confusions(workdir, images, labels):
+    """``(N, 11, 11)`` confusion matrices of a finished run on each evaluation scene."""
+    from diffjax.metrics import confusion_matrix
+
+    pred, _ = rs.load_segmenter(workdir).predict(images)
+    return np.stack([np.asarray(confusion_matrix(p, t.astype(np.int32), 11), np.int64)
+                     for p, t in zip(np.asarray(pred), labels)])
+
+
+def _comparisons(cms, args, refinement):
+    """The claims as paired mIoU differences with 95 % bootstrap intervals over the test scenes."""
+    from diffjax.metrics import bootstrap_miou_difference
+
+    pairs = [(f"{a}_{n}", f"{b}_{n}") for n in args.labelled
+             for a, b in (("ddpm", "pixels"), ("ddpm", "random_unet"), ("ddep", "random_init"))]
+    if refinement:
+        pairs.append(("refined", "classifier_argmax"))
+    out = []
+    for a, b in pairs:
+        ci = bootstrap_miou_difference(cms[a], cms[b])
+        out.append({"a": a, "b": b, **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in ci.items()}})
+    return out
 
 
 def _label_prior(root, args):
@@ -119,9 +164,9 @@ def _label_prior(root, args):
             step += 1
 
     start = time.perf_counter()
-    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, min(100, args.pretrain_steps // 5), args.pretrain_steps)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, min(100, args.prior_steps // 5), args.prior_steps)
     rs._fit(model, lambda net, x, key: loss(lambda xt, c: net(xt, c), x, key)[0], batches(),
-            optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), args.pretrain_steps, 100,
+            optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), args.prior_steps, 100,
             "label prior")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     rs._save_npz(path, nnx.state(model, nnx.Param))
@@ -130,7 +175,12 @@ def _label_prior(root, args):
 
 
 def _refinement(root, args, results):
-    """Plug-and-play refinement of the best pixel classifier at the largest label count."""
+    """Plug-and-play refinement of the best pixel classifier at the largest label count.
+
+    The constraint weight is chosen among ``--pnp_weights`` by the mIoU on ``--num_val``
+    labelled scenes of the training backgrounds after the classifier's own ones; only the
+    chosen weight is run on the test scenes.
+    """
     import jax
     from flax import nnx
 
@@ -142,22 +192,39 @@ def _refinement(root, args, results):
     model, sde, seconds = _label_prior(root, args)
     graphdef, state = nnx.split(model)
     seg = rs.load_segmenter(os.path.join(root, f"{best}_{n}"))
-    images, labels, _ = rs.labelled_data(_method_config(best, n, args, root), "test")
-    refine = jax.jit(lambda lp, key: refine_segmentation(
-        lambda x, t: nnx.merge(graphdef, state)(x, t), sde, lp, key=key, steps=args.pnp_steps,
-        learning_rate=args.pnp_lr, weight=args.pnp_weight, temperature=0.5, t_max=args.pnp_t_max, t_min=0.02))
-    cms = {"classifier_argmax": 0, "refined": 0}
-    for b, start in enumerate(range(0, len(images), 16)):
-        log_p = seg.log_probs(images[start:start + 16])
-        target = labels[start:start + 16].astype(np.int32)
-        cms["classifier_argmax"] += np.asarray(confusion_matrix(np.argmax(log_p, -1), target, 11), np.int64)
-        cms["refined"] += np.asarray(confusion_matrix(np.asarray(refine(log_p, jax.random.key(b))), target, 11),
-                                     np.int64)
-    out = {"classifier": f"{best}_{n}", "label_prior_seconds": seconds}
-    for name, cm in cms.items():
+    config = _method_config(best, n, args, root)
+    images, labels, _ = rs.labelled_data(config, "test")
+    val_config = apply_overrides(config, {"segmentation.num_labelled": n + args.num_val})
+    val_images, val_labels, _ = rs.labelled_data(val_config, "train")
+    val_images, val_labels = val_images[n:], val_labels[n:]  # scenes the classifier never saw
+
+    def run(weight, images, labels):
+        refine = jax.jit(lambda lp, key: refine_segmentation(
+            lambda x, t: nnx.merge(graphdef, state)(x, t), sde, lp, key=key, steps=args.pnp_steps,
+            learning_rate=args.pnp_lr, weight=weight, temperature=0.5, t_max=args.pnp_t_max, t_min=0.02))
+        start_cms, refined_cms = [], []
+        for b, first in enumerate(range(0, len(images), 16)):
+            log_p = seg.log_probs(images[first:first + 16])
+            for pred, store in ((np.argmax(log_p, -1), start_cms), (np.asarray(refine(log_p, jax.random.key(b))),
+                                                                    refined_cms)):
+                store.extend(np.asarray(confusion_matrix(p, t.astype(np.int32), 11), np.int64)
+                             for p, t in zip(pred, labels[first:first + 16]))
+        return np.stack(start_cms), np.stack(refined_cms)
+
+    validation = {}
+    for weight in args.pnp_weights:
+        start_cms, refined_cms = run(weight, val_images, val_labels)
+        validation[str(weight)] = {"classifier_argmax_miou": float(mean_iou_from_confusion(start_cms.sum(0))),
+                                   "refined_miou": float(mean_iou_from_confusion(refined_cms.sum(0)))}
+    weight = max(args.pnp_weights, key=lambda w: validation[str(w)]["refined_miou"])
+    start_cms, refined_cms = run(weight, images, labels)
+    out = {"classifier": f"{best}_{n}", "label_prior_seconds": seconds, "weight": weight,
+           "validation": validation, "num_val": len(val_images)}
+    for name, cms in (("classifier_argmax", start_cms), ("refined", refined_cms)):
+        cm = cms.sum(0)
         out[f"{name}_miou"] = float(mean_iou_from_confusion(cm))
         out[f"{name}_pixel_accuracy"] = float(np.trace(cm) / cm.sum())
-    return out
+    return out, {"classifier_argmax": start_cms, "refined": refined_cms}
 
 
 def _figure(root, path, results, args):
@@ -202,9 +269,15 @@ def main(argv=None):
     parser.add_argument("--mlp_steps", type=int, default=1000, help="Adam steps of each MLP")
     parser.add_argument("--members", type=int, default=10, help="MLPs in the ensemble")
     parser.add_argument("--finetune_steps", type=int, default=600, help="DDeP / random-init fine-tuning steps")
+    parser.add_argument("--prior_steps", type=int, default=3000, help="training steps of the label-map prior")
     parser.add_argument("--pnp_steps", type=int, default=60, help="plug-and-play refinement steps")
     parser.add_argument("--pnp_lr", type=float, default=0.02)
-    parser.add_argument("--pnp_weight", type=float, default=1.0, help="weight of the classifier's log-likelihood")
+    parser.add_argument("--pnp_weights", default="1,3,10,30",
+                        help="candidate weights of the classifier's log-likelihood (chosen on validation scenes)")
+    parser.add_argument("--num_val", type=int, default=64, help="validation scenes for the refinement's weight")
+    parser.add_argument("--ddpm_workdir", default="", help="a trained configs/ddpm_scenes.py run to use as the backbone")
+    parser.add_argument("--ddep_workdir", default="",
+                        help="a finished configs/segmentation_ddep.py:pretrain run to fine-tune")
     parser.add_argument("--pnp_t_max", type=float, default=0.3, help="first noise level of the refinement")
     parser.add_argument("--no_pnp", action="store_true", help="skip the label-map prior and the refinement")
     parser.add_argument("--figure", default="outputs/benchmarks/segmentation.png")
@@ -213,13 +286,18 @@ def main(argv=None):
     if args.quick:
         args.channels, args.pretrain_steps, args.mlp_steps, args.finetune_steps = 8, 20, 30, 20
         args.members, args.num_eval, args.labelled, args.pnp_steps = 2, 8, "2,4", 5
+        args.num_val, args.pnp_weights, args.prior_steps = 4, "1,3", 20
     args.labelled = [int(v) for v in args.labelled.split(",")]
+    args.pnp_weights = [float(v) for v in args.pnp_weights.split(",")]
     root = args.root
     os.makedirs(root, exist_ok=True)
 
     timings = {}
     for name, config in (("ddpm", _shrink(ddpm_config(), args)),
                          ("ddep_pretrain", _shrink(ddep_config("pretrain"), args))):
+        if (name == "ddpm" and args.ddpm_workdir) or (name == "ddep_pretrain" and args.ddep_workdir):
+            print(f"using {args.ddpm_workdir if name == 'ddpm' else args.ddep_workdir} for {name}", flush=True)
+            continue
         start = time.perf_counter()
         done = "checkpoints" if name == "ddpm" else rs.STATE_FILE
         if name == "ddpm" and os.path.isdir(os.path.join(root, name, "checkpoints")):
@@ -234,16 +312,22 @@ def main(argv=None):
         with open(results_path) as f:
             stored = json.load(f)
         results, timings = stored.get("runs", {}), {**stored.get("timings", {}), **timings}
+    test_images, test_labels, _ = rs.labelled_data(_method_config("pixels", 1, args, root), "test")
+    cms = {}
     for n in args.labelled:
         for method in METHODS:
             key = f"{method}_{n}"
-            if key in results:
-                continue
             workdir = os.path.join(root, key)
-            summary = train_and_evaluate(_method_config(method, n, args, root), workdir)
-            results[key] = {k: summary[k] for k in ("miou", "pixel_accuracy", "train_seconds", "num_labelled")}
-            with open(results_path, "w") as f:
-                json.dump({"settings": vars(args), "timings": timings, "runs": results}, f, indent=2)
+            if key not in results:
+                summary = train_and_evaluate(_method_config(method, n, args, root), workdir)
+                results[key] = {k: summary[k] for k in ("miou", "pixel_accuracy", "train_seconds", "num_labelled")}
+                with open(results_path, "w") as f:
+                    json.dump({"settings": vars(args), "timings": timings, "runs": results}, f, indent=2)
+            cms[key] = _per_image_confusions(workdir, test_images, test_labels)
+            from diffjax.metrics import mean_iou_from_confusion
+
+            # The scenes re-scored here are the run's own evaluation set.
+            assert abs(float(mean_iou_from_confusion(cms[key].sum(0))) - results[key]["miou"]) < 1e-5, key
 
     print("\n| method | " + " | ".join(f"{n} labelled: mIoU / pixel acc." for n in args.labelled) + " |")
     print("|---|" + "---|" * len(args.labelled))
@@ -253,12 +337,19 @@ def main(argv=None):
         print(f"| {method} | " + " | ".join(cells) + " |")
     refinement = None
     if not args.no_pnp:
-        refinement = _refinement(root, args, results)
+        refinement, refined_cms = _refinement(root, args, results)
+        cms.update(refined_cms)
         print("plug-and-play refinement:", json.dumps(refinement))
-        with open(results_path, "w") as f:
-            json.dump({"settings": vars(args), "timings": timings, "runs": results, "pnp": refinement}, f, indent=2)
+    comparisons = _comparisons(cms, args, refinement)
+    print("\n| A - B (mIoU, test scenes) | difference | 95 % interval |\n|---|---:|---|")
+    for c in comparisons:
+        mark = "" if c["excludes_zero"] else " (inside the noise)"
+        print(f"| {c['a']} - {c['b']} | {c['mean']:+.3f} | [{c['low']:+.3f}, {c['high']:+.3f}]{mark} |")
+    with open(results_path, "w") as f:
+        json.dump({"settings": vars(args), "timings": timings, "runs": results, "pnp": refinement,
+                   "comparisons": comparisons}, f, indent=2)
     _figure(root, args.figure, results, args)
-    print(json.dumps({"runs": results, "pnp": refinement}))
+    print(json.dumps({"runs": results, "pnp": refinement, "comparisons": comparisons}))
 
 
 if __name__ == "__main__":

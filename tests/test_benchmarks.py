@@ -213,3 +213,8 @@ def test_segmentation_benchmark_smoke(tmp_path):
         assert 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["pixel_accuracy"] <= 1.0
         assert row["num_labelled"] == int(key.rsplit("_", 1)[1])
     assert stored["pnp"] is not None and os.path.getsize(figure) > 0
+    assert stored["pnp"]["weight"] in (1.0, 3.0) and set(stored["pnp"]["validation"]) == {"1.0", "3.0"}
+    pairs = {(c["a"], c["b"]) for c in stored["comparisons"]}
+    assert ("ddpm_4", "random_unet_4") in pairs and ("ddep_2", "random_init_2") in pairs
+    assert ("refined", "classifier_argmax") in pairs
+    assert all(np.isfinite(c["mean"]) and c["low"] <= c["high"] for c in stored["comparisons"])

@@ -329,3 +329,33 @@ def test_bootstrap_ci_two_levels_cover_the_seed_spread():
         metrics.bootstrap_ci(per_seed, level=1.5)
     with pytest.raises(ValueError, match="N >= 2"):
         metrics.bootstrap_ci(np.zeros(1))
+
+
+def _label_cms(pred, target, k):
+    return np.stack([np.asarray(metrics.confusion_matrix(p, t, k)) for p, t in zip(pred, target)])
+
+
+def test_bootstrap_miou_difference_resamples_images_of_a_set_level_miou():
+    rng = np.random.default_rng(0)
+    k, n = 4, 40
+    target = rng.integers(0, k, (n, 8, 8))
+    noisy = np.where(rng.random((n, 8, 8)) < 0.3, rng.integers(0, k, (n, 8, 8)), target)
+    cms_b = _label_cms(noisy, target, k)
+    # The set's mIoU, from the summed matrix, as mean_iou_from_confusion computes it.
+    np.testing.assert_allclose(metrics._miou_np(cms_b.sum(0)), metrics.mean_iou_from_confusion(cms_b.sum(0)),
+                               rtol=1e-6)
+    same = metrics.bootstrap_miou_difference(cms_b, cms_b)
+    assert same["mean"] == same["low"] == same["high"] == 0.0 and not same["excludes_zero"]
+    # A right everywhere: a clear gain on every resample.
+    perfect = metrics.bootstrap_miou_difference(_label_cms(target, target, k), cms_b)
+    assert perfect["excludes_zero"] and 0 < perfect["low"] < perfect["mean"] < perfect["high"]
+    # A gain carried by one image of 40 is absent from ~37 % of resamples: not significant,
+    # though the whole set's difference is positive.
+    one = cms_b.copy()
+    one[0] = _label_cms(target[:1], target[:1], k)[0]
+    single = metrics.bootstrap_miou_difference(one, cms_b, seed=1)
+    assert single["mean"] > 0 and single["low"] == 0.0 and not single["excludes_zero"]
+    with pytest.raises(ValueError, match=r"\(N, K, K\)"):
+        metrics.bootstrap_miou_difference(cms_b[:, :3], cms_b[:, :3])
+    with pytest.raises(ValueError, match=r"\(N, K, K\)"):
+        metrics.bootstrap_miou_difference(cms_b, cms_b[:5])
