@@ -605,7 +605,6 @@ class Segmenter:
             labels, entropy = self._predict(images)
         return np.asarray(labels), np.asarray(entropy)
 
-
     def log_probs(self, images) -> np.ndarray:
         """``(N, S, S, K)`` per-pixel class log-probabilities (the ensemble's mean softmax, or
         the network's softmax), e.g. for :func:`diffjax.tasks.pnp.refine_segmentation`.
