@@ -368,9 +368,20 @@ def _ddep_level(config) -> float:
     return ddep.check_noise_scales(config.segmentation.noise_scales)[0]
 
 
-def _fit(model, loss_fn, batches, optimizer, steps, log_every, label):
+def _fit(model, loss_fn, batches, optimizer, steps, log_every, label, *, start=0, opt_state=None, save=None,
+         save_every=0, stop=None):
+    """Adam steps ``start .. steps - 1`` of ``loss_fn`` on ``model`` (updated in place).
+
+    Step ``i`` draws its randomness from ``jax.random.key(i)``, so a run resumed at
+    ``start`` with the saved ``opt_state`` (and batches from ``start``) replays the
+    uninterrupted one. ``save(step, params, opt_state)`` is called every ``save_every``
+    steps and when ``stop`` is requested (then the loop ends early).
+
+    Returns:
+      ``(losses logged, last step done)``.
+    """
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    opt_state = optimizer.init(params)
+    opt_state = optimizer.init(params) if opt_state is None else opt_state
 
     @jax.jit
     def step(params, opt_state, batch, key):
@@ -378,44 +389,79 @@ def _fit(model, loss_fn, batches, optimizer, steps, log_every, label):
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    losses = []
-    for i in range(steps):
+    losses, done = [], start
+    for i in range(start, steps):
         params, opt_state, loss = step(params, opt_state, next(batches), jax.random.key(i))
-        if (i + 1) % log_every == 0 or i + 1 == steps:
+        done = i + 1
+        if done % log_every == 0 or done == steps:
             losses.append(float(loss))
             if distributed.is_lead():
-                print(f"{label} step {i + 1}/{steps}: loss {losses[-1]:.4f}", flush=True)
+                print(f"{label} step {done}/{steps}: loss {losses[-1]:.4f}", flush=True)
+        stopping = stop is not None and stop.requested
+        if save is not None and done < steps and (stopping or (save_every and done % save_every == 0)):
+            save(done, params, opt_state)
+        if stopping:
+            break
     nnx.update(model, params)
-    return losses
+    return losses, done
 
 
-def _train_ddep_pretrain(config, workdir) -> dict:
+RESUME_FILE = "ddep_resume.npz"  # a DDeP pretraining's weights, Adam state and step, until it finishes
+
+
+def _train_ddep_pretrain(config, workdir, stop=None) -> dict:
+    from diffjax.checkpoint import StopRequest, check_model_config
     from diffjax.nn import UNet
 
     s, tc = config.segmentation, config.training
     dataset = builders.build_dataset(config, "train")
     mc = _seg_unet_config(config, dataset.image_shape, None)
     model = UNet(mc, rngs=nnx.Rngs(params=tc.seed))
+    optimizer = builders.build_optimizer(config)
+    resume_path = os.path.join(workdir, RESUME_FILE)
+    start, opt_state = 0, None
     _start(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
-    write_run_config(workdir, config)
-    write_model_config(workdir, dataclasses.asdict(mc))
-    batches = dataset.iterator(tc.batch_size, start_step=0, seed=tc.seed)
+    if os.path.exists(resume_path):  # an interrupted run: continue it (same model, same steps)
+        check_model_config(workdir, dataclasses.asdict(mc))
+        params = nnx.state(model, nnx.Param)
+        stored = _load_npz(resume_path, {"params": params, "opt_state": optimizer.init(params),
+                                         "step": np.zeros((), np.int32)})
+        nnx.update(model, stored["params"])
+        start, opt_state = int(stored["step"]), stored["opt_state"]
+        if distributed.is_lead():
+            print(f"ddep pretrain: resuming {workdir} at step {start}", flush=True)
+    else:
+        os.makedirs(workdir, exist_ok=True)
+        write_run_config(workdir, config)
+        write_model_config(workdir, dataclasses.asdict(mc))
+    batches = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed)
+    stop = (stop or StopRequest()).install()
     scales = tuple(float(v) for v in s.noise_scales)
 
     def loss_fn(net, batch, key):
         return ddep.ddep_denoising_loss(lambda x, lvl: net(x, lvl), batch, key, scales)
 
+    def save(step, params, opt_state):
+        if distributed.is_lead():
+            _save_npz(resume_path, {"params": params, "opt_state": opt_state, "step": np.int32(step)})
+
     t0 = time.perf_counter()
     try:
-        losses = _fit(model, loss_fn, (b["image"] for b in batches), builders.build_optimizer(config),
-                      int(tc.num_steps), int(tc.log_every), "ddep pretrain")
+        losses, done = _fit(model, loss_fn, (b["image"] for b in batches), optimizer, int(tc.num_steps),
+                            int(tc.log_every), "ddep pretrain", start=start, opt_state=opt_state, save=save,
+                            save_every=int(tc.ckpt_every), stop=stop)
     finally:
         batches.close()
+        stop.uninstall()
+    summary = {"task": config.task.name, "step": done, "final_loss": losses[-1] if losses else None,
+               "train_seconds": round(time.perf_counter() - t0, 2), "noise_scales": list(scales),
+               "stopped_early": done < int(tc.num_steps), "resumed_from": start}
+    if summary["stopped_early"]:  # the resume file holds the state; no finished weights yet
+        return summary
     if distributed.is_lead():
         _save_npz(os.path.join(workdir, STATE_FILE), nnx.state(model, nnx.Param))
-    summary = {"task": config.task.name, "step": int(tc.num_steps), "final_loss": losses[-1],
-               "train_seconds": round(time.perf_counter() - t0, 2), "noise_scales": list(scales)}
+        if os.path.exists(resume_path):
+            os.remove(resume_path)
     return _finish(config, workdir, summary, {"image_shape": list(dataset.image_shape)})
 
 
@@ -480,7 +526,7 @@ def _train_ddep_finetune(config, workdir) -> dict:
         return ddep.segmentation_loss(net(x, jnp.full((x.shape[0],), level)), y)
 
     t0 = time.perf_counter()
-    losses = _fit(model, loss_fn, batches(), optax.adam(float(s.learning_rate)), int(s.steps),
+    losses, _ = _fit(model, loss_fn, batches(), optax.adam(float(s.learning_rate)), int(s.steps),
                   int(tc.log_every), "ddep finetune")
     train_seconds = time.perf_counter() - t0
     if distributed.is_lead():
@@ -493,17 +539,23 @@ def _train_ddep_finetune(config, workdir) -> dict:
     return _finish(config, workdir, summary, info)
 
 
-def train_segmentation(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def train_segmentation(config: ml_collections.ConfigDict, workdir: str, *, stop=None) -> dict:
     """Train a segmentation run (``train.py`` with a segmentation config calls this).
 
     Args:
       config: a config whose ``task.name`` is one of :data:`SEGMENTATION_TASKS`.
       workdir: directory for ``config.json``, ``segmentation.npz`` (the ensemble or the
         network's weights), ``segmentation.json`` and ``metrics.json``.
+      stop: the preemption flag the DDeP pretraining polls (default: a fresh one on
+        SIGTERM). That stage saves its weights, Adam state and step to
+        ``ddep_resume.npz`` every ``training.ckpt_every`` steps and when stopped; run the
+        same command again to continue it (bit for bit as if never stopped). The other
+        two stages take seconds to minutes and simply rerun.
 
     Returns:
       The summary written to ``metrics.json``: ``miou``, ``pixel_accuracy`` on the held-out
-      images (not for pretraining), ``final_loss`` and timings.
+      images (not for pretraining), ``final_loss`` and timings. A stopped pretraining
+      returns ``stopped_early=True`` and writes no ``metrics.json``.
 
     Raises:
       ValueError: a config off the schema or with bad segmentation settings, a missing or
@@ -511,8 +563,9 @@ def train_segmentation(config: ml_collections.ConfigDict, workdir: str) -> dict:
         written.
     """
     _check_section(config)
-    trainers = {"segmentation_features": _train_features, "ddep_pretrain": _train_ddep_pretrain,
-                "ddep_finetune": _train_ddep_finetune}
+    if config.task.name == "ddep_pretrain":  # the long stage: checkpointed, resumable, stops on SIGTERM
+        return _train_ddep_pretrain(config, os.fspath(workdir), stop)
+    trainers = {"segmentation_features": _train_features, "ddep_finetune": _train_ddep_finetune}
     return trainers[config.task.name](config, os.fspath(workdir))
 
 

@@ -195,7 +195,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     if config.task.name == "lsgm":  # two networks, two optimisers: its own loop (docs/lsgm.md)
         return train_lsgm(config, workdir, stop=stop)
     if config.task.name in SEGMENTATION_TASKS:  # pixel classifiers / DDeP: their own loops (docs/segmentation.md)
-        return train_segmentation(config, workdir)
+        return train_segmentation(config, workdir, stop=stop)
     run = TrainingSetup(config)
     model_config = dataclasses.asdict(run.model_config)
     defaults = {f.name: f.default for f in dataclasses.fields(run.model_config)

@@ -206,3 +206,30 @@ def test_ddep_pretrain_then_finetune_starts_from_the_pretrained_weights(folders,
         with pytest.raises(ValueError, match=match):
             train_and_evaluate(apply_overrides(f, bad), str(tmp_path / "never"))
     assert not os.path.exists(tmp_path / "never")
+
+
+def test_ddep_pretraining_stops_and_resumes_as_if_never_stopped(tmp_path):
+    from diffjax.checkpoint import StopRequest
+
+    c = ddep_config("pretrain_smoke")
+    c.data.image_size = SIZE
+    c.model.channel_mult = (1,)
+    c.training.num_steps = 4
+    c.training.ckpt_every = 2  # a periodic save too, at step 2 of the resumed run
+    full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    want = train_and_evaluate(c, full)
+    assert not os.path.exists(os.path.join(full, rs.RESUME_FILE))  # removed once finished
+
+    stop = StopRequest()
+    stop.request()  # as if SIGTERM arrived during the first step
+    first = train_and_evaluate(c, part, stop=stop)
+    assert first["stopped_early"] and first["step"] == 1
+    assert os.path.exists(os.path.join(part, rs.RESUME_FILE)) and not os.path.exists(os.path.join(part, rs.STATE_FILE))
+    second = train_and_evaluate(c, part)  # the same command again continues at step 1
+    assert second["step"] == 4 and second["resumed_from"] == 1 and not second["stopped_early"]
+    assert not os.path.exists(os.path.join(part, rs.RESUME_FILE))
+    with np.load(os.path.join(full, rs.STATE_FILE)) as a, np.load(os.path.join(part, rs.STATE_FILE)) as b:
+        assert a.files == b.files
+        for name in a.files:
+            np.testing.assert_allclose(a[name], b[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    assert second["final_loss"] == pytest.approx(want["final_loss"], rel=1e-5)
