@@ -279,7 +279,8 @@ def main(argv=None):
     parser.add_argument("--pnp_weights", default="1,3,10,30",
                         help="candidate weights of the classifier's log-likelihood (chosen on validation scenes)")
     parser.add_argument("--num_val", type=int, default=64, help="validation scenes for the refinement's weight")
-    parser.add_argument("--ddpm_workdir", default="", help="a trained configs/ddpm_scenes.py run to use as the backbone")
+    parser.add_argument("--ddpm_workdir", default="",
+                        help="a trained configs/ddpm_scenes.py run to use as the backbone")
     parser.add_argument("--ddep_workdir", default="",
                         help="a finished configs/segmentation_ddep.py:pretrain run to fine-tune")
     parser.add_argument("--pnp_t_max", type=float, default=0.3, help="first noise level of the refinement")

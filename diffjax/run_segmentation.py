@@ -81,7 +81,8 @@ def _check_section(config: ml_collections.ConfigDict) -> None:
     if s.init not in DDEP_INITS:
         raise ValueError(f"config.segmentation.init must be one of {list(DDEP_INITS)}, got {s.init!r}")
     for name, minimum in (("num_labelled", 0), ("feature_batch_size", 1), ("num_members", 1), ("steps", 1),
-                          ("batch_size", 2 if config.task.name == "segmentation_features" else 1), ("num_eval", 1), ("chunk_pixels", 2)):
+                          ("batch_size", 2 if config.task.name == "segmentation_features" else 1), ("num_eval", 1),
+                          ("chunk_pixels", 2)):
         _positive_int(name, s[name], minimum)
     if not float(s.learning_rate) > 0:
         raise ValueError(f"config.segmentation.learning_rate must be positive, got {s.learning_rate!r}")
