@@ -112,17 +112,24 @@ def _method_config(method, n, args, root):
                                "segmentation.steps": args.finetune_steps})
 
 
-def _per_image_confusions(workdir, images, labels):
-    """``(N, 11, 11)`` confusion matrices of a finished run on each evaluation scene."""
+def _confusions(pred, labels):
+    """``(N, 11, 11)`` int64 confusion matrices, one per image, of ``(N, S, S)`` label maps."""
+    import jax
+
     from diffjax.metrics import confusion_matrix
 
+    per_image = jax.vmap(lambda p, t: confusion_matrix(p, t, 11))
+    return np.asarray(per_image(np.asarray(pred, np.int32), np.asarray(labels, np.int32)), np.int64)
+
+
+def _per_image_confusions(workdir, images, labels):
+    """The confusion matrices of a finished run on each evaluation scene."""
     segmenter = rs.load_segmenter(workdir)
     # In the run's own evaluation batches: a float-level difference between batch sizes can
     # flip a pixel whose vote is tied.
     step = int(segmenter.config.segmentation.feature_batch_size)
     pred = np.concatenate([np.asarray(segmenter.predict(images[i:i + step])[0]) for i in range(0, len(images), step)])
-    return np.stack([np.asarray(confusion_matrix(p, t.astype(np.int32), 11), np.int64)
-                     for p, t in zip(pred, labels)])
+    return _confusions(pred, labels)
 
 
 def _comparisons(cms, args, refinement):
@@ -188,7 +195,7 @@ def _refinement(root, args, results):
     import jax
     from flax import nnx
 
-    from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
+    from diffjax.metrics import mean_iou_from_confusion
     from diffjax.tasks.pnp import refine_segmentation
 
     n = max(args.labelled)
@@ -202,18 +209,18 @@ def _refinement(root, args, results):
     val_images, val_labels, _ = rs.labelled_data(val_config, "train")
     val_images, val_labels = val_images[n:], val_labels[n:]  # scenes the classifier never saw
 
+    # The weight is a traced argument: one compilation for every candidate and the test run.
+    refine = jax.jit(lambda lp, key, weight: refine_segmentation(
+        lambda x, t: nnx.merge(graphdef, state)(x, t), sde, lp, key=key, steps=args.pnp_steps,
+        learning_rate=args.pnp_lr, weight=weight, temperature=0.5, t_max=args.pnp_t_max, t_min=0.02))
+
     def run(weight, images, labels):
-        refine = jax.jit(lambda lp, key: refine_segmentation(
-            lambda x, t: nnx.merge(graphdef, state)(x, t), sde, lp, key=key, steps=args.pnp_steps,
-            learning_rate=args.pnp_lr, weight=weight, temperature=0.5, t_max=args.pnp_t_max, t_min=0.02))
-        start_cms, refined_cms = [], []
+        starts, refined = [], []
         for b, first in enumerate(range(0, len(images), 16)):
             log_p = seg.log_probs(images[first:first + 16])
-            for pred, store in ((np.argmax(log_p, -1), start_cms), (np.asarray(refine(log_p, jax.random.key(b))),
-                                                                    refined_cms)):
-                store.extend(np.asarray(confusion_matrix(p, t.astype(np.int32), 11), np.int64)
-                             for p, t in zip(pred, labels[first:first + 16]))
-        return np.stack(start_cms), np.stack(refined_cms)
+            starts.append(np.argmax(log_p, -1))
+            refined.append(np.asarray(refine(log_p, jax.random.key(b), weight)))
+        return _confusions(np.concatenate(starts), labels), _confusions(np.concatenate(refined), labels)
 
     validation = {}
     for weight in args.pnp_weights:
@@ -317,6 +324,8 @@ def main(argv=None):
         with open(results_path) as f:
             stored = json.load(f)
         results, timings = stored.get("runs", {}), {**stored.get("timings", {}), **timings}
+    from diffjax.metrics import mean_iou_from_confusion
+
     test_images, test_labels, _ = rs.labelled_data(_method_config("pixels", 1, args, root), "test")
     cms = {}
     for n in args.labelled:
@@ -329,8 +338,6 @@ def main(argv=None):
                 with open(results_path, "w") as f:
                     json.dump({"settings": vars(args), "timings": timings, "runs": results}, f, indent=2)
             cms[key] = _per_image_confusions(workdir, test_images, test_labels)
-            from diffjax.metrics import mean_iou_from_confusion
-
             # The scenes re-scored here are the run's own evaluation set (up to a tied pixel or two).
             assert abs(float(mean_iou_from_confusion(cms[key].sum(0))) - results[key]["miou"]) < 1e-3, key
 

@@ -574,13 +574,9 @@ def bootstrap_ci(
     return {"mean": mean, "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0)}
 
 
-def _miou_np(cms: np.ndarray) -> np.ndarray:
-    """Mean IoU of each of a stack of ``(..., K, K)`` confusion matrices (as mean_iou_from_confusion)."""
-    inter = np.diagonal(cms, axis1=-2, axis2=-1)
-    target_count, pred_count = cms.sum(axis=-1), cms.sum(axis=-2)
-    present = target_count > 0
-    iou = np.where(present, inter / np.maximum(target_count + pred_count - inter, 1), 0.0)
-    return iou.sum(-1) / np.maximum(present.sum(-1), 1)
+def _stacked_miou(cms: np.ndarray) -> np.ndarray:
+    """:func:`mean_iou_from_confusion` of each of a stack of ``(R, K, K)`` confusion matrices."""
+    return np.asarray(jax.vmap(mean_iou_from_confusion)(jnp.asarray(cms, jnp.float32)), np.float64)
 
 
 def bootstrap_miou_difference(cms_a, cms_b, *, level: float = 0.95, num_resamples: int = 2000,
@@ -620,8 +616,8 @@ def bootstrap_miou_difference(cms_a, cms_b, *, level: float = 0.95, num_resample
     for start in range(0, num_resamples, 500):  # chunks bound the (R, K, K) sums' memory
         picks = rng.integers(0, a.shape[0], (min(500, num_resamples - start), a.shape[0]))
         counts = np.stack([np.bincount(row, minlength=a.shape[0]) for row in picks]).astype(np.float64)
-        diffs[start:start + len(picks)] = (_miou_np(np.einsum("rn,nij->rij", counts, a))
-                                           - _miou_np(np.einsum("rn,nij->rij", counts, b)))
+        diffs[start:start + len(picks)] = (_stacked_miou(np.einsum("rn,nij->rij", counts, a))
+                                           - _stacked_miou(np.einsum("rn,nij->rij", counts, b)))
     low, high = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
-    mean = float(_miou_np(a.sum(0)) - _miou_np(b.sum(0)))
+    mean = float(mean_iou_from_confusion(a.sum(0))) - float(mean_iou_from_confusion(b.sum(0)))
     return {"mean": mean, "low": float(low), "high": float(high), "excludes_zero": bool(low > 0 or high < 0)}

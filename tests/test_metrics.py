@@ -342,13 +342,14 @@ def test_bootstrap_miou_difference_resamples_images_of_a_set_level_miou():
     noisy = np.where(rng.random((n, 8, 8)) < 0.3, rng.integers(0, k, (n, 8, 8)), target)
     cms_b = _label_cms(noisy, target, k)
     # The set's mIoU, from the summed matrix, as mean_iou_from_confusion computes it.
-    np.testing.assert_allclose(metrics._miou_np(cms_b.sum(0)), metrics.mean_iou_from_confusion(cms_b.sum(0)),
-                               rtol=1e-6)
+    np.testing.assert_allclose(metrics._stacked_miou(cms_b.sum(0)[None])[0],
+                               metrics.mean_iou_from_confusion(cms_b.sum(0)), rtol=1e-6)
     same = metrics.bootstrap_miou_difference(cms_b, cms_b)
     assert same["mean"] == same["low"] == same["high"] == 0.0 and not same["excludes_zero"]
     # A right everywhere: a clear gain on every resample.
     perfect = metrics.bootstrap_miou_difference(_label_cms(target, target, k), cms_b)
     assert perfect["excludes_zero"] and 0 < perfect["low"] < perfect["mean"] < perfect["high"]
+    assert perfect["mean"] == pytest.approx(1.0 - float(metrics.mean_iou_from_confusion(cms_b.sum(0))), rel=1e-6)
     # A gain carried by one image of 40 is absent from ~37 % of resamples: not significant,
     # though the whole set's difference is positive.
     one = cms_b.copy()

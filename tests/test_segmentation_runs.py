@@ -208,16 +208,20 @@ def test_ddep_pretrain_then_finetune_starts_from_the_pretrained_weights(folders,
     assert not os.path.exists(tmp_path / "never")
 
 
-def test_ddep_pretraining_stops_and_resumes_as_if_never_stopped(tmp_path):
+def test_ddep_pretraining_stops_and_resumes_as_if_never_stopped(tmp_path, monkeypatch):
     from diffjax.checkpoint import StopRequest
 
     c = ddep_config("pretrain_smoke")
     c.data.image_size = SIZE
     c.model.channel_mult = (1,)
     c.training.num_steps = 4
-    c.training.ckpt_every = 2  # a periodic save too, at step 2 of the resumed run
+    c.training.ckpt_every = 2  # a periodic save at step 2 (not at the end: the weights file is written then)
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
+    saved_steps, save = [], rs._save_npz
+    monkeypatch.setattr(rs, "_save_npz", lambda path, tree: (
+        saved_steps.append(int(tree["step"])) if path.endswith(rs.RESUME_FILE) else None, save(path, tree)))
     want = train_and_evaluate(c, full)
+    assert saved_steps == [2]
     assert not os.path.exists(os.path.join(full, rs.RESUME_FILE))  # removed once finished
 
     stop = StopRequest()
@@ -226,6 +230,7 @@ def test_ddep_pretraining_stops_and_resumes_as_if_never_stopped(tmp_path):
     assert first["stopped_early"] and first["step"] == 1
     assert os.path.exists(os.path.join(part, rs.RESUME_FILE)) and not os.path.exists(os.path.join(part, rs.STATE_FILE))
     second = train_and_evaluate(c, part)  # the same command again continues at step 1
+    assert saved_steps == [2, 1, 2]  # the stop's save, then the resumed run's periodic one
     assert second["step"] == 4 and second["resumed_from"] == 1 and not second["stopped_early"]
     assert not os.path.exists(os.path.join(part, rs.RESUME_FILE))
     with np.load(os.path.join(full, rs.STATE_FILE)) as a, np.load(os.path.join(part, rs.STATE_FILE)) as b:

@@ -146,6 +146,10 @@ def _members_run(ensemble, opt_states, features, labels, key, first_step, *, ste
     return trained, opt_states, losses.T
 
 
+# Compiled once per shape for every streamed training (not re-wrapped per call).
+_members_run_jit = jax.jit(_members_run, static_argnames=("steps", "batch_size", "learning_rate"))
+
+
 def _check_pixels(features, labels):
     if features.ndim != 2 or tuple(labels.shape) != tuple(features.shape[:1]):
         raise ValueError(f"features must be (P, F) and labels (P,), got {tuple(features.shape)} and "
@@ -217,7 +221,6 @@ def train_ensemble_streamed(ensemble: dict, features, labels, *, key: PRNGKey, s
     labelled = np.flatnonzero(labels != IGNORE_LABEL)
     if labelled.size == 0:
         raise ValueError("no labelled pixel: every label is 255 (ignore)")
-    run = jax.jit(_members_run, static_argnames=("steps", "batch_size", "learning_rate"))
     opt_states = jax.vmap(optax.adam(learning_rate).init)(ensemble["params"])
     one_chunk = labels.shape[0] <= chunk_pixels
     if one_chunk:  # everything fits: the very arrays train_ensemble would see
@@ -231,10 +234,11 @@ def train_ensemble_streamed(ensemble: dict, features, labels, *, key: PRNGKey, s
             rows = np.sort(labelled[pick])
             chunk_x, chunk_y = jnp.asarray(np.asarray(features[rows], np.float32)), jnp.asarray(labels[rows])
         n = min(chunk_steps, steps - first)
-        ensemble, opt_states, chunk_losses = run(ensemble, opt_states, chunk_x, chunk_y, key, first, steps=n,
-                                                 batch_size=batch_size, learning_rate=float(learning_rate))
-        losses.append(np.asarray(chunk_losses))
-    return ensemble, np.concatenate(losses)
+        ensemble, opt_states, chunk_losses = _members_run_jit(ensemble, opt_states, chunk_x, chunk_y, key, first,
+                                                              steps=n, batch_size=batch_size,
+                                                              learning_rate=float(learning_rate))
+        losses.append(chunk_losses)  # kept on the device: the next chunk is read while this one trains
+    return ensemble, np.concatenate([np.asarray(chunk) for chunk in losses])
 
 
 def ensemble_logits(ensemble: dict, features: Array) -> Array:
