@@ -185,6 +185,14 @@ def test_shell_blocks_name_configs_flags_and_keys_that_exist():
     assert not problems, "\n".join(problems)
 
 
+def test_readme_links_point_to_files_that_exist():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not re.match(r"[a-z]+:|#", t)]
+    assert len(targets) >= 20
+    missing = [t for t in targets if not (ROOT / t.split("#", 1)[0]).exists()]
+    assert not missing, f"README links to missing files: {missing}"
+
+
 def test_the_checker_catches_wrong_commands():
     """A missing config, a bad argument, an unknown flag or key are each reported."""
     bad = [
