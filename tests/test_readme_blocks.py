@@ -233,7 +233,7 @@ def _fresh_copy(dest: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_readme_python_blocks_run_in_order_in_a_fresh_copy(tmp_path):
-    """About 4 minutes on 2 idle cores: three smoke trainings, sampling and a RePaint restore."""
+    """Three smoke trainings, sampling and a RePaint restore: 14.5 min on 2 cores shared with other jobs."""
     repo = _fresh_copy(tmp_path / "diffjax")
     blocks = [b for b in code_blocks(repo / "README.md") if b.lang == "python" and not b.skip]
     script = "\n".join(f"# README.md line {b.line}\n{b.code}" for b in blocks)
