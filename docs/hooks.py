@@ -5,6 +5,8 @@
 * Every public module of the package gets a reference page rendered by mkdocstrings from its
   docstrings, and a "Reference" section is appended to the nav, so a new module is documented
   without editing mkdocs.yml.
+* The docstrings' reStructuredText roles (``:func:`x` ``, ``:mod:``, ...) and ``::`` literal
+  markers, which Markdown leaves as text, are dropped from the rendered reference pages.
 * Nav entries for the pages in ``PENDING_PAGES`` are dropped while the page does not exist,
   so the site builds before those pages land; any other missing page fails the strict build.
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -108,3 +111,15 @@ def on_files(files, config):
     for module in public_modules():
         files.append(File.generated(config, reference_uri(module), content=_reference_page(module)))
     return files
+
+
+_RST_ROLE = re.compile(r":(?:py:)?(?:func|meth|mod|class|data|attr|obj|exc|const):(?=<code)")
+_RST_LITERAL = re.compile(r"\s*::(?=</p>)")
+
+
+def on_page_content(html, page, config, files):
+    """Drop reStructuredText roles and ``::`` markers that docstrings carry into the reference pages."""
+    if not page.file.src_uri.startswith("reference/"):
+        return html
+    return _RST_LITERAL.sub(":", _RST_ROLE.sub("", html))
+
