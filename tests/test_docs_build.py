@@ -72,6 +72,8 @@ def test_site_builds_strict_with_reference_and_tutorials(tmp_path):
         assert (site / "reference" / module / "index.html").is_file(), module
     plots = (site / "reference" / "diffjax.plots" / "index.html").read_text()
     assert "plot_training_curves" in plots and "Returns" in plots
+    sde_page = (site / "reference" / "diffjax.sde" / "index.html").read_text()
+    assert ":meth:" not in sde_page and "alpha_sigma" in sde_page  # docstrings' RST roles are dropped
     top = (site / "reference" / "diffjax" / "index.html").read_text()
     assert "diffjax.train" in top and "diffjax.load_run" in top  # the run API is on the package's page
     for notebook in sorted((ROOT / "examples").glob("*.ipynb")):
