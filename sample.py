@@ -85,4 +85,7 @@ def cli(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from diffjax.cli_help import exit_if_help
+
+    exit_if_help(sys.argv, "sample")  # works without --workdir: tasks, flags, samplers
     cli(sys.argv)

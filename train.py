@@ -51,6 +51,9 @@ def _check_command_line(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
+    from diffjax.cli_help import exit_if_help
+
+    exit_if_help(sys.argv, "train")  # configs and keys, before absl (whose help lists flags only)
     from absl import app, flags
     from absl import logging as absl_logging
     from ml_collections import config_flags

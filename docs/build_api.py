@@ -1,23 +1,26 @@
-"""Build diffjax's API reference (HTML, pdoc) and list public objects without a docstring.
+"""Build diffjax's documentation site and list public objects without a docstring.
 
-    python docs/build_api.py                 # writes docs/api/index.html (not committed)
+    python docs/build_api.py                 # the site (MkDocs, warnings as errors) into site/
     python docs/build_api.py -o OUT --check  # also fail when a public object lacks a docstring
 
-Which modules: every module of the package whose dotted name has no part starting with
-``_`` (pdoc alone would follow ``diffjax.__all__`` and skip most subpackages).
-What is public in a module: the names in its ``__all__`` if it defines one, else every
-function and class defined in it whose name does not start with ``_``; in a public class,
-its own methods and properties not starting with ``_``. Each of those, and every module,
-needs a docstring (an inherited method docstring counts).
+The site is ``mkdocs build --strict`` over mkdocs.yml: the guides in docs/, the notebooks of
+examples/ and one API reference page per public module rendered from the docstrings
+(docs/hooks.py). Which modules are public: every module of the package whose dotted name has
+no part starting with ``_``. What is public in a module: the names in its ``__all__`` if it
+defines one, else every function and class defined in it whose name does not start with ``_``;
+in a public class, its own methods and properties not starting with ``_``. Each of those, and
+every module, needs a docstring (an inherited method docstring counts).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import inspect
 import os
 import pkgutil
+import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +37,6 @@ def public_modules(package: str = "diffjax") -> list[str]:
     Returns:
       Module names with no ``_``-prefixed part (``diffjax.samplers._stepping`` is left out).
     """
-    import importlib
-
     root = importlib.import_module(package)
     names = [package]
     for info in pkgutil.walk_packages(root.__path__, prefix=f"{package}."):
@@ -44,32 +45,37 @@ def public_modules(package: str = "diffjax") -> list[str]:
     return sorted(names)
 
 
-def _resolve_lazy_names(modules: list[str]) -> None:
-    """Import what each module's ``__all__`` names, so lazily loaded ones (``diffjax.train``) are documented.
+def _public_members(module):
+    """(name, object) of what ``module`` makes public: its ``__all__``, else what it defines."""
+    explicit = getattr(module, "__all__", None)
+    if explicit is not None:
+        for name in explicit:
+            yield name, getattr(module, name)  # resolves lazily imported names (diffjax.train)
+        return
+    for name, obj in vars(module).items():
+        if name.startswith("_") or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        if getattr(obj, "__module__", None) == module.__name__:  # imported names are checked at home
+            yield name, obj
 
-    pdoc reads ``module.__dict__``; a module ``__getattr__`` (diffjax's lazy run API)
-    only fills it on first access.
-    """
-    import importlib
 
-    for name in modules:
-        module = importlib.import_module(name)
-        for attr in getattr(module, "__all__", ()):
-            getattr(module, attr)
+def _own_methods(cls):
+    """(name, is_property, docstring) of the public methods and properties ``cls`` defines itself."""
+    for name, attr in vars(cls).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(attr, property):
+            yield name, True, inspect.getdoc(attr) or _inherited_doc(cls, name)
+        elif isinstance(attr, (staticmethod, classmethod)) or inspect.isfunction(attr):
+            yield name, False, inspect.getdoc(getattr(cls, name))
 
 
-def _public_members(module_doc):
-    import pdoc.doc
-
-    explicit = getattr(module_doc.obj, "__all__", None)
-    for name, member in module_doc.members.items():
-        if explicit is not None:
-            if name not in explicit:
-                continue
-        elif name.startswith("_") or member.taken_from[0] != module_doc.modulename:
-            continue  # private, or imported from elsewhere (documented where it is defined)
-        if isinstance(member, (pdoc.doc.Function, pdoc.doc.Class)):
-            yield member
+def _inherited_doc(cls, name: str) -> str | None:
+    for base in cls.__mro__[1:]:
+        attr = vars(base).get(name)
+        if attr is not None and attr.__doc__:
+            return attr.__doc__
+    return None
 
 
 def missing_docstrings(modules: list[str]) -> list[str]:
@@ -81,69 +87,64 @@ def missing_docstrings(modules: list[str]) -> list[str]:
     Returns:
       Fully qualified names of the undocumented objects (empty when all are documented).
     """
-    import pdoc.doc
-
-    _resolve_lazy_names(modules)
     missing, seen = [], set()
     for name in modules:
-        module_doc = pdoc.doc.Module.from_name(name)
-        if not module_doc.docstring.strip():
+        module = importlib.import_module(name)
+        if not (module.__doc__ or "").strip():
             missing.append(f"module {name}")
-        for member in _public_members(module_doc):
-            origin = ".".join(member.taken_from)
+        for member_name, obj in _public_members(module):
+            if not (inspect.isfunction(obj) or inspect.isclass(obj)):
+                continue  # constants, submodules and type aliases are documented in prose
+            origin = f"{obj.__module__}.{obj.__qualname__}"
             if origin in seen:
                 continue  # a re-export (e.g. diffjax.VPSDE) is checked once, where it is defined
             seen.add(origin)
-            if not member.docstring.strip():
-                missing.append(f"{member.kind} {origin}")
-            if isinstance(member, pdoc.doc.Class):
-                for attr in member.own_members:
-                    if attr.name.startswith("_"):
-                        continue
-                    is_property = isinstance(getattr(member.obj, attr.name, None), property)
-                    if (isinstance(attr, pdoc.doc.Function) or is_property) and not attr.docstring.strip():
-                        missing.append(f"{'property' if is_property else attr.kind} {origin}.{attr.name}")
+            kind = "class" if inspect.isclass(obj) else "function"
+            if not (inspect.getdoc(obj) or "").strip():
+                missing.append(f"{kind} {origin}")
+            if inspect.isclass(obj):
+                for attr, is_property, doc in _own_methods(obj):
+                    if not (doc or "").strip():
+                        missing.append(f"{'property' if is_property else 'method'} {origin}.{attr}")
     return missing
 
 
-def build(output_dir: str | os.PathLike, modules: list[str] | None = None) -> Path:
-    """Render the HTML reference of ``modules`` (default: all public ones) into ``output_dir``.
+def build(output_dir: str | os.PathLike, *, strict: bool = True) -> Path:
+    """Build the site with MkDocs (``mkdocs build --strict``) into ``output_dir``.
 
     Args:
-      output_dir: folder to write (created if needed).
-      modules: dotted module names; default :func:`public_modules`.
+      output_dir: the folder to write (replaced).
+      strict: treat every MkDocs warning as an error.
 
     Returns:
       The path of the written ``index.html``.
-    """
-    import pdoc
-    import pdoc.render
 
-    pdoc.render.configure(docformat="google", show_source=False)
-    out = Path(output_dir)
-    modules = modules or public_modules()
-    _resolve_lazy_names(modules)
-    with warnings.catch_warnings():
-        # Naming a package and its submodules both is intended: pdoc would otherwise follow
-        # diffjax.__all__ only; it warns that it adds each such module once.
-        warnings.filterwarnings("ignore", message="The module specification", category=UserWarning)
-        pdoc.pdoc(*modules, output_directory=out)
+    Raises:
+      RuntimeError: the build failed; the message holds MkDocs' output.
+    """
+    out = Path(output_dir).resolve()
+    cmd = [sys.executable, "-m", "mkdocs", "build", "--config-file", str(ROOT / "mkdocs.yml"), "--site-dir", str(out)]
+    if strict:
+        cmd.append("--strict")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"mkdocs build failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return out / "index.html"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "api"), help="output folder")
+    parser.add_argument("-o", "--output", default=str(ROOT / "site"), help="output folder")
     parser.add_argument("--check", action="store_true", help="exit 1 if a public object lacks a docstring")
     args = parser.parse_args()
-    modules = public_modules()
-    index = build(args.output, modules)
-    print(f"API reference of {len(modules)} modules: {index}")
     if args.check:
-        missing = missing_docstrings(modules)
+        missing = missing_docstrings(public_modules())
         for name in missing:
             print(f"missing docstring: {name}")
-        return 1 if missing else 0
+        if missing:
+            return 1
+    print(f"site: {build(args.output)}")
     return 0
 
 
