@@ -161,7 +161,7 @@ def score_problem(problem: Problem, budgets, *, n: int, seeds: int, projections:
         if rows and name not in rows.split(","):
             continue
         out["ratios"][name] = {}
-        for b in (budgets if every else [b for b in budgets if b == 10]):
+        for b in (budgets if every or rows else [b for b in budgets if b == 10]):  # named rows: every budget
             values, nfe = evaluate(make(b))
             # "mean": paired, the sampler's sliced W2 over the exact flow's on the same draws (1 = no
             # solver error; free of the draws' own sampling noise); "floor": over the sampling floor.
@@ -178,7 +178,7 @@ def spread(values) -> dict:
 
 def summarise(results: list[dict], budgets) -> dict:
     """Per candidate and NFE: the spread of ratios over fitting and over held-out problems; the choices."""
-    names = list(results[0]["ratios"])
+    names = list(dict.fromkeys(nm for r in results for nm in r["ratios"]))  # runs of other rows may be merged
     table = {}
     for name in names:
         for b in budgets:
@@ -196,7 +196,7 @@ def summarise(results: list[dict], budgets) -> dict:
     chosen = {}
     for b in budgets:
         for cls in ("UniPC", "DPMSolverPP", "Heun"):
-            pool = [nm for nm in names if classes[nm] == cls and "fit" in table[nm].get(str(b), {})]
+            pool = [nm for nm in names if classes[nm] == cls and "fit" in table.get(nm, {}).get(str(b), {})]
             if not pool:
                 continue
             on_fit = min(pool, key=lambda nm: table[nm][str(b)]["fit"]["median"])
@@ -241,7 +241,7 @@ def main():
     parser.add_argument("--n", type=int, default=8192, help="samples per prior draw")
     parser.add_argument("--seeds", type=int, default=2, help="prior draws per cell")
     parser.add_argument("--projections", type=int, default=128)
-    parser.add_argument("--rows", default="", help="comma-separated candidate names: only these")
+    parser.add_argument("--rows", default="", help="comma-separated candidate names: only these, at every budget")
     parser.add_argument("--quick", action="store_true", help="2 problems, NFE 10, N = 4096, 1 seed")
     parser.add_argument("--out", default="", help="also write the raw results to this JSON file")
     parser.add_argument("--from-json", default="", help="comma-separated JSON files of earlier runs: tables only")
