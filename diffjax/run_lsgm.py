@@ -29,7 +29,8 @@ from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_
 from diffjax.logging_utils import MetricWriter, save_grid, save_samples
 from diffjax.parametrization import network_time_input
 from diffjax.run_arrays import as_key, as_pixels, check_sampler, to_unit
-from diffjax.run_config import get_base_config, write_run_config
+from diffjax.run_base import Run, _check_training_section, check_workdir_writable
+from diffjax.run_config import get_base_config, load_run_config, write_run_config
 from diffjax.samplers import sample
 from diffjax.sharding import make_mesh, replicated
 from diffjax.tasks import lsgm as lsgm_math
@@ -313,7 +314,6 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
         workdir holding another model (before anything is written).
       FloatingPointError: the bound became NaN/inf.
     """
-    from diffjax.run_training import _check_training_section, check_workdir_writable
 
     builders.validate_config(config, get_base_config())
     _check_training_section(config.training)
@@ -390,7 +390,6 @@ def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     Raises:
       ValueError: a workdir without config or checkpoint, or not an LSGM run.
     """
-    from diffjax.run_config import load_run_config
 
     config = load_run_config(workdir) if config is None else config
     if config.task.name != "lsgm":
@@ -460,8 +459,11 @@ def generate_lsgm(model: LSGMModel, vae_params, prior_params, config, num: int, 
     return np.concatenate(out)[:num], time.perf_counter() - start
 
 
-class LSGMRun:
+class LSGMRun(Run):
     """An LSGM (or VAE-alone) run restored for use from Python; :func:`diffjax.load_run` returns one.
+
+    A :class:`diffjax.Run` whose capabilities are :meth:`generate`, :meth:`nll_bound`,
+    :attr:`score_fn` (the latent prior's), :attr:`sde` and :attr:`sampler`.
 
     Attributes:
       config: the run's config.
@@ -482,6 +484,15 @@ class LSGMRun:
     def __repr__(self) -> str:
         return (f"LSGMRun(workdir={self.workdir!r}, prior={self.model.prior!r}, step={self.step}, "
                 f"image_shape={self.image_shape})")
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return ("generate", "nll_bound", "score_fn", "sde", "sampler")
+
+    @property
+    def sde(self):
+        """The latent prior's forward process (``model.sde``)."""
+        return self.model.sde
 
     @property
     def score_fn(self):

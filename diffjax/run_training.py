@@ -43,6 +43,7 @@ from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
 from diffjax.plots import plot_training_curves
+from diffjax.run_base import NONFINITE_MODES, _check_training_section, check_workdir_writable  # noqa: F401  (re-exported)
 from diffjax.run_config import get_base_config, write_run_config
 from diffjax.run_lsgm import train_lsgm
 from diffjax.run_segmentation import SEGMENTATION_TASKS, train_segmentation
@@ -52,9 +53,6 @@ from diffjax.training import create_train_state, make_train_step
 __all__ = ["train_and_evaluate", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
 
 log = logging.getLogger("diffjax.train")
-
-
-NONFINITE_MODES = ("stop", "skip")
 
 
 def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) -> None:
@@ -78,38 +76,6 @@ def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) 
         f"stopping without saving. {where}. Try a lower --config.optim.lr or --config.optim.grad_clip, "
         "or --config.training.nonfinite=skip to skip such updates and go on."
     )
-
-
-def check_workdir_writable(workdir: str) -> None:
-    """Refuse a work directory that cannot be created or written, before anything is written.
-
-    Raises:
-      ValueError: naming the path that is in the way and what to do.
-    """
-    path = os.path.abspath(workdir)
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"--workdir {workdir} cannot be created: {existing} is a file, not a directory; "
-                         "choose another --workdir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing); "
-                         "choose a writable --workdir or fix its permissions")
-
-
-def _check_training_section(tc: ml_collections.ConfigDict) -> None:
-    for key, minimum in (("num_steps", 1), ("batch_size", 1), ("log_every", 1), ("ckpt_every", 1),
-                         ("keep_checkpoints", 1), ("sample_every", 0), ("num_grid_samples", 0)):
-        if isinstance(tc[key], bool) or not isinstance(tc[key], (int, np.integer)):
-            raise ValueError(f"config.training.{key} must be an integer, got {tc[key]!r} "
-                             f"({type(tc[key]).__name__}); e.g. --config.training.{key}=100")
-        if tc[key] < minimum:
-            raise ValueError(f"config.training.{key} must be >= {minimum}, got {tc[key]}")
-    if not isinstance(tc.ema_decay, (int, float)) or not 0.0 <= tc.ema_decay < 1.0:
-        raise ValueError(f"config.training.ema_decay must lie in [0, 1), got {tc.ema_decay!r}; e.g. 0.999")
-    if tc.nonfinite not in NONFINITE_MODES:
-        raise ValueError(f"config.training.nonfinite must be one of {list(NONFINITE_MODES)}, got {tc.nonfinite!r}")
 
 
 class TrainingSetup:
