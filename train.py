@@ -3,7 +3,7 @@
 ``--config`` takes a path or the name of a config shipped with diffjax
 (``--config ddpm_digits:smoke`` works from any directory once installed).
 
-A thin command line over :func:`diffjax.run_training.train_and_evaluate` (what
+A thin command line over :func:`diffjax.run_kinds.train_and_evaluate` (what
 a run writes, its resume order and multi-host behaviour are described there;
 from Python, :func:`diffjax.train` does the same).
 
@@ -18,7 +18,8 @@ import logging
 
 from diffjax import builders, distributed
 from diffjax.run_config import CONFIG_FILE, load_config_file, split_config_flag, write_run_config  # noqa: F401
-from diffjax.run_training import NONFINITE_MODES, check_workdir_writable, evaluate, train_and_evaluate  # noqa: F401
+from diffjax.run_kinds import train_and_evaluate  # noqa: F401
+from diffjax.run_training import NONFINITE_MODES, check_workdir_writable, evaluate  # noqa: F401
 from diffjax.run_training import TrainingSetup as _Run  # noqa: F401  (tests build one)
 
 log = logging.getLogger("diffjax.train")

@@ -27,9 +27,9 @@ import numpy as np
 
 from diffjax import builders, distributed
 from diffjax.builders import first_stage_for, load_model_config  # noqa: F401  (first_stage_for re-exported)
-from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
+from diffjax.logging_utils import save_class_samples, save_grid, save_samples
 from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
-from diffjax.run_base import Run, lead_print
+from diffjax.run_base import Run, check_channels, check_num, lead_print, write_named
 
 __all__ = [
     "LatentRun",
@@ -164,10 +164,7 @@ def run_reconstruct(config: ml_collections.ConfigDict, workdir: str, output: str
     run = LatentRun(config, workdir)
     fn = _reconstruct_fn(run._graphdef, run._model_state)
     images = [reconstruct(fn, run.params, low[None], mc.factor)[0] for _, low in inputs]
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, images)
     lead_print(f"reconstructed {len(images)} images (autoencoder f={mc.factor}, step {run.step}) into {output}")
     return {"output": output, "num": len(images), "step": run.step}
 
@@ -283,8 +280,7 @@ def run_ldm_generate(config: ml_collections.ConfigDict, workdir: str, output: st
       ValueError: ``num < 1`` or a workdir without a checkpoint or ``latent.json``.
     """
 
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
+    check_num(num)
     run = LatentRun(config, workdir)
     scale, ae_params = _ready(run)
     classes = run.model_config.num_classes
@@ -344,8 +340,7 @@ def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> lis
     if masks is not None or kind is not None:
         raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
     ae = run.pipeline.first_stage.config
-    if pixels.shape[-1] != ae.in_channels:
-        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    check_channels(pixels, ae.in_channels)
     problem = _sr_problem(pixels.shape[1:3], run.pipeline, run.model_config.image_size * ae.factor)
     if problem is not None:
         raise ValueError(f"images: {problem}")
@@ -375,10 +370,7 @@ def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, inp
         raise ValueError(f"cannot super-resolve {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
     run = LatentRun(config, workdir)
     images = _super_resolve(run, [low for _, low in inputs], jax.random.key(config.sampling.seed), None)
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, images)
     lead_print(f"latent SR: super-resolved {len(images)} images x{pipeline.scale} (checkpoint step {run.step}) "
                f"into {output}")
     return {"output": output, "num": len(images), "step": run.step}
@@ -420,8 +412,7 @@ def inpaint_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.n
     if masks is None or kind not in (None, "inpainting"):
         raise ValueError("latent inpainting needs masks (1 = keep, 0 = fill) and kind=None or 'inpainting'")
     ae = run.pipeline.first_stage.config
-    if pixels.shape[-1] != ae.in_channels:
-        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    check_channels(pixels, ae.in_channels)
     problem = _inpaint_size_problem(pixels.shape[1:3], ae.factor, run.model_config.image_size * ae.factor)
     if problem is not None:
         raise ValueError(f"images: {problem}")

@@ -8,6 +8,7 @@ adds its own entries to ``Run.GENERATORS`` / ``Run.RESTORERS``.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import jax
@@ -23,9 +24,65 @@ from diffjax.run_config import get_base_config, load_run_config
 from diffjax.sharding import data_sharding, make_mesh, replicated
 from diffjax.training import model_from_state
 
-__all__ = ["Run", "lead_print", "check_workdir_writable", "NONFINITE_MODES", "classifier_feature_fn"]
+__all__ = ["Run", "lead_print", "check_workdir_writable", "check_workdir_path", "check_num", "check_channels", "write_named", "restore_or_start", "NONFINITE_MODES", "classifier_feature_fn"]
 
 NONFINITE_MODES = ("stop", "skip")
+
+
+def check_workdir_path(workdir) -> str:
+    """``workdir`` as a path string, or a ValueError if it is not one (the first check of train and load)."""
+    if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
+        raise ValueError(f"workdir must be a directory path, got {workdir!r}")
+    return os.fspath(workdir)
+
+
+def check_num(num: int) -> None:
+    """``sample.py --num``: at least one image."""
+    if num < 1:
+        raise ValueError(f"--num must be >= 1, got {num}")
+
+
+def check_channels(pixels: np.ndarray, channels: int) -> None:
+    """User images (``(N, H, W, C)``) must have the model's channel count."""
+    if pixels.shape[-1] != channels:
+        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {channels}-channel images")
+
+
+def write_named(output: str, inputs, images) -> None:
+    """``sample.py``'s writer for file inputs: process 0 writes ``images[i]`` (``[-1, 1]``) as ``output/name_i``.
+
+    Args:
+      output: the output folder (created).
+      inputs: ``(name, anything)`` pairs, as the input readers give them.
+      images: one image per input.
+    """
+    from diffjax.logging_utils import save_png, to_uint8
+
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, images):
+            save_png(os.path.join(output, name), to_uint8(image))
+
+
+def restore_or_start(checkpointer, init_state, sharding):
+    """The latest checkpoint's state restored onto ``sharding``, or ``init_state`` placed there if there is none.
+
+    Every trainer resumes this way; a refused restore (another model's
+    checkpoint) closes the checkpointer before the error propagates.
+    """
+    from diffjax.checkpoint import abstract_state
+
+    if checkpointer.latest_step() is None:
+        return jax.device_put(init_state, sharding)
+    try:
+        state = checkpointer.restore(abstract_state(lambda: init_state, sharding))
+    except ValueError:
+        checkpointer.close()
+        raise
+    if distributed.is_lead():
+        logging.getLogger("diffjax.train").info("resumed from checkpoint step %d in %s", int(state.step),
+                                                checkpointer.directory)
+    return state
 
 
 def check_workdir_writable(workdir: str) -> None:
@@ -597,9 +654,7 @@ class Run:
 
         if masks is not None or kind is not None:
             raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
-        channels = self.image_shape[2]
-        if pixels.shape[-1] != channels:
-            raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {channels}-channel images")
+        check_channels(pixels, self.image_shape[2])
         problem = low_res_size_problem(pixels.shape[1:3], scale=self.pipeline.scale, tile=self.image_size)
         if problem is not None:
             raise ValueError(f"images: {problem}")

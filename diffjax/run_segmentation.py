@@ -38,7 +38,7 @@ from diffjax import builders, distributed
 from diffjax.checkpoint import write_model_config
 from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
 from diffjax.builders import load_model_config, restore_ema_model
-from diffjax.run_base import Run, check_workdir_writable
+from diffjax.run_base import Run, check_workdir_path, check_workdir_writable
 from diffjax.run_config import get_base_config, load_run_config, write_run_config
 from diffjax.tasks import ddep, pixel_classifier as pc
 from diffjax.tasks import segmentation as seg
@@ -309,10 +309,7 @@ def _finish(config, workdir, summary: dict, info: dict) -> dict:
 
 
 def _start(config, workdir):
-
-    if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
-        raise ValueError(f"workdir must be a directory path, got {workdir!r}")
-    check_workdir_writable(workdir)
+    check_workdir_writable(check_workdir_path(workdir))
 
 
 def _train_features(config, workdir) -> dict:

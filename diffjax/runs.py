@@ -2,7 +2,7 @@
 
 * :func:`train` trains a run (a ConfigDict or a ``"path.py[:arg]"`` config file,
   with overrides) into a workdir; ``train.py`` is a thin command line over the
-  same :func:`diffjax.run_training.train_and_evaluate`.
+  same :func:`diffjax.run_kinds.train_and_evaluate`.
 * :func:`load_run` restores a run's EMA parameters onto the devices present as a
   :class:`Run`: ``run.generate(n)``, ``run.restore(images, masks)`` (arrays in,
   arrays out) and ``run.score_fn`` for :func:`diffjax.sample` / :mod:`diffjax.tasks`.
@@ -28,12 +28,12 @@ from tqdm.auto import tqdm
 from diffjax import builders, distributed
 from diffjax.builders import load_model_config, restore_ema_model
 from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
-from diffjax.run_base import Run, lead_print
+from diffjax.run_base import Run, check_num, check_workdir_path, lead_print, write_named
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
 from diffjax import ldm as _ldm  # latent diffusion's entries of the task tables (docs/ldm.md)
-from diffjax.run_lsgm import LSGMRun, run_lsgm_generate
-from diffjax.run_segmentation import Segmenter, load_segmenter, run_segment
-from diffjax.run_training import train_and_evaluate
+from diffjax.run_lsgm import run_lsgm_generate
+from diffjax.run_segmentation import run_segment
+from diffjax.run_kinds import kind_of, train_and_evaluate
 
 __all__ = [
     "train",
@@ -59,7 +59,8 @@ def train(config, workdir: str, overrides: dict | None = None) -> dict:
 
     Args:
       config: an ``ml_collections.ConfigDict`` (e.g. ``configs/ddpm_digits.py``'s
-        ``get_config("smoke")``) or a config file as ``"path/to/config.py[:arg]"``.
+        ``get_config("smoke")``), a config file as ``"path/to/config.py[:arg]"``,
+        or a bundled config by name (``"ddpm_digits:smoke"``, from any directory).
       workdir: directory for checkpoints, logs, samples and metrics.
       overrides: dotted keys to values applied on top, checked like the command
         line's ``--config.a.b=v`` (e.g. ``{"training.num_steps": 100}``).
@@ -76,9 +77,8 @@ def train(config, workdir: str, overrides: dict | None = None) -> dict:
       FloatingPointError: the loss became NaN/inf and
         ``config.training.nonfinite`` is ``"stop"``.
     """
-    if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
-        raise ValueError(f"workdir must be a directory path, got {workdir!r}")
-    return train_and_evaluate(resolve_config(config, overrides), os.fspath(workdir))
+    workdir = check_workdir_path(workdir)
+    return train_and_evaluate(resolve_config(config, overrides), workdir)
 
 
 # What run.generate / run.restore do for each config.task.name, over every kind
@@ -87,7 +87,7 @@ GENERATORS = {**Run.GENERATORS, **_ldm.LatentRun.GENERATORS}
 RESTORERS = {**Run.RESTORERS, **_ldm.LatentRun.RESTORERS}
 
 
-def load_run(workdir: str, overrides: dict | None = None) -> Run | LSGMRun | Segmenter:
+def load_run(workdir: str, overrides: dict | None = None) -> Run:
     """Restore a finished or running run from its workdir (the EMA parameters of its latest checkpoint).
 
     The parameters are put on whatever devices are present (replicated), so a
@@ -99,10 +99,13 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run | LSGMRun | Seg
         like ``sample.py``'s ``--config.a.b=v`` (e.g. ``{"sampling.steps": 20}``).
 
     Returns:
-      A :class:`Run` for diffusion runs; an LSGM run gives a
-      :class:`diffjax.run_lsgm.LSGMRun` (``generate``, ``nll_bound``,
-      ``score_fn``) and a segmentation run a
-      :class:`diffjax.run_segmentation.Segmenter` (``predict``, ``log_probs``).
+      A :class:`Run` of the task's kind (:func:`diffjax.run_kinds.kind_of`):
+      :class:`Run` for diffusion runs, :class:`diffjax.ldm.LatentRun` (plus
+      ``encode`` / ``decode``) for latent ones, :class:`diffjax.run_lsgm.LSGMRun`
+      (``generate``, ``nll_bound``, ``score_fn``) for LSGM and
+      :class:`diffjax.run_segmentation.Segmenter` (``predict``, ``log_probs``)
+      for segmentation; ``run.capabilities`` lists what it can do, and any
+      other capability raises ValueError saying so.
 
     Raises:
       ValueError: a missing workdir, one without ``config.json``,
@@ -110,23 +113,11 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run | LSGMRun | Seg
         the closest valid one) or a mistyped value, or a DDeP pretraining run
         (it does not segment; fine-tune it first).
     """
-    if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
-        raise ValueError(f"workdir must be a directory path, got {workdir!r}")
-    workdir = os.fspath(workdir)
+    workdir = check_workdir_path(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
     config = apply_overrides(load_run_config(workdir), overrides)
-    # Runs whose state is not one diffusion network get their own restored object.
-    if config.task.name == "lsgm":
-        return LSGMRun(workdir, config)
-    if config.task.name in ("segmentation_features", "ddep_finetune"):
-        return load_segmenter(workdir)
-    if config.task.name == "ddep_pretrain":
-        raise ValueError(f"{workdir} is a DDeP pretraining run: fine-tune it with configs/segmentation_ddep.py:finetune "
-                         "(segmentation.pretrain_workdir) and load that run")
-    if config.task.name in _ldm.LATENT_TASKS:
-        return _ldm.LatentRun(config, workdir)
-    return Run(config, workdir)
+    return kind_of(config).load(config, workdir)
 
 
 # -- sample.py: the same, writing files -----------------------------------------
@@ -150,8 +141,7 @@ def run_generate(config: ml_collections.ConfigDict, workdir: str, output: str, n
     Raises:
       ValueError: ``num < 1`` or a workdir without a checkpoint.
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
+    check_num(num)
     run = Run(config, workdir)
     classes = run.model_config.num_classes
     # A class-conditional network: num images per class, as the latent runs (ldm.run_ldm_generate).
@@ -221,10 +211,7 @@ def run_sr3(config: ml_collections.ConfigDict, workdir: str, output: str, input_
               disable=not distributed.is_lead()) as bar:
         images = run._super_resolve([low for _, low in inputs], key=jax.random.key(config.sampling.seed),
                                     progress=lambda done, total: bar.update(1))
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, images)
     lead_print(f"super-resolved {len(images)} images x{pipeline.scale} (checkpoint step {run.step}) into {output}")
     return {"output": output, "num": len(images), "step": run.step}
 
@@ -280,10 +267,7 @@ def run_translate(config: ml_collections.ConfigDict, workdir: str, output: str, 
     with tqdm(total=-(-len(images) // batch), desc=f"{method} batches", disable=not distributed.is_lead()) as bar:
         out = run._translate(images, method, classifier, key=jax.random.key(config.sampling.seed),
                              progress=lambda done: bar.update(1))
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, out):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, out)
     lead_print(f"{method}: translated {len(images)} images (t0 {config.translation.t0}, checkpoint step {run.step}) "
                f"into {output}")
     return {"output": output, "num": len(images), "step": run.step, "method": method}

@@ -17,7 +17,7 @@ from diffjax import run_segmentation as rs
 from diffjax.data.folder import read_label_map
 from diffjax.data.scenes import write_folder
 from diffjax.run_config import apply_overrides
-from diffjax.run_training import train_and_evaluate
+from diffjax.run_kinds import train_and_evaluate
 from diffjax.runs import load_run, sample_from_workdir
 
 SIZE = 8  # a one-level UNet on 8x8 scenes compiles fastest
