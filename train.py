@@ -1,6 +1,9 @@
 """Train a diffusion model: ``python train.py --config configs/X.py[:arg] --workdir DIR [--config.a.b=v]``.
 
-A thin command line over :func:`diffjax.run_training.train_and_evaluate` (what
+``--config`` takes a path or the name of a config shipped with diffjax
+(``--config ddpm_digits:smoke`` works from any directory once installed).
+
+A thin command line over :func:`diffjax.run_kinds.train_and_evaluate` (what
 a run writes, its resume order and multi-host behaviour are described there;
 from Python, :func:`diffjax.train` does the same).
 
@@ -14,8 +17,9 @@ from __future__ import annotations
 import logging
 
 from diffjax import builders, distributed
-from diffjax.run_config import CONFIG_FILE, load_config_file, write_run_config  # noqa: F401  (re-exported)
-from diffjax.run_training import NONFINITE_MODES, check_workdir_writable, evaluate, train_and_evaluate  # noqa: F401
+from diffjax.run_config import CONFIG_FILE, load_config_file, split_config_flag, write_run_config  # noqa: F401
+from diffjax.run_kinds import train_and_evaluate  # noqa: F401
+from diffjax.run_training import NONFINITE_MODES, check_workdir_writable, evaluate  # noqa: F401
 from diffjax.run_training import TrainingSetup as _Run  # noqa: F401  (tests build one)
 
 log = logging.getLogger("diffjax.train")
@@ -36,16 +40,19 @@ def main(argv):
         log.info("done: %s", summary)
 
 
-def _check_command_line(argv: list[str]) -> None:
-    """Fail on unknown ``--config.*`` keys with a clear message, before absl parses them."""
-    spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    if spec is None and "--config" in argv[:-1]:
-        spec = argv[argv.index("--config") + 1]
-    if spec is not None:
-        try:
-            builders.check_override_keys(argv, load_config_file(spec))
-        except ValueError as err:
-            raise SystemExit(f"error: {err}")
+def _load_command_line_config(argv: list[str]):
+    """The ``--config`` spec loaded (path or bundled name), its overrides checked, and argv without it."""
+    spec, rest = split_config_flag(argv)
+    if spec is None:
+        raise SystemExit("error: train.py needs --config configs/X.py[:arg] (or a bundled name such as "
+                         "ddpm_digits:smoke) and --workdir DIR")
+    try:
+        config = load_config_file(spec)
+        # Fail on unknown --config.* keys with a clear message, before absl parses them.
+        builders.check_override_keys(rest, config)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+    return config, rest
 
 
 if __name__ == "__main__":
@@ -58,14 +65,15 @@ if __name__ == "__main__":
     from absl import logging as absl_logging
     from ml_collections import config_flags
 
-    _check_command_line(sys.argv)
-
-    _CONFIG = config_flags.DEFINE_config_file("config", None, "config file, e.g. configs/ddpm_digits.py[:smoke]",
-                                              lock_config=True)
+    _BASE, _ARGV = _load_command_line_config(sys.argv)
+    # The loaded config is the flag's default, so --config.a.b=v overrides type-check against it.
+    # (sys_argv: the overrides are read from the command line without the --config spec.)
+    _CONFIG = config_flags.DEFINE_config_dict("config", _BASE, "config file, e.g. configs/ddpm_digits.py[:smoke]",
+                                              lock_config=True, sys_argv=_ARGV)
     _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples")
     _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
                                        "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
     _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
     _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
-    flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main, _ARGV)

@@ -47,7 +47,7 @@ from diffjax.checkpoint import StopRequest  # noqa: E402
 from diffjax.logging_utils import save_grid  # noqa: E402
 from diffjax.metrics import alexnet_features, frechet_distance  # noqa: E402
 from diffjax.run_config import apply_overrides, load_config_file, load_run_config  # noqa: E402
-from diffjax.run_training import train_and_evaluate  # noqa: E402
+from diffjax.run_kinds import train_and_evaluate  # noqa: E402
 
 MODELS = {
     "vae": ("configs/lsgm_fashion_mnist.py", {"lsgm.prior": "normal"}),

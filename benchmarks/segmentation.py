@@ -58,7 +58,7 @@ from configs.segmentation_ddep import get_config as ddep_config  # noqa: E402
 from configs.segmentation_ddpm_features import get_config as features_config  # noqa: E402
 from diffjax import run_segmentation as rs  # noqa: E402
 from diffjax.run_config import apply_overrides  # noqa: E402
-from diffjax.run_training import train_and_evaluate  # noqa: E402
+from diffjax.run_kinds import train_and_evaluate  # noqa: E402
 
 METHODS = ("pixels", "random_unet", "ddpm", "random_init", "ddep")
 

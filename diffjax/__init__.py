@@ -11,23 +11,28 @@ from diffjax.sde import SDE, CosineVPSDE, DiscreteVPSDE, SubVPSDE, VESDE, VPSDE
 
 __version__ = "0.1.0"
 
-# Runs (train / load_run / Run) pull in Flax, Optax and Orbax: imported on first
-# use so that ``import diffjax`` stays light for code that only samples.
+# Runs (train / load_run / Run) pull in Flax, Optax and Orbax, and the networks,
+# metrics and data sets are heavy too: imported on first use so that
+# ``import diffjax`` stays light for code that only samples.
 _LAZY = {"train": "diffjax.runs", "load_run": "diffjax.runs", "Run": "diffjax.runs"}
+_LAZY_MODULES = ("metrics", "data", "nn")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'diffjax' has no attribute {name!r}")
+    elif name in _LAZY_MODULES:
+        value = importlib.import_module(f"diffjax.{name}")
+    else:
+        raise AttributeError(f"module 'diffjax' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_LAZY_MODULES))
 
 __all__ = [
     "SDE",
@@ -48,4 +53,7 @@ __all__ = [
     "train",
     "load_run",
     "Run",
+    "metrics",
+    "data",
+    "nn",
 ]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
+import os
 
 import ml_collections
 import optax
@@ -26,6 +28,8 @@ from diffjax.pipelines.repaint import RepaintPipeline
 from diffjax.pipelines.sr3 import SR3Pipeline
 from diffjax.pipelines.translation import DomainClassifierPipeline
 from diffjax.training import make_lr_schedule, make_optimizer
+from diffjax.run_config import load_run_config
+from diffjax.config_checks import check_override_keys, fill_missing_keys, validate_config  # noqa: F401  (re-exported)
 
 __all__ = [
     "SDES",
@@ -43,6 +47,9 @@ __all__ = [
     "build_lr_schedule",
     "build_pipeline",
     "PIPELINES",
+    "load_model_config",
+    "restore_ema_model",
+    "first_stage_for",
 ]
 
 SDES = {
@@ -106,63 +113,6 @@ def _pick(section: ml_collections.ConfigDict, cls) -> dict:
     """The entries of ``section`` that ``cls`` takes as keyword arguments."""
     fields = _constructor_fields(cls)
     return {k: v for k, v in section.items() if k in fields}
-
-
-# -- schema -----------------------------------------------------------------
-
-
-def fill_missing_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """A copy of ``config`` with every key of ``schema`` it lacks added at its default.
-
-    A run's stored config predates keys added to the schema later (a new task
-    section, a new training option); those keys take their defaults, which is
-    what the run used, so older runs stay readable. Unknown keys are kept for
-    :func:`validate_config` to report.
-    """
-    filled = ml_collections.ConfigDict(config.to_dict())
-
-    def walk(cfg, ref):
-        for key in ref.keys():
-            if key not in cfg:
-                cfg[key] = ref[key]
-            elif isinstance(ref[key], ml_collections.ConfigDict) and isinstance(cfg[key], ml_collections.ConfigDict):
-                walk(cfg[key], ref[key])
-
-    walk(filled, schema)
-    return filled
-
-
-def validate_config(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
-    """Check that ``config`` has exactly the sections and keys of ``schema``.
-
-    Catches typos in config files (``config.training.bacth_size = ...`` silently
-    adds a key to an unlocked ConfigDict) and missing sections.
-
-    Args:
-      config: the run's config.
-      schema: the reference (``configs/default.get_base_config()``).
-
-    Raises:
-      ValueError: naming each unknown or missing key.
-    """
-    problems = []
-
-    def walk(cfg, ref, prefix):
-        for key in cfg.keys():
-            if key not in ref:
-                problems.append(f"unknown key config.{prefix}{key} (valid here: {sorted(ref.keys())})")
-            elif isinstance(ref[key], ml_collections.ConfigDict):
-                if not isinstance(cfg[key], ml_collections.ConfigDict):
-                    problems.append(f"config.{prefix}{key} must be a section, got {cfg[key]!r}")
-                else:
-                    walk(cfg[key], ref[key], f"{prefix}{key}.")
-        for key in ref.keys():
-            if key not in cfg:
-                problems.append(f"missing key config.{prefix}{key}")
-
-    walk(config, schema, "")
-    if problems:
-        raise ValueError("config does not match the schema of configs/default.py:\n  " + "\n  ".join(problems))
 
 
 # -- builders ----------------------------------------------------------------
@@ -333,48 +283,139 @@ def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfor
     )
 
 
-def check_override_keys(argv: list[str], config: ml_collections.ConfigDict, flag: str = "config") -> None:
-    """Reject ``--config.a.b=v`` command-line overrides naming keys ``config`` lacks.
-
-    ml_collections would fail too, but with a bare ``AttributeError``
-    traceback; this names the flag, the closest key and the valid ones.
-
-    Args:
-      argv: the command line.
-      config: the config the overrides apply to.
-      flag: the config flag's name.
-
-    Raises:
-      ValueError: on the first unknown key.
-    """
-    import difflib
-
-    prefix = f"--{flag}."
-    for arg in argv:
-        if not arg.startswith(prefix):
-            continue
-        path = arg[len(prefix):].split("=", 1)[0].split(".")
-        node, walked = config, []
-        for key in path:
-            if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-                valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-                where = "config." + ".".join(walked) if walked else "config"
-                close = difflib.get_close_matches(key, valid, n=1)
-                hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"unknown config key {key!r} in {arg.split('=', 1)[0]}.{hint} "
-                    f"Valid keys of {where}: {valid}"
-                )
-            node, walked = node[key], walked + [key]
-
-
 def build_pipeline(config: ml_collections.ConfigDict):
     """The task's host-side pipeline (:mod:`diffjax.pipelines`) from ``config.task``."""
     cls = _lookup("task", config.task.name, PIPELINES)
     section = config.task.get(config.task.name, ml_collections.ConfigDict())
     pipeline = cls(**dict(section.items()))
     if getattr(pipeline, "needs_autoencoder", False):
-        from diffjax.ldm import first_stage_for  # restores (lazily) and checks the named autoencoder run
-
+        # The named autoencoder run, checked now; its weights are restored on first use.
         pipeline.attach(first_stage_for(config))
     return pipeline
+
+
+# -- restoring a trained run's network (a latent task's first stage is one) ---
+# Here, not in the run layer, because building a latent pipeline restores the
+# autoencoder run it names: the recursion stays inside this module.
+
+
+def load_model_config(workdir: str, network: str = "unet"):
+    """The ``UNetConfig`` (``network="classifier"``: ``ClassifierConfig``; ``"autoencoder"``: ``AutoencoderConfig``) stored with the run.
+
+    Raises:
+      ValueError: if ``workdir`` holds no ``model_config.json``.
+    """
+    from diffjax.checkpoint import model_config_path
+    from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
+
+    path = model_config_path(workdir)
+    if not os.path.exists(path):
+        raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
+    with open(path) as f:
+        cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
+        return cls(**json.load(f))
+
+
+def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
+    """Restore the EMA parameters of checkpoint ``step`` (default: the latest) onto ``mesh`` (replicated).
+
+    Args:
+      config: the run's config (its optimizer gives the checkpoint's structure).
+      workdir: the training run's directory.
+      mesh: the devices to restore onto (:func:`diffjax.sharding.make_mesh`),
+        whatever the layout that wrote the checkpoint.
+      step: the checkpoint step to restore; ``None`` = the latest.
+
+    Raises:
+      ValueError: no model config or no checkpoint in ``workdir``.
+
+    Returns:
+      ``(graphdef, ema_params, model_state, model_config, step)``.
+    """
+    import jax
+
+    from diffjax.checkpoint import Checkpointer, abstract_state
+    from diffjax.nn import Autoencoder, Classifier, UNet
+    from diffjax.sharding import replicated
+    from diffjax.training import TrainState
+
+    network = build_pipeline(config).network
+    model_config = load_model_config(workdir, network)
+    optimizer = build_optimizer(config)
+    # Abstract model: shapes only, no weights drawn.
+    cls = {"classifier": Classifier, "autoencoder": Autoencoder}.get(network, UNet)
+    model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
+    graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+
+    def init():
+        p, r = _zeros_like(params), _zeros_like(model_state)
+        return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=optimizer.init(p),
+                          ema_params=p, model_state=r)
+
+    checkpointer = Checkpointer(workdir, keep=max(1, config.training.keep_checkpoints), async_save=False)
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
+        state = checkpointer.restore(abstract_state(init, replicated(mesh)), step=step)
+    finally:
+        checkpointer.close()
+    return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
+
+
+def _zeros_like(tree):
+    import jax
+
+    return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
+
+
+
+_FIRST_STAGES: dict = {}
+
+
+def first_stage_for(config: ml_collections.ConfigDict) -> ldm_pipelines.FirstStage:
+    """The autoencoder of a latent run: ``config.autoencoder.workdir``, checked (its parameters restored on first use).
+
+    With an empty workdir the autoencoder is only *declared* by the fields of
+    ``config.autoencoder`` (enough to build the diffusion network's shapes;
+    training and sampling refuse it).
+
+    Raises:
+      ValueError: a workdir that does not exist, is not a ``train.py`` run, is
+        a run of another task than ``autoencoder``, or holds no checkpoint.
+    """
+    from diffjax.checkpoint import Checkpointer
+    from diffjax.pipelines.ldm import FirstStage
+    from diffjax.sharding import make_mesh
+
+    workdir = config.autoencoder.workdir
+    if not workdir:
+        declared = build_autoencoder_config(config, (64, 64, 1))
+        return FirstStage(declared)
+    where = f"--config.autoencoder.workdir={workdir}"
+    if not os.path.isdir(workdir):
+        raise ValueError(f"{where} does not exist; train the autoencoder first: python train.py "
+                         f"--config configs/autoencoder_photos.py --workdir {workdir}")
+    try:
+        ae_run_config = load_run_config(workdir)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{where} is not a train.py run ({err})") from None
+    if ae_run_config.task.name != "autoencoder":
+        raise ValueError(f"{where} is a {ae_run_config.task.name!r} run, not an autoencoder: its "
+                         "task.name must be 'autoencoder' (configs/autoencoder_photos.py)")
+    checkpointer = Checkpointer(workdir, keep=1, async_save=False)
+    try:
+        step = checkpointer.latest_step()
+    finally:
+        checkpointer.close()
+    if step is None:
+        raise ValueError(f"{where} is untrained: it holds no checkpoint; train it first "
+                         f"(python train.py --config <its config> --workdir {workdir})")
+    ae_config = load_model_config(workdir, "autoencoder")
+    key = (os.path.abspath(workdir), step)
+    if key not in _FIRST_STAGES:
+        def loader():
+            graphdef, params, model_state, _, _ = restore_ema_model(ae_run_config, workdir, make_mesh())
+            return graphdef, params, model_state
+
+        _FIRST_STAGES[key] = FirstStage(ae_config, os.path.abspath(workdir), step, loader)
+    return _FIRST_STAGES[key]

@@ -50,15 +50,17 @@ def make_generate_fn(
         float rounding.
 
     Returns:
-      A pure function of ``(params, key, labels=None)`` returning
+      A pure function of ``(params, key, labels=None, context=None)`` returning
       ``(batch_size, H, W, C)`` images, clipped to ``[-1, 1]``; ``labels``
-      (``(batch_size,)`` integers) conditions a class-conditional network.
+      (``(batch_size,)`` integers) conditions a class-conditional network,
+      ``context`` (``(batch_size, tokens, context_dim)``) a cross-attention one.
     """
     shape = (batch_size, *image_shape)
 
-    def generate(params: PyTree, key: PRNGKey, labels: Array | None = None) -> Array:
+    def generate(params: PyTree, key: PRNGKey, labels: Array | None = None, context: Array | None = None) -> Array:
         model = model_from_state(graphdef, params, model_state)
-        net = (lambda x, c: model(x, c)) if labels is None else (lambda x, c: model(x, c, labels=labels))
+        inputs = {k: v for k, v in (("labels", labels), ("context", context)) if v is not None}
+        net = lambda x, c: model(x, c, **inputs)  # noqa: E731
         score_fn = model_score_fn(net, sde, prediction=prediction, time_input=time_input)
         prior_key, sample_key = jax.random.split(key)
         x_init = sde.prior_sample(prior_key, shape)
@@ -71,7 +73,7 @@ def make_generate_fn(
 
 
 def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch_size: int, progress=None,
-                     labels: np.ndarray | None = None) -> np.ndarray:
+                     labels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
     """Call a jitted ``generate`` until ``num`` images exist (batch ``i`` uses ``fold_in(key, i)``).
 
     Args:
@@ -83,6 +85,7 @@ def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch
       progress: optional callable ``progress(done, total)`` after each batch.
       labels: optional ``(num,)`` class labels, image ``j`` conditioned on ``labels[j]``
         (the last batch is padded with its last label, the padding dropped).
+      context: optional ``(num, tokens, context_dim)`` cross-attention context, padded the same way.
 
     Returns:
       ``(num, H, W, C)`` float32 numpy images in ``[-1, 1]``.
@@ -91,11 +94,12 @@ def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch
     batches = -(-num // batch_size)
     for i in range(batches):
         batch_key = jax.random.fold_in(key, i)
-        if labels is None:
-            images = generate_jit(params, batch_key)
-        else:
-            lab = np.asarray(labels[i * batch_size:(i + 1) * batch_size], np.int32)
-            images = generate_jit(params, batch_key, np.concatenate([lab, np.repeat(lab[-1:], batch_size - len(lab))]))
+        inputs = {}
+        for name, values, dtype in (("labels", labels, np.int32), ("context", context, np.float32)):
+            if values is not None:
+                part = np.asarray(values[i * batch_size:(i + 1) * batch_size], dtype)
+                inputs[name] = np.concatenate([part, np.repeat(part[-1:], batch_size - len(part), axis=0)])
+        images = generate_jit(params, batch_key, **inputs)
         out.append(np.asarray(jax.device_get(images)))
         if progress is not None:
             progress(i + 1, batches)

@@ -26,10 +26,14 @@ import ml_collections
 import numpy as np
 
 from diffjax import builders, distributed
-from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
-from diffjax.pipelines.ldm import FirstStage
+from diffjax.builders import first_stage_for, load_model_config  # noqa: F401  (first_stage_for re-exported)
+from diffjax.logging_utils import save_class_samples, save_grid, save_samples
+from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
+from diffjax.run_base import Run, check_channels, check_num, lead_print, write_named
 
 __all__ = [
+    "LatentRun",
+    "LATENT_TASKS",
     "first_stage_for",
     "evaluate_autoencoder",
     "make_latent_sample_fn",
@@ -43,59 +47,6 @@ __all__ = [
     "inpaint_arrays",
     "run_ldm_inpaint",
 ]
-
-_FIRST_STAGES: dict = {}
-
-
-def first_stage_for(config: ml_collections.ConfigDict) -> FirstStage:
-    """The autoencoder of a latent run: ``config.autoencoder.workdir``, checked (its parameters restored on first use).
-
-    With an empty workdir the autoencoder is only *declared* by the fields of
-    ``config.autoencoder`` (enough to build the diffusion network's shapes;
-    training and sampling refuse it).
-
-    Raises:
-      ValueError: a workdir that does not exist, is not a ``train.py`` run, is
-        a run of another task than ``autoencoder``, or holds no checkpoint.
-    """
-    from diffjax.checkpoint import Checkpointer
-    from diffjax.run_config import load_run_config
-    from diffjax.runs import load_model_config, restore_ema_model
-    from diffjax.sharding import make_mesh
-
-    workdir = config.autoencoder.workdir
-    if not workdir:
-        declared = builders.build_autoencoder_config(config, (64, 64, 1))
-        return FirstStage(declared)
-    where = f"--config.autoencoder.workdir={workdir}"
-    if not os.path.isdir(workdir):
-        raise ValueError(f"{where} does not exist; train the autoencoder first: python train.py "
-                         f"--config configs/autoencoder_photos.py --workdir {workdir}")
-    try:
-        ae_run_config = load_run_config(workdir)
-    except (ValueError, OSError) as err:
-        raise ValueError(f"{where} is not a train.py run ({err})") from None
-    if ae_run_config.task.name != "autoencoder":
-        raise ValueError(f"{where} is a {ae_run_config.task.name!r} run, not an autoencoder: its "
-                         "task.name must be 'autoencoder' (configs/autoencoder_photos.py)")
-    checkpointer = Checkpointer(workdir, keep=1, async_save=False)
-    try:
-        step = checkpointer.latest_step()
-    finally:
-        checkpointer.close()
-    if step is None:
-        raise ValueError(f"{where} is untrained: it holds no checkpoint; train it first "
-                         f"(python train.py --config <its config> --workdir {workdir})")
-    ae_config = load_model_config(workdir, "autoencoder")
-    key = (os.path.abspath(workdir), step)
-    if key not in _FIRST_STAGES:
-        def loader():
-            graphdef, params, model_state, _, _ = restore_ema_model(ae_run_config, workdir, make_mesh())
-            return graphdef, params, model_state
-
-        _FIRST_STAGES[key] = FirstStage(ae_config, os.path.abspath(workdir), step, loader)
-    return _FIRST_STAGES[key]
-
 
 # -- the first stage: reconstruction -------------------------------------------
 
@@ -207,17 +158,13 @@ def run_reconstruct(config: ml_collections.ConfigDict, workdir: str, output: str
     Raises:
       ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
     """
-    from diffjax.runs import Run, lead_print, load_model_config
 
     mc = load_model_config(workdir, "autoencoder")
     inputs = _read_pngs(input_dir, mc.in_channels, "reconstruct")
-    run = Run(config, workdir)
+    run = LatentRun(config, workdir)
     fn = _reconstruct_fn(run._graphdef, run._model_state)
     images = [reconstruct(fn, run.params, low[None], mc.factor)[0] for _, low in inputs]
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, images)
     lead_print(f"reconstructed {len(images)} images (autoencoder f={mc.factor}, step {run.step}) into {output}")
     return {"output": output, "num": len(images), "step": run.step}
 
@@ -332,11 +279,9 @@ def run_ldm_generate(config: ml_collections.ConfigDict, workdir: str, output: st
     Raises:
       ValueError: ``num < 1`` or a workdir without a checkpoint or ``latent.json``.
     """
-    from diffjax.runs import Run, lead_print
 
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
-    run = Run(config, workdir)
+    check_num(num)
+    run = LatentRun(config, workdir)
     scale, ae_params = _ready(run)
     classes = run.model_config.num_classes
     labels = np.repeat(np.arange(classes), num) if classes else None
@@ -395,8 +340,7 @@ def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> lis
     if masks is not None or kind is not None:
         raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
     ae = run.pipeline.first_stage.config
-    if pixels.shape[-1] != ae.in_channels:
-        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    check_channels(pixels, ae.in_channels)
     problem = _sr_problem(pixels.shape[1:3], run.pipeline, run.model_config.image_size * ae.factor)
     if problem is not None:
         raise ValueError(f"images: {problem}")
@@ -415,7 +359,6 @@ def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, inp
     Raises:
       ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
     """
-    from diffjax.runs import Run, lead_print, load_model_config
 
     pipeline = builders.build_pipeline(config)
     ae = pipeline.first_stage.config
@@ -425,12 +368,9 @@ def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, inp
                 if (p := _sr_problem(low.shape[:2], pipeline, pixel_tile)) is not None]
     if problems:
         raise ValueError(f"cannot super-resolve {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
-    run = Run(config, workdir)
+    run = LatentRun(config, workdir)
     images = _super_resolve(run, [low for _, low in inputs], jax.random.key(config.sampling.seed), None)
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_png(os.path.join(output, name), to_uint8(image))
+    write_named(output, inputs, images)
     lead_print(f"latent SR: super-resolved {len(images)} images x{pipeline.scale} (checkpoint step {run.step}) "
                f"into {output}")
     return {"output": output, "num": len(images), "step": run.step}
@@ -467,14 +407,12 @@ def inpaint_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.n
       ValueError: no masks, a kind other than ``"inpainting"``, bad masks, a
         wrong channel count or size.
     """
-    from diffjax.run_arrays import as_known_masks
 
     del seed
     if masks is None or kind not in (None, "inpainting"):
         raise ValueError("latent inpainting needs masks (1 = keep, 0 = fill) and kind=None or 'inpainting'")
     ae = run.pipeline.first_stage.config
-    if pixels.shape[-1] != ae.in_channels:
-        raise ValueError(f"images have {pixels.shape[-1]} channels; the model takes {ae.in_channels}-channel images")
+    check_channels(pixels, ae.in_channels)
     problem = _inpaint_size_problem(pixels.shape[1:3], ae.factor, run.model_config.image_size * ae.factor)
     if problem is not None:
         raise ValueError(f"images: {problem}")
@@ -493,7 +431,6 @@ def run_ldm_inpaint(config: ml_collections.ConfigDict, workdir: str, output: str
       ValueError: bad inputs (as the pixel inpainting tasks'), sizes not a multiple of ``f``.
     """
     from diffjax.pipelines.restoration import read_inputs, write_outputs
-    from diffjax.runs import Run, lead_print, load_model_config
 
     pipeline = builders.build_pipeline(config)
     ae = pipeline.first_stage.config
@@ -503,9 +440,86 @@ def run_ldm_inpaint(config: ml_collections.ConfigDict, workdir: str, output: str
                 if (p := _inpaint_size_problem(item.image.shape[:2], ae.factor, pixel_tile)) is not None]
     if problems:
         raise ValueError(f"cannot inpaint {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
-    run = Run(config, workdir)
+    run = LatentRun(config, workdir)
     images = _inpaint(run, [(item.image, item.mask) for item in inputs], jax.random.key(config.sampling.seed), None)
     if distributed.is_lead():
         write_outputs(output, inputs, images)
     lead_print(f"latent inpainting: {len(images)} images (checkpoint step {run.step}) into {output}")
     return {"output": output, "num": len(images), "step": run.step}
+
+
+#: The tasks whose runs are :class:`LatentRun` (the first stage, and diffusion in its latent space).
+LATENT_TASKS = ("autoencoder", "ldm", "ldm_sr", "ldm_inpainting")
+
+
+class LatentRun(Run):
+    """A latent-diffusion run (or its autoencoder run): :class:`diffjax.Run` plus :meth:`encode` / :meth:`decode`."""
+
+    GENERATORS = {**Run.GENERATORS, "ldm": generate_arrays}
+    RESTORERS = {**Run.RESTORERS, "autoencoder": reconstruct_arrays, "ldm_sr": super_resolve_arrays,
+                 "ldm_inpainting": inpaint_arrays}
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        # Translation works on pixel-space score runs only.
+        return tuple(c for c in super().capabilities if c != "translate") + ("encode", "decode")
+
+    def _coder(self, name: str):
+        """The jitted autoencoder half ``name`` (``encode``: posterior mean; ``decode``) and its parameters."""
+        from diffjax.training import model_from_state
+
+        if self.task == "autoencoder":  # the run is the autoencoder itself
+            graphdef, params, state = self._graphdef, self.params, self._model_state
+        else:
+            graphdef, params, state = self.pipeline.first_stage.load()
+        if ("coder", name) not in self._compiled:
+            def encode(p, x):
+                return model_from_state(graphdef, p, state).encode(x)[0]
+
+            def decode(p, z):
+                return jnp.clip(model_from_state(graphdef, p, state).decode(z), -1.0, 1.0)
+
+            self._compiled[("coder", name)] = jax.jit(encode if name == "encode" else decode)
+        return self._compiled[("coder", name)], params
+
+    def _autoencoder_config(self):
+        return self.model_config if self.task == "autoencoder" else self.pipeline.first_stage.config
+
+    def encode(self, images) -> np.ndarray:
+        """Images -> the autoencoder's latents (the posterior mean, not scaled by the run's ``scale_factor``).
+
+        Args:
+          images: ``uint8`` or floats in ``[0, 1]``, ``(H, W, C)`` or ``(N, H, W, C)``,
+            the autoencoder's channels, sides divisible by its factor ``f``.
+
+        Returns:
+          float32 ``(N, H / f, W / f, z_channels)`` (no batch axis for one image).
+
+        Raises:
+          ValueError: images of another dtype, range, channel count or size.
+        """
+        pixels, single = as_pixels(images)
+        ae = self._autoencoder_config()
+        f = 2 ** (len(ae.channel_mult) - 1)
+        if pixels.shape[-1] != ae.in_channels or pixels.shape[1] % f or pixels.shape[2] % f:
+            raise ValueError(f"images must have {ae.in_channels} channels and sides divisible by {f}, "
+                             f"got shape {pixels.shape[1:]}")
+        fn, params = self._coder("encode")
+        z = np.asarray(fn(params, jnp.asarray(pixels / 127.5 - 1.0)))
+        return z[0] if single else z
+
+    def decode(self, latents) -> np.ndarray:
+        """Latents (as :meth:`encode` returns them) -> images, float32 in ``[0, 1]``.
+
+        Raises:
+          ValueError: latents that are not finite floats of shape ``([N,] h, w, z_channels)``.
+        """
+        z = np.asarray(latents)
+        ae = self._autoencoder_config()
+        if (z.ndim not in (3, 4) or z.shape[-1] != ae.z_channels or not np.issubdtype(z.dtype, np.floating)
+                or not np.isfinite(z).all()):
+            raise ValueError(f"latents must be finite floats of shape ([N,] h, w, {ae.z_channels}), "
+                             f"got {z.dtype} of shape {z.shape}")
+        single = z.ndim == 3
+        fn, params = self._coder("decode")
+        return to_unit(np.asarray(fn(params, jnp.asarray(z[None] if single else z, jnp.float32))), single)

@@ -2,7 +2,7 @@
 
 :func:`get_base_config` is the schema: every ``configs/*.py`` file starts from
 it and changes values only, so a key that is not here is a typo and a run
-refuses it (:func:`diffjax.builders.validate_config`). It lives in the package
+refuses it (:func:`diffjax.config_checks.validate_config`). It lives in the package
 so that an installed ``diffjax`` (which does not ship ``configs/``) can read and
 check the config a run stored in its workdir.
 """
@@ -15,12 +15,14 @@ import os
 
 import ml_collections
 
-from diffjax import builders
+from diffjax import config_checks
 
 __all__ = [
     "CONFIG_FILE",
     "get_base_config",
     "load_config_file",
+    "bundled_configs_dir",
+    "split_config_flag",
     "apply_overrides",
     "resolve_config",
     "write_run_config",
@@ -263,30 +265,98 @@ def get_base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def bundled_configs_dir() -> str | None:
+    """The folder of the configs shipped with diffjax (``configs/`` of the source tree).
+
+    An installed diffjax carries them as the package ``diffjax.configs``; a source
+    checkout (``PYTHONPATH``, editable install) has them next to the package.
+    """
+    import importlib.util as util
+
+    try:
+        spec = util.find_spec("diffjax.configs")
+    except ImportError:
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)[0]
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    return here if os.path.isfile(os.path.join(here, "__init__.py")) else None
+
+
+def _bundled_configs_importable() -> None:
+    """Make ``from configs.X import ...`` (how the bundled configs share code) work outside a clone.
+
+    An installed diffjax carries them as ``diffjax.configs``, whose ``__init__``
+    registers itself as ``configs`` when no other package has that name.
+    """
+    import importlib.util as util
+
+    try:
+        if util.find_spec("diffjax.configs") is not None:
+            importlib.import_module("diffjax.configs")
+    except ImportError:
+        pass
+
+
+def _config_path(name: str) -> str:
+    """A config given as a path, or as the name of a bundled config (``ddpm_digits``)."""
+    if os.path.isfile(name):
+        return name
+    if os.sep not in name and "/" not in name:
+        folder = bundled_configs_dir()
+        stem = name[:-3] if name.endswith(".py") else name
+        if folder is not None and os.path.isfile(os.path.join(folder, stem + ".py")):
+            return os.path.join(folder, stem + ".py")
+    raise ValueError(f"config file {name!r} does not exist; expected a path such as "
+                     "configs/ddpm_digits.py[:smoke] or the name of a bundled config such as ddpm_digits[:smoke]")
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Load ``path/to/config.py[:arg]`` the way ``train.py --config`` does.
+    """Load ``path/to/config.py[:arg]`` or ``bundled_name[:arg]`` the way ``train.py --config`` does.
 
     Args:
-      spec: a Python file defining ``get_config(arg=None)``, optionally followed
-        by ``:arg`` (e.g. ``"configs/ddpm_digits.py:smoke"``).
+      spec: a Python file defining ``get_config(arg=None)``, or the name of a
+        config shipped with diffjax (``"ddpm_digits"``, found from any directory
+        once installed), optionally followed by ``:arg`` (e.g.
+        ``"configs/ddpm_digits.py:smoke"``, ``"ddpm_digits:smoke"``).
 
     Returns:
       The file's ``get_config(arg)``.
 
     Raises:
-      ValueError: if the file does not exist or defines no ``get_config``.
+      ValueError: if no such file or bundled config exists, or it defines no ``get_config``.
     """
     if not isinstance(spec, str):
         raise ValueError(f"a config file is given as 'path/to/config.py[:arg]', got {type(spec).__name__}")
-    path, _, arg = spec.partition(":")
-    if not os.path.isfile(path):
-        raise ValueError(f"config file {path!r} does not exist; expected e.g. configs/ddpm_digits.py[:smoke]")
+    name, _, arg = spec.partition(":")
+    path = _config_path(name)
+    if path != name:
+        _bundled_configs_importable()
     module_spec = importlib.util.spec_from_file_location("_run_config", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"config file {path} defines no get_config(arg=None)")
     return module.get_config(arg or None)
+
+
+def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+    """``argv`` without its ``--config SPEC`` / ``--config=SPEC`` flag, and that SPEC (``None`` if absent).
+
+    ``train.py`` loads SPEC with :func:`load_config_file` (paths and bundled names
+    alike) and lets ``--config.a.b=v`` override the result.
+    """
+    rest, spec, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--config="):
+            spec = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            spec, i = argv[i + 1], i + 1
+        else:
+            rest.append(arg)
+        i += 1
+    return spec, rest
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
@@ -315,7 +385,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -
         if not isinstance(key, str) or not key:
             raise ValueError(f"override keys are dotted strings such as 'training.num_steps', got {key!r}")
         # The command line's own check: the same message, the closest key named.
-        builders.check_override_keys([f"--config.{key}={value}"], out)
+        config_checks.check_override_keys([f"--config.{key}={value}"], out)
         *parents, leaf = key.split(".")
         node = out
         for name in parents:
@@ -372,4 +442,4 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
         )
     with open(path) as f:
         stored = ml_collections.ConfigDict(json.load(f))
-    return builders.fill_missing_keys(stored, get_base_config())
+    return config_checks.fill_missing_keys(stored, get_base_config())

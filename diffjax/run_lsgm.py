@@ -1,7 +1,7 @@
 """LSGM runs: training the VAE and the latent score prior together, sampling, the test bound (docs/lsgm.md).
 
 A run with ``config.task.name = "lsgm"`` goes through here from ``train.py``
-(:func:`diffjax.run_training.train_and_evaluate` dispatches to :func:`train_lsgm`)
+(:func:`diffjax.run_kinds.train_and_evaluate` dispatches to :func:`train_lsgm`)
 and ``sample.py`` (:data:`diffjax.runs.TASKS`). The math is
 :mod:`diffjax.tasks.lsgm`; this module builds the networks from the config,
 owns the training state (two parameter sets with their own optimisers and EMAs)
@@ -29,9 +29,10 @@ from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_
 from diffjax.logging_utils import MetricWriter, save_grid, save_samples
 from diffjax.parametrization import network_time_input
 from diffjax.run_arrays import as_key, as_pixels, check_sampler, to_unit
-from diffjax.run_config import get_base_config, write_run_config
+from diffjax.run_base import Run, _check_training_section, check_num, check_workdir_writable, restore_or_start
+from diffjax.run_config import get_base_config, load_run_config, write_run_config
 from diffjax.samplers import sample
-from diffjax.sharding import make_mesh, replicated
+from diffjax.sharding import check_batch_divisible, host_local_to_global, make_mesh, replicated
 from diffjax.tasks import lsgm as lsgm_math
 from diffjax.training import ema_decay_at, make_optimizer
 
@@ -302,7 +303,7 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
     Args:
       config: the run config (``task.name = "lsgm"``).
       workdir: where checkpoints, logs and sample grids go.
-      stop: a preemption flag (as in :func:`diffjax.run_training.train_and_evaluate`);
+      stop: a preemption flag (as in :func:`diffjax.run_kinds.train_and_evaluate`);
         when set the run saves a checkpoint and stops after the current step.
 
     Returns:
@@ -313,12 +314,12 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
         workdir holding another model (before anything is written).
       FloatingPointError: the bound became NaN/inf.
     """
-    from diffjax.run_training import _check_training_section, check_workdir_writable
 
     builders.validate_config(config, get_base_config())
     _check_training_section(config.training)
     tc = config.training
     mesh = make_mesh()
+    check_batch_divisible(tc.batch_size, mesh)
     rep = replicated(mesh)
     dataset = builders.build_dataset(config, "train")
     model, vae_params, prior_params = build_lsgm_model(config, dataset.image_shape)
@@ -328,11 +329,7 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
     if distributed.is_lead():
         os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
-    init = _initial_state(vae_params, prior_params, vae_opt, prior_opt)
-    if checkpointer.latest_step() is None:
-        state = jax.device_put(init, rep)
-    else:
-        state = checkpointer.restore(abstract_state(lambda: init, rep))
+    state = restore_or_start(checkpointer, _initial_state(vae_params, prior_params, vae_opt, prior_opt), rep)
     if distributed.is_lead():
         write_model_config(workdir, model.model_config_dict())
         write_run_config(workdir, config)
@@ -344,15 +341,20 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
     writer = MetricWriter(workdir)
     stop = (stop or StopRequest()).install()
     start = int(state.step)
-    batches = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed)
+    # As the diffusion loop: each host reads its rows of the global batch, and the
+    # hosts agree on SIGTERM (any host's) so that all stop and save after the same step.
+    batches = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed, process_index=jax.process_index(),
+                               process_count=jax.process_count())
+    stop_vote = distributed.StopVote(mesh)
     bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()),
                desc="train lsgm" if model.prior == "sde" else "train vae")
     last, stopped_early, step, t0 = {}, False, start, time.perf_counter()
     try:
         for step in range(start + 1, tc.num_steps + 1):
-            state, metrics = train_step(state, jnp.asarray(next(batches)["image"]), base_key)
+            images = host_local_to_global(np.asarray(next(batches)["image"], np.float32), mesh)
+            state, metrics = train_step(state, images, base_key)
             bar.update(1)
-            stop_now = stop.requested
+            stop_now = stop_vote.vote(stop.requested)
             save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
             if step % tc.log_every == 0 or save_now:
                 last = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -362,9 +364,11 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
                 last["seconds"] = time.perf_counter() - t0
                 writer.write_scalars(step, last)
                 bar.set_postfix(bpd=f"{last['bpd']:.3f}")
-            if grid_fn is not None and step % tc.sample_every == 0 and distributed.is_lead():
+            if grid_fn is not None and step % tc.sample_every == 0:
+                # Every process runs the (collective) sampling program; process 0 writes the grid.
                 images = np.asarray(grid_fn(state.vae_ema, state.prior_ema, jax.random.fold_in(grid_key, step)))
-                save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), images)
+                if distributed.is_lead():
+                    save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), images)
             if save_now:
                 checkpointer.save(step, state)
             if stop_now:
@@ -390,7 +394,6 @@ def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     Raises:
       ValueError: a workdir without config or checkpoint, or not an LSGM run.
     """
-    from diffjax.run_config import load_run_config
 
     config = load_run_config(workdir) if config is None else config
     if config.task.name != "lsgm":
@@ -432,8 +435,7 @@ def run_lsgm_generate(config: ml_collections.ConfigDict, workdir: str, output: s
     Raises:
       ValueError: ``num < 1`` or a workdir without a checkpoint.
     """
-    if num < 1:
-        raise ValueError(f"--num must be >= 1, got {num}")
+    check_num(num)
     model, vae_params, prior_params, step, _ = load_lsgm(workdir, config)
     images, seconds = generate_lsgm(model, vae_params, prior_params, config, num)
     if distributed.is_lead():
@@ -460,8 +462,11 @@ def generate_lsgm(model: LSGMModel, vae_params, prior_params, config, num: int, 
     return np.concatenate(out)[:num], time.perf_counter() - start
 
 
-class LSGMRun:
+class LSGMRun(Run):
     """An LSGM (or VAE-alone) run restored for use from Python; :func:`diffjax.load_run` returns one.
+
+    A :class:`diffjax.Run` whose capabilities are :meth:`generate`, :meth:`nll_bound`,
+    :attr:`score_fn` (the latent prior's), :attr:`sde` and :attr:`sampler`.
 
     Attributes:
       config: the run's config.
@@ -482,6 +487,15 @@ class LSGMRun:
     def __repr__(self) -> str:
         return (f"LSGMRun(workdir={self.workdir!r}, prior={self.model.prior!r}, step={self.step}, "
                 f"image_shape={self.image_shape})")
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return ("generate", "nll_bound", "score_fn", "sde", "sampler")
+
+    @property
+    def sde(self):
+        """The latent prior's forward process (``model.sde``)."""
+        return self.model.sde
 
     @property
     def score_fn(self):

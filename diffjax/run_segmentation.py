@@ -37,6 +37,8 @@ from PIL import Image
 from diffjax import builders, distributed
 from diffjax.checkpoint import write_model_config
 from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
+from diffjax.builders import load_model_config, restore_ema_model
+from diffjax.run_base import Run, check_workdir_path, check_workdir_writable
 from diffjax.run_config import get_base_config, load_run_config, write_run_config
 from diffjax.tasks import ddep, pixel_classifier as pc
 from diffjax.tasks import segmentation as seg
@@ -176,7 +178,6 @@ def _redraw_zero_kernels(model: nnx.Module, key) -> None:
 def _backbone(config, image_shape):
     """``(model, sde, time_input, info)`` of the features' UNet (trained or random)."""
     from diffjax.nn import UNet
-    from diffjax.runs import load_model_config, restore_ema_model
     from diffjax.sharding import make_mesh
     from diffjax.training import model_from_state
 
@@ -308,11 +309,7 @@ def _finish(config, workdir, summary: dict, info: dict) -> dict:
 
 
 def _start(config, workdir):
-    from diffjax.run_training import check_workdir_writable
-
-    if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
-        raise ValueError(f"workdir must be a directory path, got {workdir!r}")
-    check_workdir_writable(workdir)
+    check_workdir_writable(check_workdir_path(workdir))
 
 
 def _train_features(config, workdir) -> dict:
@@ -469,7 +466,6 @@ def _train_ddep_pretrain(config, workdir, stop=None) -> dict:
 def _pretrained_unet(config, image_shape, num_classes):
     """The fine-tune's starting network and a record of where it came from."""
     from diffjax.nn import UNet, UNetConfig
-    from diffjax.runs import load_model_config
 
     s = config.segmentation
     if s.init == "random":
@@ -573,8 +569,11 @@ def train_segmentation(config: ml_collections.ConfigDict, workdir: str, *, stop=
 # -- inference -----------------------------------------------------------------------
 
 
-class Segmenter:
+class Segmenter(Run):
     """A trained segmentation run, restored for prediction (build one with :func:`load_segmenter`).
+
+    A :class:`diffjax.Run` whose capabilities are :meth:`predict` and :meth:`log_probs`
+    (the others raise ValueError saying so).
 
     Attributes:
       config: the run's config.
@@ -585,7 +584,7 @@ class Segmenter:
     def __init__(self, config: ml_collections.ConfigDict, workdir: str | None = None, *, model=None,
                  level: float | None = None):
         """Restore ``workdir``'s run for ``config`` (or wrap a fine-tuned ``model`` just trained)."""
-        self.config = config
+        self.config, self.workdir, self.task = config, workdir, config.task.name
         if model is not None:
             self._kind, self._model, self._level = "unet", model, level
             self.num_classes, self.image_shape = model.config.output_channels, (
@@ -608,12 +607,19 @@ class Segmenter:
             self._ensemble = _load_npz(state_path, like)
         else:
             from diffjax.nn import UNet
-            from diffjax.runs import load_model_config
-
+        
             self._kind, self._level = "unet", _ddep_level(config)
             self._model = UNet(load_model_config(workdir), rngs=nnx.Rngs(0))
             nnx.update(self._model, _load_npz(state_path, nnx.state(self._model, nnx.Param)))
         self._build()
+
+    def __repr__(self) -> str:
+        return (f"Segmenter(workdir={self.workdir!r}, task={self.task!r}, num_classes={self.num_classes}, "
+                f"image_shape={self.image_shape})")
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return ("predict", "log_probs")
 
     def _build(self):
         if self._kind == "ensemble":

@@ -38,23 +38,20 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from diffjax import builders, distributed
-from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
+from diffjax.checkpoint import Checkpointer, StopRequest, check_model_config, write_model_config
 from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
 from diffjax.plots import plot_training_curves
+from diffjax.run_base import NONFINITE_MODES, _check_training_section, check_workdir_writable  # noqa: F401  (re-exported)
+from diffjax.run_base import restore_or_start
 from diffjax.run_config import get_base_config, write_run_config
-from diffjax.run_lsgm import train_lsgm
-from diffjax.run_segmentation import SEGMENTATION_TASKS, train_segmentation
 from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
 from diffjax.training import create_train_state, make_train_step
 
-__all__ = ["train_and_evaluate", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
+__all__ = ["train_diffusion", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
 
 log = logging.getLogger("diffjax.train")
-
-
-NONFINITE_MODES = ("stop", "skip")
 
 
 def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) -> None:
@@ -78,38 +75,6 @@ def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) 
         f"stopping without saving. {where}. Try a lower --config.optim.lr or --config.optim.grad_clip, "
         "or --config.training.nonfinite=skip to skip such updates and go on."
     )
-
-
-def check_workdir_writable(workdir: str) -> None:
-    """Refuse a work directory that cannot be created or written, before anything is written.
-
-    Raises:
-      ValueError: naming the path that is in the way and what to do.
-    """
-    path = os.path.abspath(workdir)
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise ValueError(f"--workdir {workdir} cannot be created: {existing} is a file, not a directory; "
-                         "choose another --workdir")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--workdir {workdir} is not writable ({existing} does not allow writing); "
-                         "choose a writable --workdir or fix its permissions")
-
-
-def _check_training_section(tc: ml_collections.ConfigDict) -> None:
-    for key, minimum in (("num_steps", 1), ("batch_size", 1), ("log_every", 1), ("ckpt_every", 1),
-                         ("keep_checkpoints", 1), ("sample_every", 0), ("num_grid_samples", 0)):
-        if isinstance(tc[key], bool) or not isinstance(tc[key], (int, np.integer)):
-            raise ValueError(f"config.training.{key} must be an integer, got {tc[key]!r} "
-                             f"({type(tc[key]).__name__}); e.g. --config.training.{key}=100")
-        if tc[key] < minimum:
-            raise ValueError(f"config.training.{key} must be >= {minimum}, got {tc[key]}")
-    if not isinstance(tc.ema_decay, (int, float)) or not 0.0 <= tc.ema_decay < 1.0:
-        raise ValueError(f"config.training.ema_decay must lie in [0, 1), got {tc.ema_decay!r}; e.g. 0.999")
-    if tc.nonfinite not in NONFINITE_MODES:
-        raise ValueError(f"config.training.nonfinite must be one of {list(NONFINITE_MODES)}, got {tc.nonfinite!r}")
 
 
 class TrainingSetup:
@@ -171,31 +136,13 @@ class TrainingSetup:
         return jax.jit(fn, in_shardings=(replicated(self.mesh), replicated(self.mesh)))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
-    """Train (resuming from ``workdir`` if it holds checkpoints), then evaluate.
+def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
+    """Train a run of one diffusion network (resuming from ``workdir`` if it holds checkpoints), then evaluate.
 
-    Args:
-      config: the run config (its schema is :func:`diffjax.run_config.get_base_config`).
-      workdir: directory for checkpoints, logs, samples and metrics.
-      stop: the preemption flag to poll (default: a fresh one on SIGTERM). A
-        flag already set stops the run after one step, with a checkpoint (after
-        two with several processes: their vote on stopping is one step late).
-
-    Returns:
-      A summary dict: ``step``, ``final_loss``, ``stopped_early`` and, when the
-      demo evaluation ran, its metrics.
-
-    Raises:
-      ValueError: bad config, batch not divisible by the device count, image size
-        the UNet cannot take, or a workdir holding a different model — all before
-        anything is written.
-      FloatingPointError: a loss or gradient became NaN/inf and
-        ``config.training.nonfinite`` is ``"stop"``.
+    The trainer of the diffusion and latent kinds (:mod:`diffjax.run_kinds`);
+    :func:`diffjax.run_kinds.train_and_evaluate` picks it from the task (its
+    arguments, summary and errors are documented there).
     """
-    if config.task.name == "lsgm":  # two networks, two optimisers: its own loop (docs/lsgm.md)
-        return train_lsgm(config, workdir, stop=stop)
-    if config.task.name in SEGMENTATION_TASKS:  # pixel classifiers / DDeP: their own loops (docs/segmentation.md)
-        return train_segmentation(config, workdir, stop=stop)
     run = TrainingSetup(config)
     model_config = dataclasses.asdict(run.model_config)
     defaults = {f.name: f.default for f in dataclasses.fields(run.model_config)
@@ -212,18 +159,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     rep = replicated(run.mesh)
-    init_state = run.take_initial_state()
-    if checkpointer.latest_step() is None:
-        state = jax.device_put(init_state, rep)
-    else:
-        try:
-            state = checkpointer.restore(abstract_state(lambda: init_state, rep))
-        except ValueError:
-            checkpointer.close()
-            raise
-        if distributed.is_lead():
-            log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
-    del init_state
+    state = restore_or_start(checkpointer, run.take_initial_state(), rep)
     # Written only once the restore worked: a refused resume leaves the run's files as they were.
     if distributed.is_lead():
         write_model_config(workdir, model_config)

@@ -32,6 +32,8 @@ def main() -> None:
     parser.add_argument("--stop-after-first-step", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sample-dir", default=None)
+    # "lsgm": the LSGM smoke config cut to --steps / --batch (its own state: no --out).
+    parser.add_argument("--task", default="generate", choices=("generate", "lsgm"))
     args = parser.parse_args()
 
     if os.environ.get(SLOW_SAVE_ENV):
@@ -49,6 +51,13 @@ def main() -> None:
     from train import train_and_evaluate
 
     config = tiny_config(num_steps=args.steps, batch_size=args.batch)
+    if args.task == "lsgm":
+        from configs.lsgm_fashion_mnist import get_config
+
+        config = get_config("smoke")
+        config.training.num_steps, config.training.batch_size = args.steps, args.batch
+        config.training.ckpt_every, config.training.log_every = args.steps, 1
+        config.training.sample_every, config.training.progress_bar, config.eval.enabled = 0, False, False
     if args.ckpt_every:
         config.training.ckpt_every = args.ckpt_every
     stop = StopRequest()

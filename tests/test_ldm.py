@@ -136,6 +136,14 @@ def test_autoencoder_run_logs_reconstruction_and_reconstructs_any_size(runs, tmp
     images = np.random.default_rng(0).uniform(0, 1, (2, 30, 45, 3)).astype(np.float32)  # 30, 45: not multiples of 4
     out = run.restore(images)
     assert out.shape == images.shape and np.isfinite(out).all()
+    # The latent run's own capabilities: encode / decode, with the first stage's shapes.
+    assert isinstance(run, dj.Run) and {"encode", "decode"} <= set(run.capabilities)
+    z = run.encode(images[:, :28, :44])
+    assert z.shape == (2, 7, 11, run.model_config.z_channels)
+    decoded = run.decode(z)
+    assert decoded.shape == (2, 28, 44, 3) and 0 <= decoded.min() and decoded.max() <= 1
+    with pytest.raises(ValueError, match="sides divisible by 4"):
+        run.encode(images)
     from diffjax.runs import sample_from_workdir
 
     Image.fromarray((images[0] * 255).astype(np.uint8)).save(tmp_path / "a.png")

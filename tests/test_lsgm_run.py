@@ -50,7 +50,10 @@ def test_lsgm_smoke_train_then_sample(tmp_path, monkeypatch):
     monkeypatch.setattr(run_lsgm, "make_lsgm_generate_fn", counting("generate", run_lsgm.make_lsgm_generate_fn))
     monkeypatch.setattr(run_lsgm, "lsgm_bound_fn", counting("bound", run_lsgm.lsgm_bound_fn))
     run = dj.load_run(workdir)
-    assert isinstance(run, LSGMRun) and run.step == 4
+    assert isinstance(run, LSGMRun) and isinstance(run, dj.Run) and run.step == 4
+    assert run.sde is run.model.sde and isinstance(run.sampler, dj.samplers.Sampler)
+    with pytest.raises(ValueError, match=r"run\.predict: .*it can: \['generate', 'nll_bound'"):
+        run.predict(np.zeros((32, 32, 1), np.uint8))
     images = run.generate(3)  # [0, 1] floats, as Run.generate
     # Compile once: more batches and new keys reuse the one program (no per-batch retrace or re-jit).
     run.generate(5, key=1, batch_size=3)

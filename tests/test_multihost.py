@@ -74,6 +74,17 @@ def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
     _assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
 
 
+def test_lsgm_two_processes_train_like_one(tmp_path):
+    """LSGM's loop reads each host's rows of the batch and votes on stopping, as the plain loop does."""
+    two, one = str(tmp_path / "lsgm_2x4"), str(tmp_path / "lsgm_1x8")
+    jobs = [start_job(2, 4, "--workdir", two, "--task", "lsgm"), start_job(1, 8, "--workdir", one, "--task", "lsgm")]
+    s_two, s_one = (finish_job(job) for job in jobs)
+    assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 8, 3)
+    assert (s_one["processes"], s_one["devices"], s_one["step"]) == (1, 8, 3)
+    assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]  # process 0 writes, once per step
+    assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("devices", [1, 8])
 def test_two_by_four_checkpoint_continues_on_one_process(two_by_four_and_one_by_eight, devices):

@@ -122,6 +122,31 @@ def test_restore_takes_images_larger_than_the_model(run):
         run.restore(image[:7, :6], masks=keep[:7, :6])
 
 
+def test_a_run_lists_its_capabilities_and_refuses_the_others(run):
+    assert isinstance(run, dj.Run)
+    assert {"generate", "restore", "translate", "score_fn", "sde", "sampler"} <= set(run.capabilities)
+    assert isinstance(run.sampler, dj.samplers.Sampler)
+    image = np.zeros((8, 8, 1), np.uint8)
+    for call, name in ((lambda: run.nll_bound(image), "nll_bound"), (lambda: run.encode(image), "encode"),
+                       (lambda: run.decode(np.zeros((2, 2, 4), np.float32)), "decode"),
+                       (lambda: run.predict(image), "predict"), (lambda: run.log_probs(image), "log_probs")):
+        with pytest.raises(ValueError, match=rf"run\.{name}: .*'repaint' run .*it can: \['generate', 'restore'"):
+            call()
+    with pytest.raises(ValueError, match="context needs a 'generate' run with cross-attention"):
+        run.generate(2, context=np.zeros((2, 1, 4), np.float32))
+
+
+def test_translate_takes_images_larger_than_the_model(run):
+    # SDEdit on a 13x18 guide with an 8x8 network: the score is blended over tiles, as restore does.
+    guide = np.random.default_rng(1).uniform(0, 1, (13, 18, 1)).astype(np.float32)
+    out = run.translate(guide, method="sdedit", t0=0.3, key=0)
+    assert out.shape == guide.shape and np.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
+    with pytest.raises(ValueError, match="sides of at least 8"):
+        run.translate(guide[:7], method="sdedit")
+    with pytest.raises(ValueError, match="EGSDE's domain classifier sees whole images"):
+        run.translate(guide, method="egsde")
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda: dj.load_run("/nonexistent/run"), "does not exist"),
     (lambda: dj.train(os.path.join(ROOT, "configs", "nope.py"), "/tmp/x"), "does not exist"),
@@ -224,6 +249,7 @@ def test_palette_restore_matches_sample_py_for_each_kind(palette_run, tmp_path):
     write_inputs(str(inputs), ("inpainting", "colorization", "jpeg"))
     sample_from_workdir(load_run_config(palette_run), palette_run, output=str(out), input_dir=str(inputs))
     run = dj.load_run(palette_run)
+    assert isinstance(run, dj.Run)
     image = _png(inputs / "inp.png")
     keep = _png(inputs / "inp_mask.png") == 0
     _close_to_png(run.restore(image, masks=keep), _png(out / "inp.png"))

@@ -12,11 +12,12 @@ from PIL import Image
 from configs.ddpm_scenes import get_config as ddpm_config
 from configs.segmentation_ddep import get_config as ddep_config
 from configs.segmentation_ddpm_features import get_config as features_config
+import diffjax as dj
 from diffjax import run_segmentation as rs
 from diffjax.data.folder import read_label_map
 from diffjax.data.scenes import write_folder
 from diffjax.run_config import apply_overrides
-from diffjax.run_training import train_and_evaluate
+from diffjax.run_kinds import train_and_evaluate
 from diffjax.runs import load_run, sample_from_workdir
 
 SIZE = 8  # a one-level UNet on 8x8 scenes compiles fastest
@@ -78,7 +79,11 @@ def test_features_run_trains_on_the_folder_and_sample_writes_label_and_uncertain
     names = sorted(n for n in os.listdir(folders[1]) if n.endswith(".png"))
     images = np.stack([np.asarray(Image.open(os.path.join(folders[1], n)), np.float32) / 127.5 - 1 for n in names])
     segmenter = load_run(workdir)  # dj.load_run gives a segmentation run's Segmenter
-    assert isinstance(segmenter, rs.Segmenter)
+    assert isinstance(segmenter, rs.Segmenter) and isinstance(segmenter, dj.Run)
+    for call in (lambda: segmenter.generate(1), lambda: segmenter.score_fn, lambda: segmenter.sde,
+                 lambda: segmenter.restore(images[:1])):
+        with pytest.raises(ValueError, match=r"it can: \['predict', 'log_probs'\]"):
+            call()
     want_labels, want_entropy = segmenter.predict(images)
     for name, lab, ent in zip(names, want_labels, want_entropy):
         stem = name[:-4]

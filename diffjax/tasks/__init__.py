@@ -10,6 +10,8 @@
 ``segmentation``   per-pixel features of a diffusion network (Baranchuk et al.)
 ``pixel_classifier``  their MLP ensemble: vote and per-pixel uncertainty
 ``latent``   latent diffusion: ``scale_by_std``, sampling a latent through a decoder (:mod:`diffjax.tasks.latent`)
+``palette``  Palette image-to-image tasks: degradations and conditional sampling (:mod:`diffjax.tasks.palette`)
+``ddep``     DDeP: denoising pretraining for segmentation (:mod:`diffjax.tasks.ddep`)
 ``lsgm``     LSGM: a score-based prior in a VAE's latent space, its bound and mixed score (:mod:`diffjax.tasks.lsgm`)
 """
 
@@ -21,6 +23,7 @@ from diffjax.tasks.pnp import plug_and_play
 from diffjax.tasks import pixel_classifier, segmentation  # ddpm_feature_fn, train_ensemble, ...
 from diffjax.tasks import latent  # latent diffusion: dj.tasks.latent.latent_sample, scale_by_std
 from diffjax.tasks import cascade, conditional, sr3  # super-resolution: dj.tasks.sr3.super_resolve, ...
+from diffjax.tasks import ddep, palette, pnp  # every method module is an attribute: dj.tasks.palette, ...
 from diffjax.tasks import lsgm  # latent score-based models: dj.tasks.lsgm.lsgm_terms, nelbo_ode, ...
 
 __all__ = ["repaint", "repaint_schedule", "repaint_nfe", "sdedit", "egsde", "egsde_energy", "conditional_sample",

@@ -1,0 +1,106 @@
+"""Run kinds and the one table from ``config.task.name`` to a kind.
+
+A kind is what a run's state and loop are made of: one diffusion network
+(:mod:`diffjax.run_training`), one in an autoencoder's latent space
+(:mod:`diffjax.ldm`), LSGM's VAE and prior (:mod:`diffjax.run_lsgm`), or
+segmentation classifiers / DDeP (:mod:`diffjax.run_segmentation`). Each kind
+gives the same small protocol, :class:`RunKind`; :data:`TASK_KINDS` names the
+kind of every task, and :func:`kind_of` is the only place that turns a task
+name into a kind (a task added later is one entry there and one in the kind's
+own tables).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import ml_collections
+
+from diffjax import builders
+from diffjax import ldm, run_lsgm, run_segmentation, run_training
+from diffjax.run_base import Run
+
+__all__ = ["RunKind", "KINDS", "TASK_KINDS", "kind_of", "train_and_evaluate"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunKind:
+    """What a run kind does, as plain functions (no state).
+
+    Attributes:
+      name: the kind's name.
+      train: ``train(config, workdir, *, stop=None) -> summary``: the kind's checks
+        (all before anything is written), then its trainer, resuming from ``workdir``.
+      load: ``load(config, workdir) -> Run``: the restored run (a :class:`diffjax.Run`).
+    """
+
+    name: str
+    train: Callable[..., dict]
+    load: Callable[[ml_collections.ConfigDict, str], Run]
+
+
+def _load_lsgm(config, workdir):
+    return run_lsgm.LSGMRun(workdir, config)
+
+
+def _load_segmenter(config, workdir):
+    if config.task.name == "ddep_pretrain":
+        raise ValueError(f"{workdir} is a DDeP pretraining run: fine-tune it with configs/segmentation_ddep.py:finetune "
+                         "(segmentation.pretrain_workdir) and load that run")
+    return run_segmentation.load_segmenter(workdir)
+
+
+KINDS = {
+    "diffusion": RunKind("diffusion", run_training.train_diffusion, Run),
+    "latent": RunKind("latent", run_training.train_diffusion, ldm.LatentRun),
+    "lsgm": RunKind("lsgm", run_lsgm.train_lsgm, _load_lsgm),
+    "segmentation": RunKind("segmentation", run_segmentation.train_segmentation, _load_segmenter),
+}
+
+#: ``config.task.name`` -> the name of its kind in :data:`KINDS`.
+TASK_KINDS = {
+    **{task: "latent" if task in ldm.LATENT_TASKS else "diffusion" for task in builders.PIPELINES},
+    "lsgm": "lsgm",
+    **{task: "segmentation" for task in run_segmentation.SEGMENTATION_TASKS},
+}
+
+
+def kind_of(config: ml_collections.ConfigDict) -> RunKind:
+    """The :class:`RunKind` of ``config.task.name``.
+
+    Raises:
+      ValueError: an unknown task, listing the known ones.
+    """
+    task = config.task.name
+    if task not in TASK_KINDS:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_KINDS)}")
+    return KINDS[TASK_KINDS[task]]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop=None) -> dict:
+    """Train a run of any kind (resuming from ``workdir`` if it holds checkpoints), then evaluate.
+
+    What ``train.py`` and :func:`diffjax.train` run: the kind of ``config.task.name``
+    (:func:`kind_of`) checks the config and workdir before anything is written,
+    then trains with its trainer.
+
+    Args:
+      config: the run config (its schema is :func:`diffjax.run_config.get_base_config`).
+      workdir: directory for checkpoints, logs, samples and metrics.
+      stop: the preemption flag to poll (default: a fresh one on SIGTERM). A
+        flag already set stops the run after one step, with a checkpoint (after
+        two with several processes: their vote on stopping is one step late).
+
+    Returns:
+      A summary dict: ``step``, ``final_loss``, ``stopped_early`` and, when the
+      demo evaluation ran, its metrics.
+
+    Raises:
+      ValueError: an unknown task, a bad config, batch not divisible by the
+        device count, image size the network cannot take, or a workdir holding a
+        different model — all before anything is written.
+      FloatingPointError: a loss or gradient became NaN/inf and
+        ``config.training.nonfinite`` is ``"stop"``.
+    """
+    return kind_of(config).train(config, workdir, stop=stop)
