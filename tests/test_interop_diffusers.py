@@ -42,7 +42,7 @@ def _nhwc(x):
     return np.transpose(x, (0, 2, 3, 1))
 
 
-@pytest.mark.parametrize("name", ["ddpm_tiny", "variant", "adm"])
+@pytest.mark.parametrize("name", ["ddpm_tiny", "variant", "adm", "ncsnpp"])
 def test_unet_matches_diffusers(ref, name):
     model = _model(name)
     labels = ref.get(f"{name}/labels")

@@ -262,54 +262,19 @@ class Upsample2D(nnx.Module):
         return self.conv(upsample_nearest(x))
 
 
-class FirUpsample2D(nnx.Module):
-    """``FirUpsample2D(use_conv=True)``: transposed stride-2 3x3 convolution, then the FIR filter."""
-
-    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
-        self.Conv2d_0 = Conv2d(cin, cout, 3, rngs=rngs)
-
-    def __call__(self, x: Array) -> Array:
-        w = self.Conv2d_0.weight[...].astype(x.dtype)  # (O, I, 3, 3), used as conv_transpose weight (I->O)
-        # conv_transpose2d(x, flip(w).transpose(0,1) grouped) == conv of the zero-stuffed x with w flipped back.
-        b, h, wd, c = x.shape
-        z = jnp.zeros((b, h, 2, wd, 2, c), x.dtype).at[:, :, 0, :, 0, :].set(x).reshape(b, 2 * h, 2 * wd, c)
-        # diffusers: weight flipped and swapped, stride 2, output_padding from the size formula, padding 0.
-        z = jnp.pad(z, ((0, 0), (2, 1), (2, 1), (0, 0)))
-        y = jax.lax.conv_general_dilated(z, w, (1, 1), "VALID", dimension_numbers=("NHWC", "OIHW", "NHWC"))
-        k = _fir_kernel(4.0)
-        p = (k.shape[0] - 2) - (3 - 1)
-        y = _upfirdn(y, k, 1, 1, ((p + 1) // 2 + 1, p // 2 + 1))
-        return y + self.Conv2d_0.bias[...].astype(x.dtype)
-
-
-class FirDownsample2D(nnx.Module):
-    """``FirDownsample2D(use_conv=True)``: the FIR filter, then a stride-2 3x3 convolution."""
-
-    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
-        self.Conv2d_0 = Conv2d(cin, cout, 3, rngs=rngs)
-
-    def __call__(self, x: Array) -> Array:
-        k = _fir_kernel(1.0)
-        p = (k.shape[0] - 2) + (3 - 1)
-        x = _upfirdn(x, k, 1, 1, ((p + 1) // 2, p // 2))
-        w = self.Conv2d_0.weight[...].astype(x.dtype)
-        y = jax.lax.conv_general_dilated(x, w, (2, 2), "VALID", dimension_numbers=("NHWC", "OIHW", "NHWC"))
-        return y + self.Conv2d_0.bias[...].astype(x.dtype)
-
-
 # -- blocks --------------------------------------------------------------------------
 class ResnetBlock2D(nnx.Module):
     """diffusers' ``ResnetBlock2D`` (``time_embedding_norm`` default / scale_shift; plain, up or down)."""
 
     def __init__(self, cin: int, cout: int, temb: int, *, groups: int, eps: float, scale_shift: bool,
                  output_scale_factor: float = 1.0, resample: str | None = None, fir: bool = False,
-                 groups_out: int | None = None, rngs: nnx.Rngs):
+                 groups_out: int | None = None, use_in_shortcut: bool | None = None, rngs: nnx.Rngs):
         self.norm1 = GroupNorm(groups, cin, eps)
         self.conv1 = Conv2d(cin, cout, 3, padding=1, rngs=rngs)
         self.time_emb_proj = Linear(temb, 2 * cout if scale_shift else cout, rngs=rngs)
         self.norm2 = GroupNorm(groups if groups_out is None else groups_out, cout, eps)
         self.conv2 = Conv2d(cout, cout, 3, padding=1, rngs=rngs)
-        if cin != cout:
+        if (cin != cout) if use_in_shortcut is None else use_in_shortcut:
             self.conv_shortcut = Conv2d(cin, cout, 1, rngs=rngs)
         else:
             self.conv_shortcut = nnx.data(None)
@@ -394,7 +359,7 @@ class DownBlock(nnx.Module):
         if skip:
             if add_downsample:
                 self.resnet_down = ResnetBlock2D(cout, cout, temb, groups=min(cout // 4, 32), eps=eps, scale_shift=ss,
-                                                 output_scale_factor=math.sqrt(2.0), resample="down", fir=True,
+                                                 output_scale_factor=math.sqrt(2.0), resample="down", fir=True, use_in_shortcut=True,
                                                  rngs=rngs)
                 self.skip_conv = Conv2d(3, cout, 1, rngs=rngs)
             else:
@@ -440,7 +405,10 @@ class UpBlock(nnx.Module):
             res_skip = cin if i == layers - 1 else cout
             rin = prev if i == 0 else cout
             ch = rin + res_skip
-            resnets.append(ResnetBlock2D(ch, cout, temb, groups=min(ch // 4, 32) if skip else g,
+            # AttnSkipUpBlock2D computes min(rin + res_skip // 4, 32) (operator precedence), SkipUpBlock2D
+            # min((rin + res_skip) // 4, 32); both are reproduced.
+            skip_groups = min(rin + res_skip // 4, 32) if kind == "AttnSkipUpBlock2D" else min(ch // 4, 32)
+            resnets.append(ResnetBlock2D(ch, cout, temb, groups=skip_groups if skip else g,
                                          groups_out=min(cout // 4, 32) if skip else None, eps=eps, scale_shift=ss,
                                          output_scale_factor=math.sqrt(2.0) if skip else 1.0, rngs=rngs))
         self.resnets = nnx.List(resnets)
@@ -450,16 +418,16 @@ class UpBlock(nnx.Module):
             if self.attn_kind:
                 self.attentions = nnx.List([Attention(cout, head_dim, groups=32, eps=eps,
                                                       rescale_output_factor=math.sqrt(2.0), rngs=rngs)])
-            self.upsampler = nnx.data(FirUpsample2D(cin, cin, rngs=rngs) if self.attn_kind else None)
             if add_upsample:
                 self.resnet_up = ResnetBlock2D(cout, cout, temb, groups=min(cout // 4, 32),
                                                groups_out=min(cout // 4, 32), eps=eps, scale_shift=ss,
-                                               output_scale_factor=math.sqrt(2.0), resample="up", fir=True, rngs=rngs)
+                                               output_scale_factor=math.sqrt(2.0), resample="up", fir=True,
+                                               use_in_shortcut=True, rngs=rngs)
             else:
                 self.resnet_up = nnx.data(None)
-            self.skip_norm = GroupNorm(min(cout // 4, 32), cout, eps)
-            self.skip_conv = Conv2d(cout, 3, 3, padding=1, rngs=rngs)
-            self.add_upsample = add_upsample
+            if add_upsample:
+                self.skip_norm = GroupNorm(min(cout // 4, 32), cout, eps)
+                self.skip_conv = Conv2d(cout, 3, 3, padding=1, rngs=rngs)
         else:
             if self.attn_kind:
                 self.attentions = nnx.List([Attention(cout, head_dim, groups=g, eps=eps, rngs=rngs)
