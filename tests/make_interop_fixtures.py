@@ -25,9 +25,9 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "diff
 # name -> (UNet2DModel kwargs, image size)
 MODELS = {
     # The google/ddpm-* family: one head of full width, downsample_padding 0, freq_shift 1, no flip.
-    "ddpm_tiny": (dict(block_out_channels=(8, 16, 16), down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+    "ddpm_tiny": (dict(block_out_channels=(4, 8, 8), down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
                        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"), layers_per_block=1,
-                       norm_num_groups=4, attention_head_dim=None, downsample_padding=0, freq_shift=1,
+                       norm_num_groups=2, attention_head_dim=None, downsample_padding=0, freq_shift=1,
                        flip_sin_to_cos=False, sample_size=8), 8),
     # Other sizes and options: in != out channels, multi-head, two layers, other groups and eps.
     "variant": (dict(in_channels=2, out_channels=4, block_out_channels=(6, 12), layers_per_block=2,
