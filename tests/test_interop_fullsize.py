@@ -1,0 +1,47 @@
+"""Full-size published UNet2DModel architectures (random weights) against diffusers: slow, needs PyTorch.
+
+PyTorch runs in a subprocess: ``DIFFJAX_TORCH_PYTHON`` names a Python with torch + diffusers (the
+``interop-test`` extra); by default the current interpreter. Without one the tests skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from diffjax.interop import read_safetensors, unet_from_diffusers
+from diffjax.interop.published_configs import PUBLISHED_UNETS
+
+pytestmark = pytest.mark.slow
+WORKER = os.path.join(os.path.dirname(__file__), "interop_torch_worker.py")
+
+
+def _torch_python():
+    python = os.environ.get("DIFFJAX_TORCH_PYTHON", sys.executable)
+    ok = subprocess.run([python, "-c", "import torch, diffusers"], capture_output=True).returncode == 0
+    if not ok:
+        pytest.skip(f"no PyTorch + diffusers in {python}; set DIFFJAX_TORCH_PYTHON (the interop-test extra)")
+    return python
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("name", sorted(PUBLISHED_UNETS))
+def test_published_architecture_matches_diffusers(tmp_path, name):
+    python = _torch_python()
+    config = PUBLISHED_UNETS[name]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    subprocess.run([python, WORKER, str(path), str(tmp_path)], check=True, timeout=3000)
+    model = unet_from_diffusers(config, read_safetensors(str(tmp_path / "weights.safetensors")))
+    io = np.load(tmp_path / "io.npz")
+    out = nnx.jit(lambda m, x, t: m(x, t))(model, jnp.asarray(io["x"].transpose(0, 2, 3, 1)), jnp.asarray(io["t"]))
+    want = io["y"].transpose(0, 2, 3, 1)
+    err = np.abs(np.asarray(out) - want).max() / np.abs(want).max()
+    assert err < 1e-4, f"{name}: max error {err:.2e} of the output scale"
