@@ -45,3 +45,29 @@ def test_published_architecture_matches_diffusers(tmp_path, name):
     want = io["y"].transpose(0, 2, 3, 1)
     err = np.abs(np.asarray(out) - want).max() / np.abs(want).max()
     assert err < 1e-4, f"{name}: max error {err:.2e} of the output scale"
+
+
+_LOAD_EXPORT = """
+import sys, numpy as np, torch
+from diffusers import DDPMPipeline
+pipe = DDPMPipeline.from_pretrained(sys.argv[1])
+io = np.load(sys.argv[2])
+with torch.no_grad():
+    y = pipe.unet(torch.from_numpy(io["x"]), torch.from_numpy(io["t"])).sample.numpy()
+np.save(sys.argv[3], y)
+"""
+
+
+def test_exported_folder_loads_in_diffusers(tmp_path):
+    """save_diffusers_folder writes what DDPMPipeline.from_pretrained loads, with the same outputs."""
+    from diffjax.interop import load_diffusers_run, save_diffusers_folder
+
+    python = _torch_python()
+    fix = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers")
+    run = load_diffusers_run(os.path.join(fix, "ddpm_pipeline"))
+    save_diffusers_folder(run, str(tmp_path / "export"))
+    ref = np.load(os.path.join(fix, "reference.npz"))
+    np.savez(tmp_path / "io.npz", x=ref["ddpm_tiny/x"], t=ref["ddpm_tiny/t"])
+    subprocess.run([python, "-c", _LOAD_EXPORT, str(tmp_path / "export"), str(tmp_path / "io.npz"),
+                    str(tmp_path / "y.npy")], check=True, timeout=600)
+    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref["ddpm_tiny/out"], atol=1e-5, rtol=1e-5)

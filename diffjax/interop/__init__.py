@@ -17,7 +17,8 @@ from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffuse
 
 def __getattr__(name):
     # The run layer (Flax, Orbax) loads only when a run is asked for.
-    if name in ("DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder"):
+    if name in ("DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder",
+                "save_diffusers_folder"):
         from diffjax.interop import diffusers_run
 
         return getattr(diffusers_run, name)
@@ -25,4 +26,4 @@ def __getattr__(name):
 
 
 __all__ = ["Schedule", "schedule_from_diffusers", "DiffusersRun", "load_diffusers_run", "is_diffusers_folder",
-           "read_diffusers_folder", "read_safetensors", "write_safetensors", "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]
+           "read_diffusers_folder", "save_diffusers_folder", "read_safetensors", "write_safetensors", "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]

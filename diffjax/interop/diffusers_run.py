@@ -18,12 +18,12 @@ import numpy as np
 from flax import nnx
 
 from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffusers
-from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffusers
+from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffusers, unet_state_dict, write_safetensors
 from diffjax.parametrization import model_score_fn
 from diffjax.runs import Run
 from diffjax.samplers import sample
 
-__all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder"]
+__all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder"]
 
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -238,3 +238,38 @@ def load_diffusers_run(path: str, *, steps: int | None = None, eta: float = 0.0,
     unet_config, state, scheduler, folder_pipeline = read_diffusers_folder(path)
     schedule = schedule_from_diffusers(scheduler, pipeline or folder_pipeline, steps=steps, eta=eta)
     return DiffusersRun(os.fspath(path), unet_config, unet_from_diffusers(unet_config, state), schedule, scheduler)
+
+
+def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DDPMPipeline") -> None:
+    """Write ``run`` as a diffusers pipeline folder that ``DDPMPipeline.from_pretrained`` loads.
+
+    ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_pytorch_model.safetensors``
+    (float32, the run's current parameters) and ``scheduler/scheduler_config.json``
+    (the scheduler config the run was read with). :func:`load_diffusers_run` reads it back.
+
+    Args:
+      run: a :class:`DiffusersRun` (its network is a diffusers UNet2DModel by construction).
+      folder: the output folder (created; existing files are overwritten).
+      pipeline: ``"DDPMPipeline"`` or ``"DDIMPipeline"`` for ``model_index.json``.
+    """
+    if not isinstance(run, DiffusersRun):
+        raise ValueError(f"only a DiffusersRun exports to a diffusers folder, got {type(run).__name__}: diffjax's own "
+                         "UNet (diffjax.nn.unet) has no UNet2DModel equivalent")
+    if pipeline not in ("DDPMPipeline", "DDIMPipeline"):
+        raise ValueError(f"pipeline must be DDPMPipeline or DDIMPipeline, got {pipeline!r}")
+    scheduler = dict(run.scheduler_config) or {"_class_name": "DDPMScheduler"}
+    if scheduler.get("_class_name") not in ("DDPMScheduler", "DDIMScheduler"):
+        raise ValueError(f"only DDPM / DDIM schedulers export, this run has {scheduler.get('_class_name')!r}")
+    os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.model.config_dict.items()}
+    config["_class_name"] = "UNet2DModel"
+    model = nnx.merge(run._graphdef, run.params)
+    with open(os.path.join(folder, "unet", "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    write_safetensors(unet_state_dict(model), os.path.join(folder, "unet", _WEIGHTS))
+    with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(scheduler, f, indent=2)
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump({"_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
+                   "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
