@@ -199,3 +199,17 @@ def test_export_round_trip(ref, tmp_path):
     out = nnx.jit(lambda m, x, t: m(x, t))(back.model, jnp.asarray(_nhwc(ref["ddpm_tiny/x"])),
                                            jnp.asarray(ref["ddpm_tiny/t"]))
     np.testing.assert_allclose(np.asarray(out), _nhwc(ref["ddpm_tiny/out"]), atol=1e-4, rtol=1e-4)
+
+
+def test_schedule_mapping_of_other_schedulers():
+    """ScoreSdeVeScheduler -> VESDE + predictor-corrector on sigma; DDPM pipelines end at alpha = 1."""
+    ve = schedule_from_diffusers({"_class_name": "ScoreSdeVeScheduler", "sigma_min": 0.01, "sigma_max": 348.0,
+                                  "snr": 0.16, "sampling_eps": 1e-5, "num_train_timesteps": 2000})
+    assert ve.sde == dj.VESDE(sigma_min=0.01, sigma_max=348.0, eps=1e-5)
+    assert ve.sampler == dj.samplers.PredictorCorrector(2000, snr=0.16, corrector_steps=1)
+    assert (ve.prediction, ve.time_input) == ("score", "sigma")
+    ddpm = schedule_from_diffusers({"_class_name": "DDPMScheduler", "set_alpha_to_one": False, "clip_sample": False,
+                                    "num_train_timesteps": 200}, "DDPMPipeline")
+    assert ddpm.sampler == dj.samplers.Ancestral(200, spacing="leading") and ddpm.sde.eps == 1 / 200
+    learned = schedule_from_diffusers({"_class_name": "DDPMScheduler", "variance_type": "learned_range"})
+    assert learned.learned_variance
