@@ -14,16 +14,14 @@ from diffjax.interop.diffusers_weights import (
 
 from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffusers
 
-
-def __getattr__(name):
-    # The run layer (Flax, Orbax) loads only when a run is asked for.
-    if name in ("DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder",
-                "save_diffusers_folder"):
-        from diffjax.interop import diffusers_run
-
-        return getattr(diffusers_run, name)
-    raise AttributeError(f"module 'diffjax.interop' has no attribute {name!r}")
-
+from diffjax.interop.diffusers_run import (
+    DiffusersRun,
+    is_diffusers_folder,
+    load_diffusers_run,
+    read_diffusers_folder,
+    save_diffusers_folder,
+)
 
 __all__ = ["Schedule", "schedule_from_diffusers", "DiffusersRun", "load_diffusers_run", "is_diffusers_folder",
-           "read_diffusers_folder", "save_diffusers_folder", "read_safetensors", "write_safetensors", "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]
+           "read_diffusers_folder", "save_diffusers_folder", "read_safetensors", "write_safetensors",
+           "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]
