@@ -71,3 +71,39 @@ def test_exported_folder_loads_in_diffusers(tmp_path):
     subprocess.run([python, "-c", _LOAD_EXPORT, str(tmp_path / "export"), str(tmp_path / "io.npz"),
                     str(tmp_path / "y.npy")], check=True, timeout=600)
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref["ddpm_tiny/out"], atol=1e-5, rtol=1e-5)
+
+
+_DDPM_PIPELINE = """
+import sys, numpy as np, torch
+import diffusers.pipelines.ddpm.pipeline_ddpm as pipeline_ddpm
+import diffusers.schedulers.scheduling_ddpm as scheduling_ddpm
+from diffusers import DDPMPipeline
+io = np.load(sys.argv[2])
+noises = [torch.from_numpy(n) for n in io["noise"]]
+pipeline_ddpm.randn_tensor = lambda *a, **k: torch.from_numpy(io["x_T"].copy())
+scheduling_ddpm.randn_tensor = lambda *a, **k: noises.pop(0)
+pipe = DDPMPipeline.from_pretrained(sys.argv[1])
+np.save(sys.argv[3], pipe(batch_size=len(io["x_T"]), output_type="np").images)
+"""
+
+
+def test_ddpm_pipeline_chain_matches_with_the_same_noise(tmp_path):
+    """run.sampler of a DDPMPipeline folder (1000 ancestral steps) = DDPMPipeline's loop given diffjax's noise draws."""
+    import jax
+
+    import diffjax as dj
+    from diffjax.interop import load_diffusers_run
+
+    python = _torch_python()
+    pipe = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers", "ddpm_pipeline")
+    run = load_diffusers_run(pipe)
+    key = jax.random.key(3)
+    x_T = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))
+    x0, _ = jax.jit(lambda x: dj.sample(run.score_fn, run.sde, x, key=key, sampler=run.sampler))(x_T)
+    # Ancestral's step i draws normal(fold_in(key, i)); the last step (timestep 0) draws none.
+    noise = np.stack([np.asarray(jax.random.normal(jax.random.fold_in(key, i), x_T.shape)).transpose(0, 3, 1, 2)
+                      for i in range(999)])
+    np.savez(tmp_path / "io.npz", x_T=np.asarray(x_T).transpose(0, 3, 1, 2), noise=noise)
+    subprocess.run([python, "-c", _DDPM_PIPELINE, pipe, str(tmp_path / "io.npz"), str(tmp_path / "out.npy")],
+                   check=True, timeout=1800)
+    np.testing.assert_allclose(np.clip(np.asarray(x0) / 2 + 0.5, 0, 1), np.load(tmp_path / "out.npy"), atol=1e-3)
