@@ -19,7 +19,8 @@
 # THROUGHPUT_BATCH (128), BENCH_ARGS (more restoration.py flags, e.g. "--tasks
 # jpeg"), CONFIGS (the runs to train, default all five), STEPS (steps per model
 # instead of the throughput-based count; STEPS_<config> for one config),
-# SKIP_THROUGHPUT=1, SKIP_SIZES=1 (the DDPM++-sized stage; its log is sizes.log),
+# SKIP_THROUGHPUT=1, SKIP_SIZES=1 (the DDPM++-sized stage; its log is sizes.log), SKIP_DIFFUSERS=1 (the
+# ddpm-celebahq-256 diffusers-port stage; diffusers256.log),
 # SIZES ("ddpmpp64:256 ddpmpp256:32": size:first batch tried; halved on
 # out-of-memory down to 1), SIZES_ONLY=1 (stop after the sizes stage).
 set -u
@@ -66,6 +67,12 @@ configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization pa
     done
   done
 } 2>&1 | tee "$out/sizes.log"
+# The published ddpm-celebahq-256 UNet (diffusers UNet2DModel port, random weights): seconds per image of a
+# compiled 10-step DDIM loop at batch 4 (diffjax side only; PyTorch is not installed here).
+if [ "${SKIP_DIFFUSERS:-0}" != 1 ]; then
+  timeout 300 $py benchmarks/diffusers_speed.py --archs ddpm-celebahq-256 --steps 10 --batch 4 2>&1 \
+    | tee "$out/diffusers256.log"
+fi
 [ "${SIZES_ONLY:-0}" = 1 ] && exit 0
 
 # Steps per model: what the measured float32 rate gives each of five parallel

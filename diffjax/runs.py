@@ -116,6 +116,10 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     workdir = check_workdir_path(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
+    from diffjax.interop.diffusers_run import is_diffusers_folder, load_diffusers_run
+
+    if is_diffusers_folder(workdir):  # a published diffusers pipeline / UNet folder
+        return load_diffusers_run(workdir)
     config = apply_overrides(load_run_config(workdir), overrides)
     return kind_of(config).load(config, workdir)
 

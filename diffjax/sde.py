@@ -347,7 +347,14 @@ class DiscreteVPSDE(_UnitPrior, SDE):
 
     Args:
       num_steps: N (1000 in DDPM).
-      beta_start, beta_end: the linear beta range (1e-4, 0.02 in DDPM).
+      beta_start, beta_end: the beta range (1e-4, 0.02 in DDPM).
+      beta_schedule: ``"linear"`` (DDPM), ``"scaled_linear"`` (linear in
+        ``sqrt(beta)``, latent diffusion) or ``"squaredcos_cap_v2"`` (the cosine
+        ``alpha_bar`` of improved DDPM, betas capped at 0.999; ignores the range),
+        named as diffusers' schedulers name them.
+      float32_betas: compute the betas in float32 and round each ``alpha_bar_n``
+        to float32, as diffusers' PyTorch schedulers do (for exact parity with
+        their checkpoints); default float64 throughout.
     """
 
     num_steps: int = 1000
@@ -355,11 +362,15 @@ class DiscreteVPSDE(_UnitPrior, SDE):
     beta_end: float = 0.02
     T: float = 1.0
     eps: float = 1e-3
+    beta_schedule: str = "linear"
+    float32_betas: bool = False
 
     def __post_init__(self):
         if self.num_steps < 2:
             raise ValueError(f"DiscreteVPSDE needs num_steps >= 2, got {self.num_steps}")
-        if not 0 < self.beta_start < self.beta_end < 1:
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"DiscreteVPSDE needs beta_schedule in {BETA_SCHEDULES}, got {self.beta_schedule!r}")
+        if self.beta_schedule != "squaredcos_cap_v2" and not 0 < self.beta_start < self.beta_end < 1:
             raise ValueError(
                 f"DiscreteVPSDE needs 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"
             )
@@ -367,12 +378,27 @@ class DiscreteVPSDE(_UnitPrior, SDE):
 
     @property
     def betas(self) -> np.ndarray:
-        """DDPM's ``num_steps`` linear betas from ``beta_start`` to ``beta_end`` (float64)."""
-        return np.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=np.float64)
+        """The ``num_steps`` betas of ``beta_schedule`` (float64 values; float32-rounded if ``float32_betas``)."""
+        n = self.num_steps
+        if self.beta_schedule == "squaredcos_cap_v2":
+            f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+            betas = np.array([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], np.float64)
+            return betas.astype(np.float32).astype(np.float64) if self.float32_betas else betas
+        lo, hi = self.beta_start, self.beta_end
+        if self.beta_schedule == "scaled_linear":
+            lo, hi = math.sqrt(lo), math.sqrt(hi)
+        ramp = _torch_linspace32(lo, hi, n) if self.float32_betas else np.linspace(lo, hi, n, dtype=np.float64)
+        if self.beta_schedule == "scaled_linear":
+            ramp = (ramp * ramp).astype(ramp.dtype)
+        return np.asarray(ramp, np.float64)
 
     @property
     def alphas_cumprod(self) -> np.ndarray:
-        """DDPM's ``alpha_bar_n = prod_{i <= n} (1 - beta_i)`` (float64)."""
+        """DDPM's ``alpha_bar_n = prod_{i <= n} (1 - beta_i)`` (float64; float32-rounded if ``float32_betas``)."""
+        if self.float32_betas:
+            # PyTorch: alphas = 1 - betas in float32; cumprod accumulates in double, rounds each output.
+            alphas = (np.float32(1.0) - self.betas.astype(np.float32)).astype(np.float64)
+            return np.cumprod(alphas).astype(np.float32).astype(np.float64)
         return np.cumprod(1.0 - self.betas)
 
     def _grid(self):
@@ -413,6 +439,20 @@ class DiscreteVPSDE(_UnitPrior, SDE):
     def timestep(self, t: Array) -> Array:
         """Continuous step index ``t N - 1`` for a network trained on ``n = 0..N-1``."""
         return jnp.asarray(t) * self.num_steps - 1.0
+
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def _torch_linspace32(start: float, end: float, n: int) -> np.ndarray:
+    """``torch.linspace(start, end, n, dtype=float32)`` on CPU, bit for bit: float32 step, the first half
+    counted up from ``start`` and the second half down from ``end``."""
+    start32, end32 = np.float32(start), np.float32(end)
+    step = np.float32((end32 - start32) / np.float32(n - 1))
+    i = np.arange(n)
+    up = start32 + step * i.astype(np.float32)
+    down = end32 - step * (n - 1 - i).astype(np.float32)
+    return np.where(i < n // 2, up, down).astype(np.float32)
 
 
 def _check_interval(sde) -> None:

@@ -13,7 +13,7 @@
 =====================  =========================================================
 """
 
-from diffjax.samplers.base import SPACINGS, Sampler, sample, time_grid
+from diffjax.samplers.base import DISCRETE_SPACINGS, SPACINGS, Sampler, discrete_timesteps, sample, time_grid
 from diffjax.samplers.pc import EulerMaruyama, PredictorCorrector, ReverseDiffusion
 from diffjax.samplers.ancestral import DDIM, Ancestral
 from diffjax.samplers.heun import Heun
@@ -26,6 +26,8 @@ __all__ = [
     "sample",
     "time_grid",
     "SPACINGS",
+    "DISCRETE_SPACINGS",
+    "discrete_timesteps",
     "EulerMaruyama",
     "ReverseDiffusion",
     "PredictorCorrector",

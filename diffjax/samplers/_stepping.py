@@ -11,6 +11,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffjax.samplers.base import time_grid
 from diffjax.sde import SDE
@@ -66,3 +67,36 @@ def per_example(t: Array, x: Array) -> Array:
 
 def noise_like(key: PRNGKey, x: Array) -> Array:
     return jax.random.normal(key, x.shape, x.dtype)
+
+
+def run_on_discrete_steps(step: StepFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, steps: int, spacing: str,
+                          steps_offset: int, final_alpha_one: bool) -> Array:
+    """Apply ``step`` on diffusers' integer timesteps of a :class:`~diffjax.sde.DiscreteVPSDE` in one scan.
+
+    Timestep ``k`` is the time ``(k + 1) / N``; a jump below ``k = 0`` lands on the
+    chain's end: ``t = 0`` (``alpha = 1``) when ``final_alpha_one`` (diffusers'
+    ``set_alpha_to_one``) else ``t = 1 / N`` (``alpha_bar_0``). Steps whose time
+    exceeds ``t_start`` are skipped (SDEdit-style partial chains), without a
+    network call.
+    """
+    from diffjax.samplers.base import discrete_timesteps
+    from diffjax.sde import DiscreteVPSDE
+
+    if not isinstance(sde, DiscreteVPSDE):
+        raise ValueError(f"spacing={spacing!r} counts diffusers' integer timesteps: it needs a DiscreteVPSDE, "
+                         f"got {type(sde).__name__}")
+    n = sde.num_steps
+    ks, prev = discrete_timesteps(spacing, n, steps, steps_offset)
+    end = 0.0 if final_alpha_one else 1.0 / n
+    t = jnp.asarray((ks + 1) / n, x.dtype)
+    s = jnp.asarray(np.where(prev >= 0, (prev + 1) / n, end), x.dtype)
+    tol = 0.5 / n
+
+    def body(x, i):
+        def go(x):
+            return step(x, t[i], s[i], jax.random.fold_in(key, i), i == steps - 1)
+
+        return jax.lax.cond(t[i] <= t_start + tol, go, lambda x: x, x), None
+
+    x, _ = jax.lax.scan(body, x, jnp.arange(steps))
+    return x

@@ -18,8 +18,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from diffjax.parametrization import convert
-from diffjax.samplers._stepping import check_positive, noise_like, per_example, run_on_grid
-from diffjax.samplers.base import Sampler, static_sampler
+from diffjax.samplers._stepping import check_positive, noise_like, per_example, run_on_discrete_steps, run_on_grid
+from diffjax.samplers.base import DISCRETE_SPACINGS, Sampler, static_sampler
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
@@ -34,12 +34,32 @@ def _step_scales(sde: SDE, t, s):
     return alpha_s, sigma_s, sigma_t, h, -jnp.expm1(-2.0 * h)
 
 
-def _eps_and_x0(score_fn, sde, x, t):
+def _eps_and_x0(score_fn, sde, x, t, clip_x0=0.0):
     tv = per_example(t, x)
     score = score_fn(x, tv)
     eps = convert(score, source="score", target="eps", x=x, t=tv, sde=sde)
     x0 = convert(score, source="score", target="x0", x=x, t=tv, sde=sde)
+    if clip_x0:
+        # diffusers' clip_sample: clip the x0 estimate only; eps stays the network's.
+        x0 = jnp.clip(x0, -clip_x0, clip_x0)
     return eps, x0
+
+
+def _discrete_options_check(self):
+    check_positive(type(self).__name__, "clip_x0", self.clip_x0, allow_zero=True)
+    if isinstance(self.steps_offset, bool) or not isinstance(self.steps_offset, int) or self.steps_offset < 0:
+        raise ValueError(f"{type(self).__name__} needs an integer steps_offset >= 0, got {self.steps_offset!r}")
+    if self.steps_offset and self.spacing != "leading":
+        raise ValueError(f"steps_offset only applies to spacing='leading', got spacing={self.spacing!r}")
+
+
+def _run(self, step, sde, x, key, t_start, t_end):
+    if self.spacing in DISCRETE_SPACINGS:
+        return run_on_discrete_steps(step, sde, x, key=key, t_start=t_start, steps=self.steps, spacing=self.spacing,
+                                     steps_offset=self.steps_offset, final_alpha_one=self.final_alpha_one)
+    return run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
+
+
 
 
 @static_sampler
@@ -52,22 +72,37 @@ class Ancestral(Sampler):
 
     Args:
       steps: number of steps (``nfe = steps``).
-      spacing: time grid (see ``time_grid``).
+      spacing: time grid (see ``time_grid``), or one of diffusers' integer spacings
+        ``"leading"``, ``"trailing"``, ``"linspace"`` on a :class:`~diffjax.sde.DiscreteVPSDE`
+        (timestep ``k`` at ``t = (k + 1) / N``, each step jumping ``N // steps``
+        timesteps as diffusers' DDIM / DDPM schedulers do; ``t_end`` is then unused:
+        the chain ends at ``alpha = 1``, or at ``alpha_bar_0`` without ``final_alpha_one``).
+      steps_offset: diffusers' ``steps_offset`` (``"leading"`` only).
+      clip_x0: clip the ``x0`` estimate to ``[-clip_x0, clip_x0]`` (diffusers'
+        ``clip_sample`` with ``clip_sample_range``); 0 = no clipping.
+      final_alpha_one: diffusers' ``set_alpha_to_one`` (discrete spacings only).
     """
 
     steps: int
     spacing: str = "uniform"
+    steps_offset: int = 0
+    clip_x0: float = 0.0
+    final_alpha_one: bool = True
+    _discrete_ok = True
+
+    def validate(self):
+        super().validate()
+        _discrete_options_check(self)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
             alpha_s, sigma_s, sigma_t, h, one_minus = _step_scales(sde, t, s)
-            _, x0 = _eps_and_x0(score_fn, sde, x, t)
+            _, x0 = _eps_and_x0(score_fn, sde, x, t, self.clip_x0)
             mean = jnp.exp(-h) * (sigma_s / sigma_t) * x + alpha_s * one_minus * x0
             std = sigma_s * jnp.sqrt(one_minus)
             return jnp.where(is_last, mean, mean + std * noise_like(key, x))
 
-        x = run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
-        return x, {"nfe": self.steps}
+        return _run(self, step, sde, x, key, t_start, t_end), {"nfe": self.steps}
 
 
 @static_sampler
@@ -82,21 +117,34 @@ class DDIM(Sampler):
     Args:
       steps: number of steps (``nfe = steps``).
       eta: stochasticity, ``>= 0``.
-      spacing: time grid (see ``time_grid``).
+      spacing: time grid (see ``time_grid``), or one of diffusers' integer spacings
+        ``"leading"``, ``"trailing"``, ``"linspace"`` on a :class:`~diffjax.sde.DiscreteVPSDE`
+        (timestep ``k`` at ``t = (k + 1) / N``, each step jumping ``N // steps``
+        timesteps as diffusers' DDIM / DDPM schedulers do; ``t_end`` is then unused:
+        the chain ends at ``alpha = 1``, or at ``alpha_bar_0`` without ``final_alpha_one``).
+      steps_offset: diffusers' ``steps_offset`` (``"leading"`` only).
+      clip_x0: clip the ``x0`` estimate to ``[-clip_x0, clip_x0]`` (diffusers'
+        ``clip_sample`` with ``clip_sample_range``); 0 = no clipping.
+      final_alpha_one: diffusers' ``set_alpha_to_one`` (discrete spacings only).
     """
 
     steps: int
     eta: float = 0.0
     spacing: str = "uniform"
+    steps_offset: int = 0
+    clip_x0: float = 0.0
+    final_alpha_one: bool = True
+    _discrete_ok = True
 
     def validate(self):
         super().validate()
         check_positive(type(self).__name__, "eta", self.eta, allow_zero=True)
+        _discrete_options_check(self)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
             alpha_s, sigma_s, _, _, one_minus = _step_scales(sde, t, s)
-            eps, x0 = _eps_and_x0(score_fn, sde, x, t)
+            eps, x0 = _eps_and_x0(score_fn, sde, x, t, self.clip_x0)
             if self.eta == 0:
                 return alpha_s * x0 + sigma_s * eps
             c = self.eta * sigma_s * jnp.sqrt(one_minus)
@@ -104,5 +152,4 @@ class DDIM(Sampler):
             mean = alpha_s * x0 + jnp.sqrt(jnp.maximum(sigma_s**2 - c**2, 0.0)) * eps
             return jnp.where(is_last, mean, mean + c * noise_like(key, x))
 
-        x = run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
-        return x, {"nfe": self.steps}
+        return _run(self, step, sde, x, key, t_start, t_end), {"nfe": self.steps}

@@ -14,16 +14,19 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from diffjax.parametrization import tweedie_x0
 from diffjax.samplers.schedules import FITTED, fitted_fractions
 from diffjax.sde import SDE
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
-__all__ = ["Sampler", "sample", "time_grid", "static_sampler", "SPACINGS"]
+__all__ = ["Sampler", "sample", "time_grid", "static_sampler", "SPACINGS", "DISCRETE_SPACINGS", "discrete_timesteps"]
 
 Spacing = Literal["logsnr", "uniform", "quadratic", "karras", "fitted"]
 SPACINGS = ("logsnr", "uniform", "quadratic", "karras", "fitted")
+# diffusers' integer timestep spacings (DDIM / DDPM schedulers on a DiscreteVPSDE; see discrete_timesteps).
+DISCRETE_SPACINGS = ("leading", "trailing", "linspace")
 
 # EDM's exponent for its sigma spacing (Karras et al. 2022, eq. 5).
 KARRAS_RHO = 7.0
@@ -48,6 +51,8 @@ class Sampler:
         """Raise ``ValueError`` on bad hyper-parameters (called from ``__post_init__``)."""
         if hasattr(self, "steps"):
             _check_steps(type(self).__name__, self.steps)
+        if getattr(self, "spacing", None) in DISCRETE_SPACINGS and self._discrete_ok:
+            return
         if hasattr(self, "spacing") and self.spacing not in SPACINGS:
             raise ValueError(f"{type(self).__name__} needs spacing in {SPACINGS}, got spacing={self.spacing!r}")
         if getattr(self, "spacing", None) == "fitted" and self._fitted_family is None:
@@ -64,6 +69,8 @@ class Sampler:
 
     # Key of schedules.FITTED read by spacing="fitted"; None: the sampler has no fitted grid.
     _fitted_family = None
+    # Whether the sampler takes diffusers' discrete timestep spacings (DISCRETE_SPACINGS).
+    _discrete_ok = False
 
     def __post_init__(self):
         self.validate()
@@ -130,6 +137,37 @@ def time_grid(
         # Pin the end points: the inverse is exact only to rounding.
         return ts.at[0].set(t_start).at[-1].set(t_end)
     raise ValueError(f"unknown time spacing {spacing!r}; expected one of {SPACINGS}")
+
+
+def discrete_timesteps(spacing: str, num_train: int, steps: int, steps_offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """diffusers' DDIM / DDPM inference timesteps and the step each one jumps to.
+
+    ``"leading"``: ``arange(steps) * (N // steps) + steps_offset``; ``"trailing"``:
+    ``round(arange(N, 0, -N / steps)) - 1``; ``"linspace"``: ``round(linspace(0, N - 1,
+    steps))`` (all decreasing). Step ``k`` jumps to ``k - N // steps`` (so with
+    ``"linspace"`` not always to the next timestep, exactly as the schedulers do);
+    a negative target means the chain's end.
+
+    Args:
+      spacing: one of ``DISCRETE_SPACINGS``.
+      num_train: ``N``, the training chain's length.
+      steps: number of inference steps, ``1 <= steps <= N``.
+      steps_offset: added to ``"leading"`` timesteps (diffusers' ``steps_offset``).
+
+    Returns:
+      ``(timesteps, previous)``: two int64 arrays of shape ``(steps,)``.
+    """
+    if not 1 <= steps <= num_train:
+        raise ValueError(f"discrete spacings need 1 <= steps <= num_steps = {num_train}, got steps={steps}")
+    if spacing == "linspace":
+        ts = np.linspace(0, num_train - 1, steps).round()[::-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, steps) * (num_train // steps)).round()[::-1].astype(np.int64) + steps_offset
+    elif spacing == "trailing":
+        ts = np.round(np.arange(num_train, 0, -num_train / steps)).astype(np.int64) - 1
+    else:
+        raise ValueError(f"unknown discrete spacing {spacing!r}; expected one of {DISCRETE_SPACINGS}")
+    return ts, ts - num_train // steps
 
 
 def _is_concrete(v) -> bool:

@@ -1,0 +1,27 @@
+"""Published diffusers checkpoints in diffjax: networks, schedulers and whole pipelines.
+
+Nothing here imports PyTorch or diffusers: weights are read with safetensors'
+NumPy API and configs are plain JSON.
+"""
+
+from diffjax.interop.diffusers_weights import (
+    load_unet_weights,
+    read_safetensors,
+    unet_from_diffusers,
+    unet_state_dict,
+    write_safetensors,
+)
+
+from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffusers
+
+from diffjax.interop.diffusers_run import (
+    DiffusersRun,
+    is_diffusers_folder,
+    load_diffusers_run,
+    read_diffusers_folder,
+    save_diffusers_folder,
+)
+
+__all__ = ["Schedule", "schedule_from_diffusers", "DiffusersRun", "load_diffusers_run", "is_diffusers_folder",
+           "read_diffusers_folder", "save_diffusers_folder", "read_safetensors", "write_safetensors",
+           "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]

@@ -1,0 +1,275 @@
+"""A diffusers folder as a :class:`diffjax.Run`: ``generate``, ``restore`` (RePaint), ``translate`` (SDEdit).
+
+``load_diffusers_run(path)`` reads a pipeline folder (``model_index.json`` with
+``unet/`` and ``scheduler/``) or a bare model folder (``config.json`` +
+``diffusion_pytorch_model.safetensors``; DDPM's scheduler defaults are then
+assumed) without PyTorch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffusers
+from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffusers, unet_state_dict, write_safetensors
+from diffjax.parametrization import model_score_fn
+from diffjax.runs import Run
+from diffjax.samplers import sample
+
+__all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder"]
+
+_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def is_diffusers_folder(path) -> bool:
+    """True for a diffusers pipeline folder or a UNet model folder."""
+    path = os.fspath(path)
+    return os.path.isfile(os.path.join(path, "model_index.json")) or (
+        os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(os.path.join(path, _WEIGHTS)))
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        raise ValueError(f"expected {path}")
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_diffusers_folder(path: str) -> tuple[dict, dict, dict, str | None]:
+    """``(unet_config, unet_state, scheduler_config, pipeline_class)`` of a diffusers folder.
+
+    Raises:
+      ValueError: no model_index.json / config.json, a pipeline other than DDPM / DDIM /
+        score-SDE VE, a ``.bin`` (pickled) checkpoint only, or missing files.
+    """
+    path = os.fspath(path)
+    pipeline = None
+    if os.path.isfile(os.path.join(path, "model_index.json")):
+        index = _read_json(os.path.join(path, "model_index.json"))
+        pipeline = index.get("_class_name")
+        if pipeline not in ("DDPMPipeline", "DDIMPipeline", "ScoreSdeVePipeline"):
+            parts = sorted(k for k in index if not k.startswith("_"))
+            raise ValueError(f"{path}: pipeline {pipeline!r} (components {parts}) is not supported; "
+                             "supported: DDPMPipeline, DDIMPipeline, ScoreSdeVePipeline")
+        unet_dir, sched_path = os.path.join(path, "unet"), os.path.join(path, "scheduler", "scheduler_config.json")
+        scheduler = _read_json(sched_path)
+    else:
+        unet_dir, scheduler = path, {"_class_name": "DDPMScheduler"}
+    weights = os.path.join(unet_dir, _WEIGHTS)
+    if not os.path.isfile(weights):
+        pickled = os.path.isfile(os.path.join(unet_dir, "diffusion_pytorch_model.bin"))
+        raise ValueError(f"{unet_dir}: no {_WEIGHTS}" + (
+            " (only a pickled .bin, which diffjax never unpickles: convert it once with diffusers' "
+            "save_pretrained(..., safe_serialization=True))" if pickled else ""))
+    return _read_json(os.path.join(unet_dir, "config.json")), read_safetensors(weights), scheduler, pipeline
+
+
+class DiffusersRun(Run):
+    """A diffusers UNet2DModel and its scheduler as a run (build with :func:`load_diffusers_run`).
+
+    Attributes:
+      workdir: the folder it was read from.
+      model: the :class:`~diffjax.nn.diffusers_unet.DiffusersUNet2D`.
+      sde, sampler: the scheduler's process and the pipeline's own loop.
+      prediction, time_input: how the network is read (see :mod:`diffjax.parametrization`).
+      image_shape: ``(H, W, C)`` from the UNet's ``sample_size`` and ``in_channels``.
+    """
+
+    # Run.__init__ restores a trained diffjax run; this one is built from a folder instead.
+    def __init__(self, workdir: str, unet_config: dict, model, schedule: Schedule, scheduler_config: dict | None = None):
+        self.workdir, self.task, self.step, self.config = workdir, "generate", 0, None
+        self.unet_config, self.scheduler_config = unet_config, scheduler_config or {}
+        self.model, self.schedule = model, schedule
+        self.sde, self.sampler = schedule.sde, schedule.sampler
+        self.prediction, self.time_input = schedule.prediction, schedule.time_input
+        self._graphdef, self.params = nnx.split(model, nnx.Param)
+        size = unet_config.get("sample_size") or 32
+        size = size[0] if isinstance(size, (list, tuple)) else size
+        self.image_shape = (int(size), int(size), int(model.config_dict["in_channels"]))
+        self._compiled = {}
+
+    def __repr__(self) -> str:
+        return f"DiffusersRun(workdir={self.workdir!r}, image_shape={self.image_shape}, sampler={self.sampler})"
+
+    def _net(self, params, labels=None):
+        model = nnx.merge(self._graphdef, params)
+        channels = self.image_shape[-1]
+
+        def apply(x, c):
+            out = model(x, c, labels=labels)
+            return out[..., :channels] if self.schedule.learned_variance else out
+
+        return model_score_fn(apply, self.sde, prediction=self.prediction, time_input=self.time_input)
+
+    @property
+    def score_fn(self):
+        """``score_fn(x, t, *, labels=None)``: ``x`` ``(B, H, W, C)`` in ``[-1, 1]``, ``t`` ``(B,)``."""
+        return lambda x, t, *, labels=None: self._net(self.params, labels)(x, t)
+
+    def _jit(self, name, fn):
+        if name not in self._compiled:
+            self._compiled[name] = jax.jit(fn)
+        return self._compiled[name]
+
+    @staticmethod
+    def _key(key):
+        if key is None:
+            return jax.random.key(0)
+        return jax.random.key(key) if isinstance(key, (int, np.integer)) else key
+
+    def generate(self, n: int, *, key=None, sampler=None, labels=None, batch_size: int = 16) -> np.ndarray:
+        """``n`` images from ``x_T ~ N(0, I)`` with the pipeline's loop (or ``sampler``).
+
+        Batch ``b`` draws ``x_T`` from ``fold_in(key, b)`` and samples with ``fold_in(key, b + 2^20)``.
+
+        Returns:
+          ``(n, H, W, C)`` float32 numpy in ``[0, 1]`` (``x / 2 + 0.5`` clipped, as the pipelines do).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be an integer >= 1, got {n!r}")
+        sampler = sampler or self.sampler
+        key = self._key(key)
+
+        def run(params, x, k, labels):
+            return sample(self._net(params, labels), self.sde, x, key=k, sampler=sampler)[0]
+
+        fn = self._jit(("generate", sampler, labels is None), run)
+        out = []
+        for b, start in enumerate(range(0, n, batch_size)):
+            m = min(batch_size, n - start)
+            x = self.sde.prior_sample(jax.random.fold_in(key, b), (m, *self.image_shape))
+            lab = None if labels is None else jnp.asarray(np.asarray(labels)[start:start + m])
+            out.append(np.asarray(fn(self.params, x, jax.random.fold_in(key, b + (1 << 20)), lab)))
+        return np.clip(np.concatenate(out) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
+
+    @staticmethod
+    def _pixels(images, shape):
+        x = np.asarray(images)
+        single = x.ndim == 3
+        x = x[None] if single else x
+        if x.dtype == np.uint8:
+            x = x.astype(np.float32) / 255.0
+        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
+            raise ValueError(f"images must be (N, {shape[0]}, {shape[1]}, {shape[2]}) or one (H, W, C) image in "
+                             f"[0, 1] or uint8, got shape {np.asarray(images).shape}")
+        return x.astype(np.float32) * 2 - 1, single
+
+    def restore(self, images, masks=None, *, key=None, steps: int = 250, jump_length: int = 10,
+                jump_n_sample: int = 10) -> np.ndarray:
+        """RePaint inpainting: keep pixels where ``masks == 1``, fill the rest (:func:`diffjax.tasks.repaint`).
+
+        Args:
+          images: ``(N, H, W, C)`` or ``(H, W, C)``, uint8 or float in ``[0, 1]``.
+          masks: ``(H, W)`` or ``(N, H, W)`` (optionally ``[..., 1]``), 1 = known pixel.
+          key: a ``jax.random`` key or an int seed.
+          steps, jump_length, jump_n_sample: RePaint's schedule (250 / 10 / 10 in the paper).
+
+        Returns:
+          float32 numpy in ``[0, 1]`` shaped like ``images``.
+        """
+        from diffjax.tasks.repaint import repaint
+
+        if masks is None:
+            raise ValueError("a diffusers run restores by RePaint inpainting: pass masks (1 = known pixel)")
+        x, single = self._pixels(images, self.image_shape)
+        m = np.asarray(masks, np.float32)
+        hw = tuple(self.image_shape[:2])
+        if m.shape[-3:] == (*hw, 1):
+            m = m[..., 0]
+        if m.shape[-2:] != hw or m.ndim not in (2, 3) or (m.ndim == 3 and len(m) != len(x)):
+            raise ValueError(f"masks must be (H, W) or (N, H, W) = {hw} / ({len(x)}, {hw[0]}, {hw[1]}), optionally "
+                             f"with a trailing 1; got {np.asarray(masks).shape}")
+        m = np.broadcast_to(m, (len(x), *hw))[..., None]
+
+        def run(params, x, m, k):
+            return repaint(self._net(params), self.sde, x, m, key=k, steps=steps, jump_length=jump_length,
+                           jump_n_sample=jump_n_sample)
+
+        fn = self._jit(("restore", steps, jump_length, jump_n_sample), run)
+        out = np.asarray(fn(self.params, jnp.asarray(x), jnp.asarray(m), self._key(key)))
+        out = np.clip(out / 2 + 0.5, 0.0, 1.0)
+        return out[0] if single else out
+
+    def translate(self, images, *, t0: float = 0.5, key=None, sampler=None, method: str = "sdedit") -> np.ndarray:
+        """SDEdit (:func:`diffjax.tasks.sdedit`): noise ``images`` to ``t0`` and sample back with the pipeline's loop.
+
+        Returns:
+          float32 numpy in ``[0, 1]`` shaped like ``images``.
+        """
+        from diffjax.tasks.sdedit import sdedit
+
+        if method != "sdedit":
+            raise ValueError(f"a diffusers run translates with method='sdedit' only, got {method!r}")
+        if not self.sde.eps < float(t0) <= self.sde.T:
+            raise ValueError(f"t0 must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
+        x, single = self._pixels(images, self.image_shape)
+        sampler = sampler or self.sampler
+
+        def run(params, x, k, t0):
+            return sdedit(self._net(params), self.sde, x, key=k, t0=t0, sampler=sampler)
+
+        fn = self._jit(("translate", sampler), run)
+        out = np.clip(np.asarray(fn(self.params, jnp.asarray(x), self._key(key), jnp.float32(t0))) / 2 + 0.5, 0, 1)
+        return out[0] if single else out
+
+
+def load_diffusers_run(path: str, *, steps: int | None = None, eta: float = 0.0,
+                       pipeline: str | None = None) -> DiffusersRun:
+    """Read a diffusers pipeline / model folder as a :class:`DiffusersRun` (no PyTorch needed).
+
+    Args:
+      path: folder with ``model_index.json`` (+ ``unet/``, ``scheduler/``), or a UNet folder
+        (``config.json`` + ``diffusion_pytorch_model.safetensors``; DDPM scheduler defaults).
+      steps: sampling steps of ``run.sampler`` (default: the pipeline's, 50 for DDIM, 1000 for DDPM).
+      eta: DDIM's ``eta``.
+      pipeline: ``"DDIMPipeline"`` or ``"DDPMPipeline"`` to sample as that pipeline does
+        (default: the folder's ``model_index.json``).
+
+    Raises:
+      ValueError: unsupported pipelines, schedulers or UNet options, or weights that do not fit.
+    """
+    unet_config, state, scheduler, folder_pipeline = read_diffusers_folder(path)
+    schedule = schedule_from_diffusers(scheduler, pipeline or folder_pipeline, steps=steps, eta=eta)
+    return DiffusersRun(os.fspath(path), unet_config, unet_from_diffusers(unet_config, state), schedule, scheduler)
+
+
+def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DDPMPipeline") -> None:
+    """Write ``run`` as a diffusers pipeline folder that ``DDPMPipeline.from_pretrained`` loads.
+
+    ``model_index.json``, ``unet/config.json`` + ``unet/diffusion_pytorch_model.safetensors``
+    (float32, the run's current parameters) and ``scheduler/scheduler_config.json``
+    (the scheduler config the run was read with). :func:`load_diffusers_run` reads it back.
+
+    Args:
+      run: a :class:`DiffusersRun` (its network is a diffusers UNet2DModel by construction).
+      folder: the output folder (created; existing files are overwritten).
+      pipeline: ``"DDPMPipeline"`` or ``"DDIMPipeline"`` for ``model_index.json``.
+    """
+    if not isinstance(run, DiffusersRun):
+        raise ValueError(f"only a DiffusersRun exports to a diffusers folder, got {type(run).__name__}: diffjax's own "
+                         "UNet (diffjax.nn.unet) has no UNet2DModel equivalent")
+    if pipeline not in ("DDPMPipeline", "DDIMPipeline"):
+        raise ValueError(f"pipeline must be DDPMPipeline or DDIMPipeline, got {pipeline!r}")
+    scheduler = dict(run.scheduler_config) or {"_class_name": "DDPMScheduler"}
+    if scheduler.get("_class_name") not in ("DDPMScheduler", "DDIMScheduler"):
+        raise ValueError(f"only DDPM / DDIM schedulers export, this run has {scheduler.get('_class_name')!r}")
+    os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
+    config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.model.config_dict.items()}
+    config["_class_name"] = "UNet2DModel"
+    model = nnx.merge(run._graphdef, run.params)
+    with open(os.path.join(folder, "unet", "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    write_safetensors(unet_state_dict(model), os.path.join(folder, "unet", _WEIGHTS))
+    with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
+        json.dump(scheduler, f, indent=2)
+    with open(os.path.join(folder, "model_index.json"), "w") as f:
+        json.dump({"_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
+                   "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
