@@ -1,0 +1,1 @@
+"""Reading checkpoints published for other frameworks (PyTorch, diffusers, guided-diffusion)."""
