@@ -170,6 +170,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["torch", "adm", "vae"], default=None)
     parser.add_argument("--guided-diffusion", default=None, help="a guided-diffusion checkout (read only)")
+    parser.add_argument("--ldm-sr-vq", default=None, metavar="DIR",
+                        help="also write the published-size LDM super-resolution VQModel (random weights, ~110 MB) "
+                             "to DIR, for benchmarks/vae_parity.py")
     args = parser.parse_args()
     if args.only in (None, "torch"):
         make_torch_fixtures()
@@ -177,11 +180,71 @@ def main():
         make_adm_fixtures(args.guided_diffusion)
     if args.only in (None, "vae"):
         make_vae_fixtures()
+    if args.ldm_sr_vq:
+        make_vae("ldm_sr_vq", args.ldm_sr_vq, size=64, batch=1)
     print(json.dumps({"written": sorted(os.listdir(ADM_DIR)) + sorted(os.listdir(VAE_DIR))}))
 
 
+#: Tiny first stages for the default suite (4 groups so that 8/16 channels stay small), and
+#: the LDM super-resolution VQModel at its published configuration (CompVis/ldm-super-resolution-4x-openimages).
+VAE_CONFIGS = {
+    "vq_tiny": {"_class_name": "VQModel", "block_out_channels": [8, 16], "norm_num_groups": 4,
+                "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+                "layers_per_block": 1, "latent_channels": 3, "num_vq_embeddings": 32, "vq_embed_dim": 3,
+                "sample_size": 16, "scaling_factor": 0.7},
+    "kl_tiny": {"_class_name": "AutoencoderKL", "block_out_channels": [8, 16, 16], "norm_num_groups": 4,
+                "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+                "layers_per_block": 1, "latent_channels": 4, "sample_size": 16, "scaling_factor": 0.5,
+                "shift_factor": 0.1},
+    "ldm_sr_vq": {"_class_name": "VQModel", "block_out_channels": [128, 256, 512],
+                  "down_block_types": ["DownEncoderBlock2D"] * 3, "up_block_types": ["UpDecoderBlock2D"] * 3,
+                  "in_channels": 3, "out_channels": 3, "latent_channels": 3, "layers_per_block": 2,
+                  "num_vq_embeddings": 8192, "sample_size": 256, "act_fn": "silu"},
+}
+
+
+def _nhwc(t):
+    return t.detach().permute(0, 2, 3, 1).numpy()
+
+
+def make_vae(name, folder, size=16, batch=2):
+    """Write config.json, float16-exact safetensors weights and diffusers' outputs (reference.npz) to folder."""
+    import torch
+    from diffusers import AutoencoderKL, VQModel
+    from safetensors.torch import save_file
+
+    config = VAE_CONFIGS[name]
+    cls = {"VQModel": VQModel, "AutoencoderKL": AutoencoderKL}[config["_class_name"]]
+    model = cls(**{k: v for k, v in config.items() if not k.startswith("_")}).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # random weights everywhere, rounded to float16 so the half-size file is exact
+        for n, p in model.named_parameters():
+            scale = 0.3 if p.ndim <= 1 else 1.0 / float(np.sqrt(p[0].numel()))  # keep activations O(1)
+            offset = 1.0 if "norm" in n and n.endswith("weight") else 0.0  # GroupNorm gains near 1
+            p.copy_((torch.randn(p.shape, generator=g) * scale + offset).half().float())
+    os.makedirs(folder, exist_ok=True)
+    model.save_config(folder)  # config.json exactly as diffusers writes it (every key, with its version)
+    weights = os.path.join(folder, "diffusion_pytorch_model.safetensors")
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, weights)
+    os.chmod(weights, 0o644)
+    x = torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+    ref = {"images": _nhwc(x)}
+    with torch.no_grad():
+        if cls is VQModel:
+            h = model.encode(x).latents
+            _, _, (_, _, idx) = model.quantize(h)
+            ref.update(latents=_nhwc(h), indices=idx.reshape(h.shape[0], h.shape[2], h.shape[3]).numpy(),
+                       decoded=_nhwc(model.decode(h).sample),
+                       decoded_not_quantized=_nhwc(model.decode(h, force_not_quantize=True).sample))
+        else:
+            post = model.encode(x).latent_dist
+            ref.update(mean=_nhwc(post.mean), logvar=_nhwc(post.logvar), decoded=_nhwc(model.decode(post.mean).sample))
+    np.savez_compressed(os.path.join(folder, "reference.npz"), **ref)
+
+
 def make_vae_fixtures():
-    pass
+    for name in ("vq_tiny", "kl_tiny"):
+        make_vae(name, os.path.join(VAE_DIR, name))
 
 
 if __name__ == "__main__":
