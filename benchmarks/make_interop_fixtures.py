@@ -243,8 +243,17 @@ def make_vae(name, folder, size=16, batch=2):
 
 
 def make_vae_fixtures():
+    import torch
+    from diffusers import VQModel
+
     for name in ("vq_tiny", "kl_tiny"):
         make_vae(name, os.path.join(VAE_DIR, name))
+    # The published LDM-SR first stage: its config and diffusers' key/shape list (weights are 110 MB).
+    config = VAE_CONFIGS["ldm_sr_vq"]
+    with torch.device("meta"):
+        model = VQModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+    with open(os.path.join(VAE_DIR, "ldm_sr_vq_shapes.json"), "w") as f:
+        json.dump({"config": config, "shapes": {k: list(v.shape) for k, v in model.state_dict().items()}}, f, indent=0)
 
 
 if __name__ == "__main__":

@@ -126,3 +126,42 @@ def test_mismatched_state_and_unsupported_configs_are_refused(tmp_path):
     (tmp_path / "diffusion_pytorch_model.bin").write_bytes(b"")
     with pytest.raises(ValueError, match="no diffusion_pytorch_model.safetensors.*read_torch_checkpoint"):
         vae_from_pretrained(str(tmp_path))
+
+
+def _published_ldm_sr():
+    with open(os.path.join(FIXTURES, "ldm_sr_vq_shapes.json")) as f:
+        return json.load(f)
+
+
+def test_published_ldm_sr_vqmodel_has_diffusers_parameters():
+    """CompVis/ldm-super-resolution-4x-openimages' vqvae config builds exactly diffusers' 55M-parameter key set."""
+    published = _published_ldm_sr()
+    model = nnx.eval_shape(lambda: VQModel({k: v for k, v in published["config"].items() if k != "_class_name"}))
+    shapes = {".".join(map(str, path)): list(var.get_value().shape)
+              for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    assert shapes == published["shapes"]
+    assert sum(int(np.prod(s)) for s in shapes.values()) == 55_322_782
+
+
+@pytest.mark.slow
+def test_published_ldm_sr_vqmodel_runs():
+    """Random weights at the published size: 64x64 -> 16x16x3 latents -> quantised -> 64x64 (parity with diffusers
+    at this size: benchmarks/vae_parity.py, max |diff| 6e-6 on decode)."""
+    published = _published_ldm_sr()
+    rng = np.random.default_rng(0)
+    state = {k: (rng.standard_normal(s) / np.sqrt(np.prod(s[1:]) if len(s) > 1 else 3.0)).astype(np.float32)
+             for k, s in published["shapes"].items()}
+    model = vae_from_diffusers(published["config"], state)
+    images = jnp.asarray(rng.uniform(-1, 1, (1, 64, 64, 3)), jnp.float32)
+
+    @nnx.jit
+    def run(m, x):
+        z = m.encode(x)
+        return z, m.quantize_latents(z), m.decode(z), m.decode(m.quantize_latents(z), force_not_quantize=True)
+
+    z, q, decoded, decoded_q = run(model, images)
+    assert z.shape == q.shape == (1, 16, 16, 3) and decoded.shape == (1, 64, 64, 3)
+    book = state["quantize.embedding.weight"]
+    assert np.abs(np.asarray(q).reshape(-1, 1, 3) - book[None]).sum(-1).min(-1).max() == 0  # codebook vectors
+    np.testing.assert_allclose(decoded, decoded_q, rtol=1e-5, atol=1e-5)  # decode = decode(quantised, no-quantise)
+    assert np.isfinite(np.asarray(decoded)).all()
