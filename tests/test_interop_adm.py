@@ -133,6 +133,7 @@ from diffjax.interop.guided_diffusion import (  # noqa: E402
     adm_to_diffusers,
     adm_unet_config,
     diffusers_to_adm,
+    adm_alphas_cumprod,
     learned_range_log_variance,
     parse_adm_flags,
 )
@@ -269,6 +270,17 @@ def test_scheduler_config():
     assert cosine["variance_type"] == "fixed_large" and cosine["num_train_timesteps"] == 1000
     with pytest.raises(ValueError, match="noise_schedule"):
         adm_scheduler_config("--noise_schedule sigmoid")
+
+
+def test_alphas_cumprod_closed_forms():
+    linear = adm_alphas_cumprod("--diffusion_steps 4000")
+    np.testing.assert_allclose(1 - linear[0], 2.5e-5)
+    np.testing.assert_allclose(linear[-1] / linear[-2], 1 - 5e-3)
+    cosine = adm_alphas_cumprod("--noise_schedule cosine --diffusion_steps 1000")
+    f = np.cos(0.008 / 1.008 * np.pi / 2) ** 2
+    for n in (0, 499, 900):  # abar_n = f((n+1)/N) / f(0) wherever no beta is clipped at 0.999
+        np.testing.assert_allclose(cosine[n], np.cos(((n + 1) / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2 / f, rtol=1e-9)
+    assert np.isclose(cosine[-1] / cosine[-2], 1 - 0.999)  # the last beta is clipped
 
 
 def _linear_schedule(n):

@@ -44,6 +44,7 @@ __all__ = [
     "diffusers_to_adm",
     "learned_range_log_variance",
     "adm_ancestral_step",
+    "adm_alphas_cumprod",
 ]
 
 #: ADM's defaults (guided_diffusion/script_util.py: model_and_diffusion_defaults), as typed values.
@@ -275,6 +276,35 @@ def adm_scheduler_config(flags: str | Mapping) -> dict:
         "clip_sample": True,
         "clip_sample_range": 1.0,
     }
+
+
+def adm_alphas_cumprod(flags: str | Mapping) -> np.ndarray:
+    """ADM's ``alphas_cumprod`` (float64, ``(diffusion_steps,)``) for its ``noise_schedule``.
+
+    ``linear``: ``betas = linspace(1e-4 s, 0.02 s, N)`` with ``s = 1000 / N``; ``cosine``:
+    ``betas_n = min(1 - abar(n+1) / abar(n), 0.999)`` with ``abar(n) = cos((n/N + 0.008) / 1.008 * pi/2)^2``
+    (Nichol & Dhariwal 2021). Feed it to :func:`adm_ancestral_step`; for a respaced
+    sampler pass ``alphas_cumprod[steps]``.
+
+    Args:
+      flags: ADM flags (see :func:`parse_adm_flags`).
+
+    Returns:
+      The cumulative products of ``1 - beta``.
+    """
+    f = parse_adm_flags(flags)
+    n = f["diffusion_steps"]
+    if f["noise_schedule"] == "linear":
+        betas = np.linspace(1e-4 * 1000 / n, 0.02 * 1000 / n, n, dtype=np.float64)
+    elif f["noise_schedule"] == "cosine":
+        def abar(u):
+            return np.cos((u + 0.008) / 1.008 * np.pi / 2) ** 2
+
+        grid = np.arange(n, dtype=np.float64) / n
+        betas = np.minimum(1 - abar(grid + 1.0 / n) / abar(grid), 0.999)
+    else:
+        raise ValueError(f"ADM noise_schedule must be 'linear' or 'cosine', got {f['noise_schedule']!r}")
+    return np.cumprod(1.0 - betas)
 
 
 # ----------------------------------------------------------------------------- state-dict keys
