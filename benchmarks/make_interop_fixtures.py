@@ -125,6 +125,30 @@ def _json_lines(record: dict) -> str:
     return "{\n" + ",\n".join(out) + "}\n"
 
 
+def adm_numpy_weights(shapes: dict, seed: int = 0) -> dict:
+    """Weights any test can rebuild from the committed key/shape list: NumPy's PCG64, fixed seed."""
+    rng = np.random.default_rng(seed)
+    return {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in shapes.items()}
+
+
+def _adm_reference_outputs(name, adm, shapes, class_cond):
+    """guided-diffusion's own output (NHWC) for NumPy-seeded weights and inputs, for end-to-end tests."""
+    import torch
+
+    adm.load_state_dict({k: torch.from_numpy(v) for k, v in adm_numpy_weights(shapes).items()}, strict=True)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 16, 16, adm.in_channels)).astype(np.float32)
+    t = np.array([3, 917])
+    y = np.array([5, 998]) if class_cond else None
+    with torch.no_grad():
+        args = (torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t))
+        out = adm(*args, y=torch.from_numpy(y)) if class_cond else adm(*args)
+    ref = {f"{name}/x": x, f"{name}/t": t, f"{name}/out": out.permute(0, 2, 3, 1).numpy()}
+    if class_cond:
+        ref[f"{name}/y"] = y
+    return ref
+
+
 def make_adm_fixtures(gd_dir):
     """Key/shape lists of both implementations, and their outputs on the same (mapped) random weights."""
     import torch
@@ -132,7 +156,7 @@ def make_adm_fixtures(gd_dir):
 
     gd = _interop_module("guided_diffusion")
     adm_to_diffusers, adm_unet_config, diffusers_to_adm = gd.adm_to_diffusers, gd.adm_unet_config, gd.diffusers_to_adm
-    record = {}
+    record, outputs = {}, {}
     for name, flags in ADM_CONFIGS.items():
         tiny = name.startswith("tiny")
         with torch.device("cpu" if tiny else "meta"):
@@ -161,7 +185,9 @@ def make_adm_fixtures(gd_dir):
             entry["max_abs_diff_adm_vs_diffusers"] = float((ref - out).abs().max())
             entry["max_abs_output"] = float(ref.abs().max())
             print(name, entry["max_abs_diff_adm_vs_diffusers"], entry["max_abs_output"])
+            outputs.update(_adm_reference_outputs(name, adm, entry["adm_shapes"], y is not None))
         record[name] = entry
+    np.savez_compressed(os.path.join(ADM_DIR, "adm_outputs.npz"), **outputs)
     with open(os.path.join(ADM_DIR, "adm_keys.json"), "w") as f:
         f.write(_json_lines(record))
 
