@@ -132,6 +132,7 @@ from diffjax.interop.guided_diffusion import (  # noqa: E402
     adm_scheduler_config,
     adm_to_diffusers,
     adm_unet_config,
+    convert_adm_checkpoint,
     diffusers_to_adm,
     adm_alphas_cumprod,
     learned_range_log_variance,
@@ -364,6 +365,26 @@ def test_checkpoint_file_to_diffusers_state(tmp_path):
     assert set(dif_state) == set(entry["diffusers_shapes"])
     for key in expected:
         np.testing.assert_array_equal(dif_state[key], expected[key], err_msg=key)
+
+
+def test_convert_writes_a_ddpm_pipeline_folder(tmp_path):
+    from safetensors.numpy import load_file
+
+    entry = ADM_KEYS["tiny_one_head"]
+    adm_state = _random_state(entry["adm_shapes"], seed=4)
+    _write_torch_zip(tmp_path / "model.pt", adm_state)
+    out = convert_adm_checkpoint(str(tmp_path / "model.pt"), entry["flags"], str(tmp_path / "run"))
+    with open(os.path.join(out, "model_index.json")) as f:
+        assert json.load(f)["_class_name"] == "DDPMPipeline"
+    with open(os.path.join(out, "unet", "config.json")) as f:
+        assert json.load(f) == json.loads(json.dumps(adm_unet_config(entry["flags"])))
+    with open(os.path.join(out, "scheduler", "scheduler_config.json")) as f:
+        assert json.load(f)["variance_type"] == "learned_range"
+    written = load_file(os.path.join(out, "unet", "diffusion_pytorch_model.safetensors"))
+    _, expected = adm_to_diffusers(entry["flags"], adm_state)
+    assert set(written) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(written[key], value, err_msg=key)
 
 
 @pytest.mark.parametrize("name", sorted(n for n in ADM_KEYS if n.startswith("tiny")))

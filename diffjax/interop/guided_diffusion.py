@@ -45,6 +45,7 @@ __all__ = [
     "learned_range_log_variance",
     "adm_ancestral_step",
     "adm_alphas_cumprod",
+    "convert_adm_checkpoint",
 ]
 
 #: ADM's defaults (guided_diffusion/script_util.py: model_and_diffusion_defaults), as typed values.
@@ -501,6 +502,52 @@ def diffusers_to_adm(flags: str | Mapping, state: Mapping[str, np.ndarray]) -> d
                     value = np.asarray(state[f"{src}.{p}"])
                     out[f"{dst}.{p}"] = value[:, :, None] if a == "proj_out" and p == "weight" else value
     return out
+
+
+def convert_adm_checkpoint(checkpoint: str, flags: str | Mapping, out_dir: str) -> str:
+    """Write a guided-diffusion ``.pt`` checkpoint as a diffusers ``DDPMPipeline`` folder.
+
+    The folder holds ``model_index.json``, ``unet/config.json`` (:func:`adm_unet_config`),
+    ``unet/diffusion_pytorch_model.safetensors`` (float32, diffusers keys),
+    ``scheduler/scheduler_config.json`` (:func:`adm_scheduler_config`) and
+    ``adm_flags.json`` (the parsed flags, for the record). The checkpoint is read
+    with :func:`diffjax.interop.torch_pickle.read_torch_checkpoint` (no code runs).
+
+    Args:
+      checkpoint: the guided-diffusion ``.pt`` file.
+      flags: its ADM flags (see :func:`parse_adm_flags`).
+      out_dir: the folder to write (created; existing files are overwritten).
+
+    Returns:
+      ``out_dir``.
+
+    Raises:
+      ValueError, UnsafeCheckpointError: see :func:`adm_to_diffusers` and the reader.
+    """
+    import json
+    import os
+
+    from safetensors.numpy import save_file
+
+    from diffjax.interop.torch_pickle import read_torch_checkpoint
+
+    parsed = parse_adm_flags(flags)
+    config, state = adm_to_diffusers(parsed, read_torch_checkpoint(checkpoint))
+    os.makedirs(os.path.join(out_dir, "unet"), exist_ok=True)
+    os.makedirs(os.path.join(out_dir, "scheduler"), exist_ok=True)
+    files = {
+        "model_index.json": {"_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"],
+                             "scheduler": ["diffusers", "DDPMScheduler"]},
+        os.path.join("unet", "config.json"): config,
+        os.path.join("scheduler", "scheduler_config.json"): adm_scheduler_config(parsed),
+        "adm_flags.json": parsed,
+    }
+    for name, content in files.items():
+        with open(os.path.join(out_dir, name), "w") as f:
+            json.dump(content, f, indent=2)
+    save_file({k: np.ascontiguousarray(v, np.float32) for k, v in state.items()},
+              os.path.join(out_dir, "unet", "diffusion_pytorch_model.safetensors"))
+    return out_dir
 
 
 # ----------------------------------------------------------------------------- learned variance
