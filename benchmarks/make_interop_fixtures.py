@@ -59,7 +59,9 @@ def make_torch_fixtures():
     )
     os.makedirs(ADM_DIR, exist_ok=True)
     torch.save(state, os.path.join(ADM_DIR, "tensors.pt"))
-    torch.save({"state_dict": {"layer": {"w": state["f32"]}}, "epoch": 3, "name": "x"},
+    # guided-diffusion saves nn.Parameter objects (torch._utils._rebuild_parameter), not plain tensors
+    torch.save({"state_dict": {"layer": {"w": state["f32"], "p": torch.nn.Parameter(state["f64"].float())}},
+                "epoch": 3, "name": "x"},
                os.path.join(ADM_DIR, "nested.ckpt"))
     np.savez(os.path.join(ADM_DIR, "tensors_expected.npz"),
              **{k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in state.items()})

@@ -35,9 +35,10 @@ def test_nested_checkpoint_finds_its_state_dict():
     tree = load_torch_pickle(os.path.join(FIXTURES, "nested.ckpt"))
     assert tree["epoch"] == 3 and tree["name"] == "x"
     state = read_torch_checkpoint(os.path.join(FIXTURES, "nested.ckpt"))
-    expected = np.load(os.path.join(FIXTURES, "tensors_expected.npz"))["f32"]
-    assert list(state) == ["layer.w"]
-    np.testing.assert_array_equal(state["layer.w"], expected)
+    expected = np.load(os.path.join(FIXTURES, "tensors_expected.npz"))
+    assert list(state) == ["layer.w", "layer.p"]
+    np.testing.assert_array_equal(state["layer.w"], expected["f32"])
+    np.testing.assert_array_equal(state["layer.p"], expected["f64"].astype(np.float32))  # an nn.Parameter
     with pytest.raises(ValueError, match="no entry 'model'"):
         read_torch_checkpoint(os.path.join(FIXTURES, "nested.ckpt"), key="model")
 
