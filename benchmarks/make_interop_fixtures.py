@@ -75,10 +75,12 @@ ADM_CONFIGS = {
                           "--num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True",
     "imagenet64_cond": "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --dropout 0.1 "
                        "--image_size 64 --learn_sigma True --noise_schedule cosine --num_channels 192 "
-                       "--num_head_channels 64 --num_res_blocks 3 --resblock_updown True --use_new_attention_order True "
+                       "--num_head_channels 64 --num_res_blocks 3 --resblock_updown True "
+                       "--use_new_attention_order True "
                        "--use_fp16 True --use_scale_shift_norm True",
     "sr128_512": "--attention_resolutions 32,16 --class_cond True --diffusion_steps 1000 --large_size 512 "
-                 "--small_size 128 --learn_sigma True --noise_schedule linear --num_channels 192 --num_head_channels 64 "
+                 "--small_size 128 --learn_sigma True --noise_schedule linear --num_channels 192 "
+                 "--num_head_channels 64 "
                  "--num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True",
     "tiny_cond_new_order": "--image_size 16 --num_channels 32 --channel_mult 1,2 --num_res_blocks 1 "
                            "--attention_resolutions 8 --num_head_channels 16 --class_cond True --learn_sigma True "

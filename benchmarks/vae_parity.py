@@ -25,14 +25,16 @@ from diffjax.nn.diffusers_vae import VQModel, vae_from_pretrained
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--folder", required=True, help="config.json + diffusion_pytorch_model.safetensors + reference.npz")
+    parser.add_argument("--folder", required=True,
+                        help="config.json + diffusion_pytorch_model.safetensors + reference.npz")
     args = parser.parse_args()
     start = time.perf_counter()
     model = vae_from_pretrained(args.folder)
     load_s = time.perf_counter() - start
     ref = dict(np.load(os.path.join(args.folder, "reference.npz")))
     params = sum(int(np.prod(v[...].shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    row = {"model": type(model).__name__, "params": params, "image": list(ref["images"].shape), "load_s": round(load_s, 2)}
+    row = {"model": type(model).__name__, "params": params, "image": list(ref["images"].shape),
+           "load_s": round(load_s, 2)}
 
     if isinstance(model, VQModel):
         @nnx.jit

@@ -70,7 +70,8 @@ def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, attack):
     command = f"touch {marker}"
     code = f"open({str(marker)!r}, 'w').close()"
     func, arg = {"os.system": (os.system, command), "builtins.eval": (builtins.eval, code),
-                 "builtins.exec": (builtins.exec, code), "subprocess.call": (subprocess.call, ["touch", str(marker)])}[attack]
+                 "builtins.exec": (builtins.exec, code),
+                 "subprocess.call": (subprocess.call, ["touch", str(marker)])}[attack]
     # The payload hides in a state dict, next to an innocent entry, as an attacker would put it.
     # (protocol 4 keeps the real module names; protocol 2 would write __builtin__ / commands.)
     payload = pickle.dumps({"weight": 1.0, "bias": _Exploit(func, arg)}, protocol=4)

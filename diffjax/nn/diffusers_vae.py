@@ -100,7 +100,9 @@ class SelfAttention(nnx.Module):
 
     def __init__(self, channels: int, groups: int):
         self.group_norm = GroupNorm(groups, channels)
-        self.to_q, self.to_k, self.to_v = Linear(channels, channels), Linear(channels, channels), Linear(channels, channels)
+        self.to_q = Linear(channels, channels)
+        self.to_k = Linear(channels, channels)
+        self.to_v = Linear(channels, channels)
         self.to_out = nnx.List([Linear(channels, channels)])
 
     def __call__(self, x: Array) -> Array:
@@ -233,7 +235,8 @@ def check_vae_config(config: dict) -> dict:
         raise ValueError(f"{name} config has keys this loader does not know: {unknown}")
     c = {**_DEFAULTS[name], **config}
     n = len(c["block_out_channels"])
-    if list(c["down_block_types"]) != ["DownEncoderBlock2D"] * n or list(c["up_block_types"]) != ["UpDecoderBlock2D"] * n:
+    down, up = list(c["down_block_types"]), list(c["up_block_types"])
+    if down != ["DownEncoderBlock2D"] * n or up != ["UpDecoderBlock2D"] * n:
         raise ValueError(f"{name}: only DownEncoderBlock2D / UpDecoderBlock2D blocks, one per block_out_channels "
                          f"entry ({n}), are implemented; got {c['down_block_types']} / {c['up_block_types']}")
     if c["act_fn"] != "silu":
@@ -441,7 +444,7 @@ def vae_from_diffusers(config: dict, state: dict[str, np.ndarray]) -> VQModel | 
 
 
 def vae_from_pretrained(folder: str) -> VQModel | AutoencoderKL:
-    """:func:`vae_from_diffusers` on a diffusers model folder (``config.json`` + ``diffusion_pytorch_model.safetensors``).
+    """:func:`vae_from_diffusers` on a model folder (``config.json``, ``diffusion_pytorch_model.safetensors``).
 
     Args:
       folder: e.g. a pipeline's ``vqvae/`` or ``vae/`` folder.
@@ -459,7 +462,8 @@ def vae_from_pretrained(folder: str) -> VQModel | AutoencoderKL:
         raise ValueError(f"no config.json in {folder}")
     if not os.path.isfile(weights):
         raise ValueError(f"no diffusion_pytorch_model.safetensors in {folder} (PyTorch .bin weights are pickles: "
-                         "read them with diffjax.interop.torch_pickle.read_torch_checkpoint, or convert to safetensors)")
+                         "read them with diffjax.interop.torch_pickle.read_torch_checkpoint, or convert them "
+                         "to safetensors)")
     from safetensors.numpy import load_file
 
     with open(config_path) as f:
