@@ -87,13 +87,24 @@ class DiffusersRun(Run):
         self.workdir, self.task, self.step, self.config = workdir, "generate", 0, None
         self.unet_config, self.scheduler_config = unet_config, scheduler_config or {}
         self.model, self.schedule = model, schedule
-        self.sde, self.sampler = schedule.sde, schedule.sampler
+        self.sde = schedule.sde
         self.prediction, self.time_input = schedule.prediction, schedule.time_input
         self._graphdef, self.params = nnx.split(model, nnx.Param)
         size = unet_config.get("sample_size") or 32
         size = size[0] if isinstance(size, (list, tuple)) else size
         self.image_shape = (int(size), int(size), int(model.config_dict["in_channels"]))
         self._compiled = {}
+
+    # A diffusers run has no ConfigDict: its capabilities and sampler come from the folder.
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """What this run can do: generate, restore (RePaint), translate (SDEdit), score_fn, sde, sampler."""
+        return ("generate", "restore", "translate", "score_fn", "sde", "sampler")
+
+    @property
+    def sampler(self):
+        """The pipeline's own loop (its scheduler mapped onto a diffjax sampler)."""
+        return self.schedule.sampler
 
     def __repr__(self) -> str:
         return f"DiffusersRun(workdir={self.workdir!r}, image_shape={self.image_shape}, sampler={self.sampler})"

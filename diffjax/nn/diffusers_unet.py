@@ -36,8 +36,9 @@ from diffjax.typing import Array
 
 __all__ = ["DiffusersUNet2D", "check_unet_config", "DOWN_BLOCKS", "UP_BLOCKS"]
 
-DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D")
-UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D")
+DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D",
+               "ResnetDownsampleBlock2D")
+UP_BLOCKS = ("UpBlock2D", "AttnUpBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D", "ResnetUpsampleBlock2D")
 
 # UNet2DModel's constructor defaults (diffusers 0.2x-0.4x), filled in for keys a config.json omits.
 DEFAULTS: dict[str, Any] = {
@@ -365,7 +366,8 @@ class DownBlock(nnx.Module):
             else:
                 self.skip_conv = nnx.data(None)
         elif add_downsample:
-            if c["downsample_type"] == "resnet" and kind == "AttnDownBlock2D":  # DownBlock2D ignores it
+            # DownBlock2D ignores downsample_type; ResnetDownsampleBlock2D (ADM) always resamples by a resnet.
+            if (c["downsample_type"] == "resnet" and kind == "AttnDownBlock2D") or kind == "ResnetDownsampleBlock2D":
                 self.downsamplers = nnx.List([ResnetBlock2D(cout, cout, temb, groups=g, eps=eps, scale_shift=ss,
                                                             resample="down", rngs=rngs)])
             else:
@@ -433,7 +435,8 @@ class UpBlock(nnx.Module):
                 self.attentions = nnx.List([Attention(cout, head_dim, groups=g, eps=eps, rngs=rngs)
                                             for _ in range(layers)])
             if add_upsample:
-                if c["upsample_type"] == "resnet" and kind == "AttnUpBlock2D":  # UpBlock2D ignores it
+                # UpBlock2D ignores upsample_type; ResnetUpsampleBlock2D (ADM) always resamples by a resnet.
+                if (c["upsample_type"] == "resnet" and kind == "AttnUpBlock2D") or kind == "ResnetUpsampleBlock2D":
                     self.upsamplers = nnx.List([ResnetBlock2D(cout, cout, temb, groups=g, eps=eps, scale_shift=ss,
                                                               resample="up", rngs=rngs)])
                 else:
