@@ -90,3 +90,26 @@ def load_json(path: str) -> Any:
     except json.JSONDecodeError as err:
         raise UserError(f"{path}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg}); "
                         "the file is damaged or was edited by hand: repair it or restore it from a copy") from None
+
+
+def dataclass_from_json(cls, path: str):
+    """``cls(**json)`` for the JSON object in ``path`` (e.g. a run's ``model_config.json``), checked.
+
+    Raises:
+      UserError: the file does not parse (naming line and column), is not an
+        object, or holds keys ``cls`` does not have (naming them and the known ones).
+    """
+    import dataclasses
+
+    data = load_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object of {cls.__name__} fields, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown {cls.__name__} field(s) {unknown}; known fields are {sorted(known)} "
+                        "(the file was edited by hand or written by another version of diffjax)")
+    try:
+        return cls(**data)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a valid {cls.__name__}: {one_line(err)}") from None

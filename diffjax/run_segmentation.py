@@ -716,6 +716,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         (naming every such file).
     """
     from diffjax.logging_utils import save_png
+    from diffjax.outputs import is_own_output, save_image
     from diffjax.pipelines.translation import read_translation_inputs
 
     if config.task.name == "ddep_pretrain":
@@ -726,7 +727,8 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         raise ValueError(f"{workdir} holds no {INFO_FILE}: its segmentation training did not finish")
     with open(info_path) as f:
         shape = tuple(json.load(f)["image_shape"])
-    inputs = read_translation_inputs(input_dir, shape)
+    # A folder holding an earlier run's name_label.png / name_uncertainty.png: segment only the images.
+    inputs = read_translation_inputs(input_dir, shape, exclude=is_own_output)
     segmenter = Segmenter(config, workdir)
     batch = int(config.segmentation.feature_batch_size)
     images = np.stack([image for _, image in inputs])
@@ -744,7 +746,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
             stem = os.path.splitext(name)[0]
             img = Image.fromarray(lab.astype(np.uint8), mode="P")
             img.putpalette(palette)
-            img.save(os.path.join(output, f"{stem}_label.png"))
+            save_image(os.path.join(output, f"{stem}_label.png"), img)
             save_png(os.path.join(output, f"{stem}_uncertainty.png"),
                      np.clip(np.rint(ent * scale), 0, 255).astype(np.uint8)[..., None])
         print(f"segmented {len(inputs)} images ({config.task.name}) into {output}")
