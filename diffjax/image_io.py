@@ -21,6 +21,7 @@ the file, on one line.
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -49,7 +50,10 @@ def _refuse_bombs():
 
 def _fail(path: str, err: BaseException) -> UserError:
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
-        return UserError(f"{path}: refused, its header claims more pixels than the limit of {MAX_PIXELS} "
+        # Pillow refuses in Image.open, before the size is ours to read; its message holds the count.
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        claim = f"{found.group(1)} pixels" if found else "more pixels"
+        return UserError(f"{path}: refused, its header claims {claim}, more than the limit of {MAX_PIXELS} "
                          "(a decompression bomb or a damaged file)")
     if isinstance(err, UnidentifiedImageError):
         return UserError(f"{path}: cannot be read as a PNG/JPEG image (not an image file)")

@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 from PIL import Image
 
-from diffjax import builders, distributed
+from diffjax import builders, distributed, fingerprint
 from diffjax.checkpoint import write_model_config
 from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
 from diffjax.run_config import get_base_config, load_run_config, write_run_config
@@ -324,6 +324,8 @@ def _train_features(config, workdir) -> dict:
     _start(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     write_run_config(workdir, config)
+    if "backbone_workdir" in info and distributed.is_lead():  # sample.py refuses a backbone changed since (diffjax.fingerprint)
+        fingerprint.record(workdir, "backbone", info["backbone_workdir"])
     t0 = time.perf_counter()
     if s.feature_memmap:  # on disk; the ensemble reads chunk_pixels pixels' features at a time
         path = os.path.join(workdir, "features.npy")
@@ -598,6 +600,8 @@ class Segmenter:
         state_path = os.path.join(workdir, STATE_FILE)
         if config.task.name == "segmentation_features":
             self._kind = "ensemble"
+            if info.get("backbone_workdir"):
+                fingerprint.check(workdir, "backbone", info["backbone_workdir"])
             self._feature_fn, now = build_feature_fn(config, self.image_shape)
             if now.get("backbone_step") != info.get("backbone_step"):
                 raise ValueError(f"backbone run {info.get('backbone_workdir')} is now at checkpoint step "
