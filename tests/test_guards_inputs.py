@@ -161,7 +161,7 @@ def test_non_image_in_held_out_share_is_found_before_training(tmp_path):
     with open(held, "wb") as f:
         f.write(b"this is not a PNG")
     with pytest.raises(ValueError, match=f"{os.path.basename(held)}.*not an image"):
-        load_folder(folder, split="train", eval_fraction=0.1)
+        load_folder(folder, split="train", eval_fraction=0.1, channels=1)
 
 
 def test_dataset_check_lists_every_bad_file_on_one_line(tmp_path):
@@ -185,6 +185,7 @@ def test_train_py_reports_a_bad_held_out_file_as_one_error_line(tmp_path):
     (tmp_path / "data" / os.path.basename(held)).write_bytes(b"GIF89a-not-really")
     config = get_config("smoke")
     config.data.name, config.data.data_dir, config.data.image_size = "folder", folder, 8
+    config.data.channels = 1  # as the model's: no file is opened to guess the channels
     workdir = tmp_path / "run"
     with pytest.raises(ValueError, match=os.path.basename(held)):
         dj.train(config, str(workdir))
