@@ -297,3 +297,20 @@ def test_fingerprint_changes_with_any_byte_and_not_otherwise(tmp_path):
     assert a == fingerprint.fingerprint(ae)
     _retrain(ae, weights=b"weightz")
     assert fingerprint.fingerprint(ae)["sha256"] != a["sha256"]
+
+
+@pytest.mark.slow  # building the LSGM networks takes ~90 s on a shared 2-core machine
+def test_lsgm_run_refuses_a_config_json_model_edited_since_training(tmp_path):
+    """model_config.json is the network the checkpoints hold: an edited config.json is refused, not applied
+    (UNet runs build from model_config.json and ignore the edit; both never run another network)."""
+    from diffjax.checkpoint import write_model_config
+    from diffjax.run_lsgm import build_lsgm_model, load_lsgm
+
+    config = load_config_file(os.path.join(ROOT, "configs", "lsgm_fashion_mnist.py:smoke"))
+    model, _, _ = build_lsgm_model(config, (16, 16, 1))
+    write_model_config(str(tmp_path), model.model_config_dict())
+    write_run_config(str(tmp_path), config)
+    edited = load_run_config(str(tmp_path))
+    edited.model.base_channels = int(config.model.base_channels) * 2
+    with pytest.raises(ValueError, match=r"prior: checkpoint has .*this config has"):
+        load_lsgm(str(tmp_path), edited)
