@@ -93,6 +93,7 @@ def _ldm_config(name, **overrides):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # three smoke trainings: ~10 min on a shared 2-core machine
 def test_latent_run_refuses_an_autoencoder_retrained_at_another_size(tmp_path):
     import diffjax as dj
     from diffjax.run_config import load_run_config
