@@ -161,9 +161,9 @@ class Checkpointer:
         if len(failures) == 1 and isinstance(failures[0][1], ValueError):
             raise failures[0][1]
         raise ValueError(
-            f"no intact checkpoint in {self.directory}: steps {steps} all fail to restore; newest "
-            f"(step {failures[0][0]}): {_first_line(failures[0][1])}. Use a new --workdir, or restore the "
-            "checkpoints from a copy"
+            f"no checkpoint in {self.directory} can be restored: steps {steps} all fail (damaged files, or "
+            f"another model or optimizer than this run builds); the newest, step {failures[0][0]}: "
+            f"{_first_line(failures[0][1])}. Use a new --workdir, or restore the checkpoints from a copy"
         ) from failures[0][1]
 
     def _restore_step(self, target: PyTree, step: int) -> TrainState:

@@ -72,7 +72,7 @@ def test_no_intact_step_says_so_and_lists_steps(tmp_path):
     with pytest.raises(ValueError) as info:
         ckpt.restore(_target())
     message = str(info.value)
-    assert "no intact checkpoint" in message and "[1, 2]" in message and "\n" not in message
+    assert "no checkpoint in" in message and "can be restored" in message and "[1, 2]" in message and "\n" not in message
     ckpt.close()
 
 

@@ -196,7 +196,7 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
         try:
             img = open_image(path)
         except ValueError as err:
-            problems.append(str(err).replace(path, name, 1))
+            problems.append(f"{name}: not an image ({str(err).split(': ', 1)[-1]})")
             continue
         fmt = img.format
         # 16-bit and float grey count as the 8-bit grey they are scaled to (diffjax.image_io).
