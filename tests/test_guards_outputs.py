@@ -99,6 +99,18 @@ def test_generating_run_refuses_an_existing_file_as_output(tmp_path):
     assert (tmp_path / "taken").read_text() == "mine"
 
 
+def test_generating_run_given_input_is_told_about_translation_method(tmp_path):
+    from diffjax.runs import sample_from_workdir
+    from train_fixtures import tiny_config
+
+    workdir = str(tmp_path / "run")
+    os.makedirs(workdir)
+    write_run_config(workdir, tiny_config())
+    with pytest.raises(ValueError, match=r"generates from noise unless .*--config\.translation\.method=sdedit"):
+        sample_from_workdir(load_run_config(workdir), workdir, output=str(tmp_path / "o"),
+                            input_dir=_inputs(tmp_path / "in"))
+
+
 def test_unwritable_parent_is_refused(tmp_path):
     if os.geteuid() == 0:
         pytest.skip("root writes everywhere")
