@@ -18,13 +18,17 @@ Multi-host: start one ``sample.py`` per host with ``--coordinator_address``,
 variables; automatic on TPU VMs), as for ``train.py``. Every process restores
 the checkpoint collectively, whatever layout wrote it, and runs the same
 sampling program over all devices; only process 0 writes files.
+
+A mistake in what was given (flags, files, folders, the run's config) ends with
+one ``error: ...`` line and exit status 1; ``--debug`` or ``DIFFJAX_DEBUG=1``
+shows the traceback (docs/guarantees.md).
 """
 
 from __future__ import annotations
 
 import sys
 
-from diffjax import builders, distributed
+from diffjax import builders, distributed, errors
 from diffjax.run_config import CONFIG_FILE, load_run_config  # noqa: F401  (re-exported for scripts)
 from diffjax.runs import (  # noqa: F401  (re-exported for scripts and benchmarks)
     RESTORE_TASKS,
@@ -52,12 +56,9 @@ def cli(argv: list[str]) -> None:
 
     workdir = _workdir_from_argv(argv)
     if workdir is None:
-        raise SystemExit("sample.py needs --workdir DIR (the directory of a train.py run)")
-    try:
-        base = load_run_config(workdir)
-        builders.check_override_keys(argv, base)
-    except ValueError as err:
-        raise SystemExit(str(err))
+        raise errors.UserError("sample.py needs --workdir DIR (the directory of a train.py run)")
+    base = load_run_config(workdir)
+    builders.check_override_keys(argv, base)
     # The stored config is the default, so --config.sampling.* overrides type-check against it.
     config_flag = config_flags.DEFINE_config_dict("config", base, "the run's config (overridable)", lock_config=True)
     flags.DEFINE_string("workdir", None, "directory of a train.py run")
@@ -71,15 +72,11 @@ def cli(argv: list[str]) -> None:
 
     def main(_):
         absl_logging.set_verbosity(absl_logging.WARNING)
-        try:
-            # Before any array exists: every process restores the checkpoint
-            # collectively and runs the same sampling program; process 0 writes.
-            distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value)
-            sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
-                                input_dir=input_flag.value)
-        except ValueError as err:
-            # Bad input is the user's to fix: print the message, not a traceback.
-            raise SystemExit(f"error: {err}")
+        # Before any array exists: every process restores the checkpoint
+        # collectively and runs the same sampling program; process 0 writes.
+        distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value)
+        sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
+                            input_dir=input_flag.value)
 
     app.run(main, argv)
 
@@ -88,4 +85,5 @@ if __name__ == "__main__":
     from diffjax.cli_help import exit_if_help
 
     exit_if_help(sys.argv, "sample")  # works without --workdir: tasks, flags, samplers
-    cli(sys.argv)
+    # Bad input is the user's to fix: one "error: ..." line, no traceback (--debug shows it).
+    errors.run_cli(cli, sys.argv)

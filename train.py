@@ -10,13 +10,16 @@ from Python, :func:`diffjax.train` does the same).
 Multi-host: ``--coordinator_address``, ``--num_processes``, ``--process_id`` (or
 ``JAX_COORDINATOR_ADDRESS`` etc.; automatic on TPU VMs, SLURM, Open MPI) join a
 ``jax.distributed`` job (:mod:`diffjax.distributed`) before anything else runs.
+
+A mistake in what was given (config, flags, data) ends with one ``error: ...``
+line and exit status 1; ``--debug`` or ``DIFFJAX_DEBUG=1`` shows the traceback.
 """
 
 from __future__ import annotations
 
 import logging
 
-from diffjax import builders, distributed
+from diffjax import builders, distributed, errors
 from diffjax.run_config import CONFIG_FILE, load_config_file, split_config_flag, write_run_config  # noqa: F401
 from diffjax.run_kinds import train_and_evaluate  # noqa: F401
 from diffjax.run_training import NONFINITE_MODES, check_workdir_writable, evaluate  # noqa: F401
@@ -31,10 +34,7 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     log.setLevel(logging.INFO)
     # Before any array exists: join the multi-host job (flags, env vars or TPU/SLURM auto-detection).
-    try:
-        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if distributed.is_lead():
         log.info("done: %s", summary)
@@ -44,14 +44,11 @@ def _load_command_line_config(argv: list[str]):
     """The ``--config`` spec loaded (path or bundled name), its overrides checked, and argv without it."""
     spec, rest = split_config_flag(argv)
     if spec is None:
-        raise SystemExit("error: train.py needs --config configs/X.py[:arg] (or a bundled name such as "
-                         "ddpm_digits:smoke) and --workdir DIR")
-    try:
-        config = load_config_file(spec)
-        # Fail on unknown --config.* keys with a clear message, before absl parses them.
-        builders.check_override_keys(rest, config)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+        raise errors.UserError("train.py needs --config configs/X.py[:arg] (or a bundled name such as "
+                               "ddpm_digits:smoke) and --workdir DIR")
+    config = load_config_file(spec)
+    # Fail on unknown --config.* keys with a clear message, before absl parses them.
+    builders.check_override_keys(rest, config)
     return config, rest
 
 
@@ -65,7 +62,8 @@ if __name__ == "__main__":
     from absl import logging as absl_logging
     from ml_collections import config_flags
 
-    _BASE, _ARGV = _load_command_line_config(sys.argv)
+    # Bad input is the user's to fix: one "error: ..." line, no traceback (--debug shows it).
+    _BASE, _ARGV = errors.run_cli(_load_command_line_config, sys.argv)
     # The loaded config is the flag's default, so --config.a.b=v overrides type-check against it.
     # (sys_argv: the overrides are read from the command line without the --config spec.)
     _CONFIG = config_flags.DEFINE_config_dict("config", _BASE, "config file, e.g. configs/ddpm_digits.py[:smoke]",
@@ -76,4 +74,4 @@ if __name__ == "__main__":
     _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
     _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
     flags.mark_flags_as_required(["workdir"])
-    app.run(main, _ARGV)
+    errors.run_cli(app.run, main, _ARGV)

@@ -306,14 +306,14 @@ def load_model_config(workdir: str, network: str = "unet"):
       ValueError: if ``workdir`` holds no ``model_config.json``.
     """
     from diffjax.checkpoint import model_config_path
+    from diffjax.errors import dataclass_from_json
     from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
 
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
-    with open(path) as f:
-        cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
-        return cls(**json.load(f))
+    cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
+    return dataclass_from_json(cls, path)  # a damaged or hand-edited file is named, with its line
 
 
 def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):

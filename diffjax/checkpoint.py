@@ -38,6 +38,15 @@ __all__ = [
 
 MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "checkpoints_unreadable"
+log = logging.getLogger("diffjax.checkpoint")
+
+
+def _first_line(err: BaseException) -> str:
+    """The first line of an error (Orbax's run to a hundred lines), at most 300 characters."""
+    text = str(err).strip().splitlines()
+    line = text[0] if text else type(err).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
 
 
 def abstract_state(init_fn: Callable[[], PyTree], sharding: Sharding) -> PyTree:
@@ -75,6 +84,22 @@ class Checkpointer:
                 create=True,
             ),
         )
+        self._unreadable: set[int] = set()  # steps restore() skipped as damaged
+
+    def _move_unreadable(self, step: int) -> None:
+        """Move a damaged step aside (kept for inspection) so the run can write that step again."""
+        self._unreadable.discard(step)
+        if jax.process_index() == 0:
+            aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
+            os.makedirs(aside, exist_ok=True)
+            target = os.path.join(aside, str(step))
+            suffix = 0
+            while os.path.exists(target):
+                suffix += 1
+                target = os.path.join(aside, f"{step}.{suffix}")
+            os.replace(os.path.join(self.directory, str(step)), target)
+            log.warning("moved the unreadable checkpoint step %d to %s", step, target)
+        self._manager.reload()
 
     def latest_step(self) -> int | None:
         """Step of the newest complete checkpoint, or ``None`` if there is none."""
@@ -90,6 +115,8 @@ class Checkpointer:
         Returns:
           Whether a save was started (``False`` if that step already exists).
         """
+        if step in self._unreadable:
+            self._move_unreadable(step)
         if step in self._manager.all_steps():
             return False
         return self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state)))
@@ -97,22 +124,52 @@ class Checkpointer:
     def restore(self, target: PyTree, step: int | None = None) -> TrainState:
         """Read a checkpoint into the structure, dtypes and shardings of ``target``.
 
+        With ``step=None`` the newest *intact* checkpoint is used: a step that
+        fails to read (a truncated or damaged file) is skipped with a one-line
+        warning naming it, and the next older one is tried. During training the
+        skipped step is moved to ``WORKDIR/checkpoints_unreadable/`` when the run
+        comes to save that step again (never deleted).
+
         Args:
           target: abstract state from :func:`abstract_state` (or concrete arrays).
-          step: which checkpoint; default the latest.
+          step: which checkpoint; default the newest intact one.
 
         Returns:
           The restored state, laid out as ``target`` says.
 
         Raises:
-          ValueError: if there is no checkpoint, or it does not match ``target``.
+          ValueError: if there is no checkpoint, the one asked for does not
+            match ``target``, or no kept step can be restored (listing them).
         """
-        step = self.latest_step() if step is None else step
-        if step is None:
+        if step is not None:
+            return self._restore_step(target, step)
+        steps = self.all_steps()
+        if not steps:
             raise ValueError(f"no checkpoint to restore in {self.directory}")
+        failures = []
+        for candidate in reversed(steps):
+            try:
+                state = self._restore_step(target, candidate)
+            except Exception as err:  # noqa: BLE001  (Orbax/TensorStore raise many types for a damaged file)
+                failures.append((candidate, err))
+                continue
+            for bad, err in failures:
+                log.warning("checkpoint step %d in %s cannot be read, skipped: %s; using step %d", bad,
+                            self.directory, _first_line(err), candidate)
+                self._unreadable.add(bad)
+            return state
+        if len(failures) == 1 and isinstance(failures[0][1], ValueError):
+            raise failures[0][1]
+        raise ValueError(
+            f"no checkpoint in {self.directory} can be restored: steps {steps} all fail (damaged files, or "
+            f"another model or optimizer than this run builds); the newest, step {failures[0][0]}: "
+            f"{_first_line(failures[0][1])}. Use a new --workdir, or restore the checkpoints from a copy"
+        ) from failures[0][1]
+
+    def _restore_step(self, target: PyTree, step: int) -> TrainState:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-        except (ValueError, KeyError, TypeError, OSError) as err:
+        except Exception as err:  # noqa: BLE001  (reported on one line, see restore)
             older = [s for s in self.all_steps() if s < step]
             fallback = (
                 f"To resume from the previous checkpoint {older[-1]}, move {os.path.join(self.directory, str(step))} "
@@ -122,7 +179,7 @@ class Checkpointer:
             )
             raise ValueError(
                 f"checkpoint {step} in {self.directory} cannot be restored into the state this run builds "
-                f"(it does not match: a different model, optimizer or corrupt files): {err}. {fallback}"
+                f"(it does not match: a different model, optimizer or corrupt files): {_first_line(err)}. {fallback}"
             ) from err
         return restored.state
 

@@ -14,7 +14,6 @@ import time
 
 import jax
 import numpy as np
-from PIL import Image
 
 __all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "save_class_samples",
            "Throughput"]
@@ -92,12 +91,10 @@ def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1)
 
 
 def save_png(path: str, image_uint8: np.ndarray) -> None:
-    """Write an ``(H, W, C)`` uint8 image (C = 1 or 3) as PNG."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    img = np.asarray(image_uint8)
-    if img.ndim == 3 and img.shape[-1] == 1:
-        img = img[..., 0]
-    Image.fromarray(img).save(path)
+    """Write an ``(H, W, C)`` uint8 image (C = 1 or 3) as PNG, atomically (:func:`diffjax.outputs.save_image`)."""
+    from diffjax.outputs import save_image
+
+    save_image(path, image_uint8)
 
 
 def save_grid(path: str, images: np.ndarray) -> np.ndarray:

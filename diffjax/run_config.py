@@ -10,12 +10,12 @@ check the config a run stored in its workdir.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 
 import ml_collections
 
 from diffjax import config_checks
+from diffjax.errors import UserError, load_json
 
 __all__ = [
     "CONFIG_FILE",
@@ -334,7 +334,10 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         _bundled_configs_importable()
     module_spec = importlib.util.spec_from_file_location("_run_config", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as err:  # name the file and line, not a traceback into importlib
+        raise UserError(f"{path}, line {err.lineno}: the config file does not parse ({err.msg})") from None
     if not callable(getattr(module, "get_config", None)):
         raise ValueError(f"config file {path} defines no get_config(arg=None)")
     return module.get_config(arg or None)
@@ -440,6 +443,5 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
             f"{workdir} holds no {CONFIG_FILE}: expected the --workdir of a train.py run "
             "(python train.py --config configs/X.py --workdir DIR)"
         )
-    with open(path) as f:
-        stored = ml_collections.ConfigDict(json.load(f))
+    stored = ml_collections.ConfigDict(load_json(path))  # a damaged file is named, with its line
     return config_checks.fill_missing_keys(stored, get_base_config())

@@ -399,6 +399,8 @@ def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     if config.task.name != "lsgm":
         raise ValueError(f"{workdir} is a {config.task.name!r} run, not an LSGM run")
     model, vae_params, prior_params = build_lsgm_model(config, _image_shape(workdir, config))
+    # model_config.json is the network the checkpoints hold: a config.json edited since is refused, not applied.
+    check_model_config(workdir, model.model_config_dict())
     vae_opt, prior_opt = _optimizers(config)
     rep = replicated(make_mesh())
     init = _initial_state(vae_params, prior_params, vae_opt, prior_opt)

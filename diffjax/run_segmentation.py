@@ -34,7 +34,7 @@ import optax
 from flax import nnx
 from PIL import Image
 
-from diffjax import builders, distributed
+from diffjax import builders, distributed, fingerprint
 from diffjax.checkpoint import write_model_config
 from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
 from diffjax.builders import load_model_config, restore_ema_model
@@ -321,6 +321,8 @@ def _train_features(config, workdir) -> dict:
     _start(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     write_run_config(workdir, config)
+    if "backbone_workdir" in info and distributed.is_lead():  # sample.py refuses a backbone changed since (diffjax.fingerprint)
+        fingerprint.record(workdir, "backbone", info["backbone_workdir"])
     t0 = time.perf_counter()
     if s.feature_memmap:  # on disk; the ensemble reads chunk_pixels pixels' features at a time
         path = os.path.join(workdir, "features.npy")
@@ -597,6 +599,8 @@ class Segmenter(Run):
         state_path = os.path.join(workdir, STATE_FILE)
         if config.task.name == "segmentation_features":
             self._kind = "ensemble"
+            if info.get("backbone_workdir"):
+                fingerprint.check(workdir, "backbone", info["backbone_workdir"])
             self._feature_fn, now = build_feature_fn(config, self.image_shape)
             if now.get("backbone_step") != info.get("backbone_step"):
                 raise ValueError(f"backbone run {info.get('backbone_workdir')} is now at checkpoint step "
@@ -722,6 +726,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         (naming every such file).
     """
     from diffjax.logging_utils import save_png
+    from diffjax.outputs import is_own_output, save_image
     from diffjax.pipelines.translation import read_translation_inputs
 
     if config.task.name == "ddep_pretrain":
@@ -732,7 +737,8 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         raise ValueError(f"{workdir} holds no {INFO_FILE}: its segmentation training did not finish")
     with open(info_path) as f:
         shape = tuple(json.load(f)["image_shape"])
-    inputs = read_translation_inputs(input_dir, shape)
+    # A folder holding an earlier run's name_label.png / name_uncertainty.png: segment only the images.
+    inputs = read_translation_inputs(input_dir, shape, exclude=is_own_output)
     segmenter = Segmenter(config, workdir)
     batch = int(config.segmentation.feature_batch_size)
     images = np.stack([image for _, image in inputs])
@@ -750,7 +756,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
             stem = os.path.splitext(name)[0]
             img = Image.fromarray(lab.astype(np.uint8), mode="P")
             img.putpalette(palette)
-            img.save(os.path.join(output, f"{stem}_label.png"))
+            save_image(os.path.join(output, f"{stem}_label.png"), img)
             save_png(os.path.join(output, f"{stem}_uncertainty.png"),
                      np.clip(np.rint(ent * scale), 0, 255).astype(np.uint8)[..., None])
         print(f"segmented {len(inputs)} images ({config.task.name}) into {output}")

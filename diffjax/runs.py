@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from diffjax import builders, distributed
 from diffjax.builders import load_model_config, restore_ema_model
+from diffjax.outputs import check_output_dir
 from diffjax.logging_utils import save_class_samples, save_grid, save_png, save_samples, to_uint8
 from diffjax.run_base import Run, check_num, check_workdir_path, lead_print, write_named
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
@@ -335,17 +336,21 @@ def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, outp
         if input_dir is None:
             raise ValueError(f"translation.method={config.translation.method!r} translates images: pass --input IN_DIR")
         builders.validate_config(config, get_base_config())
-        return run_translate(config, workdir, output or os.path.join(workdir, "translated"), input_dir)
+        output = check_output_dir(output or os.path.join(workdir, "translated"), [input_dir])
+        return run_translate(config, workdir, output, input_dir)
     if task in RESTORE_TASKS and (input_dir is not None or task not in TASKS):
         if input_dir is None:
             raise ValueError(f"this run's task {task!r} restores images: pass --input IN_DIR (and --output OUT_DIR)")
         builders.validate_config(config, get_base_config())
-        return RESTORE_TASKS[task](config, workdir, output or os.path.join(workdir, "restored"), input_dir)
+        output = check_output_dir(output or os.path.join(workdir, "restored"), [input_dir])
+        return RESTORE_TASKS[task](config, workdir, output, input_dir)
     if task not in TASKS:
         raise ValueError(f"unknown sampling task {task!r}; expected one of {sorted(TASKS)}")
     if input_dir is not None:
-        raise ValueError(f"--input is for restoration tasks; this run's task {task!r} generates from noise")
+        raise ValueError(f"--input is for restoration and translation; this run's task {task!r} generates from noise "
+                         "unless a translation method is set: add --config.translation.method=sdedit (or egsde) "
+                         "to translate the images of --input")
     builders.validate_config(config, get_base_config())
-    output = output or os.path.join(workdir, "generated")
+    output = check_output_dir(output or os.path.join(workdir, "generated"))
     num = config.sampling.num_samples if num is None else num
     return TASKS[task](config, workdir, output, num)

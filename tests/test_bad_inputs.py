@@ -21,6 +21,7 @@ Cases, by where they are caught:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import types
@@ -272,17 +273,23 @@ CORRUPTIONS = {
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_damaged_latest_checkpoint_is_refused_and_the_previous_one_named(run_copy, corruption):
-    workdir, _config = run_copy
+def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(run_copy, corruption, caplog):
+    # A damaged newest step is skipped with one warning naming it; the previous, intact one is restored
+    # (training then resumes from it: tests/test_guards_runs.py). Nothing is moved by a restore.
+    workdir, config = run_copy
     CORRUPTIONS[corruption](os.path.join(workdir, "checkpoints", str(CATALOGUE_STEPS), "state"))
     before = contents(workdir)
-    resume = tiny_config(num_steps=CATALOGUE_STEPS + 2)
-    resume.training.ckpt_every = 1
+    with caplog.at_level(logging.WARNING, logger="diffjax.checkpoint"):
+        state = restore_state(workdir, tiny_config(num_steps=CATALOGUE_STEPS + 2))
+    assert int(state.step) == CATALOGUE_STEPS - 1
+    warnings = [r.getMessage() for r in caplog.records if r.name == "diffjax.checkpoint"]
+    assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+    assert f"step {CATALOGUE_STEPS} in" in warnings[0] and f"using step {CATALOGUE_STEPS - 1}" in warnings[0]
+    assert contents(workdir) == before
     with pytest.raises(ValueError, match=rf"checkpoint {CATALOGUE_STEPS} in .* cannot be restored(.|\n)*"
                                          rf"To resume from the previous checkpoint {CATALOGUE_STEPS - 1}, move "
                                          rf".*checkpoints/{CATALOGUE_STEPS} out of the way"):
-        _train(resume, workdir)
-    assert contents(workdir) == before
+        restore_state(workdir, tiny_config(num_steps=CATALOGUE_STEPS + 2), step=CATALOGUE_STEPS)  # asked by name
 
 
 def test_checkpoint_of_another_structure_without_its_model_config(run_copy):

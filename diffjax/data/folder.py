@@ -34,6 +34,8 @@ import os
 import numpy as np
 from PIL import Image
 
+from diffjax import image_io
+
 from diffjax.data.pipeline import EVAL_STREAM, ArrayDataset, check_nonneg_int, host_rows, to_unit_range
 
 __all__ = [
@@ -52,6 +54,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LABEL_SUFFIX = "_label"
 IGNORE_LABEL = 255
 DEFAULT_EVAL_FRACTION = 0.1
+# The other split is decoded in full before training when it has at most this many files.
+_FULL_CHECK_LIMIT = 512
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
@@ -91,24 +95,9 @@ def list_image_files(data_dir: str) -> tuple[list[str], list[str]]:
     return images, labels
 
 
-def _open(path: str) -> Image.Image:
-    """Decode ``path`` fully with Pillow; any failure names the file."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{path}: cannot be read as a PNG/JPEG image ({type(err).__name__}: {err})") from None
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """16-bit and float grey images as 8-bit ``L`` (Pillow's own convert clips them)."""
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        if arr.max(initial=0.0) > 255:
-            arr = arr * (255.0 / 65535.0)
-        return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
-    return img
+# Decoding is diffjax.image_io's (the one reader): upright, 16-bit scaled, bombs refused.
+_open = image_io.open_image
+_to_8bit = image_io.to_8bit
 
 
 def _fit(img: Image.Image, size: int | None, resample) -> Image.Image:
@@ -353,6 +342,7 @@ def load_folder(
         keep = held if split == "test" else ~held
     else:
         keep = np.ones(len(image_files), bool)
+    _check_all_files(data_dir, image_files, keep, num_classes)
 
     if channels == 0:
         channels = 1 if all(_open_mode(p) in _GREY_MODES for p in image_files) else 3
@@ -384,6 +374,16 @@ def load_folder(
     )
 
 
+def _check_all_files(data_dir: str, image_files: list[str], keep: np.ndarray, num_classes: int) -> None:
+    """Every file of both splits readable before the first step: headers of all, and a full
+    decode of the other split's files when they are few (this split's are decoded below)."""
+    labels = [_label_path(p) for p in image_files] if num_classes else []
+    others = [p for p, k in zip(image_files, keep) if not k]
+    others += [_label_path(p) for p in others] if num_classes else []
+    image_io.check_files(image_files + labels, decode=others if len(others) <= _FULL_CHECK_LIMIT else (),
+                         what=f"folder dataset {data_dir!r}")
+
+
 def _open_mode(path: str) -> str:
     return _header(path)[0]
 
@@ -393,9 +393,6 @@ def _open_size(path: str) -> tuple[int, int]:
 
 
 def _header(path: str) -> tuple[str, tuple[int, int]]:
-    """Mode and size from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as img:
-            return img.mode, img.size
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"{path}: cannot be read as a PNG/JPEG image ({type(err).__name__}: {err})") from None
+    """Mode and upright size from the file header, without decoding the pixels."""
+    _, mode, size = image_io.read_header(path)
+    return mode, size

@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from diffjax import fingerprint
+
 from diffjax.pipelines.base import Pipeline, row_rng
 
 __all__ = ["FirstStage", "LatentPipeline", "LatentGenerate", "LatentSR", "LatentInpainting", "LATENT_FILE"]
@@ -181,6 +183,7 @@ class LatentPipeline(Pipeline):
         self.network_shape(dataset.image_shape)
         stored = self._read(workdir)
         if stored is not None:
+            fingerprint.check(workdir, "autoencoder", self.first_stage.workdir)  # same step, other weights too
             ours = self.first_stage.describe()
             if stored["autoencoder"] != json.loads(json.dumps(ours)):
                 raise ValueError(f"{workdir} was trained on the autoencoder {stored['autoencoder']['workdir']} "
@@ -205,6 +208,7 @@ class LatentPipeline(Pipeline):
         """Write ``latent.json``: the scale factor and the autoencoder it belongs to."""
         with open(os.path.join(workdir, LATENT_FILE), "w") as f:
             json.dump({"scale_factor": self.scale_factor, "autoencoder": self.first_stage.describe()}, f, indent=2)
+        fingerprint.record(workdir, "autoencoder", self.first_stage.workdir)
 
     def load_run_files(self, workdir: str) -> None:
         """Read the scale factor of a trained latent run (``latent.json``).
@@ -215,6 +219,8 @@ class LatentPipeline(Pipeline):
         stored = self._read(workdir)
         if stored is None:
             raise ValueError(f"{workdir} holds no {LATENT_FILE}: expected a trained latent-diffusion run")
+        if self.first_stage is not None and self.first_stage.trained:  # refuse an autoencoder changed since
+            fingerprint.check(workdir, "autoencoder", self.first_stage.workdir)
         self.scale_factor = float(stored["scale_factor"])
 
     # -- training batches -----------------------------------------------------------

@@ -20,9 +20,10 @@ from typing import Callable
 
 import jax
 import numpy as np
-from PIL import Image
 
+from diffjax.image_io import read_pixels
 from diffjax.logging_utils import to_uint8
+from diffjax.outputs import save_image
 from diffjax.tiling import default_overlap, tiled_score_fn
 
 __all__ = ["RestorationInput", "read_inputs", "make_input", "check_image_size", "check_fill_mask",
@@ -50,14 +51,8 @@ class RestorationInput:
 
 
 def _load(path: str) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("RGBA", "LA", "P", "I", "I;16", "F", "1", "CMYK", "YCbCr"):
-                img = img.convert("RGB" if img.mode in ("RGBA", "P", "CMYK", "YCbCr") else "L")
-            return np.asarray(img)
-    except OSError as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    # The one reader (diffjax.image_io): upright, 16-bit scaled, bombs refused.
+    return read_pixels(path)
 
 
 def _is_gray(array: np.ndarray) -> bool:
@@ -307,14 +302,5 @@ def restore_inputs(
 
 def write_outputs(output: str, inputs: list[RestorationInput], images: list[np.ndarray]) -> list[str]:
     """Write each restored image as ``output/<name>`` (PNG), atomically; returns the paths."""
-    os.makedirs(output, exist_ok=True)
-    paths = []
-    for item, image in zip(inputs, images):
-        path = os.path.join(output, item.name)
-        tmp = os.path.join(output, f".{item.name}.tmp.png")
-        img = to_uint8(image)
-        Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img).save(tmp)
-        os.replace(tmp, path)
-        paths.append(path)
-    return paths
+    return [save_image(os.path.join(output, item.name), to_uint8(image)) for item, image in zip(inputs, images)]
 

@@ -182,7 +182,7 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
     """
     import os
 
-    from PIL import Image, UnidentifiedImageError
+    from diffjax.image_io import normalise_mode, open_image
 
     if not os.path.isdir(input_dir):
         raise ValueError(f"--input {input_dir!r} is not a folder of low-resolution PNG images")
@@ -194,13 +194,14 @@ def read_low_res_folder(input_dir: str, *, channels: int, scale: int, tile: int)
     for name in names:
         path = os.path.join(input_dir, name)
         try:
-            with Image.open(path) as img:
-                fmt, mode = img.format, img.mode
-                img.load()
-                pixels = np.asarray(img)
-        except (UnidentifiedImageError, OSError) as err:
-            problems.append(f"{name}: not an image ({type(err).__name__})")
+            img = open_image(path)
+        except ValueError as err:
+            problems.append(f"{name}: not an image ({str(err).split(': ', 1)[-1]})")
             continue
+        fmt = img.format
+        # 16-bit and float grey count as the 8-bit grey they are scaled to (diffjax.image_io).
+        mode = "L" if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F") else img.mode
+        pixels = np.asarray(normalise_mode(img) if mode == "L" else img)
         if fmt != "PNG":
             problems.append(f"{name}: a {fmt} image; expected PNG")
         elif mode not in modes:

@@ -75,11 +75,14 @@ def classifier_run_problem(score_config, classifier_config, image_shape, classif
     return None
 
 
-def read_translation_inputs(input_dir: str, image_shape: tuple[int, int, int]) -> list[tuple[str, np.ndarray]]:
+def read_translation_inputs(input_dir: str, image_shape: tuple[int, int, int],
+                            exclude=None) -> list[tuple[str, np.ndarray]]:
     """Every PNG of ``input_dir`` as ``(name, image in [-1, 1] of image_shape)``, in name order.
 
     Grayscale and RGB files are converted to the model's channels (RGB -> luma
     for a grayscale model; grey replicated for a colour one).
+
+    ``exclude(name)`` true skips a file (segmentation skips its own outputs).
 
     Raises:
       ValueError: a missing folder, no PNG, or an image whose size is not the
@@ -92,7 +95,8 @@ def read_translation_inputs(input_dir: str, image_shape: tuple[int, int, int]) -
 
     if not os.path.isdir(input_dir):
         raise ValueError(f"--input {input_dir} is not a folder")
-    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(".png") and not n.startswith("."))
+    names = sorted(n for n in os.listdir(input_dir) if n.lower().endswith(".png") and not n.startswith(".")
+                   and not (exclude and exclude(n)))
     if not names:
         raise ValueError(f"no .png images in {input_dir}")
     h, w, channels = image_shape
