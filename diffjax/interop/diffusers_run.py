@@ -20,7 +20,7 @@ from flax import nnx
 from diffjax.interop.diffusers_schedulers import Schedule, schedule_from_diffusers
 from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffusers, unet_state_dict, write_safetensors
 from diffjax.parametrization import model_score_fn
-from diffjax.runs import Run
+from diffjax.run_base import Run
 from diffjax.samplers import sample
 
 __all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder"]
