@@ -46,7 +46,8 @@ from diffjax.plots import plot_training_curves
 from diffjax.run_config import get_base_config, write_run_config
 from diffjax.run_lsgm import train_lsgm
 from diffjax.run_segmentation import SEGMENTATION_TASKS, train_segmentation
-from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
+from diffjax.sharding import (check_batch_divisible, data_sharding, host_local_to_global, make_mesh, per_device_bytes,
+                              replicated, state_shardings)
 from diffjax.training import create_train_state, make_train_step
 
 __all__ = ["train_and_evaluate", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
@@ -112,6 +113,16 @@ def _check_training_section(tc: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.training.nonfinite must be one of {list(NONFINITE_MODES)}, got {tc.nonfinite!r}")
 
 
+def check_grad_accum(tc: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Refuse a ``grad_accum`` that does not split every device's rows into equal microbatches."""
+    k = tc.get("grad_accum", 1)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"config.training.grad_accum must be an integer >= 1, got {k!r}")
+    if tc.batch_size % (k * num_devices):
+        raise ValueError(f"config.training.batch_size={tc.batch_size} must be a multiple of grad_accum ({k}) x "
+                         f"devices ({num_devices}) = {k * num_devices}")
+
+
 class TrainingSetup:
     """Everything a run builds from its config before touching the workdir."""
 
@@ -121,6 +132,7 @@ class TrainingSetup:
         self.config = config
         self.mesh = make_mesh()
         check_batch_divisible(config.training.batch_size, self.mesh)
+        check_grad_accum(config.training, self.mesh.devices.size)
         self.sde = builders.build_sde(config)
         self.loss_fn = builders.build_loss(config, self.sde)
         self.sampler = builders.build_sampler(config)
@@ -168,7 +180,10 @@ class TrainingSetup:
             time_input=c.loss.time_input,
             denoise=c.sampling.denoise,
         )
-        return jax.jit(fn, in_shardings=(replicated(self.mesh), replicated(self.mesh)))
+        rep = replicated(self.mesh)
+        jitted = jax.jit(fn, in_shardings=(rep, rep))
+        # Parameters of an FSDP run are gathered once per call (a no-op when already replicated).
+        return lambda params, key: jitted(jax.device_put(params, rep), key)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
@@ -213,17 +228,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     rep = replicated(run.mesh)
     init_state = run.take_initial_state()
+    # Replicated, or split over the devices with sharding.fsdp (the checkpoint restores onto either).
+    state_sharding = state_shardings(init_state, run.mesh, fsdp=config.sharding.fsdp)
     if checkpointer.latest_step() is None:
-        state = jax.device_put(init_state, rep)
+        state = jax.device_put(init_state, state_sharding)
     else:
         try:
-            state = checkpointer.restore(abstract_state(lambda: init_state, rep))
+            state = checkpointer.restore(abstract_state(lambda: init_state, state_sharding))
         except ValueError:
             checkpointer.close()
             raise
         if distributed.is_lead():
             log.info("resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
     del init_state
+    if distributed.is_lead():
+        log.info("training state: %.1f MB of parameters per device (%s)", per_device_bytes(state.params) / 2**20,
+                 "fsdp" if config.sharding.fsdp else "replicated")
     # Written only once the restore worked: a refused resume leaves the run's files as they were.
     if distributed.is_lead():
         write_model_config(workdir, model_config)
@@ -240,11 +260,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop:
         use_labels=config.data.use_labels,
         # The network draws its dropout masks and its condition drop (classifier-free guidance) from this key.
         use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0,
+        grad_accum=tc.grad_accum,
     )
     train_step = jax.jit(
         train_step,
-        in_shardings=(rep, data_sharding(run.mesh), rep),
-        out_shardings=(rep, rep),
+        in_shardings=(state_sharding, data_sharding(run.mesh), rep),
+        out_shardings=(state_sharding, rep),
         donate_argnums=0,
     )
     base_key = jax.random.key(tc.seed)
