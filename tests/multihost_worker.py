@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--stop-after-first-step", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sample-dir", default=None)
+    parser.add_argument("--folder", default=None, help="train on this image folder (8x8 RGB crops) instead of digits")
     args = parser.parse_args()
 
     if os.environ.get(SLOW_SAVE_ENV):
@@ -51,6 +52,9 @@ def main() -> None:
     config = tiny_config(num_steps=args.steps, batch_size=args.batch)
     if args.ckpt_every:
         config.training.ckpt_every = args.ckpt_every
+    if args.folder:
+        config.data.name, config.data.data_dir, config.data.eval_fraction = "folder", args.folder, 0.0
+        config.data.channels, config.data.crop = 3, "random"
     stop = StopRequest()
     if args.stop_after_first_step:
         stop.request()
