@@ -87,7 +87,7 @@ def test_random_crops_are_seeded_and_change_between_epochs(folder):
     assert scale_and_crop(image, 16, None).shape == (16, 16, 3)
     with pytest.raises(ValueError, match="crop"):
         load_dataset("folder", data_dir=folder, image_size=16, crop="middle")
-    with pytest.raises(ValueError, match="folder datasets"):
+    with pytest.raises(ValueError, match="folder and TFDS datasets"):
         load_dataset("digits", crop="random")
 
 
@@ -106,3 +106,31 @@ def test_two_process_folder_run_killed_mid_epoch_resumes_like_the_uninterrupted_
         assert a.files == b.files
         for k in a.files:
             np.testing.assert_allclose(a[k], b[k], rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def _records(n: int, seed: int = 0) -> list[dict]:
+    """A stand-in for ``tfds.data_source``: records of varied sizes, grey and labelled."""
+    rng = np.random.default_rng(seed)
+    return [{"image": rng.integers(0, 255, tuple(int(v) for v in rng.integers(12, 40, 2))).astype(np.uint8),
+             "label": i % 3} for i in range(n)]
+
+
+def test_tfds_records_of_varied_sizes_stream_with_labels():
+    from diffjax.data.tfds import RecordDataset
+
+    source = _records(7)
+    ds = RecordDataset("tfds:fake", "train", source, 16, 3, seed=1, crop="random")
+    assert ds.image_shape == (16, 16, 1) and ds.num_classes == 3 and ds.num_examples == 7
+    whole = [ds.batch(s, 4, seed=2) for s in range(4)]
+    again = RecordDataset("tfds:fake", "train", source, 16, 3, seed=1, crop="random")
+    for s in (2, 3):  # a fresh dataset at a mid-epoch step: the same batch
+        b = again.batch(s, 4, seed=2)
+        np.testing.assert_array_equal(b["image"], whole[s]["image"])
+        np.testing.assert_array_equal(b["label"], whole[s]["label"])
+    index = ds._indices(1, 4, np.arange(4), 2)
+    np.testing.assert_array_equal(whole[1]["label"], [source[i]["label"] for i in index])
+    center = RecordDataset("tfds:fake", "train", source, 16, 3, seed=1)
+    want = scale_and_crop(source[index[0]]["image"][..., None], 16, None).astype(np.float32) / 127.5 - 1
+    np.testing.assert_array_equal(center.batch(1, 4, seed=2)["image"][0], want)
+    with pytest.raises(ValueError, match="set image_size"):
+        RecordDataset("tfds:fake", "train", source, None, 3).batch(0, 7)
