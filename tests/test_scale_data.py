@@ -85,6 +85,9 @@ def test_random_crops_are_seeded_and_change_between_epochs(folder):
     squares = {scale_and_crop(image, 16, np.random.default_rng(s)).tobytes() for s in range(8)}
     assert len(squares) > 1
     assert scale_and_crop(image, 16, None).shape == (16, 16, 3)
+    # The centre square is the folder reader's own (same filter and rounding).
+    np.testing.assert_array_equal(scale_and_crop(read_image(ds.files[0], 3, None), 16, None),
+                                  read_image(ds.files[0], 3, 16))
     with pytest.raises(ValueError, match="crop"):
         load_dataset("folder", data_dir=folder, image_size=16, crop="middle")
     with pytest.raises(ValueError, match="folder and TFDS datasets"):
@@ -92,6 +95,7 @@ def test_random_crops_are_seeded_and_change_between_epochs(folder):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_two_process_folder_run_killed_mid_epoch_resumes_like_the_uninterrupted_run(tmp_path, folder):
     # 10 files, batch 4 over 2 processes x 1 device: 6 steps cross two epoch ends.
     ref, moved = str(tmp_path / "ref"), str(tmp_path / "moved")

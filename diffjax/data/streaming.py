@@ -40,6 +40,9 @@ def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
 def scale_and_crop(image: np.ndarray, size: int, rng: np.random.Generator | None) -> np.ndarray:
     """Scale ``image`` so its shorter side is ``size`` (antialiased bicubic), then cut a square.
 
+    The centre square is exactly what :func:`diffjax.data.folder.read_image` gives for
+    ``image_size=size`` (same filter and rounding).
+
     Args:
       image: uint8 ``(H, W, C)``.
       size: output side.
@@ -48,15 +51,15 @@ def scale_and_crop(image: np.ndarray, size: int, rng: np.random.Generator | None
     Returns:
       uint8 ``(size, size, C)``.
     """
-    from diffjax.data.pipeline import _bicubic_matrix
+    from PIL import Image  # resampling only: decoding stays in diffjax.data.folder.read_image
 
-    h, w, _ = image.shape
+    h, w, c = image.shape
     scale = size / min(h, w)
     new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
     if (new_h, new_w) != (h, w):
-        planes = np.moveaxis(image, -1, 0).astype(np.float32)  # (C, H, W)
-        out = _bicubic_matrix(h, new_h) @ planes @ _bicubic_matrix(w, new_w).T
-        image = np.clip(np.rint(np.moveaxis(out, 0, -1)), 0, 255).astype(np.uint8)
+        # Pillow releases the GIL while resampling, so the decoding threads run in parallel.
+        pil = Image.fromarray(image[..., 0] if c == 1 else image)
+        image = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BICUBIC)).reshape(new_h, new_w, c)
     if rng is None:
         top, left = (new_h - size) // 2, (new_w - size) // 2
     else:
