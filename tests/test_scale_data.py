@@ -97,15 +97,15 @@ def test_random_crops_are_seeded_and_change_between_epochs(folder):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_two_process_folder_run_killed_mid_epoch_resumes_like_the_uninterrupted_run(tmp_path, folder):
-    # 10 files, batch 4 over 2 processes x 1 device: 6 steps cross two epoch ends.
+    # 10 files, batch 4 over 2 processes x 2 devices: 6 steps cross two epoch ends.
     ref, moved = str(tmp_path / "ref"), str(tmp_path / "moved")
     args = ("--steps", "6", "--batch", "4", "--folder", folder)
-    finish_job(start_job(1, 2, "--workdir", ref, "--out", ref + ".npz", *args))
+    finish_job(start_job(1, 4, "--workdir", ref, "--out", ref + ".npz", *args))
     # Stopped early (a stop request: both processes save after the same step), then continued.
-    first = finish_job(start_job(2, 1, "--workdir", moved, "--stop-after-first-step", *args))
+    first = finish_job(start_job(2, 2, "--workdir", moved, "--stop-after-first-step", *args))
     assert 0 < first["step"] < 6
-    last = finish_job(start_job(2, 1, "--workdir", moved, "--out", moved + ".npz", *args))
-    assert last == {"devices": 2, "processes": 2, "step": 6}
+    last = finish_job(start_job(2, 2, "--workdir", moved, "--out", moved + ".npz", *args))
+    assert last == {"devices": 4, "processes": 2, "step": 6}
     with np.load(ref + ".npz") as a, np.load(moved + ".npz") as b:
         assert a.files == b.files
         for k in a.files:
