@@ -38,6 +38,29 @@ mkdir -p "$out" "$root"
 # Several processes share the accelerator: each takes memory as it needs it.
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 
+# ---------------------------------------------------------------------------
+# Training at scale (configs/ddpm_paper_bf16.py, 256x256, base 128): images/s,
+# MFU and per-device parameter bytes of the real training step, float32 vs
+# bfloat16 and replicated vs FSDP, block remat on. Run alone with
+#   SCALE_ONLY=1 bash benchmarks/accelerator_check.sh OUT_DIR
+# or as the first stage of the full check with SCALE=1 (SCALE_BATCH: images per
+# step, default 32; SCALE_STEPS: timed steps, default 5). Four cases of at most
+# 180 s each; logs to OUT_DIR/scale.log, one JSON line per case.
+scale_check() {
+  for dtype in bfloat16 float32; do
+    for layout in "" "--fsdp"; do
+      timeout 180 $py benchmarks/scale_step.py --dtype $dtype $layout --batch "${SCALE_BATCH:-32}" \
+        --steps "${SCALE_STEPS:-5}" 2>&1 | grep -v -E "slow_operation_alarm|Very slow compile|^\*+$|^$" | tail -n 3
+    done
+  done 2>&1 | tee "$out/scale.log"
+}
+if [ "${SCALE_ONLY:-0}" = 1 ] || [ "${SCALE:-0}" = 1 ]; then
+  nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null
+  scale_check
+  [ "${SCALE_ONLY:-0}" = 1 ] && exit 0
+fi
+# ---------------------------------------------------------------------------
+
 configs=${CONFIGS:-palette_inpainting palette_uncropping palette_colorization palette_jpeg repaint_photos}
 [ "${SKIP_THROUGHPUT:-0}" = 1 ] || {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>/dev/null
@@ -108,3 +131,4 @@ done
 cat "$out/train.log"
 
 timeout "$bench_seconds" $py benchmarks/restoration.py $args ${BENCH_ARGS:-} 2>&1 | tee "$out/restoration.log"
+

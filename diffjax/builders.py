@@ -259,6 +259,7 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
         channels=config.data.channels,
         num_classes=config.data.num_classes,
         eval_fraction=config.data.eval_fraction,
+        crop=config.data.get("crop", "center"),
     )
     classes = tuple(config.data.get("classes", ()))
     return select_classes(dataset, classes) if classes else dataset

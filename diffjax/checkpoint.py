@@ -49,18 +49,25 @@ def _first_line(err: BaseException) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def abstract_state(init_fn: Callable[[], PyTree], sharding: Sharding) -> PyTree:
+def abstract_state(init_fn: Callable[[], PyTree], sharding: Sharding | PyTree) -> PyTree:
     """Shapes and dtypes of ``init_fn()`` (nothing computed), each placed on ``sharding``.
+
+    A checkpoint restores onto any mesh and layout given here, whatever the one
+    it was saved from (an FSDP run restores replicated on one device).
 
     Args:
       init_fn: builds the state to restore into (e.g. a fresh :class:`TrainState`).
-      sharding: where every restored array should live (e.g. replicated on the mesh).
+      sharding: where every restored array should live: one sharding for all
+        (e.g. replicated on the mesh) or a pytree of them shaped like the state
+        (:func:`diffjax.sharding.state_shardings`).
 
     Returns:
       A pytree of ``jax.ShapeDtypeStruct`` with ``sharding`` set.
     """
     shapes = jax.eval_shape(init_fn)
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    if isinstance(sharding, Sharding):
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, sharding)
 
 
 class Checkpointer:

@@ -49,6 +49,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.data.channels = 0
     c.data.num_classes = 0
     c.data.eval_fraction = 0.1
+    # Images whose size differs from image_size: scaled so the short side fits, then a
+    # "center" or "random" (training only) square crop (docs/training.md).
+    c.data.crop = "center"
 
     # Fields of diffjax.nn.UNetConfig (image_size / in_channels / num_classes are
     # filled from the data section by builders.build_model).
@@ -67,6 +70,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.prediction = "eps"  # what the network outputs: eps, x0, v or score
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
+    c.model.remat = False  # recompute each block's activations in the backward pass (less memory)
     # Cross-attention (docs/unet.md): token width (0 = none); with data.use_labels, labels go to
     # the time embedding ("embedding"), to label_tokens context tokens ("context") or to both.
     c.model.context_dim = 0
@@ -117,6 +121,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # at the next log/checkpoint step naming the step and the last good checkpoint;
     # "skip" goes on and counts such steps (metric nonfinite_steps). docs/multihost.md.
     c.training.nonfinite = "stop"
+    c.training.grad_accum = 1  # microbatches per step (same update as one batch of batch_size)
+
+    # Where the training state lives (docs/training.md): fsdp=True splits parameters,
+    # EMA and optimizer state over the devices of the "data" axis (ZeRO-3).
+    c.sharding = ml_collections.ConfigDict()
+    c.sharding.fsdp = False
 
     c.sampling = ml_collections.ConfigDict()
     c.sampling.sampler = "ddim"  # see builders.SAMPLERS ("unipc" for few steps)

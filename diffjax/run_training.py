@@ -46,7 +46,8 @@ from diffjax.plots import plot_training_curves
 from diffjax.run_base import NONFINITE_MODES, _check_training_section, check_workdir_writable  # noqa: F401  (re-exported)
 from diffjax.run_base import restore_or_start
 from diffjax.run_config import get_base_config, write_run_config
-from diffjax.sharding import check_batch_divisible, data_sharding, host_local_to_global, make_mesh, replicated
+from diffjax.sharding import (check_batch_divisible, data_sharding, host_local_to_global, make_mesh, per_device_bytes,
+                              replicated, state_shardings)
 from diffjax.training import create_train_state, make_train_step
 
 __all__ = ["train_diffusion", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
@@ -77,6 +78,16 @@ def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) 
     )
 
 
+def check_grad_accum(tc: ml_collections.ConfigDict, num_devices: int) -> None:
+    """Refuse a ``grad_accum`` that does not split every device's rows into equal microbatches."""
+    k = tc.get("grad_accum", 1)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"config.training.grad_accum must be an integer >= 1, got {k!r}")
+    if tc.batch_size % (k * num_devices):
+        raise ValueError(f"config.training.batch_size={tc.batch_size} must be a multiple of grad_accum ({k}) x "
+                         f"devices ({num_devices}) = {k * num_devices}")
+
+
 class TrainingSetup:
     """Everything a run builds from its config before touching the workdir."""
 
@@ -86,6 +97,7 @@ class TrainingSetup:
         self.config = config
         self.mesh = make_mesh()
         check_batch_divisible(config.training.batch_size, self.mesh)
+        check_grad_accum(config.training, self.mesh.devices.size)
         self.sde = builders.build_sde(config)
         self.loss_fn = builders.build_loss(config, self.sde)
         self.sampler = builders.build_sampler(config)
@@ -133,7 +145,10 @@ class TrainingSetup:
             time_input=c.loss.time_input,
             denoise=c.sampling.denoise,
         )
-        return jax.jit(fn, in_shardings=(replicated(self.mesh), replicated(self.mesh)))
+        rep = replicated(self.mesh)
+        jitted = jax.jit(fn, in_shardings=(rep, rep))
+        # Parameters of an FSDP run are gathered once per call (a no-op when already replicated).
+        return lambda params, key: jitted(jax.device_put(params, rep), key)
 
 
 def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
@@ -159,7 +174,14 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
         os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
     rep = replicated(run.mesh)
-    state = restore_or_start(checkpointer, run.take_initial_state(), rep)
+    init_state = run.take_initial_state()
+    # Replicated, or split over the devices with sharding.fsdp (the checkpoint restores onto either).
+    state_sharding = state_shardings(init_state, run.mesh, fsdp=config.sharding.fsdp)
+    state = restore_or_start(checkpointer, init_state, state_sharding)
+    del init_state
+    if distributed.is_lead():
+        log.info("training state: %.1f MB of parameters per device (%s)", per_device_bytes(state.params) / 2**20,
+                 "fsdp" if config.sharding.fsdp else "replicated")
     # Written only once the restore worked: a refused resume leaves the run's files as they were.
     if distributed.is_lead():
         write_model_config(workdir, model_config)
@@ -176,11 +198,12 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
         use_labels=config.data.use_labels,
         # The network draws its dropout masks and its condition drop (classifier-free guidance) from this key.
         use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0,
+        grad_accum=tc.grad_accum,
     )
     train_step = jax.jit(
         train_step,
-        in_shardings=(rep, data_sharding(run.mesh), rep),
-        out_shardings=(rep, rep),
+        in_shardings=(state_sharding, data_sharding(run.mesh), rep),
+        out_shardings=(state_sharding, rep),
         donate_argnums=0,
     )
     base_key = jax.random.key(tc.seed)

@@ -1,6 +1,9 @@
 """Data parallelism with ``jax.sharding``: one mesh axis ``"data"`` over every device.
 
-Parameters are replicated and the batch is split along its first axis. The
+The batch is split along its first axis. Parameters, EMA and optimizer state
+are replicated, or with :func:`state_shardings` ``(fsdp=True)`` split over the
+same ``"data"`` axis (ZeRO-3 / FSDP: XLA gathers each weight where it is used
+and reduce-scatters its gradient; docs/training.md). The
 same code runs on one CPU, on fake host devices
 (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), on one accelerator
 and on several hosts after ``jax.distributed.initialize()``: each host feeds
@@ -23,6 +26,9 @@ __all__ = [
     "replicated",
     "check_batch_divisible",
     "host_local_to_global",
+    "fsdp_spec",
+    "state_shardings",
+    "per_device_bytes",
 ]
 
 DATA_AXIS = "data"
@@ -99,3 +105,54 @@ def host_local_to_global(batch: PyTree, mesh: Mesh) -> PyTree:
         return jax.make_array_from_process_local_data(sharding, x, global_shape)
 
     return jax.tree.map(to_global, batch)
+
+
+def fsdp_spec(shape: tuple[int, ...], num_devices: int, min_size: int = 1024) -> PartitionSpec:
+    """Where one array is cut under FSDP: its largest axis that ``num_devices`` divides.
+
+    Arrays smaller than ``min_size`` elements (biases, norm scales, step counters)
+    or with no such axis stay replicated: cutting them saves nothing worth a
+    collective.
+
+    Args:
+      shape: the array's shape.
+      num_devices: size of the ``"data"`` axis.
+      min_size: arrays with fewer elements stay whole.
+
+    Returns:
+      A ``PartitionSpec`` naming ``"data"`` on at most one axis.
+    """
+    size = int(np.prod(shape)) if shape else 1
+    if num_devices <= 1 or size < min_size:
+        return PartitionSpec()
+    candidates = [i for i, d in enumerate(shape) if d % num_devices == 0]
+    if not candidates:
+        return PartitionSpec()
+    axis = max(candidates, key=lambda i: (shape[i], -i))
+    return PartitionSpec(*([None] * axis + [DATA_AXIS]))
+
+
+def state_shardings(state: PyTree, mesh: Mesh, *, fsdp: bool = False) -> PyTree:
+    """A sharding for every leaf of a training state (arrays or ``ShapeDtypeStruct``s).
+
+    Args:
+      state: the pytree to place (e.g. a ``TrainState`` or its ``jax.eval_shape``).
+      mesh: the data mesh.
+      fsdp: split large arrays over ``"data"`` (:func:`fsdp_spec`); else replicate all.
+
+    Returns:
+      A pytree of ``NamedSharding`` with the structure of ``state``.
+    """
+    if not fsdp:
+        return jax.tree.map(lambda _: replicated(mesh), state)
+    n = mesh.shape[DATA_AXIS]
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(tuple(getattr(x, "shape", np.shape(x))), n)), state)
+
+
+def per_device_bytes(tree: PyTree) -> int:
+    """Bytes of ``tree`` held by one device (the first addressable shard of each array)."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        shards = getattr(leaf, "addressable_shards", None)
+        total += shards[0].data.nbytes if shards else np.asarray(leaf).nbytes
+    return total

@@ -171,6 +171,7 @@ def make_train_step(
     lr_schedule: optax.Schedule | None = None,
     use_labels: bool = False,
     use_dropout: bool = False,
+    grad_accum: int = 1,
 ) -> Callable[[TrainState, dict, PRNGKey], tuple[TrainState, dict]]:
     """Build the pure training step ``train_step(state, batch, base_key) -> (state, metrics)``.
 
@@ -192,6 +193,15 @@ def make_train_step(
         ``cond=``), ``batch["loss_mask"]`` restricts the loss and ``batch["target"]``
         (class ids) goes to a classifier's loss.
       use_dropout: give the network a dropout key (training mode).
+      grad_accum: split the batch into this many microbatches and average their
+        gradients (one ``lax.scan`` inside the step) before the one optimizer
+        update: the update of the whole batch with the activation memory of one
+        microbatch. Microbatch ``i`` holds rows ``i, i + K, i + 2K, ...`` so that
+        every device keeps its own rows (no data moves); it draws its noise from
+        ``fold_in(step_key, i)``, so ``K > 1`` gives the same update as one batch
+        exactly for a deterministic loss and the same update in distribution for
+        a diffusion loss. The batch must split into ``K`` microbatches of whole
+        per-device slices.
 
     Returns:
       ``train_step``; its metrics hold ``loss``, ``grad_norm`` (before clipping),
@@ -204,8 +214,12 @@ def make_train_step(
     # A loss marked ``takes_step`` (the autoencoder's, whose discriminator starts late) gets the step.
     step_kw = (lambda state: {"step": state.step}) if getattr(loss_fn, "takes_step", False) else (lambda state: {})
 
-    def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
-        key = jax.random.fold_in(base_key, state.step)
+    if isinstance(grad_accum, bool) or int(grad_accum) != grad_accum or grad_accum < 1:
+        raise ValueError(f"grad_accum must be an integer >= 1, got {grad_accum!r}")
+    grad_accum = int(grad_accum)
+
+    def grads_of(state: TrainState, batch: dict, key: PRNGKey):
+        """``((loss, aux), grads)`` of one (micro)batch."""
         loss_key, dropout_key = jax.random.split(key)
         # The batch's keys are static under jit: each task's inputs are fixed per program.
         model_inputs = {
@@ -235,7 +249,14 @@ def make_train_step(
             extra = {"target": batch["target"]} if "target" in batch else {}
             return loss_fn(apply_fn, batch["image"], loss_key, mask=batch.get("loss_mask"), **extra, **step_kw(state))
 
-        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        return jax.value_and_grad(loss_of, has_aux=True)(state.params)
+
+    def train_step(state: TrainState, batch: dict, base_key: PRNGKey) -> tuple[TrainState, dict]:
+        key = jax.random.fold_in(base_key, state.step)
+        if grad_accum == 1:
+            (loss, aux), grads = grads_of(state, batch, key)
+        else:
+            loss, aux, grads = accumulate_grads(grads_of, state, batch, key, grad_accum)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         decay = ema_decay_at(state.step, ema_decay)
@@ -269,3 +290,55 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+def split_microbatches(batch: dict, k: int) -> dict:
+    """``(B, ...)`` leaves -> ``(K, B / K, ...)``; microbatch ``i`` is rows ``i, i + K, ...``.
+
+    Strided rather than contiguous: a batch sharded over devices in contiguous
+    blocks then gives every microbatch the same rows of every device's block,
+    so the split needs no communication.
+    """
+    def split(x):
+        b = x.shape[0]
+        if b % k:
+            raise ValueError(f"grad_accum={k} does not divide the batch of {b} rows; "
+                             f"set --config.training.batch_size to a multiple of {k} x the device count")
+        return jnp.swapaxes(x.reshape((b // k, k) + x.shape[1:]), 0, 1)
+
+    return jax.tree.map(split, batch)
+
+
+def accumulate_grads(grads_of: Callable, state: TrainState, batch: dict, key: PRNGKey, k: int):
+    """Mean loss, scalar aux and gradients over ``k`` microbatches (``lax.scan``, one at a time in memory).
+
+    Args:
+      grads_of: ``grads_of(state, microbatch, key) -> ((loss, aux), grads)``.
+      state: the training state (its parameters are differentiated).
+      batch: the whole batch, leaves ``(B, ...)``.
+      key: the step's key; microbatch ``i`` gets ``fold_in(key, i)``.
+      k: number of microbatches.
+
+    Returns:
+      ``(loss, aux, grads)``: averages over the microbatches (aux: scalars only).
+    """
+    micro = split_microbatches(batch, k)
+    # Shapes of one microbatch's outputs, to start the running sums at zero.
+    first = jax.tree.map(lambda x: x[0], micro)
+    (loss_s, aux_s), grads_s = jax.eval_shape(grads_of, state, first, key)
+    scalar_aux = {n: v for n, v in (aux_s or {}).items() if len(v.shape) == 0}
+    zeros = lambda tree: jax.tree.map(lambda s: jnp.zeros(s.shape, jnp.float32), tree)
+    init = (jnp.zeros((), jnp.float32), zeros(scalar_aux), zeros(grads_s))
+
+    def body(carry, xs):
+        i, mb = xs
+        (loss, aux), grads = grads_of(state, mb, jax.random.fold_in(key, i))
+        acc_loss, acc_aux, acc_grads = carry
+        acc_aux = {n: acc_aux[n] + aux[n].astype(jnp.float32) for n in acc_aux}
+        acc_grads = jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc_grads, grads)
+        return (acc_loss + loss.astype(jnp.float32), acc_aux, acc_grads), None
+
+    (loss, aux, grads), _ = jax.lax.scan(body, init, (jnp.arange(k), micro))
+    scale = 1.0 / k
+    grads = jax.tree.map(lambda g, s: (g * scale).astype(s.dtype), grads, grads_s)
+    return loss * scale, {n: v * scale for n, v in aux.items()}, grads

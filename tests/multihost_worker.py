@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--sample-dir", default=None)
     # "lsgm": the LSGM smoke config cut to --steps / --batch (its own state: no --out).
     parser.add_argument("--task", default="generate", choices=("generate", "lsgm"))
+    parser.add_argument("--folder", default=None, help="train on this image folder (8x8 RGB crops) instead of digits")
     args = parser.parse_args()
 
     if os.environ.get(SLOW_SAVE_ENV):
@@ -60,6 +61,9 @@ def main() -> None:
         config.training.sample_every, config.training.progress_bar, config.eval.enabled = 0, False, False
     if args.ckpt_every:
         config.training.ckpt_every = args.ckpt_every
+    if args.folder:
+        config.data.name, config.data.data_dir, config.data.eval_fraction = "folder", args.folder, 0.0
+        config.data.channels, config.data.crop = 3, "random"
     stop = StopRequest()
     if args.stop_after_first_step:
         stop.request()

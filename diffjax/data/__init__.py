@@ -52,6 +52,7 @@ def load_dataset(
     channels: int = 0,
     num_classes: int = 0,
     eval_fraction: float = 0.1,
+    crop: str = "center",
 ) -> Dataset:
     """Load a dataset by name; nothing is downloaded.
 
@@ -79,6 +80,8 @@ def load_dataset(
       num_classes: ``folder``: classes of the ``name_label.png`` maps (0 = unlabelled).
         ``scenes``: 0 or 11. Other datasets: must be 0.
       eval_fraction: ``folder``: share of the files held out as the ``test`` split.
+      crop: ``folder`` and ``tfds:``: ``"center"`` or ``"random"`` square of each scaled
+        image (the other datasets take ``"center"``, their own crops).
 
     Returns:
       A :class:`Dataset` with ``image_shape``, ``num_classes``, ``num_examples``,
@@ -92,7 +95,9 @@ def load_dataset(
     if not isinstance(name, str):
         raise ValueError(f"dataset name must be a string, one of {DATASETS}; got {name!r}")
     if name == "folder":
-        return load_folder(data_dir, split, image_size, seed, channels, num_classes, eval_fraction)
+        return load_folder(data_dir, split, image_size, seed, channels, num_classes, eval_fraction, crop)
+    if crop != "center" and not name.startswith("tfds:"):
+        raise ValueError(f"crop={crop!r} (config.data.crop) is for folder and TFDS datasets; {name!r} takes 'center'")
     if name == "scenes":
         if num_classes not in (0, Scenes.label_classes):
             raise ValueError(f"scenes have {Scenes.label_classes} classes, got num_classes={num_classes}; use 0 or 11")
@@ -102,7 +107,7 @@ def load_dataset(
             f"num_classes={num_classes} (config.data.num_classes) is for labelled folders; "
             f"dataset {name!r} brings its own classes, set it to 0"
         )
-    dataset = _load_builtin(name, split, image_size, seed, data_dir)
+    dataset = _load_builtin(name, split, image_size, seed, data_dir, crop)
     if channels not in (0, dataset.image_shape[-1]):
         raise ValueError(
             f"dataset {name!r} has {dataset.image_shape[-1]} channel(s), got channels={channels!r} "
@@ -111,7 +116,7 @@ def load_dataset(
     return dataset
 
 
-def _load_builtin(name, split, image_size, seed, data_dir) -> Dataset:
+def _load_builtin(name, split, image_size, seed, data_dir, crop="center") -> Dataset:
     if name == "digits":
         return load_digits(split, image_size, seed)
     if name == "fashion_mnist":
@@ -121,5 +126,5 @@ def _load_builtin(name, split, image_size, seed, data_dir) -> Dataset:
     if name == "photo_corpus":
         return PhotoCorpus(split, image_size, seed)
     if name.startswith("tfds:") and len(name) > len("tfds:"):
-        return load_tfds(name[len("tfds:") :], split, image_size, seed, data_dir)
+        return load_tfds(name[len("tfds:") :], split, image_size, seed, data_dir, crop)
     raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")

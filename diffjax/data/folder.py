@@ -2,10 +2,13 @@
 
 ``load_dataset("folder", data_dir=DIR, image_size=S, channels=C)`` reads every
 ``.png``/``.jpg``/``.jpeg`` file under ``DIR`` (recursively, in sorted order), decodes
-it once with Pillow (never anything else: no pickles, no NumPy object arrays), and keeps
-the images in memory as uint8. Batches are the finite-dataset batches of
+it with Pillow (never anything else: no pickles, no NumPy object arrays) when a batch
+needs it, on a pool of decoding threads (:mod:`diffjax.data.streaming`): host memory does
+not grow with the number of files. Batches are the finite-dataset batches of
 :class:`~diffjax.data.pipeline.ArrayDataset`: a pure function of the step, sharded per
-host.
+host (each host decodes only its rows). Folders of up to ``VALIDATE_LIMIT`` files are
+decoded once when loaded, so that a broken file is named before training starts; in
+larger folders a broken file is named by the batch that reads it.
 
 **Labelled folders** (``num_classes > 0``): each image ``name.png`` (or ``.jpg``) has a
 label map ``name_label.png`` beside it: one 8-bit channel of class ids in
@@ -15,7 +18,9 @@ skipped, so an unconditional model can train on the images of a labelled folder.
 
 **Geometry**: with ``image_size=S`` each image is scaled so that its shorter side is
 ``S`` (Pillow's antialiased bicubic filter; label maps use nearest neighbour, so class
-ids stay class ids) and the centre ``S x S`` square is kept. With ``image_size=None``
+ids stay class ids) and the centre ``S x S`` square is kept (``crop="random"``: a square
+at a seeded random position, a pure function of the seed and the row's place in the
+run, on the ``train`` split of an unlabelled folder). With ``image_size=None``
 every file must already have the same size.
 
 **Held-out share**: ``eval_fraction`` of the files (at least one) form the ``test``
@@ -37,6 +42,7 @@ from PIL import Image
 from diffjax import image_io
 
 from diffjax.data.pipeline import EVAL_STREAM, ArrayDataset, check_nonneg_int, host_rows, to_unit_range
+from diffjax.data.streaming import CROPS, LazyImages, scale_and_crop
 
 __all__ = [
     "FolderDataset",
@@ -56,6 +62,10 @@ IGNORE_LABEL = 255
 DEFAULT_EVAL_FRACTION = 0.1
 # The other split is decoded in full before training when it has at most this many files.
 _FULL_CHECK_LIMIT = 512
+#: Folders with at most this many files are decoded once at load time to name a broken file early.
+VALIDATE_LIMIT = 256
+#: Random stream of the random crops (training batches use 0, evaluation images 1).
+CROP_STREAM = 2
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 
 
@@ -195,7 +205,7 @@ def _held_out(relative_paths: list[str], eval_fraction: float) -> np.ndarray:
 
 
 class FolderDataset(ArrayDataset):
-    """Images (and label maps) of a folder, decoded once into memory.
+    """Images (and label maps) of a folder, decoded when batches need them.
 
     Build it with :func:`load_folder` (or ``load_dataset("folder", ...)``).
 
@@ -206,13 +216,28 @@ class FolderDataset(ArrayDataset):
       labelled: whether batches carry ``"label_map"``.
     """
 
-    def __init__(self, name, split, data_dir, files, images, label_maps, label_classes, seed=0):
+    def __init__(self, name, split, data_dir, files, images, label_maps, label_classes, seed=0,
+                 random_crop=None):
         super().__init__(name, split, images, None, num_classes=0, seed=seed)
         self.data_dir = data_dir
         self.files = list(files)
         self.label_classes = int(label_classes)
         self.labelled = label_maps is not None
         self._label_maps = label_maps
+        # read(i, rng) -> a random square of file i (crop="random"), else None.
+        self._random_crop = random_crop
+
+    def _rows(self, step, global_batch_size, rows, seed):
+        index = self._indices(step, global_batch_size, rows, seed)
+        if self._random_crop is None:
+            return self._rows_at(index)
+        # The crop's position is drawn from the row's place in the run, not from the file: a pure
+        # function of (seed, step, row) that differs between epochs and is the same on any host.
+        positions = step * global_batch_size + rows
+        read = self._random_crop
+        images = self._images.rows(np.arange(len(index)), lambda k: read(
+            int(index[k]), np.random.default_rng([CROP_STREAM, self.seed, seed, int(positions[k])])))
+        return to_unit_range(images), self._labels[index]
 
     def batch(self, step, global_batch_size, *, seed=0, process_index=0, process_count=1):
         """As :meth:`Dataset.batch`; labelled folders add ``"label_map"``: int32 ``(L, H, W)``."""
@@ -274,6 +299,7 @@ def load_folder(
     channels: int = 0,
     num_classes: int = 0,
     eval_fraction: float = DEFAULT_EVAL_FRACTION,
+    crop: str = "center",
 ) -> FolderDataset:
     """The images under ``data_dir`` as a dataset (see the module docstring).
 
@@ -286,6 +312,8 @@ def load_folder(
       channels: 3 (RGB), 1 (grey), or 0: grey if every file is grey, else RGB.
       num_classes: classes of the ``name_label.png`` maps; 0 ignores label files.
       eval_fraction: share of files held out as the ``test`` split, in ``[0, 1)``.
+      crop: ``"center"`` or ``"random"`` (needs ``image_size``; the ``train`` split of an
+        unlabelled folder takes random squares, other splits the centre).
 
     Returns:
       A :class:`FolderDataset`.
@@ -307,6 +335,11 @@ def load_folder(
         raise ValueError(f"eval_fraction must be a number in [0, 1), got {eval_fraction!r}")
     if image_size is not None:
         image_size = check_nonneg_int("image_size", image_size, 1)
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {list(CROPS)}, got {crop!r}")
+    if crop == "random" and (image_size is None or num_classes):
+        raise ValueError("crop='random' (config.data.crop) needs image_size and an unlabelled folder "
+                         f"(num_classes=0); got image_size={image_size}, num_classes={num_classes}")
 
     image_files, label_files = list_image_files(data_dir)
     if not image_files:
@@ -347,30 +380,46 @@ def load_folder(
     if channels == 0:
         channels = 1 if all(_open_mode(p) in _GREY_MODES for p in image_files) else 3
     files = [p for p, k in zip(image_files, keep) if k]
-    images, label_maps, first_size = [], [], None
-    for path in files:
-        size = _open_size(path)
-        if image_size is None:
-            if first_size is None:
-                first_size = (path, size)
-            elif size != first_size[1]:
-                raise ValueError(
-                    f"{path}: size {size[0]}x{size[1]} differs from {first_size[0]} "
-                    f"({first_size[1][0]}x{first_size[1][1]}); set image_size "
-                    "(--config.data.image_size=S) to resize and centre-crop every image"
-                )
-        images.append(read_image(path, channels, image_size))
-        if num_classes:
-            label_maps.append(read_label_map(_label_path(path), num_classes, image_size, expected_size=size))
+    if image_size is None:
+        height, width = _open_size(files[0])[::-1]
+    else:
+        height = width = image_size
+
+    def read(i: int) -> np.ndarray:
+        image = read_image(files[i], channels, image_size)
+        if image.shape[:2] != (height, width):
+            raise ValueError(
+                f"{files[i]}: size {image.shape[1]}x{image.shape[0]} differs from {files[0]} "
+                f"({width}x{height}); set image_size (--config.data.image_size=S) to resize and centre-crop "
+                "every image"
+            )
+        return image
+
+    def read_labels(i: int) -> np.ndarray:
+        return read_label_map(_label_path(files[i]), num_classes, image_size, expected_size=_open_size(files[i]))
+
+    def read_random_square(i: int, rng: np.random.Generator) -> np.ndarray:
+        return scale_and_crop(read_image(files[i], channels, None), image_size, rng)
+
+    images = LazyImages(read, len(files), (height, width, channels))
+    label_maps = LazyImages(read_labels, len(files), (height, width)) if num_classes else None
+    if len(files) <= VALIDATE_LIMIT:  # small folders: name a broken file now, not mid-run
+        for i in range(len(files)):
+            if image_size is None:
+                _check_same_size(files[i], files[0])
+            read(i)
+            if num_classes:
+                read_labels(i)
     return FolderDataset(
         "folder",
         split,
         data_dir,
         files,
-        np.stack(images),
-        np.stack(label_maps) if num_classes else None,
+        images,
+        label_maps,
         num_classes,
         seed=seed,
+        random_crop=read_random_square if crop == "random" and split == "train" else None,
     )
 
 
@@ -382,6 +431,16 @@ def _check_all_files(data_dir: str, image_files: list[str], keep: np.ndarray, nu
     others += [_label_path(p) for p in others] if num_classes else []
     image_io.check_files(image_files + labels, decode=others if len(others) <= _FULL_CHECK_LIMIT else (),
                          what=f"folder dataset {data_dir!r}")
+
+
+def _check_same_size(path: str, first: str) -> None:
+    """Refuse ``path`` when its header size differs from ``first``'s (image_size unset)."""
+    size, first_size = _open_size(path), _open_size(first)
+    if size != first_size:
+        raise ValueError(
+            f"{path}: size {size[0]}x{size[1]} differs from {first} ({first_size[0]}x{first_size[1]}); set "
+            "image_size (--config.data.image_size=S) to resize and centre-crop every image"
+        )
 
 
 def _open_mode(path: str) -> str:

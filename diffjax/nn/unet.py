@@ -105,6 +105,10 @@ class UNetConfig:
         that an example's labels become the null label and all its context
         tokens are masked: the unconditional examples classifier-free guidance
         needs. ``0`` (default): never.
+      remat: rematerialise every residual/attention block (``nnx.remat``): the
+        backward pass recomputes a block's activations instead of keeping them,
+        trading about one extra forward pass for activation memory. Same loss
+        and gradients.
     """
 
     image_size: int = 32
@@ -133,6 +137,7 @@ class UNetConfig:
     label_conditioning: str = "embedding"
     label_tokens: int = 1
     condition_dropout: float = 0.0
+    remat: bool = False
 
     def __post_init__(self):
         # Configs read from ConfigDicts hand over lists; store hashable tuples.
@@ -234,6 +239,15 @@ class _ResAttn(nnx.Module):
         x = self.res(x, emb_act, dropout_key)
         x = x if self.attn is None else self.attn(x)
         return x if self.xattn is None else self.xattn(x, context, context_mask)
+
+
+def _plain_call(block: nnx.Module, *args):
+    return block(*args)
+
+
+# One rematerialised call for every block: nnx.remat lifts jax.checkpoint over the
+# module's variables, so only the block's inputs are kept for the backward pass.
+_remat_call = nnx.remat(_plain_call)
 
 
 class UNet(nnx.Module):
@@ -533,6 +547,7 @@ class UNet(nnx.Module):
         keep = (lambda name, value: acts.__setitem__(name, value)) if acts is not None else (lambda *_: None)
         cfg = self.config
         dt = _DTYPES[cfg.dtype]
+        block_call = _remat_call if cfg.remat else _plain_call
         emb = self.embed(c, labels)
         if self.aug_emb_in is not None:
             # Sinusoidal (no state) of the level scaled like a DDPM step index.
@@ -547,24 +562,24 @@ class UNet(nnx.Module):
         num_levels = len(cfg.channel_mult)
         for level in range(num_levels):
             for j in range(cfg.num_res_blocks):
-                h = self.down[level * cfg.num_res_blocks + j](h, emb_act, dropout_key, *ctx)
+                h = block_call(self.down[level * cfg.num_res_blocks + j], h, emb_act, dropout_key, *ctx)
                 keep(f"down_{level * cfg.num_res_blocks + j}", h)
                 skips.append(h)
             if level != num_levels - 1:
                 h = self.downsamplers[level](h)
                 skips.append(h)
 
-        h = self.mid_res1(h, emb_act, dropout_key)
-        h = self.mid_attn(h)
+        h = block_call(self.mid_res1, h, emb_act, dropout_key)
+        h = block_call(self.mid_attn, h)
         if self.mid_xattn is not None:
-            h = self.mid_xattn(h, *ctx)
-        h = self.mid_res2(h, emb_act, dropout_key)
+            h = block_call(self.mid_xattn, h, *ctx)
+        h = block_call(self.mid_res2, h, emb_act, dropout_key)
         keep("mid", h)
 
         block = 0
         for i, level in enumerate(reversed(range(num_levels))):
             for _ in range(cfg.num_res_blocks + 1):
-                h = self.up[block](jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key, *ctx)
+                h = block_call(self.up[block], jnp.concatenate([h, skips.pop()], axis=-1), emb_act, dropout_key, *ctx)
                 keep(f"up_{block}", h)
                 block += 1
             if level != 0:
