@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def curve(dtype: str, steps: int, workdir: str) -> dict[int, float]:
     """``{step: loss}`` of one run of the smoke network computing in ``dtype``."""
     from configs.ddpm_paper_bf16 import get_config
-    from diffjax.run_training import train_and_evaluate
+    from diffjax.run_kinds import train_and_evaluate
 
     c = get_config("smoke")
     c.model.dtype = dtype

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def two_checkpoints(tmp_path_factory):
     """A tiny digits run with checkpoints at steps 2 and 4 (trained once for the module)."""
-    from diffjax.run_training import train_and_evaluate
+    from diffjax.run_kinds import train_and_evaluate
 
     workdir = str(tmp_path_factory.mktemp("guards") / "run")
     config = tiny_config(num_steps=4)
@@ -69,7 +69,7 @@ def test_sampling_with_no_intact_checkpoint_says_so_in_one_line(two_checkpoints,
 
 @pytest.mark.slow  # a second compile of the train step: ~80 s on a shared 2-core machine
 def test_resume_falls_back_and_rewrites_the_damaged_step(two_checkpoints, tmp_path, caplog):
-    from diffjax.run_training import train_and_evaluate
+    from diffjax.run_kinds import train_and_evaluate
 
     workdir = _copy(two_checkpoints, tmp_path)
     damage_step(os.path.join(workdir, CHECKPOINT_DIR), 4)
