@@ -142,3 +142,31 @@ def test_bad_input_is_one_error_line(tmp_path, case):
         assert os.listdir(w) == ["keep"]
     else:
         assert not w.exists()
+
+
+def _score_equal(a, b, t):
+    x = jax.random.normal(jax.random.key(1), (2, *a.image_shape))
+    np.testing.assert_array_equal(np.asarray(a.score_fn(x, t)), np.asarray(b.score_fn(x, t)))
+
+
+def test_score_sde_ve_pipeline_and_the_command_line(tmp_path):
+    """A ScoreSdeVePipeline folder (NCSN++ fixture) converts through main() with its VE scheduler kept."""
+    import shutil
+
+    from diffjax.convert import main
+
+    src = tmp_path / "ve"
+    shutil.copytree(os.path.join(FIX, "ncsnpp"), src / "unet")
+    (src / "scheduler").mkdir()
+    (src / "scheduler" / "scheduler_config.json").write_text(json.dumps(
+        {"_class_name": "ScoreSdeVeScheduler", "sigma_min": 0.01, "sigma_max": 50.0, "snr": 0.16,
+         "sampling_eps": 1e-5, "num_train_timesteps": 20}))
+    (src / "model_index.json").write_text(json.dumps(
+        {"_class_name": "ScoreSdeVePipeline", "scheduler": ["diffusers", "ScoreSdeVeScheduler"],
+         "unet": ["diffusers", "UNet2DModel"]}))
+    w = main([str(src), "--workdir", str(tmp_path / "w")])
+    run, ref = dj.load_run(w), dj.load_run(str(src))
+    assert run.sde == ref.sde == dj.VESDE(sigma_min=0.01, sigma_max=50.0, eps=1e-5)
+    assert run.sampler == ref.sampler and run.scheduler_config == ref.scheduler_config
+    _same_params(run, ref)
+    _score_equal(run, ref, jnp.array([0.2, 0.7]))
