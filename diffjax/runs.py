@@ -121,6 +121,10 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     from diffjax.interop.diffusers_run import is_diffusers_folder, load_diffusers_run
 
     if is_diffusers_folder(workdir):  # a published diffusers pipeline / UNet folder
+        if overrides:
+            raise ValueError(f"{workdir} is a diffusers folder, which has no diffjax config to override "
+                             f"({sorted(overrides)}); use diffjax.interop.load_diffusers_run(path, pipeline=..., "
+                             "steps=..., eta=...) for another sampling loop")
         return load_diffusers_run(workdir)
     config = apply_overrides(load_run_config(workdir), overrides)
     return kind_of(config).load(config, workdir)

@@ -46,6 +46,8 @@ def test_converted_workdir_loads_as_the_source(converted):
     assert record["format"] == "diffusers" and record["pipeline"] == "DDPMPipeline"
     run, src = dj.load_run(converted), dj.load_run(PIPE)
     assert type(run).__name__ == "DiffusersRun"
+    with pytest.raises(ValueError, match="no diffjax config to override"):
+        dj.load_run(converted, {"sampling.steps": 5})
     _same_params(run, src)
     assert run.sampler == src.sampler and run.image_shape == src.image_shape
     assert (run.sde.num_steps, run.sde.beta_schedule) == (src.sde.num_steps, src.sde.beta_schedule)
