@@ -35,6 +35,7 @@ from diffjax.runs import (  # noqa: F401  (re-exported for scripts and benchmark
     TASKS,
     load_model_config,
     restore_ema_model,
+    sample_from_folder,
     sample_from_workdir,
 )
 
@@ -48,6 +49,22 @@ def _workdir_from_argv(argv: list[str]) -> str | None:
     return None
 
 
+def _sample_folder(workdir: str, argv: list[str]) -> None:
+    """A diffusers folder has no diffjax config to override: --num, --output and --seed only."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sample.py", description="sample a diffusers / converted workdir")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--num", type=int, default=16)
+    parser.add_argument("--output", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args, rest = parser.parse_known_args(argv[1:])
+    if rest:
+        raise errors.UserError(f"{workdir} is a diffusers folder: sample.py takes --num, --output and --seed for it, "
+                               f"not {' '.join(rest)}")
+    sample_from_folder(workdir, output=args.output, num=args.num, seed=args.seed)
+
+
 def cli(argv: list[str]) -> None:
     """Parse flags against the config stored in ``--workdir`` and sample."""
     from absl import app, flags
@@ -57,6 +74,10 @@ def cli(argv: list[str]) -> None:
     workdir = _workdir_from_argv(argv)
     if workdir is None:
         raise errors.UserError("sample.py needs --workdir DIR (the directory of a train.py run)")
+    from diffjax.interop.diffusers_run import is_diffusers_folder
+
+    if is_diffusers_folder(workdir):  # python -m diffjax.convert's workdir, or any diffusers folder
+        return _sample_folder(workdir, argv)
     base = load_run_config(workdir)
     builders.check_override_keys(argv, base)
     # The stored config is the default, so --config.sampling.* overrides type-check against it.

@@ -13,6 +13,7 @@ own tables).
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Callable
 
 import ml_collections
@@ -103,4 +104,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop=
       FloatingPointError: a loss or gradient became NaN/inf and
         ``config.training.nonfinite`` is ``"stop"``.
     """
+    from diffjax.interop.diffusers_run import is_diffusers_folder
+
+    if os.path.isdir(workdir) and is_diffusers_folder(workdir):
+        # A converted checkpoint (python -m diffjax.convert) holds a diffusers network, not a diffjax one.
+        raise ValueError(f"workdir {workdir} holds a diffusers checkpoint (python -m diffjax.convert): it samples "
+                         "(dj.load_run, sample.py) but does not train; give train.py a new workdir")
     return kind_of(config).train(config, workdir, stop=stop)

@@ -43,6 +43,7 @@ __all__ = [
     "GENERATORS",
     "RESTORERS",
     "sample_from_workdir",
+    "sample_from_folder",
     "TASKS",
     "RESTORE_TASKS",
     "run_translate",
@@ -120,6 +121,10 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     from diffjax.interop.diffusers_run import is_diffusers_folder, load_diffusers_run
 
     if is_diffusers_folder(workdir):  # a published diffusers pipeline / UNet folder
+        if overrides:
+            raise ValueError(f"{workdir} is a diffusers folder, which has no diffjax config to override "
+                             f"({sorted(overrides)}); use diffjax.interop.load_diffusers_run(path, pipeline=..., "
+                             "steps=..., eta=...) for another sampling loop")
         return load_diffusers_run(workdir)
     config = apply_overrides(load_run_config(workdir), overrides)
     return kind_of(config).load(config, workdir)
@@ -308,6 +313,29 @@ RESTORE_TASKS = {
     "ddep_finetune": run_segment,
     "ddep_pretrain": run_segment,  # refuses: a pretraining run does not segment
 }
+
+
+def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0) -> dict:
+    """``sample.py --workdir W`` for a diffusers folder (a ``python -m diffjax.convert`` workdir).
+
+    Generates with the folder's own pipeline loop (``dj.load_run(W).generate``).
+
+    Args:
+      workdir: the folder.
+      output: output folder (default ``WORKDIR/generated``).
+      num: images to generate.
+      seed: the key of ``run.generate``.
+
+    Returns:
+      ``{"output": folder, "num": images written}``.
+    """
+    check_num(num)
+    output = check_output_dir(output or os.path.join(workdir, "generated"), [workdir])
+    images = load_run(workdir).generate(num, key=seed)
+    if distributed.is_lead():
+        save_samples(output, images * 2 - 1)  # generate gives [0, 1]; save_samples takes [-1, 1]
+    lead_print(f"wrote {num} samples to {output}")
+    return {"output": output, "num": num}
 
 
 def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, output: str | None = None,
