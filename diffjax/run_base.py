@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 
 import jax
 import ml_collections
@@ -33,7 +34,18 @@ def check_workdir_path(workdir) -> str:
     """``workdir`` as a path string, or a ValueError if it is not one (the first check of train and load)."""
     if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
-    return os.fspath(workdir)
+    workdir = os.fspath(workdir)
+    _check_not_url(workdir)
+    return workdir
+
+
+def _check_not_url(workdir: str) -> None:
+    """Refuse ``gs://...`` and other URLs: the run layer writes with ``os``/``open``, so a
+    URL would silently become a local folder named ``gs:`` under the current directory."""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", workdir)
+    if match:
+        raise ValueError(f"workdir {workdir!r} is a {match.group(1)}:// URL; a workdir must be a file-system path: "
+                         "mount the bucket (e.g. with gcsfuse) and pass the path of the mount")
 
 
 def check_num(num: int) -> None:
@@ -91,6 +103,7 @@ def check_workdir_writable(workdir: str) -> None:
     Raises:
       ValueError: naming the path that is in the way and what to do.
     """
+    _check_not_url(os.fspath(workdir))
     path = os.path.abspath(workdir)
     existing = path
     while not os.path.exists(existing):
