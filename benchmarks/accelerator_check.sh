@@ -39,7 +39,7 @@ mkdir -p "$out" "$root"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 
 # ---------------------------------------------------------------------------
-# Training at scale (configs/ddpm_paper_bf16.py, 256x256, base 128): images/s,
+# Training at scale (configs/paper_bf16.py, 256x256, base 128): images/s,
 # MFU and per-device parameter bytes of the real training step, float32 vs
 # bfloat16 and replicated vs FSDP, block remat on. Run alone with
 #   SCALE_ONLY=1 bash benchmarks/accelerator_check.sh OUT_DIR

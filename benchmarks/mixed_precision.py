@@ -1,6 +1,6 @@
 """Loss curve of bfloat16 compute against float32 on a small run (same seed, same batches).
 
-Trains ``configs/ddpm_paper_bf16.py:smoke``'s network (digits, 16x16) twice,
+Trains ``configs/paper_bf16.py:smoke``'s network (digits, 16x16) twice,
 ``model.dtype`` float32 then bfloat16 (parameters and Adam state float32 in
 both), and prints the training loss averaged over windows of ``--window``
 steps for each, their relative difference, the wall time of each run, and
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def curve(dtype: str, steps: int, workdir: str, lr: float) -> dict[int, float]:
     """``{step: loss}`` of one run of the smoke network computing in ``dtype``."""
-    from configs.ddpm_paper_bf16 import get_config
+    from configs.paper_bf16 import get_config
     from diffjax.run_kinds import train_and_evaluate
 
     c = get_config("smoke")

@@ -1,4 +1,4 @@
-"""Images/s and MFU of the training step of ``configs/ddpm_paper_bf16.py`` under each layout.
+"""Images/s and MFU of the training step of ``configs/paper_bf16.py`` under each layout.
 
 Builds the config's run (``TrainingSetup``: network, optimizer, data), places the
 state replicated or FSDP-split (``--fsdp``), jits the real training step
@@ -40,7 +40,7 @@ def main() -> None:
     import jax
     import numpy as np
 
-    from configs.ddpm_paper_bf16 import get_config
+    from configs.paper_bf16 import get_config
     from diffjax.run_training import TrainingSetup
     from diffjax.sharding import data_sharding, per_device_bytes, replicated, state_shardings
     from diffjax.training import make_train_step

@@ -312,7 +312,7 @@ def test_sample_input_for_a_task_without_inputs(trained, tmp_path):
 
     workdir, _ = trained
     before = contents(workdir)
-    with pytest.raises(ValueError, match=r"--input is for restoration tasks; this run's task 'generate' generates"):
+    with pytest.raises(ValueError, match=r"--input is for restoration and translation; this run's task 'generate' generates"):
         sample_from_workdir(load_run_config(workdir), workdir, output=str(tmp_path / "o"), input_dir=str(tmp_path))
     assert contents(workdir) == before and not os.path.exists(tmp_path / "o")
 

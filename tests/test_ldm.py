@@ -146,8 +146,9 @@ def test_autoencoder_run_logs_reconstruction_and_reconstructs_any_size(runs, tmp
         run.encode(images)
     from diffjax.runs import sample_from_workdir
 
-    Image.fromarray((images[0] * 255).astype(np.uint8)).save(tmp_path / "a.png")
-    info = sample_from_workdir(run.config, runs["ae"], input_dir=str(tmp_path), output=str(tmp_path / "out"))
+    (tmp_path / "in").mkdir()  # outputs may not sit inside the input folder (docs/guarantees.md)
+    Image.fromarray((images[0] * 255).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    info = sample_from_workdir(run.config, runs["ae"], input_dir=str(tmp_path / "in"), output=str(tmp_path / "out"))
     assert info["num"] == 1 and np.asarray(Image.open(tmp_path / "out" / "a.png")).shape == (30, 45, 3)
 
 

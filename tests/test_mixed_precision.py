@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from configs.ddpm_paper_bf16 import get_config
+from configs.paper_bf16 import get_config
 from diffjax import builders
 
 SHAPE = (8, 8, 1)

@@ -15,7 +15,7 @@ from configs.default import apply_smoke, check_arg, get_base_config
 
 
 def get_config(arg=None):
-    check_arg("ddpm_paper_bf16", arg)
+    check_arg("paper_bf16", arg)
     c = get_base_config()
     c.data.name = "folder"
     c.data.image_size = 256
