@@ -68,8 +68,17 @@ def run_cli(main: Callable[..., Any], *args, argv: list[str] | None = None) -> A
     while "--debug" in argv:
         argv.remove("--debug")
     if debug:
+        # Child code (and subprocesses) see the request too; restored after, so that an
+        # in-process call (tests, notebooks) does not leave every later command in debug mode.
+        previous = os.environ.get(DEBUG_ENV)
         os.environ[DEBUG_ENV] = "1"
-        return main(*args)
+        try:
+            return main(*args)
+        finally:
+            if previous is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = previous
     try:
         return main(*args)
     except _USER_ERRORS as err:
