@@ -21,6 +21,7 @@ the file, on one line.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import warnings
 
@@ -71,27 +72,35 @@ def _check_pixels(path: str, size: tuple[int, int]) -> None:
         raise UserError(f"{path}: an empty image ({size[0]}x{size[1]})")
 
 
-def read_header(path: str) -> tuple[str, str, tuple[int, int]]:
-    """Format, mode and upright ``(width, height)`` from the file's header (no pixel decoded).
 
-    Raises:
-      ValueError: naming the file, when it is not an image or claims too many pixels.
-    """
+@contextlib.contextmanager
+def _opened(path: str):
+    """``Image.open(path)`` with bombs refused and every decoding failure turned into one error naming ``path``."""
     ctx = _refuse_bombs()
     try:
         with Image.open(path) as img:
-            size = img.size
-            _check_pixels(path, size)
-            if img.format == "JPEG" or "exif" in img.info:
-                if img.getexif().get(0x0112) in _SWAPS:
-                    size = (size[1], size[0])
-            return img.format, img.mode, size
+            _check_pixels(path, img.size)
+            yield img
     except UserError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise _fail(path, err) from None
     finally:
         ctx.__exit__(None, None, None)
+
+
+def read_header(path: str) -> tuple[str, str, tuple[int, int]]:
+    """Format, mode and upright ``(width, height)`` from the file's header (no pixel decoded).
+
+    Raises:
+      ValueError: naming the file, when it is not an image or claims too many pixels.
+    """
+    with _opened(path) as img:
+        size = img.size
+        if img.format == "JPEG" or "exif" in img.info:
+            if img.getexif().get(0x0112) in _SWAPS:
+                size = (size[1], size[0])
+        return img.format, img.mode, size
 
 
 def open_image(path: str) -> Image.Image:
@@ -104,22 +113,13 @@ def open_image(path: str) -> Image.Image:
       ValueError: naming the file, when it cannot be decoded (truncated, not an
         image) or claims more than :data:`MAX_PIXELS` pixels.
     """
-    ctx = _refuse_bombs()
-    try:
-        with Image.open(path) as img:
-            _check_pixels(path, img.size)
-            img.load()
-            fmt = img.format
-            upright = ImageOps.exif_transpose(img)
-            out = upright if upright is not img else img.copy()
-            out.format = fmt
-            return out
-    except UserError:
-        raise
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _fail(path, err) from None
-    finally:
-        ctx.__exit__(None, None, None)
+    with _opened(path) as img:
+        img.load()
+        fmt = img.format
+        upright = ImageOps.exif_transpose(img)
+        out = upright if upright is not img else img.copy()
+        out.format = fmt
+        return out
 
 
 def to_8bit(img: Image.Image) -> Image.Image:
