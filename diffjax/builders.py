@@ -115,13 +115,35 @@ def _pick(section: ml_collections.ConfigDict, cls) -> dict:
     return {k: v for k, v in section.items() if k in fields}
 
 
+# Keys of config.model that pick the network class rather than configure a UNetConfig.
+_ARCHITECTURE_KEYS = ("architecture", "diffusers_config")
+ARCHITECTURES = ("unet", "diffusers_unet2d")
+
+
+def _architecture(config: ml_collections.ConfigDict) -> str:
+    name = config.model.get("architecture", "unet")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {name!r}")
+    return name
+
+
+def _refuse_training(config: ml_collections.ConfigDict) -> None:
+    if _architecture(config) == "diffusers_unet2d":
+        raise ValueError("model.architecture='diffusers_unet2d' (a converted diffusers UNet2DModel) samples but "
+                         "does not train in diffjax: its blocks take no dropout key, label dropout or remat; "
+                         "train a diffjax UNet (model.architecture='unet') in a new workdir instead")
+
+
 # -- builders ----------------------------------------------------------------
 
 
 def build_sde(config: ml_collections.ConfigDict) -> sde_lib.SDE:
     """The forward process named by ``config.sde.name`` with the fields it takes."""
     cls = _lookup("sde", config.sde.name, SDES)
-    return cls(**_pick(config.sde, cls))
+    kwargs = _pick(config.sde, cls)
+    if not kwargs.get("eps", 1.0):  # 0 (the schema's default) keeps the process's own end time
+        kwargs.pop("eps")
+    return cls(**kwargs)
 
 
 def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0):
@@ -149,11 +171,12 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
         kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
         kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
         return ClassifierConfig(image_size=height, in_channels=channels, num_classes=num_classes, **kwargs)
+    _refuse_training(config)
     fields = _constructor_fields(UNetConfig)
-    unknown = sorted(set(config.model.keys()) - fields)
+    unknown = sorted(set(config.model.keys()) - fields - set(_ARCHITECTURE_KEYS))
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
-    kwargs = dict(config.model.items())
+    kwargs = {k: v for k, v in config.model.items() if k not in _ARCHITECTURE_KEYS}
     kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
     kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
     kwargs.update(image_size=height, in_channels=channels)
@@ -208,6 +231,7 @@ def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None
     gets :func:`diffjax.losses.make_conditional_loss_fn` for its ``method``, which
     also takes the batch's condition.
     """
+    _refuse_training(config)  # the trainer's first network builder: refuse before any data is read
     sde = build_sde(config) if sde is None else sde
     pipeline = build_pipeline(config)
     if pipeline.network == "classifier":
@@ -310,10 +334,17 @@ def load_model_config(workdir: str, network: str = "unet"):
     from diffjax.errors import dataclass_from_json
     from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
 
+    from diffjax.errors import load_json
+    from diffjax.nn.diffusers_unet import DiffusersUNetConfig
+
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
     cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
+    if network == "unet":
+        stored = load_json(path)
+        if isinstance(stored, dict) and "diffusers_config" in stored:  # a converted diffusers UNet2DModel
+            cls = DiffusersUNetConfig
     return dataclass_from_json(cls, path)  # a damaged or hand-edited file is named, with its line
 
 
@@ -344,7 +375,11 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     model_config = load_model_config(workdir, network)
     optimizer = build_optimizer(config)
     # Abstract model: shapes only, no weights drawn.
+    from diffjax.nn.diffusers_unet import DiffusersUNet2D, DiffusersUNetConfig
+
     cls = {"classifier": Classifier, "autoencoder": Autoencoder}.get(network, UNet)
+    if isinstance(model_config, DiffusersUNetConfig):
+        cls = DiffusersUNet2D
     model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 

@@ -7,14 +7,17 @@
 :func:`diffjax.interop.guided_diffusion.convert_adm_checkpoint`, which reads the
 pickle without running any of it).
 
-The workdir ``W`` is written in diffusers' own pipeline layout (float32
-safetensors weights, the scheduler's JSON config, ``model_index.json``) plus
-``diffjax_convert.json`` recording the source. That layout is what
-:func:`diffjax.load_run` and ``sample.py`` read, through the same loader as the
-source folder, so the converted run computes exactly what the source does and
-no scheduler mapping is stored twice (docs/pretrained.md). Everything is
-checked (pipeline, scheduler, UNet options, every weight's name and shape)
-before ``W`` is written; ``W`` appears whole or not at all.
+The workdir ``W`` is an ordinary diffjax run, as ``train.py`` leaves one:
+``config.json`` (``task.name = "repaint"``, ``model.architecture =
+"diffusers_unet2d"`` with the UNet's ``config.json``, the scheduler's process
+in ``config.sde`` and the pipeline's loop in ``config.sampling``),
+``model_config.json`` and an Orbax checkpoint at step 0 holding the weights as
+parameters and EMA parameters, plus ``diffjax_convert.json`` recording the
+source. :func:`diffjax.load_run`, ``sample.py`` and every task read it through
+the same code as a trained run (restore and translate tile larger images); it
+does not train. Everything is checked (pipeline, scheduler, UNet options, every
+weight's name and shape) before ``W`` is written; ``W`` appears whole or not at
+all. ``python -m diffjax.export`` goes the other way (docs/pretrained.md).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import tempfile
 
 from diffjax import errors
 
-__all__ = ["convert", "main", "RECORD_FILE"]
+__all__ = ["convert", "write_run", "main", "RECORD_FILE"]
 
 RECORD_FILE = "diffjax_convert.json"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt")
@@ -43,29 +46,42 @@ def _check_workdir(workdir: str) -> str:
     return workdir
 
 
-def _write_pipeline(src: str, dest: str) -> str:
-    """Validate the diffusers folder ``src`` by loading it, then write it to ``dest``; returns its pipeline."""
-    from diffjax.interop.diffusers_run import load_diffusers_run, read_diffusers_folder, save_diffusers_folder
-    from diffjax.interop.diffusers_weights import write_safetensors
+def write_run(src: str, dest: str) -> dict:
+    """Load the diffusers folder ``src`` (every option and weight checked) and write it to ``dest`` as a run.
 
-    unet_config, state, scheduler, pipeline = read_diffusers_folder(src)
-    run = load_diffusers_run(src)  # raises on any unsupported option or weight that does not fit
-    pipeline = pipeline or "DDPMPipeline"  # a bare UNet folder: DDPM's scheduler defaults, as load_run reads it
-    if pipeline in ("DDPMPipeline", "DDIMPipeline"):
-        save_diffusers_folder(run, dest, pipeline=pipeline)
-        return pipeline
-    # Score-SDE VE: the same files, written as read (save_diffusers_folder exports DDPM / DDIM only).
-    for sub in ("unet", "scheduler"):
-        os.makedirs(os.path.join(dest, sub), exist_ok=True)
-    with open(os.path.join(dest, "unet", "config.json"), "w") as f:
-        json.dump(unet_config, f, indent=2)
-    write_safetensors(state, os.path.join(dest, "unet", "diffusion_pytorch_model.safetensors"))
-    with open(os.path.join(dest, "scheduler", "scheduler_config.json"), "w") as f:
-        json.dump(scheduler, f, indent=2)
-    with open(os.path.join(dest, "model_index.json"), "w") as f:
-        json.dump({"_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
-                   "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
-    return pipeline
+    ``dest`` gets what a trained workdir holds: ``config.json``, ``model_config.json`` and an
+    Orbax checkpoint at step 0 whose parameters and EMA parameters are the checkpoint's weights
+    (the optimizer state is fresh). Returns ``{"pipeline": ..., "task": ...}``.
+    """
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from diffjax import builders
+    from diffjax.checkpoint import Checkpointer, write_model_config
+    from diffjax.interop.diffusers_run import diffusers_run_config, read_diffusers_folder
+    from diffjax.run_config import write_run_config
+    from diffjax.training import TrainState
+
+    pipeline = read_diffusers_folder(src)[3] or "DDPMPipeline"  # a bare UNet folder: DDPM's scheduler defaults
+    config, model_config, unet = diffusers_run_config(src)
+    _, params, model_state = nnx.split(unet, nnx.Param, ...)
+    params = jax.tree.map(jnp.asarray, params)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                       opt_state=builders.build_optimizer(config).init(params), ema_params=params,
+                       model_state=model_state)
+    os.makedirs(dest, exist_ok=True)
+    checkpointer = Checkpointer(dest, keep=1, async_save=False)
+    try:
+        checkpointer.save(0, state)
+        checkpointer.wait()
+    finally:
+        checkpointer.close()
+    write_model_config(dest, dataclasses.asdict(model_config))
+    write_run_config(dest, config)
+    return {"pipeline": pipeline, "task": config.task.name}
 
 
 def convert(src: str, workdir: str, *, flags: str | None = None) -> str:
@@ -116,9 +132,9 @@ def convert(src: str, workdir: str, *, flags: str | None = None) -> str:
 
             folder = convert_adm_checkpoint(src, flags, os.path.join(staging, "adm"))
         out = os.path.join(staging, "run")
-        pipeline = _write_pipeline(folder, out)
+        written = write_run(folder, out)
         record = {"source": os.path.abspath(src), "format": "guided-diffusion" if is_pickle else "diffusers",
-                  "pipeline": pipeline}
+                  **written}
         if is_pickle:
             record["flags"] = flags
         with open(os.path.join(out, RECORD_FILE), "w") as f:

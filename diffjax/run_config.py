@@ -78,6 +78,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.label_tokens = 1
     # Classifier-free guidance: share of training examples given the null label / no context.
     c.model.condition_dropout = 0.0
+    # "unet" (diffjax.nn.UNet, the fields above) or "diffusers_unet2d": a diffusers UNet2DModel
+    # whose config.json is the JSON string diffusers_config (python -m diffjax.convert writes it).
+    c.model.architecture = "unet"
+    c.model.diffusers_config = ""
 
     # Forward process; only the fields the chosen process has are used.
     c.sde = ml_collections.ConfigDict()
@@ -89,6 +93,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sde.num_steps = 1000  # discrete only
     c.sde.beta_start = 1e-4  # discrete only
     c.sde.beta_end = 0.02  # discrete only
+    c.sde.beta_schedule = "linear"  # discrete only: linear, scaled_linear, squaredcos_cap_v2
+    c.sde.float32_betas = False  # discrete only: betas rounded to float32 (diffusers' schedulers)
+    c.sde.eps = 0.0  # the end of the time interval; 0 = the process's default
 
     c.loss = ml_collections.ConfigDict()
     c.loss.kind = "continuous"  # or "discrete"
@@ -133,6 +140,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sampling.steps = 50
     c.sampling.spacing = ""  # time grid: "uniform", "quadratic", "logsnr", "karras", "fitted" (unipc); "" = the sampler's default
     c.sampling.eta = 0.0  # ddim, dpm_solver_pp: 0 = deterministic (ODE), 1 = stochastic (SDE)
+    c.sampling.steps_offset = 0  # ddim, ancestral: diffusers' steps_offset (leading spacing)
+    c.sampling.clip_x0 = 0.0  # ddim, ancestral: clip the x0 estimate to [-v, v]; 0 = no clipping
+    c.sampling.final_alpha_one = True  # ddim, ancestral: the last step lands on alpha = 1
     c.sampling.order = 2  # dpm_solver_pp
     c.sampling.lower_order_final = True  # dpm_solver_pp
     c.sampling.snr = 0.16  # pc

@@ -39,57 +39,73 @@ def _same_params(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_converted_workdir_loads_as_the_source(converted):
-    """load_run(W) equals load_run(SRC): parameters, sde, sampler, score and generated images (same key)."""
+def test_converted_workdir_is_an_ordinary_run(converted):
+    """load_run(W) is a plain dj.Run equal to load_run(SRC): parameters, sde, sampler, score and the pipeline's loop."""
     with open(os.path.join(converted, RECORD_FILE)) as f:
         record = json.load(f)
-    assert record["format"] == "diffusers" and record["pipeline"] == "DDPMPipeline"
+    assert record["format"] == "diffusers" and record["pipeline"] == "DDPMPipeline" and record["task"] == "repaint"
+    assert {"checkpoints", "config.json", "model_config.json"} <= set(os.listdir(converted))
     run, src = dj.load_run(converted), dj.load_run(PIPE)
-    assert type(run).__name__ == "DiffusersRun"
-    with pytest.raises(ValueError, match="no diffjax config to override"):
-        dj.load_run(converted, {"sampling.steps": 5})
+    assert type(run) is dj.Run and type(src).__name__ == "DiffusersRun"
+    assert run.config.model.architecture == "diffusers_unet2d" and run.step == 0
     _same_params(run, src)
-    assert run.sampler == src.sampler and run.image_shape == src.image_shape
-    assert (run.sde.num_steps, run.sde.beta_schedule) == (src.sde.num_steps, src.sde.beta_schedule)
+    assert run.sampler == src.sampler and run.image_shape == src.image_shape and run.sde == src.sde
     x = jax.random.normal(jax.random.key(0), (2, *run.image_shape))
     t = jnp.array([0.3, 0.9])
     np.testing.assert_array_equal(np.asarray(run.score_fn(x, t)), np.asarray(src.score_fn(x, t)))
-    short = dj.samplers.DDIM(5, eta=0.0)
-    np.testing.assert_allclose(run.generate(2, key=3, sampler=short), src.generate(2, key=3, sampler=short),
-                               atol=1e-6)
+    # A config override, as for any run: the pipeline's loop at 5 steps, the same chain as the source's.
+    short = dj.load_run(converted, {"sampling.steps": 5})
+    ref = load_diffusers_run(PIPE, steps=5)
+    assert short.sampler == ref.sampler
+    a = dj.sample(short.score_fn, short.sde, x, key=jax.random.key(2), sampler=short.sampler)[0]
+    b = dj.sample(ref.score_fn, ref.sde, x, key=jax.random.key(2), sampler=ref.sampler)[0]
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    images = short.generate(2, key=3)
+    assert images.shape == (2, 8, 8, 3) and np.isfinite(images).all()
 
 
-def test_repaint_and_sdedit_on_the_converted_workdir(converted):
-    run = load_diffusers_run(converted, pipeline="DDIMPipeline", steps=5)
-    src = load_diffusers_run(PIPE, pipeline="DDIMPipeline", steps=5)
-    images = np.random.default_rng(0).uniform(size=(2, 8, 8, 3)).astype(np.float32)
-    mask = np.zeros((8, 8), np.float32)
-    mask[:, :4] = 1
-    out = run.restore(images, mask, key=0, steps=10, jump_length=2, jump_n_sample=2)
-    np.testing.assert_allclose(out[:, :, :4], images[:, :, :4], atol=1e-5)
-    np.testing.assert_allclose(out, src.restore(images, mask, key=0, steps=10, jump_length=2, jump_n_sample=2),
-                               atol=1e-6)
-    edited = run.translate(images, t0=0.3, key=0)
-    np.testing.assert_allclose(edited, src.translate(images, t0=0.3, key=0), atol=1e-6)
+def test_repaint_sdedit_and_likelihood_on_the_converted_workdir(converted):
+    """Every task through the ordinary Run path; RePaint and SDEdit tile images larger than the network."""
+    run = dj.load_run(converted, {"task.repaint.steps": 10, "task.repaint.jump_length": 2,
+                                  "task.repaint.jump_n_sample": 2, "sampling.steps": 20})
+    images = np.random.default_rng(0).uniform(size=(2, 12, 12, 3)).astype(np.float32)
+    mask = np.zeros((12, 12), np.float32)
+    mask[:, :6] = 1
+    out = run.restore(images, mask, key=0)
+    assert out.shape == images.shape and np.isfinite(out).all()
+    np.testing.assert_allclose(out[:, :, :6], images[:, :, :6], atol=1.5 / 255)  # kept pixels (8-bit input scale)
+    assert np.abs(out[:, :, 6:] - images[:, :, 6:]).mean() > 0.05  # the hole was filled, not copied
+    # SDEdit from the first step of the chain leaves the guide nearly as it is; from t0 = 0.6 it does not.
+    edited = run.translate(images, method="sdedit", t0=0.002, key=0)
+    assert edited.shape == images.shape and np.abs(edited - images).max() < 0.1
+    assert np.abs(run.translate(images, method="sdedit", t0=0.6, key=0) - images).mean() > 0.05
+    x = jnp.asarray(images[:, :8, :8] * 2 - 1)
+    logp, _ = dj.log_likelihood(run.score_fn, run.sde, x, key=jax.random.key(0))
+    assert logp.shape == (2,) and np.isfinite(np.asarray(logp)).all()
 
 
 def test_sample_py_writes_images(converted, tmp_path):
     out = tmp_path / "samples"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--workdir", converted, "--num", "2",
-                           "--output", str(out)], capture_output=True, text=True, timeout=600)
+                           "--output", str(out), "--config.sampling.steps=3"], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert sorted(os.listdir(out)) == ["000000.png", "000001.png", "grid.png"]
-    # Flags of a diffjax config do not apply to a diffusers folder: one error line.
+    assert {"000000.png", "000001.png"} <= set(os.listdir(out))
+    # A misspelt flag is one error line, as for any run.
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "sample.py"), "--workdir", converted,
-                           "--config.sampling.steps=3"], capture_output=True, text=True, timeout=600)
+                           "--config.sampling.stepz=3"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 1 and proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_training_into_a_converted_workdir_is_refused(converted):
+    """Fine-tuning a converted network is refused before anything is read or written, naming the reason."""
+    from diffjax.run_config import load_run_config
     from diffjax.run_kinds import train_and_evaluate
 
-    with pytest.raises(ValueError, match="does not train"):
-        train_and_evaluate(dj.run_config.get_base_config(), converted)
+    before = sorted(os.listdir(converted))
+    with pytest.raises(ValueError, match="diffusers_unet2d.*does not train"):
+        train_and_evaluate(load_run_config(converted), converted)
+    assert sorted(os.listdir(converted)) == before
 
 
 def test_adm_checkpoint_converts(tmp_path):
@@ -101,7 +117,12 @@ def test_adm_checkpoint_converts(tmp_path):
     with open(os.path.join(w, RECORD_FILE)) as f:
         assert json.load(f)["flags"] == entry["flags"]
     run = dj.load_run(w)
-    assert run.image_shape == (16, 16, 3) and run.schedule.learned_variance
+    assert run.image_shape == (16, 16, 3) and type(run) is dj.Run
+    assert run.model_config.unet["out_channels"] == 6 and run.model_config.out_channels == 3  # learned variance
+    from diffjax.interop.guided_diffusion import convert_adm_checkpoint
+
+    ref = dj.load_run(convert_adm_checkpoint(str(tmp_path / "model.pt"), entry["flags"], str(tmp_path / "adm")))
+    _score_equal(run, ref, jnp.array([0.2, 0.7]))  # the first 3 of 6 output channels, as the folder's run reads them
     images = run.generate(1, key=0, sampler=dj.samplers.DDIM(3, eta=0.0))
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 
@@ -169,6 +190,7 @@ def test_score_sde_ve_pipeline_and_the_command_line(tmp_path):
     w = main([str(src), "--workdir", str(tmp_path / "w")])
     run, ref = dj.load_run(w), dj.load_run(str(src))
     assert run.sde == ref.sde == dj.VESDE(sigma_min=0.01, sigma_max=50.0, eps=1e-5)
-    assert run.sampler == ref.sampler and run.scheduler_config == ref.scheduler_config
+    assert run.sampler == ref.sampler and type(run) is dj.Run
+    assert (run.config.model.prediction, run.config.loss.time_input) == ("score", "sigma")
     _same_params(run, ref)
     _score_equal(run, ref, jnp.array([0.2, 0.7]))

@@ -8,6 +8,7 @@ assumed) without PyTorch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,7 +24,8 @@ from diffjax.parametrization import model_score_fn
 from diffjax.run_base import Run
 from diffjax.samplers import sample
 
-__all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder"]
+__all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder",
+           "diffusers_run_config"]
 
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -284,3 +286,69 @@ def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DD
     with open(os.path.join(folder, "model_index.json"), "w") as f:
         json.dump({"_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
                    "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
+
+
+def _section_from(obj, section, what: str) -> str:
+    """Write a frozen dataclass's fields into a config section; every non-default field needs a key there."""
+    for field in dataclasses.fields(obj):
+        if not field.init:
+            continue
+        value = getattr(obj, field.name)
+        if field.name in section:
+            section[field.name] = type(section[field.name])(value)
+        elif value != field.default:
+            raise ValueError(f"{what} {type(obj).__name__}.{field.name}={value!r} has no config key")
+
+
+def diffusers_run_config(path: str, *, steps: int | None = None, eta: float = 0.0, pipeline: str | None = None):
+    """A diffusers folder as an ordinary run: ``(config, model_config, unet)``.
+
+    The config is the schema's defaults with ``task.name = "repaint"`` (unconditional:
+    generation, RePaint inpainting, SDEdit), ``model.architecture = "diffusers_unet2d"``,
+    the scheduler's process in ``config.sde``, the network's parametrisation in
+    ``model.prediction`` / ``loss.time_input`` and the pipeline's loop in ``config.sampling``.
+
+    Args:
+      path, steps, eta, pipeline: as :func:`load_diffusers_run`.
+
+    Returns:
+      ``(config, model_config, unet)``: the ``ConfigDict``, the
+      :class:`~diffjax.nn.diffusers_unet.DiffusersUNetConfig` and the loaded
+      :class:`~diffjax.nn.diffusers_unet.DiffusersUNet2D`.
+
+    Raises:
+      ValueError: what :func:`load_diffusers_run` refuses, or a UNet whose input channels
+        differ from its (prediction) output channels (a conditioned network).
+    """
+    from diffjax.builders import SAMPLERS, SDES
+    from diffjax.interop.diffusers_weights import load_unet_weights
+    from diffjax.nn.diffusers_unet import DiffusersUNet2D, DiffusersUNetConfig, check_unet_config
+    from diffjax.run_config import get_base_config
+
+    unet_config, state, scheduler, folder_pipeline = read_diffusers_folder(path)
+    schedule = schedule_from_diffusers(scheduler, pipeline or folder_pipeline, steps=steps, eta=eta)
+    full = check_unet_config(unet_config)
+    out = full["out_channels"] // 2 if schedule.learned_variance else full["out_channels"]
+    if full["in_channels"] != out:
+        raise ValueError(f"{path}: the UNet2DModel takes {full['in_channels']} channels and predicts {out}: a network "
+                         "conditioned on an image does not convert to an unconditional run")
+    size = full["sample_size"] or 32
+    size = int(size[0] if isinstance(size, (list, tuple)) else size)
+    classes = int(full["num_class_embeds"] or 0) if full["class_embed_type"] is None else 0
+    model_config = DiffusersUNetConfig(json.dumps(unet_config, sort_keys=True), image_size=size, in_channels=out,
+                                       out_channels=out, num_classes=classes)
+    unet = load_unet_weights(nnx.eval_shape(lambda: DiffusersUNet2D(model_config, rngs=nnx.Rngs(0))), state)
+
+    c = get_base_config()
+    c.task.name = "repaint"
+    c.model.architecture, c.model.diffusers_config = "diffusers_unet2d", model_config.diffusers_config
+    c.model.prediction, c.loss.time_input = schedule.prediction, schedule.time_input
+    c.data.name, c.data.image_size, c.data.channels = "folder", size, out
+    c.data.use_labels = classes > 0
+    c.sde.name = {cls: name for name, cls in SDES.items()}[type(schedule.sde)]
+    _section_from(schedule.sde, c.sde, "the scheduler's process")
+    c.sampling.sampler = {cls: name for name, cls in SAMPLERS.items()}[type(schedule.sampler)]
+    _section_from(schedule.sampler, c.sampling, "the pipeline's sampler")
+    c.sampling.denoise = False  # the pipelines' loops end without an extra Tweedie step
+    c.sampling.num_samples = c.sampling.batch_size = 16
+    return c, model_config, unet

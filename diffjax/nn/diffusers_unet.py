@@ -24,6 +24,8 @@ positional or Fourier time embeddings, class embeddings (``num_class_embeds``,
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from typing import Any
 
@@ -34,7 +36,7 @@ from flax import nnx
 
 from diffjax.typing import Array
 
-__all__ = ["DiffusersUNet2D", "check_unet_config", "DOWN_BLOCKS", "UP_BLOCKS"]
+__all__ = ["DiffusersUNet2D", "DiffusersUNetConfig", "check_unet_config", "DOWN_BLOCKS", "UP_BLOCKS"]
 
 DOWN_BLOCKS = ("DownBlock2D", "AttnDownBlock2D", "SkipDownBlock2D", "AttnSkipDownBlock2D",
                "ResnetDownsampleBlock2D")
@@ -101,6 +103,51 @@ def check_unet_config(config: dict) -> dict:
             raise ValueError(f"UNet2DModel config: block_out_channels {c['block_out_channels']} must be multiples of "
                              f"norm_num_groups={c['norm_num_groups']}")
     return c
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffusersUNetConfig:
+    """A ``UNet2DModel`` as the network of an ordinary run (``model.architecture="diffusers_unet2d"``).
+
+    Stored as the run's ``model_config.json`` by ``python -m diffjax.convert``.
+
+    Attributes:
+      diffusers_config: the UNet's ``config.json``, as a JSON string (hashable, stored as written).
+      image_size: height = width the network was trained at (tiles of larger images).
+      in_channels: channels of the noisy image ``x``.
+      out_channels: channels of the prediction the run reads: the first ``out_channels`` of the
+        network's outputs (a learned-variance checkpoint outputs twice as many).
+      cond_channels: channels of a condition image concatenated to ``x`` (``in_channels`` of the
+        UNet2DModel minus those of ``x``).
+      num_classes: ``num_class_embeds`` of a class-conditional checkpoint, else 0.
+    """
+
+    diffusers_config: str
+    image_size: int
+    in_channels: int
+    out_channels: int
+    cond_channels: int = 0
+    num_classes: int = 0
+
+    def __post_init__(self):
+        c = check_unet_config(json.loads(self.diffusers_config))
+        if self.in_channels + self.cond_channels != c["in_channels"]:
+            raise ValueError(f"in_channels {self.in_channels} + cond_channels {self.cond_channels} must equal the "
+                             f"UNet2DModel's in_channels {c['in_channels']}")
+        if not 1 <= self.out_channels <= c["out_channels"]:
+            raise ValueError(f"out_channels must lie in [1, {c['out_channels']}], got {self.out_channels}")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+    @property
+    def context_dim(self) -> int:
+        """No cross-attention (read by the run's checks)."""
+        return 0
+
+    @property
+    def unet(self) -> dict:
+        """The checked ``config.json`` dict with defaults filled in."""
+        return check_unet_config(json.loads(self.diffusers_config))
 
 
 # -- primitive layers (PyTorch layouts, diffusers names) --------------------------
@@ -373,13 +420,15 @@ class DownBlock(nnx.Module):
             else:
                 self.downsamplers = nnx.List([Downsample2D(cout, c["downsample_padding"], rngs=rngs)])
 
-    def __call__(self, h: Array, temb: Array, skip_sample: Array | None = None):
+    def __call__(self, h: Array, temb: Array, skip_sample: Array | None = None, keep=None):
         outs = []
         for i, resnet in enumerate(self.resnets):
             h = resnet(h, temb)
             if self.attentions is not None:
                 h = self.attentions[i](h)
             outs.append(h)
+            if keep is not None:
+                keep(h)
         if self.skip:
             if self.resnet_down is not None:
                 h = self.resnet_down(h, temb)
@@ -442,12 +491,14 @@ class UpBlock(nnx.Module):
                 else:
                     self.upsamplers = nnx.List([Upsample2D(cout, rngs=rngs)])
 
-    def __call__(self, h: Array, res: list, temb: Array, skip_sample: Array | None = None):
+    def __call__(self, h: Array, res: list, temb: Array, skip_sample: Array | None = None, keep=None):
         res = list(res)
         for i, resnet in enumerate(self.resnets):
             h = resnet(jnp.concatenate([h, res.pop()], axis=-1), temb)
             if self.attentions is not None and not self.skip:
                 h = self.attentions[i](h)
+            if keep is not None:
+                keep(h)
         if self.skip:
             if self.attentions is not None:
                 h = self.attentions[0](h)
@@ -494,12 +545,15 @@ class DiffusersUNet2D(nnx.Module):
     """diffusers' ``UNet2DModel`` (NHWC): ``model(x, timesteps, labels=None) -> prediction``.
 
     Args:
-      config: a ``UNet2DModel`` ``config.json`` dict (checked by :func:`check_unet_config`).
+      config: a ``UNet2DModel`` ``config.json`` dict (checked by :func:`check_unet_config`), or a
+        :class:`DiffusersUNetConfig` (the network of a run: it also slices the prediction
+        channels and takes a condition image as ``cond``).
       rngs: initialises the parameters (overwritten when a checkpoint is loaded).
     """
 
-    def __init__(self, config: dict, *, rngs: nnx.Rngs):
-        c = check_unet_config(config)
+    def __init__(self, config: dict | DiffusersUNetConfig, *, rngs: nnx.Rngs):
+        self.config = config if isinstance(config, DiffusersUNetConfig) else None
+        c = check_unet_config(config.unet if self.config is not None else config)
         self.config_dict = dict(c)
         boc, temb = c["block_out_channels"], c["time_embedding_dim"] or c["block_out_channels"][0] * 4
         self.conv_in = Conv2d(c["in_channels"], boc[0], 3, padding=1, rngs=rngs)
@@ -545,9 +599,73 @@ class DiffusersUNet2D(nnx.Module):
         return timestep_embedding(t, c["block_out_channels"][0], flip_sin_to_cos=c["flip_sin_to_cos"],
                                   shift=c["freq_shift"])
 
-    def __call__(self, x: Array, timesteps: Array, *, labels: Array | None = None) -> Array:
-        """Args: ``x`` ``(B, H, W, C_in)``; ``timesteps`` scalar or ``(B,)``; ``labels`` ``(B,)`` ints
-        (class-conditional checkpoints only). Returns ``(B, H, W, C_out)``."""
+    def __call__(self, x: Array, timesteps: Array, cond: Array | None = None, labels: Array | None = None,
+                 dropout_key=None, aug_level: Array | None = None, context: Array | None = None,
+                 context_mask: Array | None = None) -> Array:
+        """The prediction; the keywords of :class:`diffjax.nn.UNet` a run passes are accepted.
+
+        Args:
+          x: ``(B, H, W, C)`` noisy images.
+          timesteps: scalar or ``(B,)``: the diffusers timestep.
+          cond: ``(B, H, W, C_cond)`` concatenated to ``x`` (a UNet2DModel whose ``in_channels``
+            exceed the image's, e.g. LDM super-resolution), or ``None``.
+          labels: ``(B,)`` ints (class-conditional checkpoints only).
+          dropout_key: ignored (inference only: a converted network does not train).
+          aug_level, context, context_mask: must be ``None`` (a UNet2DModel has no such inputs).
+
+        Returns:
+          ``(B, H, W, C_out)``: every output channel for a bare config dict; the first
+          ``DiffusersUNetConfig.out_channels`` for a run's network.
+        """
+        return self._forward(x, timesteps, cond, labels, aug_level, context, context_mask, None)
+
+    def activation_names(self) -> tuple[str, ...]:
+        """Names of the blocks :meth:`activations` returns, as :meth:`diffjax.nn.UNet.activation_names` names them.
+
+        ``down_{i}`` is encoder resnet ``i`` (with its attention), ``mid`` the middle
+        block, ``up_{i}`` decoder resnet ``i`` (``i = 0`` nearest the middle).
+        """
+        c = self.config_dict
+        levels, layers = len(c["block_out_channels"]), c["layers_per_block"]
+        mid = ("mid",) if self.mid_block is not None else ()
+        return (*(f"down_{i}" for i in range(levels * layers)), *mid,
+                *(f"up_{i}" for i in range(levels * (layers + 1))))
+
+    def activations(self, x: Array, c: Array, cond: Array | None = None, labels: Array | None = None,
+                    aug_level: Array | None = None, context: Array | None = None,
+                    context_mask: Array | None = None) -> dict[str, Array]:
+        """``{name: (B, h, w, channels)}`` for every name of :meth:`activation_names` (per-pixel features).
+
+        Each is its block's output at its level's resolution, before resampling, as
+        :meth:`diffjax.nn.UNet.activations` gives them (the segmentation features read either).
+        """
+        acts: dict[str, Array] = {}
+        self._forward(x, c, cond, labels, aug_level, context, context_mask, acts)
+        return acts
+
+    def _check_run_inputs(self, x, cond, aug_level, context, context_mask):
+        for name, value in (("aug_level", aug_level), ("context", context), ("context_mask", context_mask)):
+            if value is not None:
+                raise ValueError(f"{name} was given, but a diffusers UNet2DModel takes no {name}; pass None")
+        want = self.config_dict["in_channels"]
+        got = x.shape[-1] + (0 if cond is None else cond.shape[-1])
+        if got != want:
+            raise ValueError(f"the UNet2DModel takes {want} input channels; x has {x.shape[-1]}"
+                             + (f" and cond {cond.shape[-1]}" if cond is not None else "")
+                             + ("" if cond is not None or self.config is None or not self.config.cond_channels
+                                else f": pass cond with {self.config.cond_channels} channels"))
+
+    def _forward(self, x, timesteps, cond, labels, aug_level, context, context_mask, acts):
+        """The network; block outputs are stored in ``acts`` when it is a dict."""
+        self._check_run_inputs(x, cond, aug_level, context, context_mask)
+        if cond is not None:
+            x = jnp.concatenate([x, cond.astype(x.dtype)], axis=-1)
+        keeper = None
+        if acts is not None:
+            def keeper(prefix):
+                def keep(h):
+                    acts[f"{prefix}_{sum(k.startswith(prefix + '_') for k in acts)}"] = h
+                return keep
         c = self.config_dict
         t = jnp.broadcast_to(jnp.asarray(timesteps), x.shape[:1])
         if c["center_input_sample"]:
@@ -570,18 +688,20 @@ class DiffusersUNet2D(nnx.Module):
         h = self.conv_in(x)
         res = [h]
         for block in self.down_blocks:
-            h, outs, skip = block(h, emb, skip)
+            h, outs, skip = block(h, emb, skip, keep=keeper and keeper("down"))
             res.extend(outs)
         if self.mid_block is not None:
             h = self.mid_block(h, emb)
+            if acts is not None:
+                acts["mid"] = h
         skip = None
         for block in self.up_blocks:
             n = len(block.resnets)
-            h, skip = block(h, res[-n:], emb, skip)
+            h, skip = block(h, res[-n:], emb, skip, keep=keeper and keeper("up"))
             res = res[:-n]
         h = self.conv_out(jax.nn.silu(self.conv_norm_out(h)))
         if skip is not None:
             h = h + skip
         if c["time_embedding_type"] == "fourier":
             h = h / t.astype(h.dtype)[:, None, None, None]
-        return h
+        return h if self.config is None else h[..., :self.config.out_channels]
