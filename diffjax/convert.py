@@ -31,27 +31,33 @@ import tempfile
 
 from diffjax import errors
 
-__all__ = ["convert", "write_run", "main", "RECORD_FILE"]
+__all__ = ["convert", "write_run", "write_run_files", "check_new_dir", "write_whole", "main", "RECORD_FILE"]
 
 RECORD_FILE = "diffjax_convert.json"
 _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 
-def _check_workdir(workdir: str) -> str:
-    workdir = os.path.abspath(os.fspath(workdir))
-    if os.path.isfile(workdir):
-        raise errors.UserError(f"--workdir {workdir} is a file; expected a new or empty directory")
-    if os.path.isdir(workdir) and os.listdir(workdir):
-        raise errors.UserError(f"--workdir {workdir} exists and is not empty; give a new or empty directory")
-    return workdir
+def check_new_dir(path: str, flag: str = "--workdir") -> str:
+    """``path`` made absolute, or a UserError if it is a file or a non-empty directory (named as ``flag``)."""
+    path = os.path.abspath(os.fspath(path))
+    if os.path.isfile(path):
+        raise errors.UserError(f"{flag} {path} is a file; expected a new or empty directory")
+    if os.path.isdir(path) and os.listdir(path):
+        raise errors.UserError(f"{flag} {path} exists and is not empty; give a new or empty directory")
+    return path
 
 
-def write_run(src: str, dest: str) -> dict:
-    """Load the diffusers folder ``src`` (every option and weight checked) and write it to ``dest`` as a run.
+def write_run_files(dest: str, config, model_config, model) -> None:
+    """Write ``model`` as the step-0 checkpoint of a run in ``dest``, as ``train.py`` would leave it.
 
-    ``dest`` gets what a trained workdir holds: ``config.json``, ``model_config.json`` and an
-    Orbax checkpoint at step 0 whose parameters and EMA parameters are the checkpoint's weights
-    (the optimizer state is fresh). Returns ``{"pipeline": ..., "task": ...}``.
+    ``config.json``, ``model_config.json`` and an Orbax checkpoint whose parameters
+    and EMA parameters are ``model``'s (the optimizer state is fresh).
+
+    Args:
+      dest: the directory (created).
+      config: the run's ``ConfigDict``.
+      model_config: the network's config dataclass (stored as ``model_config.json``).
+      model: the ``nnx.Module``.
     """
     import dataclasses
 
@@ -61,13 +67,10 @@ def write_run(src: str, dest: str) -> dict:
 
     from diffjax import builders
     from diffjax.checkpoint import Checkpointer, write_model_config
-    from diffjax.interop.diffusers_run import diffusers_run_config, read_diffusers_folder
     from diffjax.run_config import write_run_config
     from diffjax.training import TrainState
 
-    pipeline = read_diffusers_folder(src)[3] or "DDPMPipeline"  # a bare UNet folder: DDPM's scheduler defaults
-    config, model_config, unet = diffusers_run_config(src)
-    _, params, model_state = nnx.split(unet, nnx.Param, ...)
+    _, params, model_state = nnx.split(model, nnx.Param, ...)
     params = jax.tree.map(jnp.asarray, params)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        opt_state=builders.build_optimizer(config).init(params), ema_params=params,
@@ -81,6 +84,18 @@ def write_run(src: str, dest: str) -> dict:
         checkpointer.close()
     write_model_config(dest, dataclasses.asdict(model_config))
     write_run_config(dest, config)
+
+
+def write_run(src: str, dest: str) -> dict:
+    """Load the diffusers folder ``src`` (every option and weight checked) and write it to ``dest`` as a run.
+
+    Returns ``{"pipeline": ..., "task": ...}`` (see :func:`write_run_files` for the files).
+    """
+    from diffjax.interop.diffusers_run import diffusers_run_config, read_diffusers_folder
+
+    pipeline = read_diffusers_folder(src)[3] or "DDPMPipeline"  # a bare UNet folder: DDPM's scheduler defaults
+    config, model_config, unet = diffusers_run_config(src)
+    write_run_files(dest, config, model_config, unet)
     return {"pipeline": pipeline, "task": config.task.name}
 
 
@@ -120,18 +135,14 @@ def convert(src: str, workdir: str, *, flags: str | None = None) -> str:
                                "(e.g. \"--image_size 256 --num_channels 256 --learn_sigma True ...\")")
     if flags and not is_pickle:
         raise errors.UserError(f"--flags is for guided-diffusion .pt checkpoints; {src} is a diffusers folder")
-    workdir = _check_workdir(workdir)
-    parent = os.path.dirname(workdir)
-    os.makedirs(parent, exist_ok=True)
-    # Everything goes into a sibling temporary folder renamed at the end: W appears whole or not at all.
-    staging = tempfile.mkdtemp(prefix=".convert-", dir=parent)
-    try:
+    workdir = check_new_dir(workdir)
+
+    def write(out: str, scratch: str) -> None:
         folder = src
         if is_pickle:
             from diffjax.interop.guided_diffusion import convert_adm_checkpoint
 
-            folder = convert_adm_checkpoint(src, flags, os.path.join(staging, "adm"))
-        out = os.path.join(staging, "run")
+            folder = convert_adm_checkpoint(src, flags, os.path.join(scratch, "adm"))
         written = write_run(folder, out)
         record = {"source": os.path.abspath(src), "format": "guided-diffusion" if is_pickle else "diffusers",
                   **written}
@@ -139,12 +150,28 @@ def convert(src: str, workdir: str, *, flags: str | None = None) -> str:
             record["flags"] = flags
         with open(os.path.join(out, RECORD_FILE), "w") as f:
             json.dump(record, f, indent=2)
-        if os.path.isdir(workdir):
-            os.rmdir(workdir)  # empty, checked above
-        os.replace(out, workdir)
+
+    return write_whole(workdir, write)
+
+
+def write_whole(dest: str, write) -> str:
+    """Call ``write(out, scratch)`` on a sibling temporary folder, then rename ``out`` to ``dest``.
+
+    ``dest`` (new or empty, see :func:`check_new_dir`) appears whole or not at all: on any
+    error nothing is left behind. ``scratch`` is a folder for intermediate files.
+    """
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".diffjax-", dir=parent)
+    try:
+        out = os.path.join(staging, "out")
+        write(out, staging)
+        if os.path.isdir(dest):
+            os.rmdir(dest)  # empty, checked by the caller
+        os.replace(out, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return workdir
+    return dest
 
 
 def main(argv: list[str] | None = None) -> str:

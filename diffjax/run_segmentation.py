@@ -191,7 +191,8 @@ def _backbone(config, image_shape):
         if not os.path.isdir(backbone):
             raise ValueError(f"config.segmentation.backbone_workdir {backbone} does not exist")
         b_config = load_run_config(backbone)
-        if b_config.task.name != "generate" or b_config.data.use_labels:
+        # RePaint runs (python -m diffjax.convert writes one) train the same unconditional network.
+        if b_config.task.name not in ("generate", "repaint") or b_config.data.use_labels:
             raise ValueError(f"backbone run {backbone} has task {b_config.task.name!r}"
                              f"{' with class labels' if b_config.data.use_labels else ''}; the features need an "
                              "unconditional run (task 'generate', e.g. configs/ddpm_scenes.py)")

@@ -25,7 +25,7 @@ from diffjax.run_base import Run
 from diffjax.samplers import sample
 
 __all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder",
-           "diffusers_run_config"]
+           "diffusers_run_config", "write_diffusers_folder"]
 
 _WEIGHTS = "diffusion_pytorch_model.safetensors"
 
@@ -266,27 +266,39 @@ def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DD
       pipeline: ``"DDPMPipeline"`` or ``"DDIMPipeline"`` for ``model_index.json``.
     """
     if not isinstance(run, DiffusersRun):
-        raise ValueError(f"only a DiffusersRun exports to a diffusers folder, got {type(run).__name__}: diffjax's own "
-                         "UNet (diffjax.nn.unet) has no UNet2DModel equivalent")
+        raise ValueError(f"save_diffusers_folder takes a DiffusersRun, got {type(run).__name__}: export a run's "
+                         "workdir with diffjax.export.export_run(workdir, folder) (python -m diffjax.export)")
     if pipeline not in ("DDPMPipeline", "DDIMPipeline"):
         raise ValueError(f"pipeline must be DDPMPipeline or DDIMPipeline, got {pipeline!r}")
     scheduler = dict(run.scheduler_config) or {"_class_name": "DDPMScheduler"}
     if scheduler.get("_class_name") not in ("DDPMScheduler", "DDIMScheduler"):
         raise ValueError(f"only DDPM / DDIM schedulers export, this run has {scheduler.get('_class_name')!r}")
-    os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
-    os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
     config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in run.model.config_dict.items()}
     config["_class_name"] = "UNet2DModel"
     model = nnx.merge(run._graphdef, run.params)
+    write_diffusers_folder(folder, config, unet_state_dict(model), scheduler, pipeline)
+
+
+def write_diffusers_folder(folder: str, unet_config: dict, state: dict, scheduler: dict, pipeline: str) -> None:
+    """Write a diffusers pipeline folder: ``model_index.json``, ``unet/`` (config + float32 safetensors), ``scheduler/``.
+
+    Args:
+      folder: the output folder (created; existing files are overwritten).
+      unet_config: the ``UNet2DModel`` ``config.json`` dict.
+      state: ``{key: array}`` in diffusers' names and PyTorch layouts.
+      scheduler: the scheduler's config dict (with ``_class_name``).
+      pipeline: the pipeline class for ``model_index.json``.
+    """
+    os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
+    os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
     with open(os.path.join(folder, "unet", "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    write_safetensors(unet_state_dict(model), os.path.join(folder, "unet", _WEIGHTS))
+        json.dump(unet_config, f, indent=2)
+    write_safetensors(state, os.path.join(folder, "unet", _WEIGHTS))
     with open(os.path.join(folder, "scheduler", "scheduler_config.json"), "w") as f:
         json.dump(scheduler, f, indent=2)
     with open(os.path.join(folder, "model_index.json"), "w") as f:
         json.dump({"_class_name": pipeline, "scheduler": ["diffusers", scheduler["_class_name"]],
                    "unet": ["diffusers", "UNet2DModel"]}, f, indent=2)
-
 
 def _section_from(obj, section, what: str) -> str:
     """Write a frozen dataclass's fields into a config section; every non-default field needs a key there."""
