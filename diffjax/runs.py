@@ -317,7 +317,8 @@ RESTORE_TASKS = {
 }
 
 
-def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0) -> dict:
+def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0,
+                       input_dir: str | None = None) -> dict:
     """``sample.py --workdir W`` for a diffusers folder (a ``python -m diffjax.convert`` workdir).
 
     Generates with the folder's own pipeline loop (``dj.load_run(W).generate``).
@@ -327,10 +328,17 @@ def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16
       output: output folder (default ``WORKDIR/generated``).
       num: images to generate.
       seed: the key of ``run.generate``.
+      input_dir: low-resolution images for an ``LDMSuperResolutionPipeline`` folder (default output
+        ``WORKDIR/restored``).
 
     Returns:
       ``{"output": folder, "num": images written}``.
     """
+    if input_dir is not None:
+        from diffjax.interop.diffusers_latent import super_resolve_folder
+
+        output = check_output_dir(output or os.path.join(workdir, "restored"), [input_dir])
+        return super_resolve_folder(load_run(workdir), input_dir, output, seed=seed)
     check_num(num)
     output = check_output_dir(output or os.path.join(workdir, "generated"), [workdir])
     images = load_run(workdir).generate(num, key=seed)

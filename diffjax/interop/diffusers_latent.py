@@ -35,7 +35,7 @@ from diffjax.nn.diffusers_vae import VQModel, vae_from_pretrained
 from diffjax.parametrization import model_score_fn
 from diffjax.samplers import sample
 
-__all__ = ["LATENT_PIPELINES", "LatentDiffusersRun", "is_latent_pipeline", "load_latent_run"]
+__all__ = ["LATENT_PIPELINES", "LatentDiffusersRun", "is_latent_pipeline", "load_latent_run", "super_resolve_folder"]
 
 #: pipeline class -> default number of inference steps (its ``__call__`` default)
 LATENT_PIPELINES = {"LDMPipeline": 50, "LDMSuperResolutionPipeline": 100}
@@ -274,3 +274,29 @@ def load_latent_run(path: str, *, steps: int | None = None, eta: float = 0.0) ->
     model = unet_from_diffusers(unet_config, read_safetensors(weights))
     return LatentDiffusersRun(path, unet_config, model, schedule, scheduler,
                               vae_from_pretrained(os.path.join(path, stage)), pipeline)
+
+
+def super_resolve_folder(run, input_dir: str, output: str, *, seed: int = 0) -> dict:
+    """``sample.py --workdir SR_FOLDER --input IN --output OUT``: every image of ``input_dir`` upscaled into ``output``.
+
+    Every file is read and checked before anything is sampled; image ``i`` is restored with
+    ``fold_in(key(seed), i)``; outputs keep the input's file name.
+
+    Returns:
+      ``{"output": folder, "num": images written}``.
+
+    Raises:
+      ValueError: a run that does not super-resolve, or bad inputs (naming every offending file).
+    """
+    from diffjax.pipelines.sr3 import read_low_res_folder
+    from diffjax.run_base import lead_print, write_named
+
+    run._require("restore")
+    multiple = 2 ** (len(run.model.config_dict["block_out_channels"]) - 1)
+    inputs = read_low_res_folder(input_dir, channels=3, scale=run.first_stage.factor,
+                                 tile=multiple * run.first_stage.factor)
+    key = jax.random.key(seed)
+    images = [run.restore((low + 1) / 2, key=jax.random.fold_in(key, i)) * 2 - 1 for i, (_, low) in enumerate(inputs)]
+    write_named(output, inputs, images)
+    lead_print(f"super-resolved {len(images)} images x{run.first_stage.factor} ({run.pipeline}) into {output}")
+    return {"output": output, "num": len(images)}

@@ -273,6 +273,9 @@ def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DD
                          "UNet (diffjax.nn.unet) has no UNet2DModel equivalent")
     if getattr(run, "first_stage", None) is not None:
         raise ValueError("a latent diffusion run (LDMPipeline folder) is already a diffusers folder: copy it")
+    if any(k.startswith("diffjax_") for k in run.model.config_dict):  # ADM layouts UNet2DModel cannot express
+        raise ValueError("this UNet uses diffjax's config extensions (diffjax_*), which diffusers' UNet2DModel "
+                         "would ignore and compute something else: it cannot be exported as a diffusers folder")
     if pipeline not in ("DDPMPipeline", "DDIMPipeline"):
         raise ValueError(f"pipeline must be DDPMPipeline or DDIMPipeline, got {pipeline!r}")
     scheduler = dict(run.scheduler_config) or {"_class_name": "DDPMScheduler"}
