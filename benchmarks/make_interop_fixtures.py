@@ -250,6 +250,14 @@ def make_adm_ext_fixtures(gd_dir):
         if tiny:
             class_cond = "--class_cond True" in flags
             outputs.update(_adm_reference_outputs(name, adm, entry["adm_shapes"], class_cond))
+            if "--large_size" in flags:  # SuperResModel's own forward: bilinear upsampling, then concatenation
+                rng = np.random.default_rng(2)
+                x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+                low = rng.uniform(-1, 1, (2, 3, 4, 4)).astype(np.float32)
+                with torch.no_grad():
+                    out = adm(torch.from_numpy(x), torch.tensor([3, 917]), low_res=torch.from_numpy(low))
+                outputs.update({f"{name}/sr_x": x.transpose(0, 2, 3, 1), f"{name}/sr_low": low.transpose(0, 2, 3, 1),
+                                f"{name}/sr_out": out.permute(0, 2, 3, 1).numpy()})
             print(name, float(np.abs(outputs[f"{name}/out"]).max()))
         record[name] = entry
     np.savez_compressed(os.path.join(ADM_DIR, "adm_ext_outputs.npz"), **outputs)

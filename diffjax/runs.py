@@ -118,16 +118,16 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     workdir = check_workdir_path(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
-    from diffjax.interop.diffusers_latent import is_latent_pipeline, load_latent_run
-    from diffjax.interop.diffusers_run import is_diffusers_folder, load_diffusers_run
+    from diffjax.interop.diffusers_latent import load_folder_run
+    from diffjax.interop.diffusers_run import is_diffusers_folder
 
     if is_diffusers_folder(workdir):  # a published diffusers pipeline / UNet folder
         if overrides:
             raise ValueError(f"{workdir} is a diffusers folder, which has no diffjax config to override "
                              f"({sorted(overrides)}); use diffjax.interop.load_diffusers_run(path, pipeline=..., "
                              "steps=..., eta=...) for another sampling loop")
-        # LDMPipeline / LDMSuperResolutionPipeline: a UNet over a first stage's latents
-        return load_latent_run(workdir) if is_latent_pipeline(workdir) else load_diffusers_run(workdir)
+        # LDM pipelines and ADM super-resolution folders get their own run kinds
+        return load_folder_run(workdir)
     config = apply_overrides(load_run_config(workdir), overrides)
     return kind_of(config).load(config, workdir)
 

@@ -465,3 +465,30 @@ def test_adm_extension_layouts_compute_what_guided_diffusion_computes(name):
     out = model(ref[f"{name}/x"], ref[f"{name}/t"], labels=labels)
     scale = np.abs(ref[f"{name}/out"]).max()
     np.testing.assert_allclose(out, ref[f"{name}/out"], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_adm_super_resolution_folder_restores_as_super_res_model_does(tmp_path):
+    """A converted ADM super-resolution checkpoint loads as a restoring run whose network input is
+    SuperResModel's: x_t, then the low-resolution image upsampled bilinearly (guided-diffusion's own
+    forward with low_res=..., fixture from benchmarks/make_interop_fixtures.py --only adm-ext)."""
+    import jax.numpy as jnp
+
+    import diffjax as dj
+    from diffjax.interop.diffusers_latent import AdmSuperResRun
+
+    entry = ADM_EXT["tiny_sr_fixed_heads"]
+    rng = np.random.default_rng(0)  # as make_interop_fixtures.adm_numpy_weights
+    weights = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in entry["adm_shapes"].items()}
+    _write_torch_zip(tmp_path / "sr.pt", weights)
+    run = dj.load_run(convert_adm_checkpoint(str(tmp_path / "sr.pt"), entry["flags"], str(tmp_path / "run")))
+    assert isinstance(run, AdmSuperResRun) and run.scale == 4 and run.capabilities[0] == "restore"
+    ref = np.load(os.path.join(FIXTURES, "adm_ext_outputs.npz"))
+    name = "tiny_sr_fixed_heads"
+    x, low = jnp.asarray(ref[f"{name}/sr_x"]), jnp.asarray(ref[f"{name}/sr_low"])
+    out = run.model(jnp.concatenate([x, run.upsample(low)], axis=-1), jnp.asarray([3, 917]))
+    scale = np.abs(ref[f"{name}/sr_out"]).max()
+    np.testing.assert_allclose(np.asarray(out), ref[f"{name}/sr_out"], rtol=1e-4, atol=1e-4 * scale)
+    up = run.restore(np.asarray(low[0]) / 2 + 0.5, key=0, sampler=dj.samplers.DDIM(3))
+    assert up.shape == (16, 16, 3) and 0 <= up.min() <= up.max() <= 1
+    with pytest.raises(ValueError, match="it can: \\['restore'"):
+        run.generate(1)

@@ -1,4 +1,4 @@
-"""diffusers' latent diffusion pipelines as a :class:`diffjax.Run`: ``LDMPipeline`` and ``LDMSuperResolutionPipeline``.
+"""Conditional diffusers folders as :class:`diffjax.Run` s: ``LDMPipeline``, ``LDMSuperResolutionPipeline``, ADM SR.
 
 A pipeline folder (``model_index.json`` with ``unet/``, ``scheduler/`` and a first
 stage in ``vqvae/`` or ``vae/``) is read without PyTorch: the UNet by
@@ -16,6 +16,12 @@ then computes what the pipeline's ``__call__`` computes:
   concatenated after them along the channels at every step (the UNet has
   ``in_channels = 2 x 3``); the loop (DDIM, 100 steps, ``eta`` 0); then
   ``first_stage.decode(latents)`` without scaling, clamped to ``[-1, 1]``.
+
+A guided-diffusion super-resolution model written by
+:func:`~diffjax.interop.guided_diffusion.convert_adm_checkpoint` (its
+``adm_flags.json`` has ``large_size``) loads as an :class:`AdmSuperResRun`:
+the low-resolution image upsampled bilinearly and concatenated after ``x_t``.
+:func:`load_folder_run` picks the kind; ``dj.load_run`` calls it.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from diffjax.interop.diffusers_run import DiffusersRun
+from diffjax.interop.diffusers_run import DiffusersRun, load_diffusers_run, read_diffusers_folder
 from diffjax.interop.diffusers_schedulers import schedule_from_diffusers
 from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffusers
 from diffjax.nn.diffusers_vae import VQModel, vae_from_pretrained
 from diffjax.parametrization import model_score_fn
 from diffjax.samplers import sample
+from diffjax.typing import Array
 
-__all__ = ["LATENT_PIPELINES", "LatentDiffusersRun", "is_latent_pipeline", "load_latent_run", "super_resolve_folder"]
+__all__ = ["LATENT_PIPELINES", "LatentDiffusersRun", "AdmSuperResRun", "is_latent_pipeline", "load_latent_run",
+           "load_folder_run", "adm_super_res_flags", "super_resolve_folder"]
 
 #: pipeline class -> default number of inference steps (its ``__call__`` default)
 LATENT_PIPELINES = {"LDMPipeline": 50, "LDMSuperResolutionPipeline": 100}
@@ -85,6 +93,7 @@ class LatentDiffusersRun(DiffusersRun):
         size = self.image_shape[0]
         self.latent_shape = (size, size, self.latent_channels)
         self.image_shape = (size * first_stage.factor, size * first_stage.factor, 3)
+        self.scale = first_stage.factor  # super-resolution: output / input size
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -97,14 +106,7 @@ class LatentDiffusersRun(DiffusersRun):
                 f"latent_shape={self.latent_shape}, sampler={self.sampler})")
 
     def _net(self, params, labels=None, cond=None):
-        model = nnx.merge(self._graphdef, params)
-        channels = self.latent_channels
-
-        def apply(z, c):
-            inp = z if cond is None else jnp.concatenate([z, jnp.asarray(cond, z.dtype)], axis=-1)
-            return model(inp, c, labels=labels)[..., :channels]  # the first half of a learned-variance output
-
-        return model_score_fn(apply, self.sde, prediction=self.prediction, time_input=self.time_input)
+        return _concat_net(self, params, labels, cond, self.latent_channels)
 
     @property
     def score_fn(self):
@@ -150,18 +152,6 @@ class LatentDiffusersRun(DiffusersRun):
             out.append(np.asarray(fn(self.params, self._stage_state, z, jax.random.fold_in(key, b + (1 << 20)))))
         return np.concatenate(out).astype(np.float32)
 
-    def _images(self, images, what: str):
-        """``(N, H, W, 3)`` or one ``(H, W, 3)`` image, uint8 or ``[0, 1]`` floats -> ``[-1, 1]`` float32, single."""
-        x = np.asarray(images)
-        single = x.ndim == 3
-        x = x[None] if single else x
-        if x.dtype == np.uint8:
-            x = x.astype(np.float32) / 255.0
-        if x.ndim != 4 or x.shape[-1] != 3 or not np.issubdtype(x.dtype, np.floating):
-            raise ValueError(f"{what} must be (N, H, W, 3) or one (H, W, 3) image, uint8 or floats in [0, 1]; "
-                             f"got shape {np.asarray(images).shape}, dtype {np.asarray(images).dtype}")
-        return x.astype(np.float32) * 2 - 1, single
-
     def _check_size(self, h: int, w: int, multiple: int, what: str):
         if h % multiple or w % multiple:
             raise ValueError(f"{what} height and width must be multiples of {multiple}, got {h}x{w}")
@@ -186,7 +176,7 @@ class LatentDiffusersRun(DiffusersRun):
             raise ValueError(f"this run restores by super-resolution only (kind=None or 'super-resolution'), got {kind!r}")
         if masks is not None:
             raise ValueError("LDMSuperResolutionPipeline takes no masks: it super-resolves whole images")
-        low, single = self._images(images, "images")
+        low, single = _images(images, "images")
         self._check_size(low.shape[1], low.shape[2], 2 ** (len(self.model.config_dict["block_out_channels"]) - 1),
                          "low-resolution images'")
         sampler, key = sampler or self.sampler, self._key(key)
@@ -211,7 +201,7 @@ class LatentDiffusersRun(DiffusersRun):
         gives its posterior mean). Super-resolution: the first stage's unscaled latents, as that
         pipeline decodes them. VQ latents are returned before quantising (``decode`` quantises).
         """
-        x, _ = self._images(images, "images")
+        x, _ = _images(images, "images")
         self._check_size(x.shape[1], x.shape[2], self.first_stage.factor, "images'")
 
         def run(state, x):
@@ -230,11 +220,142 @@ class LatentDiffusersRun(DiffusersRun):
         return np.asarray(self._jit(("decode",), self._decode_fn)(self._stage_state, jnp.asarray(z)))
 
 
+def _images(images, what: str):
+    """``(N, H, W, 3)`` or one ``(H, W, 3)`` image, uint8 or ``[0, 1]`` floats -> ``[-1, 1]`` float32, single."""
+    x = np.asarray(images)
+    single = x.ndim == 3
+    x = x[None] if single else x
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    if x.ndim != 4 or x.shape[-1] != 3 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"{what} must be (N, H, W, 3) or one (H, W, 3) image, uint8 or floats in [0, 1]; "
+                         f"got shape {np.asarray(images).shape}, dtype {np.asarray(images).dtype}")
+    return x.astype(np.float32) * 2 - 1, single
+
+
+def _concat_net(run: DiffusersRun, params, labels, cond, channels: int):
+    """The run's score network with ``cond`` appended to its input along the channels (if given)."""
+    model = nnx.merge(run._graphdef, params)
+
+    def apply(x, c):
+        inp = x if cond is None else jnp.concatenate([x, jnp.asarray(cond, x.dtype)], axis=-1)
+        return model(inp, c, labels=labels)[..., :channels]  # the first half of a learned-variance output
+
+    return model_score_fn(apply, run.sde, prediction=run.prediction, time_input=run.time_input)
+
+
+class AdmSuperResRun(DiffusersRun):
+    """A guided-diffusion super-resolution model (a ``convert_adm_checkpoint`` folder whose flags have ``large_size``).
+
+    As ADM's ``SuperResModel``: the low-resolution image is upsampled bilinearly (half-pixel centres,
+    PyTorch's ``align_corners=False``) to the output size and concatenated after ``x_t``. The loop is
+    the folder's DDPM chain (:attr:`sampler`, fixed posterior variance: ADM's learned variance is
+    ``guided_diffusion.adm_ancestral_step``, not used here) or any ``sampler=``.
+    """
+
+    def __init__(self, workdir, unet_config, model, schedule, scheduler_config, flags: dict):
+        super().__init__(workdir, unet_config, model, schedule, scheduler_config)
+        self.task, self.flags = "super_resolution", flags
+        self.scale = int(flags["large_size"]) // int(flags["small_size"])
+        self.image_shape = (int(flags["large_size"]), int(flags["large_size"]), 3)
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """``restore`` (super-resolution by ``scale``), score_fn, sde, sampler."""
+        return ("restore", "score_fn", "sde", "sampler")
+
+    def _net(self, params, labels=None, cond=None):
+        return _concat_net(self, params, labels, cond, 3)
+
+    def upsample(self, low: Array) -> Array:
+        """``(N, h, w, 3)`` in ``[-1, 1]`` -> ``(N, scale h, scale w, 3)``, bilinear as ``F.interpolate``."""
+        n, h, w, c = low.shape
+        return jax.image.resize(low, (n, h * self.scale, w * self.scale, c), "bilinear", antialias=False)
+
+    @property
+    def score_fn(self):
+        """``score_fn(x, t, *, cond, labels=None)``: ``cond`` the low-resolution image, ``[-1, 1]``, upsampled here."""
+        return lambda x, t, *, cond, labels=None: self._net(self.params, labels, self.upsample(cond))(x, t)
+
+    def generate(self, *args, **kwargs):
+        """Not available: this model super-resolves (``restore``)."""
+        self._require("generate")
+
+    def translate(self, *args, **kwargs):
+        """Not available: this model super-resolves (``restore``)."""
+        self._require("translate")
+
+    def restore(self, images, masks=None, *, key=None, sampler=None, kind: str | None = None,
+                labels=None) -> np.ndarray:
+        """Upscale ``(N, h, w, 3)`` (or one ``(h, w, 3)``) images in ``[0, 1]`` / uint8 by ``scale``.
+
+        Args:
+          images: low-resolution images; ``scale h, scale w`` must suit the UNet (multiples of ``2^(levels-1)``).
+          masks: must be None.
+          key: ``x_T`` from ``fold_in(key, 0)``, the loop's noise from ``fold_in(key, 1)``.
+          sampler: default the folder's chain.
+          kind: None or ``"super-resolution"``.
+          labels: ``(N,)`` ImageNet classes for class-conditional models (the released 64 -> 256 one).
+
+        Returns:
+          float32 numpy in ``[0, 1]``, ``scale`` times larger.
+        """
+        if kind not in (None, "super-resolution") or masks is not None:
+            raise ValueError("this run restores by super-resolution only: kind=None or 'super-resolution', no masks")
+        x = np.asarray(images)
+        single = x.ndim == 3
+        low, _ = _images(x[None] if single else x, "images")
+        multiple = 2 ** (len(self.model.config_dict["block_out_channels"]) - 1)
+        n, h, w, _ = low.shape
+        if (h * self.scale) % multiple or (w * self.scale) % multiple:
+            raise ValueError(f"{self.scale} x the low-resolution size {h}x{w} must be a multiple of {multiple}")
+        if (labels is None) != (self.class_embedding_free()):
+            raise ValueError("this model is class-conditional: pass labels=" if labels is None
+                             else "this model is not class-conditional: labels= must be None")
+        sampler, key = sampler or self.sampler, self._key(key)
+
+        def run(params, low, k, labels):
+            x = self.sde.prior_sample(jax.random.fold_in(k, 0), (n, h * self.scale, w * self.scale, 3))
+            net = self._net(params, labels, self.upsample(low))
+            return sample(net, self.sde, x, key=jax.random.fold_in(k, 1), sampler=sampler)[0]
+
+        fn = self._jit(("restore", sampler, labels is None), run)
+        lab = None if labels is None else jnp.asarray(np.asarray(labels, np.int32))
+        out = self._unit(fn(self.params, jnp.asarray(low), key, lab))
+        return out[0] if single else out
+
+    def class_embedding_free(self) -> bool:
+        """True when the network takes no class labels."""
+        return self.model.class_embedding is None
+
+
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
         raise ValueError(f"expected {path}")
     with open(path) as f:
         return json.load(f)
+
+
+def adm_super_res_flags(path) -> dict | None:
+    """The ADM flags of a ``convert_adm_checkpoint`` folder of a super-resolution model, else None."""
+    flags = os.path.join(os.fspath(path), "adm_flags.json")
+    if not os.path.isfile(flags):
+        return None
+    with open(flags) as f:
+        parsed = json.load(f)
+    return parsed if int(parsed.get("large_size") or 0) > 0 else None
+
+
+def load_folder_run(path: str):
+    """``dj.load_run`` on a diffusers folder: latent pipelines, ADM super-resolution folders, else a DiffusersRun."""
+    if is_latent_pipeline(path):
+        return load_latent_run(path)
+    flags = adm_super_res_flags(path)
+    if flags is None:
+        return load_diffusers_run(path)
+    unet_config, state, scheduler, pipeline = read_diffusers_folder(path)
+    return AdmSuperResRun(os.fspath(path), unet_config, unet_from_diffusers(unet_config, state),
+                          schedule_from_diffusers(scheduler, pipeline), scheduler, flags)
 
 
 def load_latent_run(path: str, *, steps: int | None = None, eta: float = 0.0) -> LatentDiffusersRun:
@@ -293,10 +414,11 @@ def super_resolve_folder(run, input_dir: str, output: str, *, seed: int = 0) -> 
 
     run._require("restore")
     multiple = 2 ** (len(run.model.config_dict["block_out_channels"]) - 1)
-    inputs = read_low_res_folder(input_dir, channels=3, scale=run.first_stage.factor,
-                                 tile=multiple * run.first_stage.factor)
+    # the UNet runs on latents as large as the input (LDM) or on the upscaled image (ADM)
+    tile = multiple * run.scale if isinstance(run, LatentDiffusersRun) else multiple
+    inputs = read_low_res_folder(input_dir, channels=3, scale=run.scale, tile=tile)
     key = jax.random.key(seed)
     images = [run.restore((low + 1) / 2, key=jax.random.fold_in(key, i)) * 2 - 1 for i, (_, low) in enumerate(inputs)]
     write_named(output, inputs, images)
-    lead_print(f"super-resolved {len(images)} images x{run.first_stage.factor} ({run.pipeline}) into {output}")
+    lead_print(f"super-resolved {len(images)} images x{run.scale} into {output}")
     return {"output": output, "num": len(images)}
