@@ -58,11 +58,12 @@ def _sample_folder(workdir: str, argv: list[str]) -> None:
     parser.add_argument("--num", type=int, default=16)
     parser.add_argument("--output", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input", default=None)  # low-resolution images (LDMSuperResolutionPipeline folders)
     args, rest = parser.parse_known_args(argv[1:])
     if rest:
-        raise errors.UserError(f"{workdir} is a diffusers folder: sample.py takes --num, --output and --seed for it, "
-                               f"not {' '.join(rest)}")
-    sample_from_folder(workdir, output=args.output, num=args.num, seed=args.seed)
+        raise errors.UserError(f"{workdir} is a diffusers folder: sample.py takes --num, --output and --seed for it "
+                               f"(--input for a super-resolution pipeline), not {' '.join(rest)}")
+    sample_from_folder(workdir, output=args.output, num=args.num, seed=args.seed, input_dir=args.input)
 
 
 def cli(argv: list[str]) -> None:

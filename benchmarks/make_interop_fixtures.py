@@ -3,7 +3,7 @@
 Needs torch, diffusers and safetensors (``pip install -e .[interop-test]``); the
 tests themselves read only the committed files. Run from the repository root::
 
-    python benchmarks/make_interop_fixtures.py [--only torch|adm|vae] [--guided-diffusion DIR]
+    python benchmarks/make_interop_fixtures.py [--only torch|adm|adm-ext|vae] [--guided-diffusion DIR]
 
 ``--guided-diffusion DIR`` names a checkout of openai/guided-diffusion (only read
 here, to list the exact state-dict keys and shapes its ``create_model`` gives for
@@ -111,6 +111,18 @@ def _adm_model(gd_dir, flags):
     keys = ("image_size num_channels num_res_blocks channel_mult learn_sigma class_cond attention_resolutions "
             "num_heads num_head_channels num_heads_upsample use_scale_shift_norm resblock_updown "
             "use_new_attention_order").split()
+    mult = [float(m) for m in f["channel_mult"].split(",")] if f["channel_mult"] else []
+    if any(m != int(m) for m in mult):
+        # create_model parses the flag as integers (only its 512 size table holds 0.5): pass the tuple
+        # to its UNetModel call directly, every other argument as create_model builds it.
+        import guided_diffusion.script_util as script_util
+
+        real = script_util.UNetModel
+        script_util.UNetModel = lambda **kw: real(**{**kw, "channel_mult": tuple(mult)})
+        try:
+            return create_model(**{**{k: f[k] for k in keys}, "channel_mult": ",".join("1" for _ in mult)})
+        finally:
+            script_util.UNetModel = real
     return create_model(**{k: f[k] for k in keys})
 
 
@@ -146,7 +158,11 @@ def _adm_reference_outputs(name, adm, shapes, class_cond):
     y = np.array([5, 998]) if class_cond else None
     with torch.no_grad():
         args = (torch.from_numpy(x).permute(0, 3, 1, 2), torch.from_numpy(t))
-        out = adm(*args, y=torch.from_numpy(y)) if class_cond else adm(*args)
+        # UNetModel.forward on the concatenated input: a SuperResModel's own forward would upsample a
+        # low_res argument first; diffjax's mapping leaves that concatenation to the caller.
+        from guided_diffusion.unet import UNetModel
+
+        out = UNetModel.forward(adm, *args, y=torch.from_numpy(y) if class_cond else None)
     ref = {f"{name}/x": x, f"{name}/t": t, f"{name}/out": out.permute(0, 2, 3, 1).numpy()}
     if class_cond:
         ref[f"{name}/y"] = y
@@ -196,9 +212,62 @@ def make_adm_fixtures(gd_dir):
         f.write(_json_lines(record))
 
 
+#: ADM layouts UNet2DModel cannot express (loaded through diffjax's config extensions): the published
+#: 128x128, 64 -> 256 and 512x512 models (key/shape lists only) and small ones with outputs.
+ADM_EXT_CONFIGS = {
+    "imagenet128_cond": "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 128 "
+                        "--learn_sigma True --noise_schedule linear --num_channels 256 --num_heads 4 "
+                        "--num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True",
+    "upsample64_256": "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --large_size 256 "
+                      "--small_size 64 --learn_sigma True --noise_schedule linear --num_channels 192 --num_heads 4 "
+                      "--num_res_blocks 2 --resblock_updown True --use_fp16 True --use_scale_shift_norm True",
+    "imagenet512_cond": "--attention_resolutions 32,16,8 --class_cond True --diffusion_steps 1000 --image_size 512 "
+                        "--learn_sigma True --noise_schedule linear --num_channels 256 --num_head_channels 64 "
+                        "--num_res_blocks 2 --resblock_updown True --use_fp16 False --use_scale_shift_norm True",
+    "tiny_fixed_heads": "--image_size 16 --num_channels 32 --channel_mult 1,2,3 --num_res_blocks 1 "
+                        "--attention_resolutions 8,4 --num_heads 4 --class_cond True --learn_sigma True "
+                        "--resblock_updown True --use_scale_shift_norm True",
+    "tiny_sr_fixed_heads": "--large_size 64 --small_size 16 --num_channels 32 --num_res_blocks 1 "
+                           "--attention_resolutions 16,8 --num_heads 4 --learn_sigma True --resblock_updown True "
+                           "--use_scale_shift_norm True",
+    "tiny_half_mult": "--image_size 16 --num_channels 64 --channel_mult 0.5,1,2 --num_res_blocks 1 "
+                      "--attention_resolutions 8 --num_head_channels 32 --resblock_updown True "
+                      "--use_scale_shift_norm True",
+}
+
+
+def make_adm_ext_fixtures(gd_dir):
+    """Key/shape lists (adm_ext_keys.json) and guided-diffusion's outputs on NumPy-seeded weights
+    (adm_ext_outputs.npz) for ADM_EXT_CONFIGS; diffusers cannot build these, so only ADM's side is stored."""
+    import torch
+
+    record, outputs = {}, {}
+    for name, flags in ADM_EXT_CONFIGS.items():
+        tiny = name.startswith("tiny")
+        with torch.device("cpu" if tiny else "meta"):
+            adm = _adm_model(gd_dir, flags)
+        entry = {"flags": flags, "adm_shapes": {k: list(v.shape) for k, v in adm.state_dict().items()}}
+        if tiny:
+            class_cond = "--class_cond True" in flags
+            outputs.update(_adm_reference_outputs(name, adm, entry["adm_shapes"], class_cond))
+            if "--large_size" in flags:  # SuperResModel's own forward: bilinear upsampling, then concatenation
+                rng = np.random.default_rng(2)
+                x = rng.standard_normal((2, 3, 16, 16)).astype(np.float32)
+                low = rng.uniform(-1, 1, (2, 3, 4, 4)).astype(np.float32)
+                with torch.no_grad():
+                    out = adm(torch.from_numpy(x), torch.tensor([3, 917]), low_res=torch.from_numpy(low))
+                outputs.update({f"{name}/sr_x": x.transpose(0, 2, 3, 1), f"{name}/sr_low": low.transpose(0, 2, 3, 1),
+                                f"{name}/sr_out": out.permute(0, 2, 3, 1).numpy()})
+            print(name, float(np.abs(outputs[f"{name}/out"]).max()))
+        record[name] = entry
+    np.savez_compressed(os.path.join(ADM_DIR, "adm_ext_outputs.npz"), **outputs)
+    with open(os.path.join(ADM_DIR, "adm_ext_keys.json"), "w") as f:
+        f.write(_json_lines(record))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["torch", "adm", "vae"], default=None)
+    parser.add_argument("--only", choices=["torch", "adm", "adm-ext", "vae"], default=None)
     parser.add_argument("--guided-diffusion", default=None, help="a guided-diffusion checkout (read only)")
     parser.add_argument("--ldm-sr-vq", default=None, metavar="DIR",
                         help="also write the published-size LDM super-resolution VQModel (random weights, ~110 MB) "
@@ -208,6 +277,8 @@ def main():
         make_torch_fixtures()
     if args.only in (None, "adm") and args.guided_diffusion:
         make_adm_fixtures(args.guided_diffusion)
+    if args.only in (None, "adm-ext") and args.guided_diffusion:
+        make_adm_ext_fixtures(args.guided_diffusion)
     if args.only in (None, "vae"):
         make_vae_fixtures()
     if args.ldm_sr_vq:

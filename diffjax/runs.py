@@ -118,14 +118,16 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     workdir = check_workdir_path(workdir)
     if not os.path.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
-    from diffjax.interop.diffusers_run import is_diffusers_folder, load_diffusers_run
+    from diffjax.interop.diffusers_latent import load_folder_run
+    from diffjax.interop.diffusers_run import is_diffusers_folder
 
     if is_diffusers_folder(workdir):  # a published diffusers pipeline / UNet folder
         if overrides:
             raise ValueError(f"{workdir} is a diffusers folder, which has no diffjax config to override "
                              f"({sorted(overrides)}); use diffjax.interop.load_diffusers_run(path, pipeline=..., "
                              "steps=..., eta=...) for another sampling loop")
-        return load_diffusers_run(workdir)
+        # LDM pipelines and ADM super-resolution folders get their own run kinds
+        return load_folder_run(workdir)
     config = apply_overrides(load_run_config(workdir), overrides)
     return kind_of(config).load(config, workdir)
 
@@ -315,7 +317,8 @@ RESTORE_TASKS = {
 }
 
 
-def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0) -> dict:
+def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0,
+                       input_dir: str | None = None) -> dict:
     """``sample.py --workdir W`` for a diffusers folder (a ``python -m diffjax.convert`` workdir).
 
     Generates with the folder's own pipeline loop (``dj.load_run(W).generate``).
@@ -325,10 +328,17 @@ def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16
       output: output folder (default ``WORKDIR/generated``).
       num: images to generate.
       seed: the key of ``run.generate``.
+      input_dir: low-resolution images for an ``LDMSuperResolutionPipeline`` folder (default output
+        ``WORKDIR/restored``).
 
     Returns:
       ``{"output": folder, "num": images written}``.
     """
+    if input_dir is not None:
+        from diffjax.interop.diffusers_latent import super_resolve_folder
+
+        output = check_output_dir(output or os.path.join(workdir, "restored"), [input_dir])
+        return super_resolve_folder(load_run(workdir), input_dir, output, seed=seed)
     check_num(num)
     output = check_output_dir(output or os.path.join(workdir, "generated"), [workdir])
     images = load_run(workdir).generate(num, key=seed)

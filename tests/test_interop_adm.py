@@ -239,9 +239,8 @@ def test_qkv_split_gives_adm_attention(new_order):
 
 
 @pytest.mark.parametrize("flags, message", [
-    ("--image_size 128 --num_channels 256 --num_heads 4 --attention_resolutions 32,16,8",
-     "gives head widths \\[128.0, 192.0, 256.0\\]"),
-    ("--image_size 512 --num_channels 256 --num_head_channels 64", "starts at 0.5"),
+    ("--image_size 128 --num_channels 256 --num_heads 3 --attention_resolutions 32,16,8",
+     "num_heads 3 does not divide attention channels"),
     ("--image_size 64 --num_heads 4 --num_heads_upsample 2 --attention_resolutions 8", "num_heads_upsample 2"),
     ("--image_size 64 --num_head_channels 64 --rescale_timesteps True --diffusion_steps 4000", "rescale_timesteps"),
     ("--image_size 32", "no default channel_mult for image size 32"),
@@ -407,3 +406,89 @@ def test_adm_checkpoint_computes_what_guided_diffusion_computes(name):
     out = model(ref[f"{name}/x"], ref[f"{name}/t"], labels=labels)
     scale = np.abs(ref[f"{name}/out"]).max()
     np.testing.assert_allclose(out, ref[f"{name}/out"], rtol=1e-4, atol=1e-4 * scale)
+
+
+with open(os.path.join(FIXTURES, "adm_ext_keys.json")) as _f:
+    ADM_EXT = json.load(_f)  # guided-diffusion's key/shape lists of layouts UNet2DModel cannot express
+
+
+def test_fixed_head_count_and_half_width_input_use_diffjax_extensions():
+    """ADM 128 / 64 -> 256 (num_heads 4 over widths 512..1024) and ADM 512 (channel_mult 0.5, ...) load
+    through diffjax's own config keys; a layout UNet2DModel can express gets none of them."""
+    c128 = adm_unet_config(ADM_EXT["imagenet128_cond"]["flags"])
+    assert c128["diffjax_attention_heads"] == 4 and c128["attention_head_dim"] is None
+    c512 = adm_unet_config(ADM_EXT["imagenet512_cond"]["flags"])
+    assert c512["block_out_channels"][0] == 128 and c512["diffjax_time_proj_dim"] == 256
+    assert c512["time_embedding_dim"] == 1024 and "diffjax_attention_heads" not in c512
+    assert not any(k.startswith("diffjax_") for k in adm_unet_config(ADM_KEYS["imagenet256_uncond"]["flags"]))
+    # ADM's 64x64 model: num_heads 4 over widths that all give 64-wide heads is a plain UNet2DModel
+    plain = adm_unet_config("--image_size 64 --num_channels 256 --channel_mult 1,1 --attention_resolutions 32 "
+                            "--num_heads 4")
+    assert plain["attention_head_dim"] == 64 and "diffjax_attention_heads" not in plain
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ADM_EXT if not n.startswith("tiny")))
+def test_published_extension_layouts_map_onto_the_nnx_unet(name):
+    """The published 128x128, 64 -> 256 and 512x512 key/shape lists (from guided-diffusion's create_model) map
+    exactly onto the parameters of the NNX UNet built from the mapped config (shapes only), and back."""
+    from flax import nnx
+
+    from diffjax.interop.diffusers_weights import _flat_params
+    from diffjax.nn.diffusers_unet import DiffusersUNet2D
+
+    entry = ADM_EXT[name]
+    adm_state = {k: np.broadcast_to(np.float32(i), s) for i, (k, s) in enumerate(entry["adm_shapes"].items())}
+    config, dif_state = adm_to_diffusers(entry["flags"], adm_state)
+    model = nnx.eval_shape(lambda: DiffusersUNet2D(config, rngs=nnx.Rngs(0)))
+    want = {k: tuple(v.get_value().shape) for k, v in _flat_params(model).items()}
+    assert {k: v.shape for k, v in dif_state.items()} == want
+    back = diffusers_to_adm(entry["flags"], dif_state)
+    assert list(back) == list(entry["adm_shapes"])
+    for key, value in adm_state.items():
+        np.testing.assert_array_equal(back[key], value, err_msg=key)
+
+
+@pytest.mark.parametrize("name", sorted(n for n in ADM_EXT if n.startswith("tiny")))
+def test_adm_extension_layouts_compute_what_guided_diffusion_computes(name):
+    """Fixed head count (128-like, and the 64 -> 256-like super-resolution model on its concatenated input) and
+    channel_mult 0.5 (512-like): mapped weights in the NNX UNet == guided-diffusion's UNetModel on the same
+    NumPy-seeded weights (benchmarks/make_interop_fixtures.py --only adm-ext)."""
+    from diffjax.interop.diffusers_weights import unet_from_diffusers
+
+    entry = ADM_EXT[name]
+    rng = np.random.default_rng(0)  # as make_interop_fixtures.adm_numpy_weights
+    weights = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in entry["adm_shapes"].items()}
+    config, state = adm_to_diffusers(entry["flags"], weights)
+    model = unet_from_diffusers(config, state)
+    ref = np.load(os.path.join(FIXTURES, "adm_ext_outputs.npz"))
+    labels = ref[f"{name}/y"] if f"{name}/y" in ref.files else None
+    out = model(ref[f"{name}/x"], ref[f"{name}/t"], labels=labels)
+    scale = np.abs(ref[f"{name}/out"]).max()
+    np.testing.assert_allclose(out, ref[f"{name}/out"], rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_adm_super_resolution_folder_restores_as_super_res_model_does(tmp_path):
+    """A converted ADM super-resolution checkpoint loads as a restoring run whose network input is
+    SuperResModel's: x_t, then the low-resolution image upsampled bilinearly (guided-diffusion's own
+    forward with low_res=..., fixture from benchmarks/make_interop_fixtures.py --only adm-ext)."""
+    import jax.numpy as jnp
+
+    import diffjax as dj
+    from diffjax.interop.diffusers_latent import AdmSuperResRun
+
+    entry = ADM_EXT["tiny_sr_fixed_heads"]
+    rng = np.random.default_rng(0)  # as make_interop_fixtures.adm_numpy_weights
+    weights = {k: (rng.standard_normal(s) * 0.2).astype(np.float32) for k, s in entry["adm_shapes"].items()}
+    _write_torch_zip(tmp_path / "sr.pt", weights)
+    run = dj.load_run(convert_adm_checkpoint(str(tmp_path / "sr.pt"), entry["flags"], str(tmp_path / "run")))
+    assert isinstance(run, AdmSuperResRun) and run.scale == 4 and run.capabilities[0] == "restore"
+    ref = np.load(os.path.join(FIXTURES, "adm_ext_outputs.npz"))
+    name = "tiny_sr_fixed_heads"
+    x, low = jnp.asarray(ref[f"{name}/sr_x"]), jnp.asarray(ref[f"{name}/sr_low"])
+    out = run.model(jnp.concatenate([x, run.upsample(low)], axis=-1), jnp.asarray([3, 917]))
+    scale = np.abs(ref[f"{name}/sr_out"]).max()
+    np.testing.assert_allclose(np.asarray(out), ref[f"{name}/sr_out"], rtol=1e-4, atol=1e-4 * scale)
+    up = run.restore(np.asarray(low[0]) / 2 + 0.5, key=0, sampler=dj.samplers.DDIM(3))
+    assert up.shape == (16, 16, 3) and 0 <= up.min() <= up.max() <= 1
+    with pytest.raises(ValueError, match="it can: \\['restore'"):
+        run.generate(1)

@@ -206,8 +206,8 @@ def test_schedule_mapping_of_other_schedulers():
     ve = schedule_from_diffusers({"_class_name": "ScoreSdeVeScheduler", "sigma_min": 0.01, "sigma_max": 348.0,
                                   "snr": 0.16, "sampling_eps": 1e-5, "num_train_timesteps": 2000})
     assert ve.sde == dj.VESDE(sigma_min=0.01, sigma_max=348.0, eps=1e-5)
-    assert ve.sampler == dj.samplers.PredictorCorrector(2000, snr=0.16, corrector_steps=1)
-    assert (ve.prediction, ve.time_input) == ("score", "sigma")
+    assert ve.sampler == dj.samplers.PredictorCorrector(2000, snr=0.16, corrector_steps=1, discrete_sigmas=True)
+    assert (ve.prediction, ve.time_input, ve.centered) == ("score", "sigma", False)  # score_sde's VE data: [0, 1]
     ddpm = schedule_from_diffusers({"_class_name": "DDPMScheduler", "set_alpha_to_one": False, "clip_sample": False,
                                     "num_train_timesteps": 200}, "DDPMPipeline")
     assert ddpm.sampler == dj.samplers.Ancestral(200, spacing="leading") and ddpm.sde.eps == 1 / 200

@@ -44,6 +44,8 @@ def test_published_architecture_matches_diffusers(tmp_path, name):
     out = nnx.jit(lambda m, x, t: m(x, t))(model, jnp.asarray(io["x"].transpose(0, 2, 3, 1)), jnp.asarray(io["t"]))
     want = io["y"].transpose(0, 2, 3, 1)
     err = np.abs(np.asarray(out) - want).max() / np.abs(want).max()
+    print(f"{name}: max abs difference {np.abs(np.asarray(out) - want).max():.3e}, output scale "
+          f"{np.abs(want).max():.3e}, relative {err:.3e}")
     assert err < 1e-4, f"{name}: max error {err:.2e} of the output scale"
 
 

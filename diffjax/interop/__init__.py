@@ -22,6 +22,8 @@ from diffjax.interop.diffusers_run import (
     save_diffusers_folder,
 )
 
-__all__ = ["Schedule", "schedule_from_diffusers", "DiffusersRun", "load_diffusers_run", "is_diffusers_folder",
+from diffjax.interop.diffusers_latent import LatentDiffusersRun, is_latent_pipeline, load_latent_run
+
+__all__ = ["LatentDiffusersRun", "load_latent_run", "is_latent_pipeline", "Schedule", "schedule_from_diffusers", "DiffusersRun", "load_diffusers_run", "is_diffusers_folder",
            "read_diffusers_folder", "save_diffusers_folder", "read_safetensors", "write_safetensors",
            "unet_from_diffusers", "load_unet_weights", "unet_state_dict"]

@@ -160,10 +160,14 @@ class DiffusersRun(Run):
             x = self.sde.prior_sample(jax.random.fold_in(key, b), (m, *self.image_shape))
             lab = None if labels is None else jnp.asarray(np.asarray(labels)[start:start + m])
             out.append(np.asarray(fn(self.params, x, jax.random.fold_in(key, b + (1 << 20)), lab)))
-        return np.clip(np.concatenate(out) / 2 + 0.5, 0.0, 1.0).astype(np.float32)
+        return self._unit(np.concatenate(out))
 
-    @staticmethod
-    def _pixels(images, shape):
+    def _unit(self, x) -> np.ndarray:
+        """The model's data range -> images in [0, 1], as the pipeline clamps them."""
+        x = np.asarray(x)
+        return np.clip(x / 2 + 0.5 if self.schedule.centered else x, 0.0, 1.0).astype(np.float32)
+
+    def _pixels(self, images, shape):
         x = np.asarray(images)
         single = x.ndim == 3
         x = x[None] if single else x
@@ -172,7 +176,8 @@ class DiffusersRun(Run):
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
             raise ValueError(f"images must be (N, {shape[0]}, {shape[1]}, {shape[2]}) or one (H, W, C) image in "
                              f"[0, 1] or uint8, got shape {np.asarray(images).shape}")
-        return x.astype(np.float32) * 2 - 1, single
+        x = x.astype(np.float32)
+        return (x * 2 - 1 if self.schedule.centered else x), single  # the model's data range
 
     def restore(self, images, masks=None, *, key=None, steps: int = 250, jump_length: int = 10,
                 jump_n_sample: int = 10) -> np.ndarray:
@@ -207,7 +212,7 @@ class DiffusersRun(Run):
 
         fn = self._jit(("restore", steps, jump_length, jump_n_sample), run)
         out = np.asarray(fn(self.params, jnp.asarray(x), jnp.asarray(m), self._key(key)))
-        out = np.clip(out / 2 + 0.5, 0.0, 1.0)
+        out = self._unit(out)
         return out[0] if single else out
 
     def translate(self, images, *, t0: float = 0.5, key=None, sampler=None, method: str = "sdedit") -> np.ndarray:
@@ -229,7 +234,7 @@ class DiffusersRun(Run):
             return sdedit(self._net(params), self.sde, x, key=k, t0=t0, sampler=sampler)
 
         fn = self._jit(("translate", sampler), run)
-        out = np.clip(np.asarray(fn(self.params, jnp.asarray(x), self._key(key), jnp.float32(t0))) / 2 + 0.5, 0, 1)
+        out = self._unit(fn(self.params, jnp.asarray(x), self._key(key), jnp.float32(t0)))
         return out[0] if single else out
 
 
@@ -268,6 +273,8 @@ def save_diffusers_folder(run: DiffusersRun, folder: str, *, pipeline: str = "DD
     if not isinstance(run, DiffusersRun):
         raise ValueError(f"save_diffusers_folder takes a DiffusersRun, got {type(run).__name__}: export a run's "
                          "workdir with diffjax.export.export_run(workdir, folder) (python -m diffjax.export)")
+    if getattr(run, "first_stage", None) is not None:
+        raise ValueError("a latent diffusion run (LDMPipeline folder) is already a diffusers folder: copy it")
     if pipeline not in ("DDPMPipeline", "DDIMPipeline"):
         raise ValueError(f"pipeline must be DDPMPipeline or DDIMPipeline, got {pipeline!r}")
     scheduler = dict(run.scheduler_config) or {"_class_name": "DDPMScheduler"}
@@ -289,6 +296,9 @@ def write_diffusers_folder(folder: str, unet_config: dict, state: dict, schedule
       scheduler: the scheduler's config dict (with ``_class_name``).
       pipeline: the pipeline class for ``model_index.json``.
     """
+    if any(k.startswith("diffjax_") for k in unet_config):  # ADM layouts UNet2DModel cannot express
+        raise ValueError("this UNet uses diffjax's config extensions (diffjax_*), which diffusers' UNet2DModel "
+                         "would ignore and compute something else: it cannot be exported as a diffusers folder")
     os.makedirs(os.path.join(folder, "unet"), exist_ok=True)
     os.makedirs(os.path.join(folder, "scheduler"), exist_ok=True)
     with open(os.path.join(folder, "unet", "config.json"), "w") as f:

@@ -31,6 +31,8 @@ class Schedule:
       prediction: what the network outputs (``"eps"``, ``"v"``, ``"x0"``, ``"score"``).
       time_input: what the network is fed (``"index"``: diffusers' integer timestep; ``"sigma"``: VE noise level).
       learned_variance: the network outputs ``[prediction, variance]`` channels (only the first half is used).
+      centered: the model's data lie in ``[-1, 1]`` (images are ``x / 2 + 0.5``); False: in ``[0, 1]``
+        (score_sde's VE models: ``ScoreSdeVePipeline`` clamps its sample to ``[0, 1]`` as it is).
     """
 
     sde: SDE
@@ -38,6 +40,7 @@ class Schedule:
     prediction: str
     time_input: str
     learned_variance: bool = False
+    centered: bool = True
 
 
 def _refuse(cond, msg):
@@ -65,9 +68,11 @@ def schedule_from_diffusers(config: dict, pipeline: str | None = None, *, steps:
     if name == "ScoreSdeVeScheduler":
         sde = VESDE(sigma_min=float(config.get("sigma_min", 0.01)), sigma_max=float(config.get("sigma_max", 1348.0)),
                     eps=float(config.get("sampling_eps", 1e-5)))
-        sampler = samplers_lib.PredictorCorrector(steps or int(config.get("num_train_timesteps", 2000)),
-                                                  snr=float(config.get("snr", 0.15)), corrector_steps=1)
-        return Schedule(sde, sampler, "score", "sigma")
+        # ScoreSdeVePipeline.__call__: 2000 steps by default, correct_steps Langevin steps, score_sde's loop.
+        sampler = samplers_lib.PredictorCorrector(steps or 2000, snr=float(config.get("snr", 0.15)),
+                                                  corrector_steps=int(config.get("correct_steps", 1)),
+                                                  discrete_sigmas=True)
+        return Schedule(sde, sampler, "score", "sigma", centered=False)
     _refuse(name not in _DISCRETE, f"_class_name {name!r} is not supported; expected one of "
                                    f"{list(_DISCRETE) + ['ScoreSdeVeScheduler']}")
     _refuse(config.get("trained_betas") is not None, "trained_betas is not supported")

@@ -16,10 +16,13 @@ This module
 * gives the ancestral step ADM's learned variance (:func:`learned_range_log_variance`,
   :func:`adm_ancestral_step`).
 
-What ``UNet2DModel`` cannot express is refused with the reason: ``channel_mult``
-whose first entry is not 1 (the 512x512 model: ADM's timestep embedding is
-``num_channels`` wide, diffusers' is ``block_out_channels[0]``), a fixed head
-count that gives different head widths at different levels, ``num_heads_upsample``
+Two ADM layouts ``UNet2DModel`` cannot express load through diffjax's own
+config keys (:mod:`diffjax.nn.diffusers_unet`): a fixed head count that gives
+different head widths at different levels (the 128x128 and 64 -> 256 models,
+``num_heads=4``: ``diffjax_attention_heads``) and ``channel_mult`` starting
+below 1 (the 512x512 model: ADM's timestep features are ``num_channels`` wide:
+``diffjax_time_proj_dim`` and ``time_embedding_dim``). Such a config is not a
+diffusers ``UNet2DModel``. Refused with the reason: ``num_heads_upsample``
 different from ``num_heads``, and ``rescale_timesteps`` with ``diffusion_steps !=
 1000``. The super-resolution model (flags ``large_size`` / ``small_size``) maps
 to a 6-channel-input UNet; its caller concatenates the bilinearly upsampled
@@ -155,11 +158,6 @@ def _structure(f: dict) -> dict:
             raise ValueError(f"ADM has no default channel_mult for image size {size} (known: {sorted(table)}); "
                              "give --channel_mult")
         mult = table[size]
-    if mult[0] != 1:
-        raise ValueError(
-            f"channel_mult {mult} starts at {mult[0]}: ADM's timestep embedding is num_channels wide but "
-            "diffusers' UNet2DModel makes it block_out_channels[0] wide, so this model (e.g. ADM 512x512) "
-            "cannot be expressed as a UNet2DModel")
     channels = [int(m * f["num_channels"]) for m in mult]
     if any(c % _GROUPS for c in channels):
         raise ValueError(f"ADM's GroupNorm(32) needs channels divisible by 32, got {channels}")
@@ -172,26 +170,27 @@ def _structure(f: dict) -> dict:
         bad = [c for c in attn_channels if c % head_dim]
         if bad:
             raise ValueError(f"num_head_channels {head_dim} does not divide attention channels {bad}")
-    else:
+    heads = None
+    if f["num_head_channels"] == -1:
         heads_up = f["num_heads"] if f["num_heads_upsample"] == -1 else f["num_heads_upsample"]
         if heads_up != f["num_heads"]:
             raise ValueError(f"num_heads_upsample {heads_up} != num_heads {f['num_heads']}: UNet2DModel uses "
                              "one head layout for the whole network")
         attn_channels = {c for c, a in zip(channels, attn_levels) if a} | {channels[-1]}
+        if any(c % f["num_heads"] for c in attn_channels):
+            raise ValueError(f"num_heads {f['num_heads']} does not divide attention channels {sorted(attn_channels)}")
+        widths = {c // f["num_heads"] for c in attn_channels}
         if f["num_heads"] == 1:
             head_dim = None  # one head, as wide as each layer: UNet2DModel's attention_head_dim=None
-        else:
-            widths = {c / f["num_heads"] for c in attn_channels}
-            if len(widths) != 1 or any(c % f["num_heads"] for c in attn_channels):
-                raise ValueError(
-                    f"num_heads {f['num_heads']} over attention channels {sorted(attn_channels)} gives head widths "
-                    f"{sorted(widths)}; UNet2DModel needs one head width (set by attention_head_dim)")
-            head_dim = int(widths.pop())
+        elif len(widths) == 1:
+            head_dim = widths.pop()  # one head width everywhere: plain UNet2DModel
+        else:  # different widths per level (ADM 128, 64 -> 256): a fixed head count, diffjax's extension
+            head_dim, heads = None, f["num_heads"]
     if f["rescale_timesteps"] and f["diffusion_steps"] != 1000:
         raise ValueError("rescale_timesteps with diffusion_steps != 1000 feeds the network t * 1000 / N, "
                          "which UNet2DModel's timestep input does not do")
-    return {"channels": channels, "attn_levels": attn_levels, "head_dim": head_dim, "size": size,
-            "in_channels": 6 if super_res else 3}
+    return {"channels": channels, "attn_levels": attn_levels, "head_dim": head_dim, "heads": heads, "size": size,
+            "in_channels": 6 if super_res else 3, "half_width_input": mult[0] != 1}
 
 
 def adm_unet_config(flags: str | Mapping) -> dict:
@@ -241,7 +240,18 @@ def adm_unet_config(flags: str | Mapping) -> dict:
         "add_attention": True,
         "class_embed_type": None,
         "num_class_embeds": _NUM_CLASSES if f["class_cond"] else None,
+        **_extensions(f, s),
     }
+
+
+def _extensions(f: dict, s: dict) -> dict:
+    """diffjax's config keys for what UNet2DModel cannot express (none for the models it can)."""
+    out = {}
+    if s["heads"] is not None:
+        out["diffjax_attention_heads"] = s["heads"]
+    if s["half_width_input"]:  # channel_mult[0] != 1: ADM's time features stay num_channels wide
+        out.update(time_embedding_dim=4 * f["num_channels"], diffjax_time_proj_dim=f["num_channels"])
+    return out
 
 
 def adm_scheduler_config(flags: str | Mapping) -> dict:
@@ -379,6 +389,8 @@ def adm_key_pairs(flags: str | Mapping) -> list[tuple[str, str]]:
 
 
 def _heads(config: dict, channels: int) -> int:
+    if config.get("diffjax_attention_heads") is not None:
+        return config["diffjax_attention_heads"]
     head_dim = config["attention_head_dim"]
     return 1 if head_dim is None else channels // head_dim
 

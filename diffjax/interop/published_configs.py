@@ -21,3 +21,19 @@ PUBLISHED_UNETS: dict[str, dict] = {
                               down_block_types=("DownBlock2D",) * 4 + ("AttnDownBlock2D", "DownBlock2D"),
                               up_block_types=("UpBlock2D", "AttnUpBlock2D") + ("UpBlock2D",) * 4),
 }
+
+# google/ncsnpp-celebahq-256 (also ncsnpp-ffhq-256; score_sde's NCSN++ continuous VE model): Fourier time
+# features, skip blocks with FIR resampling, attention at 16x16. Its folder writes norm_num_groups as the
+# groups of min(channels // 4, 32), which is 32 at every width here.
+PUBLISHED_UNETS["ncsnpp-celebahq-256"] = dict(
+    sample_size=256, in_channels=3, out_channels=3, block_out_channels=(128, 128, 256, 256, 256, 256, 256),
+    layers_per_block=2, time_embedding_type="fourier", flip_sin_to_cos=True, mid_block_scale_factor=2 ** 0.5,
+    norm_eps=1e-6, norm_num_groups=32, attention_head_dim=None,
+    down_block_types=("SkipDownBlock2D",) * 4 + ("AttnSkipDownBlock2D",) + ("SkipDownBlock2D",) * 2,
+    up_block_types=("SkipUpBlock2D",) * 2 + ("AttnSkipUpBlock2D",) + ("SkipUpBlock2D",) * 4)
+# CompVis/ldm-super-resolution-4x-openimages: the latent (3 channels) and the low-resolution image
+# concatenated (in_channels 6); LDM's model_channels 160, channel_mult 1,2,2,4, heads of 32 channels.
+PUBLISHED_UNETS["ldm-super-resolution-4x-openimages"] = dict(
+    sample_size=128, in_channels=6, out_channels=3, block_out_channels=(160, 320, 320, 640), layers_per_block=2,
+    attention_head_dim=32, flip_sin_to_cos=True, freq_shift=0, norm_num_groups=32, norm_eps=1e-5,
+    down_block_types=("DownBlock2D",) + ("AttnDownBlock2D",) * 3, up_block_types=("AttnUpBlock2D",) * 3 + ("UpBlock2D",))

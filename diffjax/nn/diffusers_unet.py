@@ -20,6 +20,15 @@ skip variants), any channel list, layers per block, group count, head size,
 positional or Fourier time embeddings, class embeddings (``num_class_embeds``,
 ``class_embed_type`` ``timestep`` / ``identity``), ``center_input_sample``,
 ``mid_block_scale_factor``, ``add_attention``, ``attn_norm_num_groups``.
+
+Two config keys that are not diffusers' (diffusers would ignore them, so a
+config using them is not a ``UNet2DModel``; they let ADM models that
+``UNet2DModel`` cannot express load, see docs/pretrained_adm_vae.md):
+``diffjax_attention_heads`` (a fixed head count in every attention layer, its
+head width following the layer's channels, as ADM's ``num_heads``; overrides
+``attention_head_dim``) and ``diffjax_time_proj_dim`` (the width of the
+sinusoidal timestep features, ADM's ``num_channels``, when it is not
+``block_out_channels[0]``; set ``time_embedding_dim`` to 4 times it).
 """
 
 from __future__ import annotations
@@ -55,6 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "resnet_time_scale_shift": "default", "add_attention": True, "class_embed_type": None, "num_class_embeds": None,
     "num_train_timesteps": None,
 }
+# diffjax's own keys (ADM models UNet2DModel cannot express); absent from a config = diffusers' behaviour.
+EXTENSIONS = ("diffjax_attention_heads", "diffjax_time_proj_dim")
 # Keys diffusers writes that do not change the network.
 _IGNORED = {"_class_name", "_diffusers_version", "_name_or_path", "dropout", "sample_size", "num_train_timesteps"}
 
@@ -75,12 +86,17 @@ def check_unet_config(config: dict) -> dict:
     name = config.get("_class_name", "UNet2DModel")
     if name != "UNet2DModel":
         raise ValueError(f"only diffusers UNet2DModel checkpoints are supported, this config is a {name!r}")
-    unknown = sorted(set(config) - set(DEFAULTS) - _IGNORED)
+    unknown = sorted(set(config) - set(DEFAULTS) - _IGNORED - set(EXTENSIONS))
     if unknown:
         raise ValueError(f"UNet2DModel config has keys this port does not know: {unknown}")
     c = {**DEFAULTS, **config}
     for key in ("down_block_types", "up_block_types", "block_out_channels"):
         c[key] = tuple(c[key])
+    for key in EXTENSIONS:
+        if c.get(key) is not None and (isinstance(c[key], bool) or not isinstance(c[key], int) or c[key] < 1):
+            raise ValueError(f"UNet2DModel config: {key} must be a positive integer or absent, got {c[key]!r}")
+    if c.get("diffjax_time_proj_dim") is not None and c["time_embedding_type"] != "positional":
+        raise ValueError("UNet2DModel config: diffjax_time_proj_dim applies to positional time embeddings only")
     for t in c["down_block_types"]:
         _choice("down_block_types entry", t, DOWN_BLOCKS)
     for t in c["up_block_types"]:
@@ -562,7 +578,7 @@ class DiffusersUNet2D(nnx.Module):
             tin = 2 * boc[0]
         else:
             self.time_proj = nnx.data(None)
-            tin = boc[0]
+            tin = c.get("diffjax_time_proj_dim") or boc[0]
         self.time_embedding = TimestepEmbedding(tin, temb, rngs=rngs)
         if c["class_embed_type"] is None and c["num_class_embeds"] is not None:
             self.class_embedding = Embedding(int(c["num_class_embeds"]), temb, rngs=rngs)
@@ -572,6 +588,11 @@ class DiffusersUNet2D(nnx.Module):
             self.class_embedding = nnx.data(None)
 
         def head(ch):
+            heads = c.get("diffjax_attention_heads")
+            if heads is not None:  # ADM's num_heads: the head count is fixed, the width follows the layer
+                if ch % heads:
+                    raise ValueError(f"diffjax_attention_heads={heads} does not divide an attention layer of {ch} channels")
+                return ch // heads
             return c["attention_head_dim"] if c["attention_head_dim"] is not None else ch
 
         down, out = [], boc[0]
@@ -596,7 +617,7 @@ class DiffusersUNet2D(nnx.Module):
         c = self.config_dict
         if self.time_proj is not None:
             return self.time_proj(t)
-        return timestep_embedding(t, c["block_out_channels"][0], flip_sin_to_cos=c["flip_sin_to_cos"],
+        return timestep_embedding(t, c.get("diffjax_time_proj_dim") or c["block_out_channels"][0], flip_sin_to_cos=c["flip_sin_to_cos"],
                                   shift=c["freq_shift"])
 
     def __call__(self, x: Array, timesteps: Array, cond: Array | None = None, labels: Array | None = None,

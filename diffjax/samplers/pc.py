@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from diffjax.samplers._stepping import check_count, check_positive, noise_like, per_example, run_on_grid
 from diffjax.samplers.base import Sampler, static_sampler
-from diffjax.sde import SDE, broadcast_to_x
+from diffjax.sde import SDE, VESDE, broadcast_to_x
 from diffjax.typing import Array, PRNGKey, ScoreFn
 
 __all__ = ["EulerMaruyama", "ReverseDiffusion", "PredictorCorrector", "langevin_correct", "STEP_NORMS"]
@@ -159,6 +159,15 @@ class PredictorCorrector(Sampler):
       spacing: time grid (see ``time_grid``).
       step_norm: ``"batch"`` (score_sde, unbiased) or ``"example"`` (examples
         independent of each other, biased in low dimension); see :func:`langevin_correct`.
+      discrete_sigmas: score_sde's own VE loop (its ``pc_sampler`` with ``VESDE.discretize``,
+        which diffusers' ``ScoreSdeVeScheduler`` / ``ScoreSdeVePipeline`` copy): ``steps``
+        times ``linspace(t_start, t_end, steps)``, every one evaluated (the last one too),
+        and the predictor steps between the discrete noise levels
+        ``sigma_k = sigma_min (sigma_max / sigma_min)^(k / (steps - 1))``,
+        ``k = floor(t (steps - 1) / T)``, from ``sigma_k`` to ``sigma_(k-1)`` (to 0 after
+        ``k = 0``), while the network sees the continuous ``sigma(t)``. ``VESDE`` only;
+        ``spacing`` is then unused. Default False: ``steps`` intervals of the grid, the
+        predictor between the continuous ``sigma`` of their ends.
     """
 
     steps: int
@@ -166,6 +175,7 @@ class PredictorCorrector(Sampler):
     corrector_steps: int = 1
     spacing: str = "uniform"
     step_norm: str = "batch"
+    discrete_sigmas: bool = False
 
     def validate(self):
         super().validate()
@@ -176,6 +186,9 @@ class PredictorCorrector(Sampler):
             raise ValueError(f"{name} needs step_norm in {STEP_NORMS}, got step_norm={self.step_norm!r}")
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
+        if self.discrete_sigmas:
+            return self._run_discrete_sigmas(score_fn, sde, x, key=key, t_start=t_start, t_end=t_end)
+
         def step(x, t, s, key, is_last):
             alpha_t, _ = sde.alpha_sigma(per_example(t, x))
             alpha_s, _ = sde.alpha_sigma(per_example(s, x))
@@ -193,3 +206,28 @@ class PredictorCorrector(Sampler):
 
         x = run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
         return x, {"nfe": self.steps * (1 + self.corrector_steps)}
+
+    def _run_discrete_sigmas(self, score_fn, sde, x, *, key, t_start, t_end):
+        """score_sde's VE predictor-corrector loop (see ``discrete_sigmas``); step ``i`` uses ``fold_in(key, i)``."""
+        if not isinstance(sde, VESDE):
+            raise ValueError(f"PredictorCorrector(discrete_sigmas=True) is score_sde's VE loop; got a {type(sde).__name__}")
+        n = self.steps
+        ts = jnp.linspace(jnp.asarray(t_start, x.dtype), jnp.asarray(t_end, x.dtype), n)
+        sigmas = jnp.exp(jnp.linspace(jnp.log(sde.sigma_min), jnp.log(sde.sigma_max), n)).astype(x.dtype)
+        ones = jnp.ones(x.shape[:1], x.dtype)
+
+        def body(x, i):
+            t, k = per_example(ts[i], x), jax.random.fold_in(key, i)
+            x = langevin_correct(score_fn, x, t, key=jax.random.fold_in(k, 0), snr=self.snr,
+                                 n_steps=self.corrector_steps, alpha=ones, step_norm=self.step_norm)
+            # score_sde truncates t (N - 1) / T; the margin keeps float32 rounding of the grid from
+            # dropping a level (t_i (N - 1) is an integer up to i * eps).
+            level = jnp.clip(jnp.floor(ts[i] * (n - 1) / sde.T + 1e-3).astype(jnp.int32), 0, n - 1)
+            below = jnp.where(level == 0, 0.0, sigmas[jnp.maximum(level - 1, 0)])
+            g2 = sigmas[level] ** 2 - below**2
+            mean = x + g2 * score_fn(x, t)
+            noisy = mean + jnp.sqrt(g2) * noise_like(jax.random.fold_in(k, 1), x)
+            return jnp.where(i == n - 1, mean, noisy), None
+
+        x, _ = jax.lax.scan(body, x, jnp.arange(n))
+        return x, {"nfe": n * (1 + self.corrector_steps)}
