@@ -23,6 +23,7 @@ from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffus
 from diffjax.parametrization import model_score_fn
 from diffjax.run_base import Run
 from diffjax.samplers import sample
+from diffjax.tiling import tiled_score_fn
 
 __all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder",
            "diffusers_run_config", "write_diffusers_folder"]
@@ -121,6 +122,14 @@ class DiffusersRun(Run):
 
         return model_score_fn(apply, self.sde, prediction=self.prediction, time_input=self.time_input)
 
+    def _whole_image_net(self, params, shape):
+        """The score on ``shape``-sized images: the network itself, or blended tiles where larger (as Run.restore)."""
+        net = self._net(params)
+        tile = self.image_shape[0]
+        if tuple(shape[1:3]) == tuple(self.image_shape[:2]):
+            return net
+        return tiled_score_fn(lambda x, t, _: net(x, t), None, tile=tile, overlap=max(1, tile // 4))
+
     @property
     def score_fn(self):
         """``score_fn(x, t, *, labels=None)``: ``x`` ``(B, H, W, C)`` in ``[-1, 1]``, ``t`` ``(B,)``."""
@@ -167,15 +176,19 @@ class DiffusersRun(Run):
         x = np.asarray(x)
         return np.clip(x / 2 + 0.5 if self.schedule.centered else x, 0.0, 1.0).astype(np.float32)
 
-    def _pixels(self, images, shape):
+    def _pixels(self, images, shape, *, tiles: bool = False):
+        """Images -> the model's data range; with ``tiles``, any ``H, W >= shape``'s (blended tiles)."""
         x = np.asarray(images)
         single = x.ndim == 3
         x = x[None] if single else x
         if x.dtype == np.uint8:
             x = x.astype(np.float32) / 255.0
-        if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
-            raise ValueError(f"images must be (N, {shape[0]}, {shape[1]}, {shape[2]}) or one (H, W, C) image in "
-                             f"[0, 1] or uint8, got shape {np.asarray(images).shape}")
+        fits = x.ndim == 4 and (tuple(x.shape[1:]) == tuple(shape) or (
+            tiles and x.shape[3] == shape[2] and x.shape[1] >= shape[0] and x.shape[2] >= shape[1]))
+        if not fits:
+            larger = " (or larger: tiled)" if tiles else ""
+            raise ValueError(f"images must be (N, {shape[0]}, {shape[1]}, {shape[2]}){larger} or one (H, W, C) image "
+                             f"in [0, 1] or uint8, got shape {np.asarray(images).shape}")
         x = x.astype(np.float32)
         return (x * 2 - 1 if self.schedule.centered else x), single  # the model's data range
 
@@ -184,7 +197,8 @@ class DiffusersRun(Run):
         """RePaint inpainting: keep pixels where ``masks == 1``, fill the rest (:func:`diffjax.tasks.repaint`).
 
         Args:
-          images: ``(N, H, W, C)`` or ``(H, W, C)``, uint8 or float in ``[0, 1]``.
+          images: ``(N, H, W, C)`` or ``(H, W, C)``, uint8 or float in ``[0, 1]``; images larger than the
+            network are restored with blended overlapping tiles (as :meth:`diffjax.Run.restore`).
           masks: ``(H, W)`` or ``(N, H, W)`` (optionally ``[..., 1]``), 1 = known pixel.
           key: a ``jax.random`` key or an int seed.
           steps, jump_length, jump_n_sample: RePaint's schedule (250 / 10 / 10 in the paper).
@@ -196,9 +210,9 @@ class DiffusersRun(Run):
 
         if masks is None:
             raise ValueError("a diffusers run restores by RePaint inpainting: pass masks (1 = known pixel)")
-        x, single = self._pixels(images, self.image_shape)
+        x, single = self._pixels(images, self.image_shape, tiles=True)
         m = np.asarray(masks, np.float32)
-        hw = tuple(self.image_shape[:2])
+        hw = tuple(x.shape[1:3])
         if m.shape[-3:] == (*hw, 1):
             m = m[..., 0]
         if m.shape[-2:] != hw or m.ndim not in (2, 3) or (m.ndim == 3 and len(m) != len(x)):
@@ -207,7 +221,7 @@ class DiffusersRun(Run):
         m = np.broadcast_to(m, (len(x), *hw))[..., None]
 
         def run(params, x, m, k):
-            return repaint(self._net(params), self.sde, x, m, key=k, steps=steps, jump_length=jump_length,
+            return repaint(self._whole_image_net(params, x.shape), self.sde, x, m, key=k, steps=steps, jump_length=jump_length,
                            jump_n_sample=jump_n_sample)
 
         fn = self._jit(("restore", steps, jump_length, jump_n_sample), run)
@@ -218,6 +232,8 @@ class DiffusersRun(Run):
     def translate(self, images, *, t0: float = 0.5, key=None, sampler=None, method: str = "sdedit") -> np.ndarray:
         """SDEdit (:func:`diffjax.tasks.sdedit`): noise ``images`` to ``t0`` and sample back with the pipeline's loop.
 
+        Images larger than the network are translated with blended overlapping tiles.
+
         Returns:
           float32 numpy in ``[0, 1]`` shaped like ``images``.
         """
@@ -227,11 +243,11 @@ class DiffusersRun(Run):
             raise ValueError(f"a diffusers run translates with method='sdedit' only, got {method!r}")
         if not self.sde.eps < float(t0) <= self.sde.T:
             raise ValueError(f"t0 must lie in (sde.eps, sde.T] = ({self.sde.eps}, {self.sde.T}], got {t0}")
-        x, single = self._pixels(images, self.image_shape)
+        x, single = self._pixels(images, self.image_shape, tiles=True)
         sampler = sampler or self.sampler
 
         def run(params, x, k, t0):
-            return sdedit(self._net(params), self.sde, x, key=k, t0=t0, sampler=sampler)
+            return sdedit(self._whole_image_net(params, x.shape), self.sde, x, key=k, t0=t0, sampler=sampler)
 
         fn = self._jit(("translate", sampler), run)
         out = self._unit(fn(self.params, jnp.asarray(x), self._key(key), jnp.float32(t0)))
