@@ -8,7 +8,9 @@ from diffjax.interop.published_configs), so peak resident memory (ru_maxrss) is
 that side's own. diffjax: one compiled dj.sample with DDIM on diffusers'
 leading timesteps, timed after a warm-up call (compile time reported apart).
 diffusers: DDIMScheduler + UNet2DModel loop under torch.no_grad(), timed after
-one warm-up step. Prints one JSON line per run and a table.
+one warm-up step. Prints one JSON line per run and a table: wall seconds and
+CPU seconds (all threads) per image, peak RSS, and the 1-minute load average
+at the end of the run (on a shared CPU wall time mostly measures the other jobs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
+
+
+def _cpu_s():
+    """CPU seconds of this process, all threads: on a shared machine this is what the work cost, apart from
+    how much of the CPU the other jobs left it."""
+    t = os.times()
+    return t.user + t.system
 
 
 def _peak_mib():
@@ -54,10 +63,10 @@ def run_jax(arch, steps, batch):
     t0 = time.perf_counter()
     generate(params, x).block_until_ready()
     first = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     generate(params, x).block_until_ready()
-    sec = time.perf_counter() - t0
-    return {"side": "diffjax (jit)", "compile_and_first_s": round(first, 2), "seconds": sec}
+    sec, cpu = time.perf_counter() - t0, _cpu_s() - c0
+    return {"side": "diffjax (jit)", "compile_and_first_s": round(first, 2), "seconds": sec, "cpu_seconds": cpu}
 
 
 def run_torch(arch, steps, batch):
@@ -88,9 +97,9 @@ def run_torch(arch, steps, batch):
         return x
 
     loop(1)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_s()
     loop(steps)
-    return {"side": "diffusers (PyTorch eager)", "seconds": time.perf_counter() - t0,
+    return {"side": "diffusers (PyTorch eager)", "seconds": time.perf_counter() - t0, "cpu_seconds": _cpu_s() - c0,
             "torch_threads": torch.get_num_threads()}
 
 
@@ -108,7 +117,8 @@ def main():
         side, arch, n, b = args.worker.split(":")
         out = (run_jax if side == "jax" else run_torch)(arch, int(n), int(b))
         out.update(arch=arch, steps=int(n), batch=int(b), peak_rss_mib=round(_peak_mib(), 1),
-                   seconds_per_image=out["seconds"] / int(b))
+                   seconds_per_image=out["seconds"] / int(b),
+                   cpu_seconds_per_image=out["cpu_seconds"] / int(b), load_average=os.getloadavg()[0])
         print("RESULT " + json.dumps(out))
         return
     rows = []
@@ -127,11 +137,11 @@ def main():
             row = json.loads(line[0][7:])
             print(json.dumps(row))
             rows.append(row)
-    print("\n| architecture | side | DDIM steps | batch | s / image | peak RSS (MiB) |")
-    print("|---|---|---|---|---|---|")
+    print("\n| architecture | side | DDIM steps | batch | s / image | CPU s / image | peak RSS (MiB) | load avg |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['arch']} | {r['side']} | {r['steps']} | {r['batch']} | {r['seconds_per_image']:.2f} | "
-              f"{r['peak_rss_mib']:.0f} |")
+              f"{r['cpu_seconds_per_image']:.2f} | {r['peak_rss_mib']:.0f} | {r['load_average']:.1f} |")
 
 
 if __name__ == "__main__":

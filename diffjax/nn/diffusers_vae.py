@@ -46,8 +46,11 @@ class Conv2d(nnx.Module):
         self.stride, self.padding = stride, padding if padding is not None else ((pad, pad), (pad, pad))
 
     def __call__(self, x: Array) -> Array:
-        y = jax.lax.conv_general_dilated(x, self.weight[...].astype(x.dtype), (self.stride, self.stride),
-                                         self.padding, dimension_numbers=("NHWC", "OIHW", "NHWC"),
+        # HWIO, not the stored OIHW: inside a loop (lax.map / scan over decodes) XLA:CPU keeps an OIHW kernel and
+        # runs its generic convolution, 7x slower (see diffusers_unet.Conv2d); names and shapes stay torch's.
+        w = jnp.transpose(self.weight[...].astype(x.dtype), (2, 3, 1, 0))
+        y = jax.lax.conv_general_dilated(x, w, (self.stride, self.stride), self.padding,
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                          precision=jax.lax.Precision.HIGHEST)
         return y + self.bias[...].astype(x.dtype)
 
