@@ -31,9 +31,11 @@ def tiny_config(spec: str, overrides: dict | None = None):
 
 
 def write_initial_run(config, workdir: str, image_shape: tuple[int, int, int], num_classes: int = 0) -> str:
-    """A diffusion, autoencoder or latent run in ``workdir`` whose checkpoint (step 1) is its initial state.
+    """A diffusion, autoencoder or latent run in ``workdir`` whose checkpoint (step 1) is an initial state.
 
-    Builds no dataset and no loss (the photo corpus and LPIPS cost more than the
+    The state has the structure, shapes and dtypes of the run's training state
+    (traced, not run) and values drawn on the host (:func:`_host_state`): nothing
+    is compiled. Builds no dataset and no loss (the photo corpus and LPIPS cost more than the
     network): ``image_shape`` is the data's ``(H, W, C)``. A latent run gets the
     scale factor 1 (training measures it on a batch) and its autoencoder's
     fingerprint, as ``train.py`` writes them.
@@ -41,14 +43,11 @@ def write_initial_run(config, workdir: str, image_shape: tuple[int, int, int], n
     Returns:
       ``workdir``.
     """
-    from flax import nnx
-
     from diffjax import builders
-    from diffjax.training import create_train_state
 
     builders.validate_config(config, get_base_config())
-    model, model_config = builders.build_model(config, nnx.Rngs(params=config.training.seed), image_shape, num_classes)
-    _, state = create_train_state(model, builders.build_optimizer(config))
+    model_config = builders.build_model_config(config, image_shape, num_classes)
+    state = _host_state(config, image_shape, num_classes)
     os.makedirs(workdir, exist_ok=True)
     checkpointer = Checkpointer(workdir, async_save=False)
     try:
@@ -62,3 +61,33 @@ def write_initial_run(config, workdir: str, image_shape: tuple[int, int, int], n
         pipeline.scale_factor = 1.0
         pipeline.write_run_files(workdir)
     return workdir
+
+
+def _host_state(config, image_shape, num_classes):
+    """A ``TrainState`` shaped as the run's, filled with numpy values (no op compiled on the device).
+
+    Initialising a network eagerly compiles one small program per distinct layer
+    shape (minutes for an autoencoder on a busy CPU); here the initialiser is only
+    traced (``jax.eval_shape``) and every float leaf drawn from N(0, 0.05^2), every
+    integer leaf 0. The numbers are not an initialisation scheme's, which is all a
+    test of the input and output paths needs.
+    """
+    import jax
+    import numpy as np
+    from flax import nnx
+
+    from diffjax import builders
+    from diffjax.training import create_train_state
+
+    def make():
+        model, _ = builders.build_model(config, nnx.Rngs(params=config.training.seed), image_shape, num_classes)
+        return create_train_state(model, builders.build_optimizer(config))[1]
+
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        if np.issubdtype(leaf.dtype, np.floating):
+            return (0.05 * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+        return np.zeros(leaf.shape, leaf.dtype)
+
+    return jax.tree.map(fill, jax.eval_shape(make))
