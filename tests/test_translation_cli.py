@@ -58,6 +58,12 @@ def test_translates_every_png_to_the_same_names(runs, method):
     for name in ("a.png", "b.png"):
         with Image.open(os.path.join(out, name)) as img:
             assert img.size == (16, 16) and img.mode == "L"  # the model's grayscale channel
+    if method == "egsde":  # the classifier's fingerprint is recorded in the score run at its first use
+        from diffjax import fingerprint
+
+        with open(os.path.join(score, fingerprint.FINGERPRINT_FILE)) as f:
+            recorded = json.load(f)[fingerprint.CLASSIFIER_ROLE][os.path.abspath(cls)]
+        assert recorded == fingerprint.fingerprint(cls)
 
 
 def test_library_call_matches_the_command_line(runs):
@@ -125,7 +131,7 @@ def test_refusals_before_anything_is_written(runs, tmp_path):
 
 
 def test_egsde_refuses_a_classifier_retrained_since_the_run_first_used_it(runs, tmp_path):
-    """The first EGSDE translation records the classifier's fingerprint in the score run; the classifier
+    """The first EGSDE use records the classifier's fingerprint in the score run; the classifier
     retrained in place afterwards (here: its checkpoint's bytes changed) is refused naming both fingerprints,
     before the classifier is restored or anything is written."""
     from diffjax import fingerprint
@@ -134,7 +140,10 @@ def test_egsde_refuses_a_classifier_retrained_since_the_run_first_used_it(runs, 
     score, cls, inputs, root = runs
     copy = str(tmp_path / "cls_copy")
     shutil.copytree(cls, copy)
-    _translate(score, inputs, str(tmp_path / "first"), method="egsde", classifier_workdir=copy)
+    # First use: what every EGSDE translation does before sampling (restores the classifier, records it).
+    load_run(score)._translation_classifier("egsde", copy)
+    with open(os.path.join(score, fingerprint.FINGERPRINT_FILE)) as f:
+        assert os.path.abspath(copy) in json.load(f)[fingerprint.CLASSIFIER_ROLE]
     before = fingerprint.describe(fingerprint.fingerprint(copy))
     step_dir = os.path.join(copy, CHECKPOINT_DIR, sorted(os.listdir(os.path.join(copy, CHECKPOINT_DIR)))[-1])
     files = sorted(os.path.join(r, n) for r, _, names in os.walk(step_dir) for n in names)
