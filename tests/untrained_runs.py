@@ -1,10 +1,11 @@
-"""Real runs for tests that need a checkpoint but no trained weights: the step-1 state of a tiny network.
+"""Real runs for tests that need a checkpoint but no trained weights: a random state of a tiny network.
 
-:func:`write_initial_run` does what ``train.py`` does before its first step (the same
-checks, the same model_config.json / config.json / latent files, the first stage's
-fingerprint) and saves the freshly initialised state through the library's
-:class:`diffjax.checkpoint.Checkpointer` as step 1, without compiling or taking a
-training step. ``sample.py`` and ``load_run`` then restore it as any trained run.
+:func:`write_initial_run` writes what ``train.py`` writes before its first step
+(model_config.json, config.json, a latent run's latent.json and its first stage's
+fingerprint) and saves a state of the run's structure, filled with random values on
+the host, through the library's :class:`diffjax.checkpoint.Checkpointer` as step 1:
+no training step and no compile. ``sample.py`` and ``load_run`` restore it as any
+trained run.
 """
 
 from __future__ import annotations
