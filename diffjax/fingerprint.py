@@ -10,6 +10,14 @@ A fingerprint is the run's newest checkpoint step, a SHA-256 of that
 checkpoint's files (the saved parameters) and the network's shape from its
 ``model_config.json``, so a first stage retrained, trained further, or
 retrained at another size is told apart, with a message saying which.
+
+EGSDE's domain classifier is not trained with the score run: it is named at
+sampling time (``translation.classifier_workdir``). The first time a score run
+translates with a classifier, that classifier's fingerprint is recorded in the
+score run's ``fingerprints.json`` (under ``egsde_classifier``, keyed by the
+classifier's path); a later translation with the classifier at that path
+retrained since is refused naming both fingerprints, so one run's translations
+never silently come from two different classifiers.
 """
 
 from __future__ import annotations
@@ -20,9 +28,11 @@ import os
 
 from diffjax.errors import UserError
 
-__all__ = ["fingerprint", "record", "check", "describe", "FINGERPRINT_FILE"]
+__all__ = ["fingerprint", "record", "check", "describe", "check_classifier", "record_classifier",
+           "FINGERPRINT_FILE", "CLASSIFIER_ROLE"]
 
 FINGERPRINT_FILE = "fingerprints.json"
+CLASSIFIER_ROLE = "egsde_classifier"
 _SHAPE_KEYS = ("image_size", "in_channels", "z_channels", "factor", "base_channels", "channel_mult",
                "num_classes")
 _CHUNK = 1 << 20
@@ -100,12 +110,28 @@ def record(workdir: str, role: str, first_workdir: str) -> dict:
     """
     stored = _read(workdir)
     stored[role] = fingerprint(first_workdir)
+    _write(workdir, stored)
+    return stored[role]
+
+
+def _write(workdir: str, stored: dict) -> None:
     os.makedirs(workdir, exist_ok=True)
     tmp = _path(workdir) + f".{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         json.dump(stored, f, indent=2, sort_keys=True)
     os.replace(tmp, _path(workdir))  # atomic
-    return stored[role]
+
+
+def _change(stored: dict, now: dict) -> str | None:
+    """How ``now`` differs from ``stored`` (a phrase after "was"), ``None`` when it is the same run."""
+    if now["sha256"] == stored["sha256"] and now["step"] == stored["step"]:
+        return None
+    common = set(now.get("shape", {})) & set(stored.get("shape", {}))  # keys both recorded
+    if any(now["shape"][k] != stored["shape"][k] for k in common):
+        return "retrained at another size"
+    if now["step"] != stored["step"]:
+        return "trained further or retrained"
+    return "retrained (same step, other parameters)"
 
 
 def check(workdir: str, role: str, first_workdir: str) -> None:
@@ -121,17 +147,57 @@ def check(workdir: str, role: str, first_workdir: str) -> None:
     if stored is None:
         return
     now = fingerprint(first_workdir)
-    if now["sha256"] == stored["sha256"] and now["step"] == stored["step"]:
+    what = _change(stored, now)
+    if what is None:
         return
-    common = set(now.get("shape", {})) & set(stored.get("shape", {}))  # keys both recorded
-    if any(now["shape"][k] != stored["shape"][k] for k in common):
-        what = "was retrained at another size"
-    elif now["step"] != stored["step"]:
-        what = "was trained further or retrained"
-    else:
-        what = "was retrained (same step, other parameters)"
     raise UserError(
         f"{workdir} was trained on the {role} {stored['workdir']} ({describe(stored)}); {now['workdir']} is now "
-        f"({describe(now)}): the {role} {what} since. Use the {role} the run was trained on, or retrain this run "
-        "on the new one (a new --workdir)"
+        f"({describe(now)}): the {role} was {what} since. Use the {role} the run was trained on, or retrain this "
+        "run on the new one (a new --workdir)"
     )
+
+
+def check_classifier(workdir: str, classifier_workdir: str) -> dict:
+    """Refuse an EGSDE classifier changed since the score run in ``workdir`` first translated with it.
+
+    Args:
+      workdir: the score run that translates.
+      classifier_workdir: the domain-classifier run it is given.
+
+    Returns:
+      The classifier's fingerprint now (pass it to :func:`record_classifier`).
+
+    Raises:
+      UserError: naming both fingerprints and what changed; or the classifier
+        holds no checkpoint.
+    """
+    now = fingerprint(classifier_workdir)
+    stored = _read(workdir).get(CLASSIFIER_ROLE, {}).get(now["workdir"])
+    what = None if stored is None else _change(stored, now)
+    if what is None:
+        return now
+    raise UserError(
+        f"{workdir} first translated with the EGSDE classifier {now['workdir']} as ({describe(stored)}); it is now "
+        f"({describe(now)}): the classifier was {what} since, and translations with it would not match the earlier "
+        f"ones. Use the classifier as it was, train the new one into another classifier_workdir, or delete its "
+        f"entry under {CLASSIFIER_ROLE!r} in {_path(workdir)} to accept it"
+    )
+
+
+def record_classifier(workdir: str, fp: dict) -> None:
+    """Store an EGSDE classifier's fingerprint ``fp`` in the score run ``workdir``, if none is stored for it.
+
+    A workdir that cannot be written (a read-only published run) is left as it
+    is, with a warning: translation still works, unguarded.
+    """
+    stored = _read(workdir)
+    classifiers = stored.setdefault(CLASSIFIER_ROLE, {})
+    if fp["workdir"] in classifiers:
+        return
+    classifiers[fp["workdir"]] = fp
+    try:
+        _write(workdir, stored)
+    except OSError as err:
+        import logging
+
+        logging.getLogger("diffjax").warning("cannot record the EGSDE classifier's fingerprint in %s: %s", workdir, err)

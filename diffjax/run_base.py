@@ -16,7 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from diffjax import builders, distributed
+from diffjax import builders, distributed, fingerprint
 from diffjax.builders import load_model_config, restore_ema_model
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.parametrization import model_score_fn
@@ -515,7 +515,10 @@ class Run:
         problem = classifier_run_problem(self.config, cls_config, self.image_shape, shape)
         if problem:
             raise ValueError(f"classifier run {cls_dir}: {problem}")
+        fp = fingerprint.check_classifier(self.workdir, cls_dir)  # retrained since this run first used it: refused
         graphdef, params, state, _, _ = restore_ema_model(cls_config, cls_dir, self.mesh)
+        if distributed.is_lead():
+            fingerprint.record_classifier(self.workdir, fp)
         return graphdef, params, state, cls_config.loss.time_input
 
     def _translate(self, images, method, classifier, *, key, sampler=None, progress=None, t0=None) -> np.ndarray:

@@ -442,7 +442,7 @@ NUM = 4 if SMOKE else 16                         # held-out sneakers to translat
 T0S = [0.5] if SMOKE else [0.3, 0.4, 0.5, 0.6]   # start times for the sweep
 SMOKE_OVERRIDES = {"training.num_steps": 2, "training.ckpt_every": 2, "training.log_every": 1,
                    "training.sample_every": 0, "training.progress_bar": False, "eval.enabled": False,
-                   "data.image_size": 16, "sampling.steps": 4}
+                   "data.image_size": 16, "sampling.steps": 4, "model.channel_mult": (1,)}
 OVERRIDES = SMOKE_OVERRIDES if SMOKE else {"training.progress_bar": False}
 """),
     code("""

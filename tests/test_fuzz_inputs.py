@@ -2,8 +2,9 @@
 
 Each file must either be read correctly (uint8 / [-1, 1] arrays of the model's channels, finite) or be
 refused with a ValueError whose message names the file, on one line once reported, before anything is
-written. The sample.py part uses untrained runs (a config.json only): inputs are checked before a
-model is restored, so an input that passes ends at "no checkpoint", never at a traceback.
+written. The sample.py part uses real runs of every task (tiny networks, their initial state saved
+as a checkpoint, 2 sampling steps): an input that passes the checks is sampled, and its output
+must be written at the right size.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 from PIL import Image
 
 from test_guards_inputs import write_16bit_grey, write_bomb_png, write_exif_rotated
-from test_guards_outputs import RUNS, _untrained_run
+from test_guards_outputs import RUNS
 
 from diffjax.data.folder import load_folder
 from diffjax.errors import one_line
@@ -150,41 +151,113 @@ def test_masks_of_another_size_or_broken_are_refused(tmp_path, mask):
         read_inputs(str(tmp_path), (SIDE, SIDE, 3), ("inpainting",))
 
 
-def _files_inputs_are_checked_against(workdir: str, run: str) -> None:
-    """The files sample.py reads the model's input shape from (training writes them; no checkpoint here)."""
-    import json
+# -- every sample.py task on real runs -----------------------------------------------------------------
+# name -> (config, overrides, the data's image shape, output size / input size). Each run's checkpoint is the
+# initial state of a tiny network (tests/untrained_runs.py: no training step); sampling takes 2 steps.
+REAL_RUNS = {
+    "sr3": ("sr3_photos_x4.py:smoke", {"data.image_size": 64}, (64, 64, 3), 4),
+    "palette": ("palette_inpainting.py:smoke", {}, (SIDE, SIDE, 3), 1),
+    "repaint": ("repaint_fashion_mnist.py:smoke", {}, (SIDE, SIDE, 1), 1),
+    "ldm_sr": ("ldm_photos_sr4.py:smoke", {"data.image_size": 64}, (64, 64, 3), 4),
+    "autoencoder": ("autoencoder_photos.py:smoke", {}, (SIDE, SIDE, 3), 1),
+    "segmentation": ("segmentation_ddpm_features.py:smoke", {}, (SIDE, SIDE, 3), 1),
+    "translation": ("translation_fashion_mnist.py:score_smoke", {"translation.method": "sdedit"}, (SIDE, SIDE, 1), 1),
+}
+assert set(REAL_RUNS) == set(RUNS)  # every task test_guards_outputs drives
+BROKEN = {"truncated", "zero", "wrong_magic", "text", "huge"}
 
-    channels = 1 if run in ("repaint", "translation") else 3
-    with open(os.path.join(workdir, "model_config.json"), "w") as f:
-        json.dump({"image_size": SIDE, "in_channels": channels}, f)
-    if run == "segmentation":
-        with open(os.path.join(workdir, "segmentation.json"), "w") as f:
-            json.dump({"image_shape": [SIDE, SIDE, 3], "num_classes": 3}, f)
+
+@pytest.fixture(scope="session")
+def real_runs(tmp_path_factory):
+    """``{name: workdir}``: one restorable run per sample.py task (the LDM on the autoencoder run)."""
+    from untrained_runs import tiny_config, write_initial_run
+
+    from diffjax.runs import train
+
+    root = tmp_path_factory.mktemp("fuzz_runs")
+    out = {}
+    for name in sorted(REAL_RUNS, key=lambda n: n != "autoencoder"):  # the LDM's first stage first
+        spec, overrides, shape, _ = REAL_RUNS[name]
+        workdir = str(root / name)
+        if name == "segmentation":  # pixel features: no backbone; two steps of one small MLP
+            train(spec, workdir, {"segmentation.features": "pixels", "data.image_size": SIDE, "segmentation.steps": 2,
+                                  "segmentation.num_members": 1, "training.progress_bar": False})
+        else:
+            if name == "ldm_sr":
+                overrides = dict(overrides, **{"autoencoder.workdir": out["autoencoder"]})
+            write_initial_run(tiny_config(spec, overrides), workdir, shape)
+        out[name] = workdir
+    return out
+
+
+def _named(message: str, names) -> list[str]:
+    """The file names of ``names`` that ``message`` mentions (as whole names, not inside another name)."""
+    import re
+
+    return [n for n in names if re.search(r"(?<![\w.-])" + re.escape(n), message)]
+
+
+def _upright_size(path: str) -> tuple[int, int]:
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        return ImageOps.exif_transpose(img).size
 
 
 @pytest.mark.parametrize("run", list(RUNS))
-def test_sample_py_tasks_refuse_every_bad_file_before_writing(tmp_path, run):
-    """Every fuzz file through sample_from_workdir of each task: a ValueError, the output never created."""
+def test_sample_py_tasks_sample_or_refuse_every_bad_file_before_writing(tmp_path, real_runs, run):
+    """Every fuzz file in one --input folder of a real run: a refusal names the files it refuses, on one line,
+    with nothing written; they are taken out and the folder run again, until the rest is sampled; every
+    remaining file then has its output, of the right size. Broken files must be among the refused."""
     from diffjax.run_config import load_run_config
     from diffjax.runs import sample_from_workdir
 
-    workdir = _untrained_run(tmp_path, RUNS[run])
-    _files_inputs_are_checked_against(workdir, run)
+    workdir = real_runs[run]
+    scale = REAL_RUNS[run][3]
+    folder = tmp_path / "in"
+    names = make_fuzz_files(str(folder))
+    if run in ("palette", "repaint"):  # inpainting: a valid mask for each image, white = fill
+        mask = np.zeros((SIDE, SIDE), np.uint8)
+        mask[4:12, 4:12] = 255
+        for name in names.values():
+            _png(folder / (os.path.splitext(name)[0] + "_mask.png"), mask)
     config = load_run_config(workdir)
-    names = make_fuzz_files(str(tmp_path / "all"))
-    for kind, name in names.items():
-        folder = tmp_path / f"in_{kind}"
-        folder.mkdir()
-        os.replace(tmp_path / "all" / name, folder / name)
-        output = tmp_path / f"out_{kind}"
-        with pytest.raises(ValueError) as info:
-            sample_from_workdir(config, workdir, output=str(output), input_dir=str(folder))
-        message = one_line(info.value)
-        # An input that passes the checks ends where the model would be restored (no checkpoint here);
-        # a latent run then needs its autoencoder run, a segmentation run its backbone.
-        passed_the_checks = any(s in message for s in ("no checkpoint", "no input images", "no .png", "untrained",
-                                                       "holds no files", "autoencoder.workdir", "backbone_workdir"))
-        assert name in message or passed_the_checks, f"{run} / {kind}: {message}"
-        assert kind not in {"truncated", "zero", "wrong_magic", "text", "huge"} or name in message \
-            or "no input images" in message or "no .png" in message, f"{run} accepted {kind}: {message}"
-        assert not output.exists(), f"{run} / {kind} wrote {output}"
+    output = tmp_path / "out"
+    refused = {}
+    for _ in range(len(names) + 1):
+        left = sorted(n for n in os.listdir(folder) if not n.endswith("_mask.png"))
+        try:
+            summary = sample_from_workdir(config, workdir, output=str(output), input_dir=str(folder))
+            break
+        except ValueError as err:
+            message = one_line(err)
+            assert not output.exists(), f"{run}: refused ({message}) after writing {sorted(os.listdir(output))}"
+            if not left or "no input images" in message or "no .png images" in message:
+                summary = None
+                break
+            named = _named(message, left) or [n for n in left if _named(message, [os.path.splitext(n)[0] + "_mask.png"])]
+            assert named, f"{run}: a refusal that names none of {left}: {message}"
+            for name in named:
+                refused[name] = message
+                os.remove(folder / name)
+                mask = folder / (os.path.splitext(name)[0] + "_mask.png")
+                if mask.exists():
+                    os.remove(mask)
+    missing = {names[k] for k in BROKEN} - set(refused)
+    assert not missing, f"{run} accepted {sorted(missing)}"
+    assert summary is not None and summary["num"] >= 1, f"{run}: nothing sampled; refused {refused}"
+    written = sorted(os.listdir(output))
+    sampled = 0
+    for name in sorted(n for n in os.listdir(folder) if not n.endswith("_mask.png")):
+        stem = os.path.splitext(name)[0]
+        outs = [o for o in written if os.path.splitext(o)[0] in (stem, f"{stem}_label", f"{stem}_uncertainty")]
+        # Every PNG left is an input of every task; a .jpg is one only where the task reads JPEG files.
+        assert outs or not name.endswith(".png"), f"{run}: {name} was accepted but has no output in {written}"
+        sampled += bool(outs)
+        w, h = _upright_size(str(folder / name))
+        for o in outs:
+            with Image.open(output / o) as img:
+                img.load()  # whole, decodable
+                assert img.size == (w * scale, h * scale), f"{run}: {name} {w}x{h} -> {o} {img.size}"
+    assert sampled == summary["num"], (summary, written, refused)
+    assert not [o for o in written if o.startswith(".")], f"{run}: temporary files left: {written}"

@@ -251,6 +251,14 @@ def test_train_py_config_error_is_one_error_line(tmp_path):
 # -- (2): fingerprints of first stages -----------------------------------------------------------
 
 
+# How a first stage (or an EGSDE classifier) changes, and the phrase its refusal uses.
+CHANGES = [
+    (dict(weights=b"other"), "retrained (same step, other parameters)"),
+    (dict(step=8), "trained further or retrained"),
+    (dict(image_size=32, weights=b"bigger"), "retrained at another size"),
+]
+
+
 @dataclasses.dataclass
 class _AeConfig:
     """Stands in for an AutoencoderConfig in FirstStage.describe."""
@@ -278,11 +286,7 @@ def _retrain(workdir, **kw):
     return _fake_first_stage(os.path.dirname(workdir), **kw)
 
 
-@pytest.mark.parametrize("change, what", [
-    (dict(weights=b"other"), "retrained (same step, other parameters)"),
-    (dict(step=8), "trained further or retrained"),
-    (dict(image_size=32, weights=b"bigger"), "retrained at another size"),
-])
+@pytest.mark.parametrize("change, what", CHANGES)
 def test_latent_run_refuses_a_changed_autoencoder_naming_both(tmp_path, change, what):
     from diffjax.pipelines.ldm import FirstStage, LatentPipeline
 
@@ -294,13 +298,39 @@ def test_latent_run_refuses_a_changed_autoencoder_naming_both(tmp_path, change, 
     pipeline.scale_factor = 0.5
     pipeline.write_run_files(run)  # training time: records the fingerprint
     pipeline.load_run_files(run)  # unchanged: accepted
-    before = fingerprint.describe(fingerprint.fingerprint(ae))
-    _retrain(ae, **change)
-    after = fingerprint.describe(fingerprint.fingerprint(ae))
+    _assert_change_refused_naming_both(ae, change, what, lambda: LatentPipeline.load_run_files(pipeline, run))
+
+
+def _assert_change_refused_naming_both(first, change, what, call) -> str:
+    """Change the first stage ``first`` as ``change`` says; ``call()`` must refuse naming both fingerprints."""
+    before = fingerprint.describe(fingerprint.fingerprint(first))
+    _retrain(first, **change)
+    after = fingerprint.describe(fingerprint.fingerprint(first))
     with pytest.raises(errors.UserError) as info:
-        LatentPipeline.load_run_files(pipeline, run)
+        call()
     message = str(info.value)
     assert what in message and before in message and after in message and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("change, what", CHANGES)
+def test_egsde_classifier_changed_since_first_use_is_refused_naming_both(tmp_path, change, what):
+    """The first translation records the classifier in the score run; a classifier retrained at that path is
+    refused with both fingerprints; another classifier path is a new record, not a refusal."""
+    cls = _fake_first_stage(str(tmp_path))
+    score = str(tmp_path / "score")
+    os.makedirs(score)
+    fingerprint.record_classifier(score, fingerprint.check_classifier(score, cls))  # first use
+    assert fingerprint.check_classifier(score, cls)["workdir"] == os.path.abspath(cls)  # unchanged: accepted
+    message = _assert_change_refused_naming_both(cls, change, what, lambda: fingerprint.check_classifier(score, cls))
+    assert os.path.abspath(cls) in message and fingerprint.CLASSIFIER_ROLE in message
+    # A first use is recorded once: a refused classifier never overwrites the record.
+    with pytest.raises(errors.UserError):
+        fingerprint.check_classifier(score, cls)
+    other = _fake_first_stage(str(tmp_path / "elsewhere"), weights=b"another classifier")
+    fingerprint.record_classifier(score, fingerprint.check_classifier(score, other))
+    with open(os.path.join(score, fingerprint.FINGERPRINT_FILE)) as f:
+        assert sorted(json.load(f)[fingerprint.CLASSIFIER_ROLE]) == sorted([os.path.abspath(cls), other])
 
 
 def test_fingerprint_changes_with_any_byte_and_not_otherwise(tmp_path):

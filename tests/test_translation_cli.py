@@ -58,6 +58,12 @@ def test_translates_every_png_to_the_same_names(runs, method):
     for name in ("a.png", "b.png"):
         with Image.open(os.path.join(out, name)) as img:
             assert img.size == (16, 16) and img.mode == "L"  # the model's grayscale channel
+    if method == "egsde":  # the classifier's fingerprint is recorded in the score run at its first use
+        from diffjax import fingerprint
+
+        with open(os.path.join(score, fingerprint.FINGERPRINT_FILE)) as f:
+            recorded = json.load(f)[fingerprint.CLASSIFIER_ROLE][os.path.abspath(cls)]
+        assert recorded == fingerprint.fingerprint(cls)
 
 
 def test_library_call_matches_the_command_line(runs):
@@ -114,12 +120,42 @@ def test_refusals_before_anything_is_written(runs, tmp_path):
     model["image_size"] = 32
     with open(model_path, "w") as f:
         json.dump(model, f)
-    _refused(runs, "classifier run .*: the classifier was trained on", method="egsde", classifier_workdir=other)
+    # The size the classifier has, the size the score run needs, and the classifier's workdir, in one message.
+    _refused(runs, f"classifier run {other}: the classifier was trained on 32x32x1 .* images .*the score model on "
+             "16x16x1 .*EGSDE needs a classifier of the score model's size", method="egsde", classifier_workdir=other)
     # Inputs of another size.
     bad = str(tmp_path / "bad_in")
     os.makedirs(bad)
     Image.fromarray(np.zeros((20, 20), np.uint8)).save(os.path.join(bad, "x.png"))
     _refused(runs, "must be 16x16", inputs=bad, method="sdedit")
+
+
+def test_egsde_refuses_a_classifier_retrained_since_the_run_first_used_it(runs, tmp_path):
+    """The first EGSDE use records the classifier's fingerprint in the score run; the classifier
+    retrained in place afterwards (here: its checkpoint's bytes changed) is refused naming both fingerprints,
+    before the classifier is restored or anything is written."""
+    from diffjax import fingerprint
+    from diffjax.checkpoint import CHECKPOINT_DIR
+
+    score, cls, inputs, root = runs
+    copy = str(tmp_path / "cls_copy")
+    shutil.copytree(cls, copy)
+    # First use: what every EGSDE translation does before sampling (restores the classifier, records it).
+    load_run(score)._translation_classifier("egsde", copy)
+    with open(os.path.join(score, fingerprint.FINGERPRINT_FILE)) as f:
+        assert os.path.abspath(copy) in json.load(f)[fingerprint.CLASSIFIER_ROLE]
+    before = fingerprint.describe(fingerprint.fingerprint(copy))
+    step_dir = os.path.join(copy, CHECKPOINT_DIR, sorted(os.listdir(os.path.join(copy, CHECKPOINT_DIR)))[-1])
+    files = sorted(os.path.join(r, n) for r, _, names in os.walk(step_dir) for n in names)
+    with open(files[-1], "ab") as f:  # any byte of the saved parameters
+        f.write(b"\0")
+    after = fingerprint.describe(fingerprint.fingerprint(copy))
+    with pytest.raises(ValueError) as info:
+        _translate(score, inputs, str(tmp_path / "changed"), method="egsde", classifier_workdir=copy)
+    message = str(info.value)
+    assert "retrained (same step, other parameters)" in message and before in message and after in message
+    assert copy in message and "\n" not in message
+    assert not os.path.exists(tmp_path / "changed")
 
 
 @pytest.mark.slow

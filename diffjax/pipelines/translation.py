@@ -61,8 +61,9 @@ def classifier_run_problem(score_config, classifier_config, image_shape, classif
     if c.task.name != DomainClassifierPipeline.name:
         return f"the classifier run's task is {c.task.name!r}; expected a domain_classifier run"
     if tuple(classifier_shape) != tuple(image_shape):
-        return (f"the classifier was trained on {tuple(classifier_shape)} images, the score model on "
-                f"{tuple(image_shape)} (H, W, C)")
+        return (f"the classifier was trained on {_hwc(classifier_shape)} images (its model_config.json), the score "
+                f"model on {_hwc(image_shape)}: EGSDE needs a classifier of the score model's size, "
+                f"{_hwc(image_shape)}; train one at that size (--config.data.image_size)")
     if c.data.name != s.data.name:
         return f"the classifier was trained on {c.data.name!r}, the score model on {s.data.name!r}"
     target = tuple(s.data.classes)
@@ -73,6 +74,10 @@ def classifier_run_problem(score_config, classifier_config, image_shape, classif
     if c.sde.to_dict() != s.sde.to_dict():
         return "the classifier was trained under another forward process (config.sde) than the score model"
     return None
+
+
+def _hwc(shape) -> str:
+    return "x".join(str(int(n)) for n in shape) + " (H x W x C)" if len(shape) == 3 else f"{tuple(shape)}"
 
 
 def read_translation_inputs(input_dir: str, image_shape: tuple[int, int, int],
