@@ -39,6 +39,8 @@ def _final(task: str, workdir: str) -> dict:
     return load_params(workdir + ".npz" if task == "lsgm" else os.path.join(workdir, "segmentation.npz"))
 
 
+# Slow: five cold processes (the reference and four attempts), each compiling the kind's train step.
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["lsgm", "ddep"])
 def test_killed_twice_with_sigkill_then_resumed_ends_bit_identical(tmp_path, task):
     saved = _ddep_saved_steps if task == "ddep" else None
