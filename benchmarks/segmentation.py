@@ -157,6 +157,7 @@ def _label_prior(root, args):
     from diffjax.losses import make_loss_fn
     from diffjax.nn import UNet, UNetConfig
     from diffjax.sde import VPSDE
+    from diffjax.training import create_train_state, make_train_step
 
     mc = UNetConfig(image_size=32, in_channels=NUM_CLASSES, base_channels=args.channels, channel_mult=(1, 2, 2),
                     num_res_blocks=1, attn_resolutions=())
@@ -176,9 +177,14 @@ def _label_prior(root, args):
 
     start = time.perf_counter()
     schedule = optax.warmup_cosine_decay_schedule(0.0, 1e-3, min(100, args.prior_steps // 5), args.prior_steps)
-    rs._fit(model, lambda net, x, key: loss(lambda xt, c: net(xt, c), x, key)[0], batches(),
-            optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule)), args.prior_steps, 100,
-            "label prior")
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    # The library's train step (step s keyed by fold_in(key(0), s)); no EMA: the prior is the last parameters.
+    graphdef, state = create_train_state(model, optimizer)
+    train_step = jax.jit(make_train_step(graphdef, loss, optimizer, 0.0), donate_argnums=0)
+    for _, maps in zip(range(args.prior_steps), batches()):
+        state, metrics = train_step(state, {"image": maps}, jax.random.key(0))
+    print(f"label prior: {args.prior_steps} steps, loss {float(metrics['loss']):.4f}", flush=True)
+    nnx.update(model, state.params)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     rs._save_npz(path, nnx.state(model, nnx.Param))
     jax.clear_caches()

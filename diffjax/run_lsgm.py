@@ -3,10 +3,11 @@
 A run with ``config.task.name = "lsgm"`` goes through here from ``train.py``
 (:func:`diffjax.run_kinds.train_and_evaluate` dispatches to :func:`train_lsgm`)
 and ``sample.py`` (:data:`diffjax.runs.TASKS`). The math is
-:mod:`diffjax.tasks.lsgm`; this module builds the networks from the config,
+:mod:`diffjax.tasks.lsgm`, the networks :mod:`diffjax.lsgm_model`; this module
 owns the training state (two parameter sets with their own optimisers and EMAs)
-and writes the run's files like the other tasks do: ``config.json``,
-``model_config.json``, ``checkpoints/``, ``metrics.jsonl``, ``samples/``.
+and its train step, which :func:`diffjax.trainer.train_loop` runs like every
+kind's: ``config.json``, ``model_config.json``, ``checkpoints/``,
+``metrics.jsonl``, ``samples/``.
 """
 
 from __future__ import annotations
@@ -22,19 +23,19 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from diffjax import builders, distributed
 from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
-from diffjax.logging_utils import MetricWriter, save_grid, save_samples
-from diffjax.parametrization import network_time_input
+from diffjax.logging_utils import save_samples
+# make_lsgm_generate_fn and lsgm_bound_fn are looked up here (tests count their traces).
+from diffjax.lsgm_model import LSGMModel, build_lsgm_model, lsgm_bound_fn, make_lsgm_generate_fn
 from diffjax.run_arrays import as_key, as_pixels, check_sampler, to_unit
-from diffjax.run_base import Run, _check_training_section, check_num, check_workdir_writable, restore_or_start
-from diffjax.run_config import get_base_config, load_run_config, write_run_config
-from diffjax.samplers import sample
-from diffjax.sharding import check_batch_divisible, host_local_to_global, make_mesh, replicated
+from diffjax.run_base import Run, check_num
+from diffjax.run_config import load_run_config, write_run_config
+from diffjax.sharding import make_mesh, replicated
 from diffjax.tasks import lsgm as lsgm_math
-from diffjax.training import ema_decay_at, make_optimizer
+from diffjax.trainer import LoopTask, check_run_workdir, host_batches, prepare_run, train_loop
+from diffjax.training import all_finite, ema_update, keep_finite, make_optimizer
 
 __all__ = ["LSGMState", "LSGMModel", "LSGMRun", "build_lsgm_model", "make_lsgm_train_step", "make_lsgm_generate_fn",
            "lsgm_bound_fn", "train_lsgm", "load_lsgm", "run_lsgm_generate", "generate_lsgm"]
@@ -50,6 +51,8 @@ class LSGMState:
       vae_params, prior_params: the VAE's and the latent score model's parameters.
       vae_opt, prior_opt: their optimiser states (separate optimisers, as in the paper).
       vae_ema, prior_ema: exponential moving averages used for sampling and evaluation.
+      nonfinite_steps, first_nonfinite_step: the non-finite guard's counters
+        (:func:`diffjax.training.keep_finite`).
     """
 
     step: jax.Array
@@ -59,138 +62,8 @@ class LSGMState:
     prior_opt: object
     vae_ema: object
     prior_ema: object
-
-
-@dataclasses.dataclass(frozen=True)
-class LSGMModel:
-    """What an LSGM run is made of, built from its config (no parameters).
-
-    Attributes:
-      vae_graphdef, prior_graphdef: the networks' NNX graph definitions.
-      vae_config: the :class:`diffjax.nn.vae.VAEConfig`.
-      prior_config: the latent UNet's :class:`diffjax.nn.UNetConfig`.
-      sde: the latent VP process.
-      prior: ``"sde"`` or ``"normal"`` (the VAE alone).
-      prior_weighting: ``"likelihood"`` or ``"reweighted"`` (the score model's objective).
-      time_input: the conditioning scalar the prior network sees.
-    """
-
-    vae_graphdef: object
-    prior_graphdef: object
-    vae_config: object
-    prior_config: object
-    sde: object
-    prior: str
-    prior_weighting: str
-    time_input: str
-
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        """``(h, w, c)`` of one latent."""
-        return self.vae_config.latent_shape
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(H, W, C)`` of one image."""
-        c = self.vae_config
-        return (c.image_size, c.image_size, c.in_channels)
-
-    def model_config_dict(self) -> dict:
-        """The hyper-parameters stored as ``model_config.json``."""
-        return {"vae": dataclasses.asdict(self.vae_config), "prior": dataclasses.asdict(self.prior_config)}
-
-    # -- closures over parameters ---------------------------------------------------
-    def encode_fn(self, vae_params):
-        """``x -> (mean, std)`` of ``q(z_0 | x)``."""
-        return lambda x: nnx.merge(self.vae_graphdef, vae_params).encode(x)
-
-    def decode_logp_fn(self, vae_params):
-        """``(x, z) -> log p(x | z)`` per example (discretised logistic over 8-bit values)."""
-
-        def logp(x, z):
-            mean, log_scale = nnx.merge(self.vae_graphdef, vae_params).decode(z)
-            per_dim = lsgm_math.discretized_logistic_logp(x, mean, log_scale)
-            return jnp.sum(per_dim, axis=tuple(range(1, x.ndim)))
-
-        return logp
-
-    def decode_mean_fn(self, vae_params):
-        """``z -> `` the decoder's location, the image shown as a sample (in ``[-1, 1]``)."""
-        return lambda z: nnx.merge(self.vae_graphdef, vae_params).decode(z)[0]
-
-    def _prior_parts(self, prior_params, z_t, t):
-        """The network's raw output, ``sigma(t)`` and the mixing logits."""
-        prior = nnx.merge(self.prior_graphdef, prior_params)
-        net = prior(z_t, network_time_input(self.sde, t, self.time_input))
-        return net, self.sde.alpha_sigma(t)[1], prior.mixing_logit[...]
-
-    def eps_fn(self, prior_params):
-        """The mixed noise prediction ``eps(z_t, t)`` of the latent prior."""
-
-        def eps(z_t, t):
-            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
-            return lsgm_math.mixed_eps(net, z_t, sigma, logit)
-
-        return eps
-
-    def score_fn(self, prior_params):
-        """The mixed score ``score(z_t, t)`` of the latent prior (for :func:`diffjax.sample`)."""
-
-        def score(z_t, t):
-            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
-            return lsgm_math.mixed_score(net, z_t, sigma, logit)
-
-        return score
-
-
-def _vae_config(config: ml_collections.ConfigDict, image_shape):
-    from diffjax.nn.vae import VAEConfig
-
-    lc = config.lsgm
-    return VAEConfig(image_size=image_shape[0], in_channels=image_shape[2], latent_channels=lc.latent_channels,
-                     channels=tuple(lc.vae_channels), num_res_blocks=lc.vae_res_blocks)
-
-
-def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: int | None = None):
-    """The networks of an LSGM config: ``(LSGMModel, vae_params, prior_params)``.
-
-    The latent UNet takes its hyper-parameters from ``config.model`` (its size
-    and channels from the latent); the VAE from ``config.lsgm``.
-
-    Args:
-      config: the run config (``task.name = "lsgm"``).
-      image_shape: ``(H, W, C)`` of the data.
-      seed: initialisation seed; default ``config.training.seed``.
-
-    Raises:
-      ValueError: an unknown prior or weighting, a non-VP process, or shapes the networks reject.
-    """
-    from diffjax.nn import UNetConfig
-    from diffjax.nn.vae import VAE, LatentPrior
-
-    lc = config.lsgm
-    if lc.prior not in lsgm_math.PRIORS:
-        raise ValueError(f"config.lsgm.prior must be one of {lsgm_math.PRIORS}, got {lc.prior!r}")
-    if lc.prior_weighting not in lsgm_math.PRIOR_WEIGHTINGS:
-        raise ValueError(f"config.lsgm.prior_weighting must be one of {lsgm_math.PRIOR_WEIGHTINGS}, "
-                         f"got {lc.prior_weighting!r}")
-    sde = builders.build_sde(config)
-    if config.sde.name != "vp":
-        raise ValueError(f"LSGM needs config.sde.name='vp' (its cross-entropy is derived for VP), got {config.sde.name!r}")
-    vae_config = _vae_config(config, image_shape)
-    h, _, c = vae_config.latent_shape
-    kwargs = dict(config.model.items())
-    kwargs.update(channel_mult=tuple(kwargs["channel_mult"]), attn_resolutions=tuple(kwargs["attn_resolutions"]),
-                  image_size=h, in_channels=c, num_classes=0)
-    prior_config = UNetConfig(**kwargs)
-    rngs = nnx.Rngs(params=config.training.seed if seed is None else seed)
-    vae = VAE(vae_config, rngs=rngs)
-    prior = LatentPrior(prior_config, mixing_logit_init=float(lc.mixing_logit_init), rngs=rngs)
-    vae_graphdef, vae_params = nnx.split(vae)
-    prior_graphdef, prior_params = nnx.split(prior)
-    model = LSGMModel(vae_graphdef, prior_graphdef, vae_config, prior_config, sde, lc.prior, lc.prior_weighting,
-                      config.loss.time_input)
-    return model, vae_params, prior_params
+    nonfinite_steps: jax.Array = dataclasses.field(default_factory=lambda: jnp.zeros((), jnp.int32))
+    first_nonfinite_step: jax.Array = dataclasses.field(default_factory=lambda: jnp.zeros((), jnp.int32))
 
 
 def _optimizers(config):
@@ -236,7 +109,7 @@ def make_lsgm_train_step(model: LSGMModel, vae_opt, prior_opt, ema_decay: float)
                    "cross_entropy": jnp.mean(terms["cross_entropy"]), "nelbo": nelbo, "prior_loss": prior_loss}
             return nelbo + prior_loss, aux
 
-        (_, aux), (g_vae, g_prior) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        (total, aux), (g_vae, g_prior) = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
             state.vae_params, state.prior_params)
         u_vae, vae_opt_state = vae_opt.update(g_vae, state.vae_opt, state.vae_params)
         vae_params = optax.apply_updates(state.vae_params, u_vae)
@@ -244,58 +117,21 @@ def make_lsgm_train_step(model: LSGMModel, vae_opt, prior_opt, ema_decay: float)
         if model.prior == "sde":
             u_prior, prior_opt_state = prior_opt.update(g_prior, state.prior_opt, state.prior_params)
             prior_params = optax.apply_updates(state.prior_params, u_prior)
-        step = state.step + 1
-        decay = ema_decay_at(step, ema_decay)
-        ema = lambda e, p: jax.tree.map(lambda a, b: decay * a + (1 - decay) * b, e, p)  # noqa: E731
-        new = LSGMState(step=step, vae_params=vae_params, prior_params=prior_params, vae_opt=vae_opt_state,
-                        prior_opt=prior_opt_state, vae_ema=ema(state.vae_ema, vae_params),
-                        prior_ema=ema(state.prior_ema, prior_params))
+        new = dataclasses.replace(state, vae_params=vae_params, prior_params=prior_params, vae_opt=vae_opt_state,
+                                  prior_opt=prior_opt_state,
+                                  vae_ema=ema_update(state.vae_ema, vae_params, state.step, ema_decay),
+                                  prior_ema=ema_update(state.prior_ema, prior_params, state.step, ema_decay))
+        grad_norms = (optax.global_norm(g_vae), optax.global_norm(g_prior))
+        finite = (jnp.isfinite(total) & jnp.isfinite(grad_norms[0]) & jnp.isfinite(grad_norms[1])
+                  & all_finite((vae_params, prior_params)))
+        new = keep_finite(state, new, finite)
         mixing = jax.nn.sigmoid(nnx.merge(model.prior_graphdef, prior_params).mixing_logit[...])
         metrics = dict(aux, loss=aux["nelbo"], bpd=aux["nelbo"] / (num_dims * math.log(2.0)),
-                       mixing_mean=jnp.mean(mixing),
-                       grad_norm_vae=optax.global_norm(g_vae), grad_norm_prior=optax.global_norm(g_prior))
+                       mixing_mean=jnp.mean(mixing), grad_norm_vae=grad_norms[0], grad_norm_prior=grad_norms[1],
+                       nonfinite_steps=new.nonfinite_steps)
         return new, metrics
 
     return train_step
-
-
-def make_lsgm_generate_fn(model: LSGMModel, sampler, batch_size: int):
-    """``generate(vae_params, prior_params, key) -> (batch_size, H, W, C)`` images in ``[-1, 1]``.
-
-    Latents ``z`` are drawn from the prior (the score model with ``sampler`` from
-    ``sde.T`` to ``sde.eps``, or ``N(0, I)`` for the VAE alone) and decoded to the
-    decoder's location. The whole program is one jit-able function.
-    """
-    shape = (batch_size,) + tuple(model.latent_shape)
-
-    def generate(vae_params, prior_params, key):
-        init_key, sample_key = jax.random.split(key)
-        z = model.sde.prior_sample(init_key, shape)
-        if model.prior == "sde":
-            z, _ = sample(model.score_fn(prior_params), model.sde, z, key=sample_key, sampler=sampler)
-        return jnp.clip(model.decode_mean_fn(vae_params)(z), -1.0, 1.0)
-
-    return generate
-
-
-def lsgm_bound_fn(model: LSGMModel, *, exact_divergence: bool = False, rtol: float = 1e-5, atol: float = 1e-5):
-    """``bound(vae_params, prior_params, x, key) -> (batch,)`` one-sample NLL bound in bits/dim.
-
-    The bound of :func:`diffjax.tasks.lsgm.nelbo_ode`: the decoder's discretised
-    likelihood of the 8-bit pixels, ``log q(z | x)`` and the probability-flow
-    ODE's ``log p(z)`` (Hutchinson's trace unless ``exact_divergence``), over
-    ``H * W * C`` pixel dimensions.
-    """
-    num_dims = math.prod(model.image_shape)
-
-    def bound(vae_params, prior_params, x, key):
-        out = lsgm_math.nelbo_ode(model.encode_fn(vae_params), model.decode_logp_fn(vae_params),
-                                  model.score_fn(prior_params), model.sde, x, key, prior=model.prior,
-                                  exact_divergence=exact_divergence, rtol=rtol, atol=atol)
-        return out["nelbo"] / (num_dims * math.log(2.0))
-
-    return bound
-
 
 def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
     """Train an LSGM run (or its VAE alone with ``config.lsgm.prior = "normal"``), resuming if possible.
@@ -312,76 +148,33 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
     Raises:
       ValueError: a config off the schema or with bad LSGM settings, or a
         workdir holding another model (before anything is written).
-      FloatingPointError: the bound became NaN/inf.
+      FloatingPointError: the bound became NaN/inf and ``config.training.nonfinite`` is ``"stop"``
+        (with ``"skip"`` such updates are skipped and counted, as for the diffusion kinds).
     """
 
-    builders.validate_config(config, get_base_config())
-    _check_training_section(config.training)
     tc = config.training
-    mesh = make_mesh()
-    check_batch_divisible(tc.batch_size, mesh)
-    rep = replicated(mesh)
+    mesh = prepare_run(config)
     dataset = builders.build_dataset(config, "train")
     model, vae_params, prior_params = build_lsgm_model(config, dataset.image_shape)
     vae_opt, prior_opt = _optimizers(config)
-    check_model_config(workdir, model.model_config_dict())
-    check_workdir_writable(workdir)
-    if distributed.is_lead():
-        os.makedirs(workdir, exist_ok=True)
-    checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
-    state = restore_or_start(checkpointer, _initial_state(vae_params, prior_params, vae_opt, prior_opt), rep)
-    if distributed.is_lead():
+    check_run_workdir(workdir, model.model_config_dict())
+
+    def write_files():
         write_model_config(workdir, model.model_config_dict())
         write_run_config(workdir, config)
-    train_step = jax.jit(make_lsgm_train_step(model, vae_opt, prior_opt, tc.ema_decay), donate_argnums=0)
-    grid_fn = None
-    if tc.sample_every > 0 and tc.num_grid_samples > 0:
-        grid_fn = jax.jit(make_lsgm_generate_fn(model, builders.build_sampler(config), tc.num_grid_samples))
-    base_key, grid_key = jax.random.key(tc.seed), jax.random.key(config.sampling.seed)
-    writer = MetricWriter(workdir)
-    stop = (stop or StopRequest()).install()
-    start = int(state.step)
-    # As the diffusion loop: each host reads its rows of the global batch, and the
-    # hosts agree on SIGTERM (any host's) so that all stop and save after the same step.
-    batches = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed, process_index=jax.process_index(),
-                               process_count=jax.process_count())
-    stop_vote = distributed.StopVote(mesh)
-    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()),
-               desc="train lsgm" if model.prior == "sde" else "train vae")
-    last, stopped_early, step, t0 = {}, False, start, time.perf_counter()
-    try:
-        for step in range(start + 1, tc.num_steps + 1):
-            images = host_local_to_global(np.asarray(next(batches)["image"], np.float32), mesh)
-            state, metrics = train_step(state, images, base_key)
-            bar.update(1)
-            stop_now = stop_vote.vote(stop.requested)
-            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
-            if step % tc.log_every == 0 or save_now:
-                last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(last["loss"]):
-                    raise FloatingPointError(f"LSGM bound became {last['loss']} at step {step}; "
-                                             "try a lower --config.lsgm.vae_lr / prior_lr")
-                last["seconds"] = time.perf_counter() - t0
-                writer.write_scalars(step, last)
-                bar.set_postfix(bpd=f"{last['bpd']:.3f}")
-            if grid_fn is not None and step % tc.sample_every == 0:
-                # Every process runs the (collective) sampling program; process 0 writes the grid.
-                images = np.asarray(grid_fn(state.vae_ema, state.prior_ema, jax.random.fold_in(grid_key, step)))
-                if distributed.is_lead():
-                    save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), images)
-            if save_now:
-                checkpointer.save(step, state)
-            if stop_now:
-                stopped_early = True
-                break
-    finally:
-        bar.close()
-        batches.close()
-        stop.uninstall()
-        checkpointer.close()
-        writer.close()
-    return {"step": int(state.step), "final_loss": last.get("loss"), "final_bpd": last.get("bpd"),
-            "stopped_early": stopped_early, "train_seconds": round(time.perf_counter() - t0, 1)}
+
+    grid = jax.jit(make_lsgm_generate_fn(model, builders.build_sampler(config), tc.num_grid_samples))
+    task = LoopTask(
+        mesh, lambda: _initial_state(vae_params, prior_params, vae_opt, prior_opt),
+        make_lsgm_train_step(model, vae_opt, prior_opt, tc.ema_decay),
+        lambda start: host_batches(dataset, tc, start, lambda batch, _: np.asarray(batch["image"], np.float32)),
+        tc.num_steps, tc.batch_size, write_files=write_files,
+        grid_fn=lambda state, key: grid(state.vae_ema, state.prior_ema, key),
+        desc="train lsgm" if model.prior == "sde" else "train vae", bar_metric="bpd",
+        nonfinite_hint="a lower --config.lsgm.vae_lr / --config.lsgm.prior_lr or --config.optim.grad_clip")
+    result = train_loop(task, workdir, config, stop=stop)
+    return {"step": result.step, "final_loss": result.metrics.get("loss"), "final_bpd": result.metrics.get("bpd"),
+            "stopped_early": result.stopped_early, "train_seconds": round(result.seconds, 1)}
 
 
 def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):

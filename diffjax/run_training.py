@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import time
 
@@ -35,48 +34,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from diffjax import builders, distributed
-from diffjax.checkpoint import Checkpointer, StopRequest, check_model_config, write_model_config
+from diffjax.checkpoint import StopRequest, write_model_config
 from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
-from diffjax.logging_utils import MetricWriter, Throughput, save_grid
+from diffjax.logging_utils import save_grid
 from diffjax.plots import plot_training_curves
-from diffjax.run_base import NONFINITE_MODES, _check_training_section, check_workdir_writable  # noqa: F401  (re-exported)
-from diffjax.run_base import restore_or_start
-from diffjax.run_config import get_base_config, write_run_config
-from diffjax.sharding import (check_batch_divisible, data_sharding, host_local_to_global, make_mesh, per_device_bytes,
-                              replicated, state_shardings)
+from diffjax.run_base import NONFINITE_MODES, check_workdir_writable  # noqa: F401  (re-exported)
+from diffjax.run_config import write_run_config
+from diffjax.sharding import replicated
+from diffjax.trainer import LoopTask, check_run_workdir, host_batches, prepare_run, train_loop
 from diffjax.training import create_train_state, make_train_step
 
 __all__ = ["train_diffusion", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
-
-log = logging.getLogger("diffjax.train")
-
-
-def _stop_on_nonfinite(state, seen: int, step: int, checkpointer: Checkpointer) -> None:
-    """Raise if steps with a NaN/inf loss, gradient or update happened since ``seen`` were counted.
-
-    Checked where the loop reads its metrics anyway (log and checkpoint steps),
-    so there is no extra host sync. Those steps' updates were skipped on device,
-    and this runs before any save, so no checkpoint ever holds their effect.
-    """
-    count = int(jax.device_get(state.nonfinite_steps))
-    if count <= seen:
-        return
-    first = int(jax.device_get(state.first_nonfinite_step))
-    checkpointer.wait()  # so that latest_step() counts a save still being written
-    last = checkpointer.latest_step()
-    where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
-             else "no checkpoint was saved yet")
-    raise FloatingPointError(
-        f"non-finite (NaN/inf) loss, gradient or parameters at step {first} "
-        f"({count - seen} such step(s) up to step {step}, their updates skipped); "
-        f"stopping without saving. {where}. Try a lower --config.optim.lr or --config.optim.grad_clip, "
-        "or --config.training.nonfinite=skip to skip such updates and go on."
-    )
-
 
 def check_grad_accum(tc: ml_collections.ConfigDict, num_devices: int) -> None:
     """Refuse a ``grad_accum`` that does not split every device's rows into equal microbatches."""
@@ -92,11 +63,8 @@ class TrainingSetup:
     """Everything a run builds from its config before touching the workdir."""
 
     def __init__(self, config: ml_collections.ConfigDict):
-        builders.validate_config(config, get_base_config())
-        _check_training_section(config.training)
         self.config = config
-        self.mesh = make_mesh()
-        check_batch_divisible(config.training.batch_size, self.mesh)
+        self.mesh = prepare_run(config)
         check_grad_accum(config.training, self.mesh.devices.size)
         self.sde = builders.build_sde(config)
         self.loss_fn = builders.build_loss(config, self.sde)
@@ -162,28 +130,15 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
     model_config = dataclasses.asdict(run.model_config)
     defaults = {f.name: f.default for f in dataclasses.fields(run.model_config)
                 if f.default is not dataclasses.MISSING}
-    check_model_config(workdir, model_config, defaults)
-    check_workdir_writable(workdir)
+    check_run_workdir(workdir, model_config, defaults)
     latent = getattr(run.pipeline, "needs_autoencoder", False)
     if latent:  # latent diffusion: check the autoencoder, read (resume) or measure the latent scale
         run.pipeline.prepare_run(workdir, run.dataset, config.training)
 
     # -- nothing was written before this line --------------------------------
     tc = config.training
-    if distributed.is_lead():
-        os.makedirs(workdir, exist_ok=True)
-    checkpointer = Checkpointer(workdir, keep=tc.keep_checkpoints)
-    rep = replicated(run.mesh)
-    init_state = run.take_initial_state()
-    # Replicated, or split over the devices with sharding.fsdp (the checkpoint restores onto either).
-    state_sharding = state_shardings(init_state, run.mesh, fsdp=config.sharding.fsdp)
-    state = restore_or_start(checkpointer, init_state, state_sharding)
-    del init_state
-    if distributed.is_lead():
-        log.info("training state: %.1f MB of parameters per device (%s)", per_device_bytes(state.params) / 2**20,
-                 "fsdp" if config.sharding.fsdp else "replicated")
-    # Written only once the restore worked: a refused resume leaves the run's files as they were.
-    if distributed.is_lead():
+
+    def write_files():
         write_model_config(workdir, model_config)
         write_run_config(workdir, config)
         if latent:
@@ -200,73 +155,19 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
         use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0,
         grad_accum=tc.grad_accum,
     )
-    train_step = jax.jit(
-        train_step,
-        in_shardings=(state_sharding, data_sharding(run.mesh), rep),
-        out_shardings=(state_sharding, rep),
-        donate_argnums=0,
-    )
-    base_key = jax.random.key(tc.seed)
-    grid_key = jax.random.key(config.sampling.seed)
+    rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
+    # The iterator's batch for train step `step` is data step `step - 1`.
+    prepare = lambda batch, data_step: run.pipeline.prepare_batch(batch, step=data_step, seed=tc.seed, rows=rows)  # noqa: E731
     # Sample grids and the FD demo are for pixel-space score networks (as before: every other network).
     pixel_model = run.pipeline.network != "autoencoder" and not latent
-    grid_fn = (run.generate_fn(tc.num_grid_samples)
-               if pixel_model and tc.sample_every > 0 and tc.num_grid_samples > 0 else None)
-
-    start = int(state.step)
-    nonfinite_seen = int(jax.device_get(state.nonfinite_steps))
-    # Hosts agree on SIGTERM (any host's) so that all stop and save after the same step.
-    stop_vote = distributed.StopVote(run.mesh)
-    writer = MetricWriter(workdir)
-    stop = (stop or StopRequest()).install()
-    batches = run.dataset.iterator(
-        tc.batch_size,
-        start_step=start,
-        seed=tc.seed,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    )
-    rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
-    throughput = Throughput(start, tc.num_steps, tc.batch_size)
-    bar = tqdm(total=tc.num_steps, initial=start, disable=not (tc.progress_bar and distributed.is_lead()), desc="train")
-    last_metrics, stopped_early, step = {}, False, start
-    try:
-        for step in range(start + 1, tc.num_steps + 1):
-            # The iterator's batch for train step `step` is data step `step - 1`.
-            batch = run.pipeline.prepare_batch(next(batches), step=step - 1, seed=tc.seed, rows=rows)
-            batch = host_local_to_global(batch, run.mesh)
-            state, metrics = train_step(state, batch, base_key)
-            bar.update(1)
-            stop_now = stop_vote.vote(stop.requested)
-            save_now = step % tc.ckpt_every == 0 or step == tc.num_steps or stop_now
-            if step % tc.log_every == 0 or step == tc.num_steps or save_now:
-                last_metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if tc.nonfinite == "stop":
-                    _stop_on_nonfinite(state, nonfinite_seen, step, checkpointer)
-                if step % tc.log_every == 0 or step == tc.num_steps:
-                    last_metrics.update(throughput.update(step))
-                    writer.write_scalars(step, last_metrics)
-                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", img_s=f"{last_metrics['images_per_sec']:.0f}")
-            if grid_fn is not None and step % tc.sample_every == 0:
-                images = np.asarray(grid_fn(state.ema_params, jax.random.fold_in(grid_key, step)))
-                if distributed.is_lead():
-                    path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
-                    writer.write_image(step, "samples", save_grid(path, images))
-            if save_now:
-                checkpointer.save(step, state)
-            if stop_now:
-                if distributed.is_lead():
-                    log.warning("stopped by SIGTERM after step %d; checkpoint saved in %s", step, checkpointer.directory)
-                stopped_early = True
-                break
-    finally:
-        bar.close()
-        batches.close()
-        stop.uninstall()
-        checkpointer.close()
-        writer.close()
-
-    summary = {"step": int(state.step), "final_loss": last_metrics.get("loss"), "stopped_early": stopped_early}
+    grid = (run.generate_fn(tc.num_grid_samples)
+            if pixel_model and tc.sample_every > 0 and tc.num_grid_samples > 0 else None)
+    task = LoopTask(run.mesh, run.take_initial_state, train_step, lambda start: host_batches(run.dataset, tc, start, prepare),
+                    tc.num_steps, tc.batch_size, write_files=write_files, fsdp=config.sharding.fsdp,
+                    grid_fn=None if grid is None else lambda state, key: grid(state.ema_params, key))
+    result = train_loop(task, workdir, config, stop=stop)
+    state, stopped_early = result.state, result.stopped_early
+    summary = {"step": int(state.step), "final_loss": result.metrics.get("loss"), "stopped_early": stopped_early}
     if not stopped_early and config.eval.enabled and run.pipeline.network == "autoencoder":
         from diffjax.ldm import evaluate_autoencoder  # reconstruction PSNR / LPIPS on held-out crops
 

@@ -29,6 +29,9 @@ __all__ = [
     "create_train_state",
     "make_train_step",
     "ema_decay_at",
+    "ema_update",
+    "all_finite",
+    "keep_finite",
     "model_from_state",
 ]
 
@@ -162,6 +165,35 @@ def ema_decay_at(step: Array, ema_decay: float) -> Array:
     return jnp.minimum(ema_decay, (1.0 + step) / (10.0 + step))
 
 
+def ema_update(ema: PyTree, params: PyTree, step: Array, ema_decay: float) -> PyTree:
+    """The moving average after the update of step ``step`` (0-based): decay :func:`ema_decay_at` ``(step)``."""
+    decay = ema_decay_at(step, ema_decay)
+    return jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
+
+
+def all_finite(tree: PyTree) -> Array:
+    """Whether every element of every leaf of ``tree`` is finite (a boolean scalar)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(tree)]))
+
+
+def keep_finite(old, new, finite: Array):
+    """The state after one step: ``new`` if ``finite``, else ``old``; the step advances either way.
+
+    The non-finite guard of every trainer. A NaN/inf loss, gradient or updated
+    parameter keeps parameters, optimizer state and EMA as they were (no host
+    sync: the choice is made on device), but the step still advances so the data
+    order stays that of every other run. ``old`` and ``new`` are the same
+    dataclass with ``step``, ``nonfinite_steps`` (the running count of such
+    steps) and ``first_nonfinite_step`` (the first, 1-based; 0 if none).
+    """
+    step = old.step + 1
+    nonfinite_steps = old.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
+    first_bad = jnp.where(finite | (old.first_nonfinite_step > 0), old.first_nonfinite_step, step)
+    kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    return dataclasses.replace(kept, step=step, nonfinite_steps=nonfinite_steps,
+                               first_nonfinite_step=first_bad.astype(jnp.int32))
+
+
 def make_train_step(
     graphdef,
     loss_fn: Callable,
@@ -259,8 +291,7 @@ def make_train_step(
             loss, aux, grads = accumulate_grads(grads_of, state, batch, key, grad_accum)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        decay = ema_decay_at(state.step, ema_decay)
-        ema_params = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+        ema_params = ema_update(state.ema_params, params, state.step, ema_decay)
 
         grad_norm = optax.global_norm(grads)
         metrics = {"loss": loss, "grad_norm": grad_norm}
@@ -269,24 +300,9 @@ def make_train_step(
         for name, value in (aux or {}).items():
             if name not in metrics and jnp.ndim(value) == 0:
                 metrics[name] = value
-        # Non-finite guard: a NaN/inf loss, gradient or updated parameter keeps params,
-        # optimizer state and EMA as they were (no host sync: the choice is made on
-        # device), but the step still advances so the data order stays that of every other run.
-        params_finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & params_finite
-        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        step = state.step + 1
-        nonfinite_steps = state.nonfinite_steps + jnp.where(finite, 0, 1).astype(jnp.int32)
-        first_bad = jnp.where(finite | (state.first_nonfinite_step > 0), state.first_nonfinite_step, step)
-        new_state = state.replace(
-            step=step,
-            params=keep(params, state.params),
-            opt_state=keep(opt_state, state.opt_state),
-            ema_params=keep(ema_params, state.ema_params),
-            nonfinite_steps=nonfinite_steps,
-            first_nonfinite_step=first_bad.astype(jnp.int32),
-        )
-        metrics["nonfinite_steps"] = nonfinite_steps
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+        new_state = keep_finite(state, state.replace(params=params, opt_state=opt_state, ema_params=ema_params), finite)
+        metrics["nonfinite_steps"] = new_state.nonfinite_steps
         return new_state, metrics
 
     return train_step

@@ -32,8 +32,9 @@ def main() -> None:
     parser.add_argument("--stop-after-first-step", action="store_true")
     parser.add_argument("--out", default=None)
     parser.add_argument("--sample-dir", default=None)
-    # "lsgm": the LSGM smoke config cut to --steps / --batch (its own state: no --out).
-    parser.add_argument("--task", default="generate", choices=("generate", "lsgm"))
+    # "lsgm": the LSGM smoke config cut to --steps / --batch (--out: its EMA parameters);
+    # "ddep": DDeP pretraining on 8x8 scenes (its finished weights are the run's segmentation.npz).
+    parser.add_argument("--task", default="generate", choices=("generate", "lsgm", "ddep"))
     parser.add_argument("--folder", default=None, help="train on this image folder (8x8 RGB crops) instead of digits")
     args = parser.parse_args()
 
@@ -59,6 +60,13 @@ def main() -> None:
         config.training.num_steps, config.training.batch_size = args.steps, args.batch
         config.training.ckpt_every, config.training.log_every = args.steps, 1
         config.training.sample_every, config.training.progress_bar, config.eval.enabled = 0, False, False
+    if args.task == "ddep":
+        from configs.segmentation_ddep import get_config
+
+        config = get_config("pretrain_smoke")
+        config.data.image_size, config.model.channel_mult = 8, (1,)
+        config.training.num_steps, config.training.batch_size = args.steps, args.batch
+        config.training.ckpt_every, config.training.log_every, config.training.progress_bar = args.steps, 1, False
     if args.ckpt_every:
         config.training.ckpt_every = args.ckpt_every
     if args.folder:
@@ -74,8 +82,13 @@ def main() -> None:
         sys.exit(3)
     if args.out:
         # Every process takes part in the restore; process 0 writes the file.
-        state = restore_state(args.workdir, config)
-        params = {k: np.asarray(jax.device_get(v)) for k, v in flat_params_global(state.params).items()}
+        if args.task == "lsgm":  # the EMAs: a function of every step's parameters
+            from diffjax.run_lsgm import load_lsgm
+
+            params = flat_params_global(load_lsgm(args.workdir, config)[1:3])
+        else:
+            params = flat_params_global(restore_state(args.workdir, config).params)
+        params = {k: np.asarray(jax.device_get(v)) for k, v in params.items()}
         if jax.process_index() == 0:
             np.savez(args.out, **params)
     result = {"devices": jax.device_count(), "processes": jax.process_count(), "step": summary["step"]}

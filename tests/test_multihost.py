@@ -74,15 +74,28 @@ def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
     _assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
 
 
-def test_lsgm_two_processes_train_like_one(tmp_path):
-    """LSGM's loop reads each host's rows of the batch and votes on stopping, as the plain loop does."""
-    two, one = str(tmp_path / "lsgm_2x4"), str(tmp_path / "lsgm_1x8")
-    jobs = [start_job(2, 4, "--workdir", two, "--task", "lsgm"), start_job(1, 8, "--workdir", one, "--task", "lsgm")]
+def _kind_two_processes_like_one(tmp_path, task: str) -> tuple[str, str]:
+    """3 steps of ``task`` on 2 processes x 4 devices and on 1 x 8: the same per-step losses (to 1e-4)."""
+    two, one = str(tmp_path / f"{task}_2x4"), str(tmp_path / f"{task}_1x8")
+    jobs = [start_job(2, 4, "--workdir", two, "--task", task), start_job(1, 8, "--workdir", one, "--task", task)]
     s_two, s_one = (finish_job(job) for job in jobs)
     assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 8, 3)
     assert (s_one["processes"], s_one["devices"], s_one["step"]) == (1, 8, 3)
     assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]  # process 0 writes, once per step
     assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
+    return two, one
+
+
+def test_lsgm_two_processes_train_like_one(tmp_path):
+    """LSGM's loop reads each host's rows of the batch and votes on stopping, as the plain loop does."""
+    _kind_two_processes_like_one(tmp_path, "lsgm")
+
+
+def test_ddep_two_processes_train_like_one(tmp_path):
+    """DDeP pretraining runs the one loop: per-host rows, one process-0 metrics.jsonl, the same weights."""
+    two, one = _kind_two_processes_like_one(tmp_path, "ddep")
+    _assert_close_params(load_params(os.path.join(two, "segmentation.npz")),
+                         load_params(os.path.join(one, "segmentation.npz")), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -38,17 +38,23 @@ def _assert_bit_identical(a: dict, b: dict) -> None:
 
 
 class Attempts:
-    """Runs attempts on one workdir and records the steps each one trained."""
+    """Runs attempts on one workdir and records the steps each one trained.
 
-    def __init__(self, workdir: str):
-        self.workdir = workdir
+    ``args`` go to every attempt (e.g. ``("--task", "lsgm")``); ``steps`` is the run's
+    length and ``saved_steps(workdir)`` lists its complete checkpoints.
+    """
+
+    def __init__(self, workdir: str, *args: str, steps: int = STEPS, saved_steps=None):
+        self.workdir, self.args, self.steps = workdir, args, steps
+        self.saved_steps = saved_steps or _complete_checkpoints
         self.trained: list[list[int]] = []  # steps logged by each attempt
         self.resumed_from: list[int] = []  # latest complete checkpoint when each attempt started
 
     def start(self, *extra: str, env: dict | None = None):
         self._rows_before = len(metric_rows(self.workdir))
-        self.resumed_from.append(max(_complete_checkpoints(self.workdir), default=0))
-        self.proc = start(1, *_args(self.workdir, *extra), env=env)
+        self.resumed_from.append(max(self.saved_steps(self.workdir), default=0))
+        args = ["--workdir", self.workdir, "--steps", str(self.steps), "--ckpt-every", "1", *self.args, *extra]
+        self.proc = start(1, *args, env=env)
         return self.proc
 
     def logged_steps(self) -> list[int]:
@@ -69,7 +75,7 @@ class Attempts:
         for start_ckpt, steps in zip(self.resumed_from, self.trained):
             if steps:
                 assert steps == list(range(start_ckpt + 1, steps[-1] + 1)), (start_ckpt, steps)
-        assert self.trained[-1][-1] == STEPS
+        assert self.trained[-1][-1] == self.steps
         for row in metric_rows(self.workdir):
             assert row["loss"] == reference_losses[row["step"]], row
 
