@@ -146,8 +146,11 @@ def test_every_dataset_trains_through_grain_with_the_batches_of_batch(folder):
     # (an off-by-one in the record index) -> the digits batches differ.
     import grain
 
+    from diffjax.data.tfds import RecordDataset
+
     sets = [load_dataset("digits", image_size=16), load_dataset("scenes", image_size=16),
             load_dataset("photos", image_size=16),
+            RecordDataset("tfds:fake", "train", _records(7), 16, 3, seed=1, crop="random"),
             load_dataset("folder", data_dir=folder, image_size=16, channels=3, eval_fraction=0, crop="random")]
     for ds in sets:
         assert isinstance(ds.records(8, start_step=3), grain.MapDataset)
