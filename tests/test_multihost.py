@@ -158,6 +158,7 @@ def test_sample_py_super_resolves_on_two_processes(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_two_processes_of_one_device_train_like_one_process_of_two(tmp_path):
     # One device per process, the layout of GPU clusters. It crashed at the first log line: reading
     # addressable_shards of a state array there raises "input arrays must have one shard each" in JAX.
