@@ -4,9 +4,9 @@ Writes a folder of JPEGs of mixed sizes (``--min-px`` to ``--max-px`` per side) 
 (``--cache``), then, for each folder size in ``--files`` and each output size in
 ``--sizes``, runs a fresh Python process that loads the folder as
 ``load_dataset("folder", image_size=S, crop="random")`` and draws ``--batches``
-batches of ``--batch`` images through the prefetching iterator. Each run reports:
+batches of ``--batch`` images through the training iterator (grain, threads, prefetch). Each run reports:
 
-* ``first_batch_s``: from the start of loading to the first batch in hand;
+* ``first_batch_s``: from the start of loading (libraries already imported) to the first batch in hand;
 * ``images_per_s``: decoded, scaled and cropped images per second after the first batch;
 * ``peak_rss_mb``: the process's peak resident memory (``ru_maxrss``), which must
   not grow with the number of files (an eager loader would hold N x S x S x 3 bytes:
@@ -50,6 +50,8 @@ def write_folder(path: str, n: int, low: int, high: int, seed: int = 0) -> None:
 def measure(folder: str, size: int, batch: int, batches: int) -> dict:
     """One run in this process (called in a fresh subprocess by :func:`main`)."""
     import resource
+
+    import grain  # noqa: F401 - imported by every training process anyway (with Orbax): not timed
 
     from diffjax.data import load_dataset
 

@@ -13,6 +13,8 @@ stitches the slices into one global array.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -150,9 +152,17 @@ def state_shardings(state: PyTree, mesh: Mesh, *, fsdp: bool = False) -> PyTree:
 
 
 def per_device_bytes(tree: PyTree) -> int:
-    """Bytes of ``tree`` held by one device (the first addressable shard of each array)."""
+    """Bytes of ``tree`` held by one device: each array's shard shape under its sharding.
+
+    Computed from the sharding alone: reading ``addressable_shards`` fails in JAX for a
+    process that owns a single device of a multi-process mesh ("input arrays must have
+    one shard each"), the one-device-per-host layout of GPU clusters.
+    """
     total = 0
     for leaf in jax.tree.leaves(tree):
-        shards = getattr(leaf, "addressable_shards", None)
-        total += shards[0].data.nbytes if shards else np.asarray(leaf).nbytes
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is None:
+            total += np.asarray(leaf).nbytes
+        else:  # key arrays too: their dtype's itemsize counts the key data
+            total += math.prod(sharding.shard_shape(leaf.shape)) * leaf.dtype.itemsize
     return total

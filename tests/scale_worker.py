@@ -18,18 +18,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(HERE)]
 
 
-def scale_config(num_steps: int, fsdp: bool, grad_accum: int):
+def scale_config(num_steps: int, fsdp: bool, grad_accum: int, base_channels: int = 32):
     """The tiny digits run, widened so that FSDP has kernels worth splitting (base 32)."""
     from train_fixtures import tiny_config
 
     c = tiny_config(num_steps=num_steps, batch_size=16)
-    c.model.base_channels = 32
+    c.model.base_channels = base_channels
     c.sharding.fsdp = fsdp
     c.training.grad_accum = grad_accum
     return c
 
 
-def accum(k: int) -> dict:
+def accum(k: int, base_channels: int = 32, batch_size: int = 32) -> dict:
     """One step with ``grad_accum=k`` and one without, on a deterministic loss: same state."""
     import jax
     import jax.numpy as jnp
@@ -40,7 +40,7 @@ def accum(k: int) -> dict:
     from diffjax.sharding import data_sharding, replicated
     from diffjax.training import make_train_step
 
-    run = TrainingSetup(scale_config(1, False, 1))
+    run = TrainingSetup(scale_config(1, False, 1, base_channels))
     state = run.take_initial_state()
     # Move the zero-initialised output layer off zero so every gradient is non-trivial.
     state = state.replace(params=jax.tree.map(
@@ -55,7 +55,7 @@ def accum(k: int) -> dict:
     optimizer = optax.sgd(0.5)
     state = state.replace(opt_state=optimizer.init(state.params))
     rng = np.random.default_rng(0)
-    batch = {"image": rng.uniform(-1, 1, (32,) + run.dataset.image_shape).astype(np.float32)}
+    batch = {"image": rng.uniform(-1, 1, (batch_size,) + run.dataset.image_shape).astype(np.float32)}
     rep, data = replicated(run.mesh), data_sharding(run.mesh)
     outs = []
     for kk in (1, k):
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--fsdp", action="store_true")
     parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--base-channels", type=int, default=32, help="accum: the UNet's width")
+    parser.add_argument("--batch", type=int, default=32, help="accum: rows of the one batch")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
 
@@ -87,7 +89,7 @@ def main() -> None:
     from train_fixtures import flat_params, restore_state
 
     if args.mode == "accum":
-        print(json.dumps(accum(args.grad_accum)))
+        print(json.dumps(accum(args.grad_accum, args.base_channels, args.batch)))
         return
     config = scale_config(args.steps, args.fsdp, args.grad_accum)
     if args.mode == "train":

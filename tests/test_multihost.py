@@ -168,3 +168,17 @@ def test_sample_py_super_resolves_on_two_processes(tmp_path):
     assert sorted(pa) == ["small.png", "tiled.png"] == sorted(pb)
     assert pa["tiled.png"].shape == (24, 32, 3)
     _assert_same_pngs(pa, pb, "2 x 4 vs 1 x 1")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_two_processes_of_one_device_train_like_one_process_of_two(tmp_path):
+    # One device per process, the layout of GPU clusters. It crashed at the first log line: reading
+    # addressable_shards of a state array there raises "input arrays must have one shard each" in JAX.
+    two, one = str(tmp_path / "two_by_one"), str(tmp_path / "one_by_two")
+    jobs = [start_job(2, 1, "--workdir", two, "--out", two + ".npz"),
+            start_job(1, 2, "--workdir", one, "--out", one + ".npz")]
+    s_two, s_one = (finish_job(job) for job in jobs)
+    assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 2, 3)
+    assert _losses(two) == pytest.approx(_losses(one), rel=2e-5)
+    _assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))

@@ -21,7 +21,7 @@ from jax.ad_checkpoint import print_saved_residuals
 from worker_procs import finish, start
 
 from diffjax.nn import UNet, UNetConfig
-from diffjax.sharding import fsdp_spec
+from diffjax.sharding import fsdp_spec, per_device_bytes
 from diffjax.training import split_microbatches
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "scale_worker.py")
@@ -31,15 +31,25 @@ def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_grad_accum_matches_one_batch_on_eight_devices():
-    # Mutation tried: summing instead of averaging the microbatch gradients -> max_state_diff ~0.1.
-    out = _last_json(finish(start(8, "accum", "--grad-accum", "4", script=WORKER))[0])
+def _check_accum(*args: str) -> None:
+    out = _last_json(finish(start(8, "accum", *args, script=WORKER))[0])
     assert out["devices"] == 8
     assert out["max_update"] > 1e-3  # the step moved the parameters, so equal states mean equal updates
     assert out["max_state_diff"] < 1e-6
     assert out["loss"][0] == pytest.approx(out["loss"][1], rel=1e-6)
     assert out["grad_norm"][0] == pytest.approx(out["grad_norm"][1], rel=1e-6)
     assert out["mean_c"][0] == pytest.approx(out["mean_c"][1], rel=1e-6)
+
+
+def test_grad_accum_matches_one_batch_on_eight_devices():
+    # Smoke size: the UNet of width 8 (the full-size test below uses 32), 4 microbatches of 8 rows.
+    _check_accum("--grad-accum", "4", "--base-channels", "8", "--batch", "32")
+
+
+@pytest.mark.slow
+def test_grad_accum_matches_one_batch_on_eight_devices_full_size():
+    # Mutation tried: summing instead of averaging the microbatch gradients -> max_state_diff ~0.1.
+    _check_accum("--grad-accum", "4")
 
 
 def test_microbatches_are_strided_rows():
@@ -51,9 +61,9 @@ def test_microbatches_are_strided_rows():
         split_microbatches(batch, 5)
 
 
-def _unet(remat: bool):
-    cfg = UNetConfig(image_size=16, in_channels=3, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                     attn_resolutions=(8,), remat=remat)
+def _unet(remat: bool, size: int, base: int, mult: tuple[int, ...]):
+    cfg = UNetConfig(image_size=size, in_channels=3, base_channels=base, channel_mult=mult, num_res_blocks=1,
+                     attn_resolutions=(size // len(mult),), remat=remat)
     graphdef, params, rest = nnx.split(UNet(cfg, rngs=nnx.Rngs(params=0)), nnx.Param, ...)
     # Off the zero-initialised output layer, so the gradients are non-trivial.
     params = jax.tree.map(lambda p: p + 0.05 * jax.random.normal(jax.random.key(3), p.shape, p.dtype), params)
@@ -70,12 +80,12 @@ def _saved_bytes(fn, *args) -> int:
     return sum(4 * int(np.prod([int(d) for d in s.split(",")])) for s in shapes)
 
 
-def test_remat_same_loss_and_grads_with_fewer_saved_activations():
-    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
-    c = jnp.linspace(0.1, 0.9, 4)
+def _check_remat(size: int, base: int, mult: tuple[int, ...], batch: int) -> None:
+    x = jax.random.normal(jax.random.key(1), (batch, size, size, 3))
+    c = jnp.linspace(0.1, 0.9, batch)
     results = {}
     for remat in (False, True):
-        graphdef, params, rest = _unet(remat)
+        graphdef, params, rest = _unet(remat, size, base, mult)
 
         def loss(p, graphdef=graphdef, rest=rest):
             return jnp.mean((nnx.merge(graphdef, p, rest)(x, c) - x) ** 2)
@@ -91,11 +101,29 @@ def test_remat_same_loss_and_grads_with_fewer_saved_activations():
     assert s1 < 0.5 * s0, (s0, s1)
 
 
+def test_remat_same_loss_and_grads_with_fewer_saved_activations():
+    # Smoke size (half the compile of the full one): one level of residual blocks with attention,
+    # an 8x8 UNet of width 8, batch 2; the same assertions.
+    _check_remat(size=8, base=8, mult=(1,), batch=2)
+
+
+@pytest.mark.slow
+def test_remat_same_loss_and_grads_with_fewer_saved_activations_full_size():
+    _check_remat(size=16, base=16, mult=(1, 2), batch=4)
+
+
 def test_fsdp_spec_cuts_the_largest_divisible_axis():
     assert fsdp_spec((3, 3, 32, 64), 8) == jax.sharding.PartitionSpec(None, None, None, "data")
     assert fsdp_spec((3, 3, 12, 20), 8) == jax.sharding.PartitionSpec()  # nothing divisible
     assert fsdp_spec((64,), 8) == jax.sharding.PartitionSpec()  # too small to be worth it
     assert fsdp_spec((4096,), 1) == jax.sharding.PartitionSpec()
+
+
+def test_per_device_bytes_come_from_the_sharding_not_the_shards():
+    # The shards of a multi-process array with one device per process cannot be read (a JAX limit),
+    # so the count uses shard shapes only: float32, int32 and a key array, and a numpy leaf.
+    tree = {"w": jnp.ones((4, 8)), "n": jnp.zeros((), jnp.int32), "key": jax.random.key(0), "np": np.ones(3, np.int16)}
+    assert per_device_bytes(tree) == 4 * 8 * 4 + 4 + jax.random.key(0).dtype.itemsize + 3 * 2
 
 
 def _params(path: str) -> dict:

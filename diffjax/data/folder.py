@@ -41,7 +41,7 @@ from PIL import Image
 
 from diffjax import image_io
 
-from diffjax.data.pipeline import EVAL_STREAM, ArrayDataset, check_nonneg_int, host_rows, to_unit_range
+from diffjax.data.pipeline import EVAL_STREAM, ArrayDataset, check_nonneg_int, to_unit_range
 from diffjax.data.streaming import CROPS, LazyImages, scale_and_crop
 
 __all__ = [
@@ -241,14 +241,13 @@ class FolderDataset(ArrayDataset):
 
     def batch(self, step, global_batch_size, *, seed=0, process_index=0, process_count=1):
         """As :meth:`Dataset.batch`; labelled folders add ``"label_map"``: int32 ``(L, H, W)``."""
+        return super().batch(step, global_batch_size, seed=seed, process_index=process_index,
+                             process_count=process_count)
+
+    def _batch_of_rows(self, step, global_batch_size, rows, seed):
         if not self.labelled:
-            return super().batch(
-                step, global_batch_size, seed=seed, process_index=process_index, process_count=process_count
-            )
-        step = check_nonneg_int("step", step)
-        seed = check_nonneg_int("seed", seed)
-        rows = host_rows(global_batch_size, process_index, process_count)
-        index = self._indices(step, int(global_batch_size), rows, seed)
+            return super()._batch_of_rows(step, global_batch_size, rows, seed)
+        index = self._indices(step, global_batch_size, rows, seed)
         images, labels = self._rows_at(index)
         return {"image": images, "label": labels, "label_map": self._label_maps[index].astype(np.int32)}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import abc
 import functools
 import operator
-import queue
+import os
 import threading
 from typing import Iterator
 
@@ -147,6 +147,15 @@ class Dataset(abc.ABC):
     def eval_images(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` deterministic images, float32 ``(n, H, W, C)`` in [-1, 1], for metrics."""
 
+    def _batch_of_rows(self, step: int, global_batch_size: int, rows: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+        """The given rows of global batch ``step`` as a batch dict (datasets with more entries extend it)."""
+        images, labels = self._rows(step, global_batch_size, rows, seed)
+        return {"image": images, "label": labels}
+
+    def _row(self, step: int, global_batch_size: int, row: int, seed: int) -> dict[str, np.ndarray]:
+        """One row of global batch ``step``: the pipeline's record (a batch's rows never depend on each other)."""
+        return {k: v[0] for k, v in self._batch_of_rows(step, global_batch_size, np.asarray([row]), seed).items()}
+
     def batch(
         self,
         step: int,
@@ -176,8 +185,41 @@ class Dataset(abc.ABC):
         step = check_nonneg_int("step", step)
         seed = check_nonneg_int("seed", seed)
         rows = host_rows(global_batch_size, process_index, process_count)
-        images, labels = self._rows(step, int(global_batch_size), rows, seed)
-        return {"image": images, "label": labels}
+        return self._batch_of_rows(step, int(global_batch_size), rows, seed)
+
+    def records(
+        self,
+        global_batch_size: int,
+        start_step: int = 0,
+        seed: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+    ):
+        """This host's rows of every step from ``start_step`` on, as a random-access ``grain.MapDataset``.
+
+        Element ``k`` is row ``host_rows[k % L]`` of global batch ``start_step + k // L``
+        (``L`` rows per host), decoded, scaled, cropped and flipped by this dataset's own
+        seeded rules, so any element is a pure function of its index: the step is the
+        pipeline's whole position, and the hosts read disjoint rows of one global batch.
+
+        Args:
+          global_batch_size, start_step, seed, process_index, process_count: as in :meth:`iterator`.
+
+        Returns:
+          An endless ``grain.MapDataset`` of ``{"image", "label", ...}`` rows.
+        """
+        import grain  # local: the pipeline's only user of it
+
+        start_step = check_nonneg_int("start_step", start_step)
+        seed = check_nonneg_int("seed", seed)
+        rows = host_rows(global_batch_size, process_index, process_count)
+        size, local = int(global_batch_size), len(rows)
+
+        def record(k: int) -> dict[str, np.ndarray]:
+            step, r = divmod(k, local)
+            return self._row(step, size, int(rows[r]), seed)
+
+        return grain.MapDataset.range(start_step * local, _ENDLESS).map(record)
 
     def iterator(
         self,
@@ -190,28 +232,28 @@ class Dataset(abc.ABC):
     ) -> Iterator[dict[str, np.ndarray]]:
         """Endless iterator over ``batch(s, ...)`` for ``s = start_step, start_step + 1, ...``.
 
+        The rows come from :meth:`records` through grain: decoded by ``DIFFJAX_DECODE_THREADS``
+        threads (default the CPU count, at most 32) ``prefetch`` batches ahead, then
+        batched in order, so the batches are exactly :meth:`batch`'s.
+
         Args:
           global_batch_size, seed, process_index, process_count: as in :meth:`batch`.
           start_step: first step to yield (the step to resume from).
-          prefetch: batches built ahead in a background thread; 0 builds them inline.
+          prefetch: batches decoded ahead by the threads; 0 decodes each row when it is needed.
 
         Returns:
-          A generator; closing it (or dropping it) stops the background thread.
+          A generator; closing it (or dropping it) stops grain's threads.
         """
+        import grain
+
         # Validate now, not at the first next(), so mistakes surface at the call site.
-        start_step = check_nonneg_int("start_step", start_step)
         prefetch = check_nonneg_int("prefetch", prefetch)
-        host_rows(global_batch_size, process_index, process_count)
-        make = functools.partial(
-            self.batch,
-            global_batch_size=global_batch_size,
-            seed=seed,
-            process_index=process_index,
-            process_count=process_count,
-        )
-        if prefetch == 0:
-            return _inline_batches(make, start_step)
-        return _prefetched_batches(make, start_step, prefetch)
+        records = self.records(global_batch_size, start_step, seed, process_index, process_count)
+        local = len(host_rows(global_batch_size, process_index, process_count))
+        threads = decode_threads() if prefetch else 0
+        options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch * local)
+        batches = records.to_iter_dataset(options).batch(local, drop_remainder=True)
+        return _closing(iter(batches))
 
     def __repr__(self) -> str:
         return (
@@ -221,44 +263,23 @@ class Dataset(abc.ABC):
         )
 
 
-def _inline_batches(make, step):
-    while True:
-        yield make(step)
-        step += 1
+# MapDataset needs a length: one no run reaches stands for "endless".
+_ENDLESS = 2**62
 
 
-def _prefetched_batches(make, step, depth):
-    """Build batches in a daemon thread, ``depth`` ahead of the consumer."""
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+def decode_threads() -> int:
+    """Threads that decode rows (``DIFFJAX_DECODE_THREADS``, default the CPU count, at most 32)."""
+    return int(os.environ.get("DIFFJAX_DECODE_THREADS", 0)) or min(32, os.cpu_count() or 1)
 
-    def produce(s):
-        while not stop.is_set():
-            try:
-                item = (make(s), None)
-            except BaseException as err:  # handed to the consumer, which re-raises it
-                item = (None, err)
-            # Poll with a timeout so a closed generator never leaves the thread blocked.
-            while not stop.is_set():
-                try:
-                    slots.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if item[1] is not None:
-                return
-            s += 1
 
-    worker = threading.Thread(target=produce, args=(step,), daemon=True)
-    worker.start()
+def _closing(batches):
+    """Yield from a grain iterator; closing the generator stops grain's prefetch threads."""
     try:
-        while True:
-            batch, err = slots.get()
-            if err is not None:
-                raise err
-            yield batch
+        yield from batches
     finally:
-        stop.set()
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
 
 
 class ArrayDataset(Dataset):

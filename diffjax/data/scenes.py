@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from diffjax.data.builtin import load_fashion_mnist
-from diffjax.data.pipeline import EVAL_STREAM, TRAIN_STREAM, Dataset, check_nonneg_int, host_rows, to_unit_range
+from diffjax.data.pipeline import EVAL_STREAM, TRAIN_STREAM, Dataset, check_nonneg_int, to_unit_range
 
 __all__ = [
     "Scenes",
@@ -199,9 +199,10 @@ class Scenes(Dataset):
 
     def batch(self, step, global_batch_size, *, seed=0, process_index=0, process_count=1):
         """As :meth:`Dataset.batch`, plus ``"label_map"``: int32 ``(L, S, S)`` in ``[0, 11)``."""
-        step = check_nonneg_int("step", step)
-        seed = check_nonneg_int("seed", seed)
-        rows = host_rows(global_batch_size, process_index, process_count)
+        return super().batch(step, global_batch_size, seed=seed, process_index=process_index,
+                             process_count=process_count)
+
+    def _batch_of_rows(self, step, global_batch_size, rows, seed):
         images, label_maps = self._many([TRAIN_STREAM, self.seed, seed, step, int(r)] for r in rows)
         return {
             "image": to_unit_range(images),

@@ -7,17 +7,20 @@ host memory is that of the batches in flight whatever the number of files.
 Which files a batch reads stays a pure function of the step
 (:class:`~diffjax.data.pipeline.ArrayDataset`), so the checkpoint's step is the
 pipeline's whole position: a run resumed mid-epoch reads exactly the batches
-the uninterrupted run read, and each host decodes only its own rows.
+the uninterrupted run read, and each host decodes only its own rows. Training
+reads through grain (:meth:`~diffjax.data.pipeline.Dataset.iterator`); this pool
+serves :meth:`~diffjax.data.pipeline.Dataset.batch` and evaluation images.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import threading
 from typing import Callable, Sequence
 
 import numpy as np
+
+from diffjax.data.pipeline import decode_threads
 
 __all__ = ["LazyImages", "decode_pool", "scale_and_crop", "CROPS"]
 
@@ -32,8 +35,7 @@ def decode_pool() -> concurrent.futures.ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            workers = int(os.environ.get("DIFFJAX_DECODE_THREADS", 0)) or min(32, os.cpu_count() or 1)
-            _POOL = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="diffjax-decode")
+            _POOL = concurrent.futures.ThreadPoolExecutor(decode_threads(), thread_name_prefix="diffjax-decode")
         return _POOL
 
 

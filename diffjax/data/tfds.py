@@ -177,7 +177,8 @@ class RecordDataset(ArrayDataset):
             rng = (np.random.default_rng([CROP_STREAM, self.seed, seed, int(positions[k])]) if random else None)
             return self._record(int(index[k]), rng)
 
-        records = list(decode_pool().map(read, range(len(index))))
+        # One row (grain's record, already on a decoding thread) is read here; a batch uses the pool.
+        records = [read(0)] if len(index) == 1 else list(decode_pool().map(read, range(len(index))))
         images = np.stack([r[0] for r in records])
         return to_unit_range(images), np.asarray([r[1] for r in records], np.int32)
 
