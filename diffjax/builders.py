@@ -134,6 +134,16 @@ def _refuse_training(config: ml_collections.ConfigDict) -> None:
                          "train a diffjax UNet (model.architecture='unet') in a new workdir instead")
 
 
+def unet_model_keys(config: ml_collections.ConfigDict) -> dict:
+    """``config.model`` as ``UNetConfig`` keyword arguments (tuples for the lists), without the keys that pick the
+    network class; refuses a converted diffusers UNet, which trains in no diffjax loop."""
+    _refuse_training(config)
+    kwargs = {k: v for k, v in config.model.items() if k not in _ARCHITECTURE_KEYS}
+    kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
+    kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+    return kwargs
+
+
 # -- builders ----------------------------------------------------------------
 
 
@@ -176,9 +186,7 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     unknown = sorted(set(config.model.keys()) - fields - set(_ARCHITECTURE_KEYS))
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
-    kwargs = {k: v for k, v in config.model.items() if k not in _ARCHITECTURE_KEYS}
-    kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
-    kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+    kwargs = unet_model_keys(config)
     kwargs.update(image_size=height, in_channels=channels)
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
     kwargs["cond_channels"] = pipeline.cond_channels(image_shape)

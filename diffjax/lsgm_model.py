@@ -140,9 +140,8 @@ def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: in
         raise ValueError(f"LSGM needs config.sde.name='vp' (its cross-entropy is derived for VP), got {config.sde.name!r}")
     vae_config = _vae_config(config, image_shape)
     h, _, c = vae_config.latent_shape
-    kwargs = dict(config.model.items())
-    kwargs.update(channel_mult=tuple(kwargs["channel_mult"]), attn_resolutions=tuple(kwargs["attn_resolutions"]),
-                  image_size=h, in_channels=c, num_classes=0)
+    kwargs = builders.unet_model_keys(config)
+    kwargs.update(image_size=h, in_channels=c, num_classes=0)
     prior_config = UNetConfig(**kwargs)
     rngs = nnx.Rngs(params=config.training.seed if seed is None else seed)
     vae = VAE(vae_config, rngs=rngs)

@@ -228,9 +228,8 @@ def _seg_unet_config(config, image_shape, out_channels):
     """A plain UNet of ``config.model`` for ``image_shape`` (no condition, no labels)."""
     from diffjax.nn import UNetConfig
 
-    kwargs = dict(config.model.items())
-    kwargs.update(channel_mult=tuple(kwargs["channel_mult"]), attn_resolutions=tuple(kwargs["attn_resolutions"]),
-                  image_size=int(image_shape[0]), in_channels=int(image_shape[2]), out_channels=out_channels)
+    kwargs = builders.unet_model_keys(config)
+    kwargs.update(image_size=int(image_shape[0]), in_channels=int(image_shape[2]), out_channels=out_channels)
     return UNetConfig(**kwargs)
 
 
