@@ -159,24 +159,25 @@ def main() -> None:
         cond = jnp.asarray(upsample(low, pipeline.scale))
         classes = content_classes(hr, args.defocus_std)
         flat = flat_mask(hr)
-        outputs = {"bicubic": [np.clip(np.asarray(cond), -1, 1)]}
-        for v in variants:
-            if v == "untiled" and size <= mc.image_size:
-                continue
-            outputs[v] = [np.asarray(fns[v](params, cond, jnp.asarray(low), jax.random.key(s)))
-                          for s in range(args.seeds)]
-            print(f"  size {size}: {v} done", flush=True)
-        rows = {}
-        per_image = {}
-        for name, outs in outputs.items():
+
+        def score(outs):
             lp = np.stack([np.asarray(metrics.lpips(o, hr), np.float64) for o in outs])
             ps = np.stack([np.asarray(metrics.psnr(o, hr), np.float64) for o in outs])
             gr = np.stack([grain(o, flat) for o in outs])
-            per_image[name] = lp
-            rows[name] = {"lpips": round(float(lp.mean()), 4), "psnr": round(float(ps.mean()), 2),
-                          "grain_flat": round(float(np.nanmean(gr)), 3),
-                          **{f"lpips_{c}": round(float(lp[:, classes == c].mean()), 4) if (classes == c).any() else None
-                             for c in ("smooth", "defocused", "textured")}}
+            return lp, {"lpips": round(float(lp.mean()), 4), "psnr": round(float(ps.mean()), 2),
+                        "grain_flat": round(float(np.nanmean(gr)), 3),
+                        **{f"lpips_{c}": round(float(lp[:, classes == c].mean()), 4) if (classes == c).any()
+                           else None for c in ("smooth", "defocused", "textured")}}
+
+        per_image, rows = {}, {}
+        per_image["bicubic"], rows["bicubic"] = score([np.clip(np.asarray(cond), -1, 1)])
+        for v in variants:
+            if v == "untiled" and size <= mc.image_size:
+                continue
+            per_image[v], rows[v] = score([np.asarray(fns[v](params, cond, jnp.asarray(low), jax.random.key(s)))
+                                           for s in range(args.seeds)])
+            print(f"  size {size}: {v} {rows[v]}", flush=True)  # partial results survive an interruption
+        outputs = rows
         result["sizes"][str(size)] = {"num": args.num, "classes": {c: int((classes == c).sum())
                                                                    for c in ("smooth", "defocused", "textured")},
                                       "flat_share": round(float(flat.mean()), 3),
