@@ -11,8 +11,8 @@ For a trained SR3 run (``configs/sr3_photos_x4.py``) this super-resolves ``photo
   ``--ode-steps`` of the 40 steps (no fresh noise at the low noise levels);
 * ``stop early``: ``eta=1`` down to ``t = --switch`` only, then one Tweedie step
   (the network is never evaluated at the lowest noise levels);
-* ``untiled``: the default sampler on the whole image at once (the photo UNet has no
-  attention, so it runs at any size): the tile windows removed;
+* ``untiled`` (not in the default list): the default sampler on the whole image at once,
+  for networks that accept any size (the photo UNet checks its input size, so it refuses);
 
 and bicubic. Metrics per crop: LPIPS (AlexNet), PSNR, and the **grain**: the RMS of
 the output's high-pass (the image minus its Gaussian blur, sigma 1 px), in 8-bit levels,
@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--switch", type=float, default=0.15, help="time after which the sampler turns deterministic")
     p.add_argument("--ode-steps", type=int, default=10)
-    p.add_argument("--variants", default="default,ode,sde+ode,stop early,untiled")
+    p.add_argument("--variants", default="default,ode,sde+ode,stop early")
     p.add_argument("--defocus-std", type=float, default=0.06)
     args = p.parse_args()
 
