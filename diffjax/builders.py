@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 
 import ml_collections
@@ -31,26 +30,9 @@ from diffjax.training import make_lr_schedule, make_optimizer
 from diffjax.run_config import load_run_config
 from diffjax.config_checks import check_override_keys, fill_missing_keys, validate_config  # noqa: F401  (re-exported)
 
-__all__ = [
-    "SDES",
-    "SAMPLERS",
-    "validate_config",
-    "fill_missing_keys",
-    "build_sde",
-    "build_model_config",
-    "build_model",
-    "build_autoencoder_config",
-    "build_loss",
-    "build_sampler",
-    "build_dataset",
-    "build_optimizer",
-    "build_lr_schedule",
-    "build_pipeline",
-    "PIPELINES",
-    "load_model_config",
-    "restore_ema_model",
-    "first_stage_for",
-]
+__all__ = ["SDES", "SAMPLERS", "PIPELINES", "validate_config", "fill_missing_keys", "build_sde", "build_model_config",
+           "build_model", "build_autoencoder_config", "build_loss", "build_sampler", "build_dataset", "build_optimizer",
+           "build_lr_schedule", "build_pipeline", "load_model_config", "restore_ema_model", "first_stage_for"]
 
 SDES = {
     "vp": sde_lib.VPSDE,
@@ -115,6 +97,19 @@ def _pick(section: ml_collections.ConfigDict, cls) -> dict:
     return {k: v for k, v in section.items() if k in fields}
 
 
+def _network(name: str):
+    """``(network class, its config class)`` of ``pipeline.network`` (``"unet"``, ``"classifier"``, ``"autoencoder"``)."""
+    from diffjax import nn  # the network package is only needed here
+
+    return {"classifier": (nn.Classifier, nn.ClassifierConfig),
+            "autoencoder": (nn.Autoencoder, nn.AutoencoderConfig)}.get(name, (nn.UNet, nn.UNetConfig))
+
+
+def _with_tuples(kwargs: dict) -> dict:
+    """``kwargs`` with the list fields a JSON round trip leaves as lists made tuples (the configs are hashable)."""
+    return {**kwargs, **{k: tuple(kwargs.get(k, ())) for k in ("channel_mult", "attn_resolutions")}}
+
+
 # -- builders ----------------------------------------------------------------
 
 
@@ -145,17 +140,13 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
         return build_autoencoder_config(config, image_shape)
     if pipeline.network == "classifier":
         # The classifier shares the UNet's keys it has a use for (prediction is not one).
-        kwargs = _pick(config.model, ClassifierConfig)
-        kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
-        kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+        kwargs = _with_tuples(_pick(config.model, ClassifierConfig))
         return ClassifierConfig(image_size=height, in_channels=channels, num_classes=num_classes, **kwargs)
     fields = _constructor_fields(UNetConfig)
     unknown = sorted(set(config.model.keys()) - fields)
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
-    kwargs = dict(config.model.items())
-    kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
-    kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+    kwargs = _with_tuples(dict(config.model.items()))
     kwargs.update(image_size=height, in_channels=channels)
     kwargs["num_classes"] = num_classes if config.data.use_labels else 0
     kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
@@ -194,10 +185,10 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, 
     Returns:
       ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
     """
-    from diffjax.nn import Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, UNet
+    from diffjax import nn
 
     model_config = build_model_config(config, image_shape, num_classes)
-    network = {ClassifierConfig: Classifier, AutoencoderConfig: Autoencoder}.get(type(model_config), UNet)
+    network = {nn.ClassifierConfig: nn.Classifier, nn.AutoencoderConfig: nn.Autoencoder}.get(type(model_config), nn.UNet)
     return network(model_config, rngs=rngs), model_config
 
 
@@ -223,17 +214,8 @@ def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None
     make, extra = make_loss_fn, {}
     if isinstance(pipeline, conditional_pipelines.ConditionalTask):
         make, extra = make_conditional_loss_fn, {"method": pipeline.method, "sde_y": pipeline.sde_y}
-    return make(
-        sde,
-        **extra,
-        prediction=config.model.prediction,
-        time_input=config.loss.time_input,
-        kind=config.loss.kind,
-        norm=config.loss.norm,
-        weighting=config.loss.weighting,
-        t_sampling=config.loss.t_sampling,
-        num_steps=config.loss.num_steps,
-    )
+    loss = {k: config.loss[k] for k in ("time_input", "kind", "norm", "weighting", "t_sampling", "num_steps")}
+    return make(sde, **extra, prediction=config.model.prediction, **loss)
 
 
 def build_sampler(config: ml_collections.ConfigDict) -> samplers.Sampler:
@@ -273,15 +255,8 @@ def build_lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW + clipping + warm-up/cosine schedule from ``config.optim``."""
     o = config.optim
-    return make_optimizer(
-        lr=o.lr,
-        warmup_steps=o.warmup_steps,
-        total_steps=config.training.num_steps,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-        b1=o.b1,
-        b2=o.b2,
-    )
+    return make_optimizer(lr=o.lr, warmup_steps=o.warmup_steps, total_steps=config.training.num_steps,
+                          weight_decay=o.weight_decay, grad_clip=o.grad_clip, b1=o.b1, b2=o.b2)
 
 
 def build_pipeline(config: ml_collections.ConfigDict):
@@ -308,13 +283,11 @@ def load_model_config(workdir: str, network: str = "unet"):
     """
     from diffjax.checkpoint import model_config_path
     from diffjax.errors import dataclass_from_json
-    from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
 
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
-    cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
-    return dataclass_from_json(cls, path)  # a damaged or hand-edited file is named, with its line
+    return dataclass_from_json(_network(network)[1], path)  # a damaged or hand-edited file is named, with its line
 
 
 def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
@@ -336,7 +309,6 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     import jax
 
     from diffjax.checkpoint import Checkpointer, abstract_state
-    from diffjax.nn import Autoencoder, Classifier, UNet
     from diffjax.sharding import replicated
     from diffjax.training import TrainState
 
@@ -344,7 +316,7 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     model_config = load_model_config(workdir, network)
     optimizer = build_optimizer(config)
     # Abstract model: shapes only, no weights drawn.
-    cls = {"classifier": Classifier, "autoencoder": Autoencoder}.get(network, UNet)
+    cls = _network(network)[0]
     model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 
@@ -367,7 +339,6 @@ def _zeros_like(tree):
     import jax
 
     return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
-
 
 
 _FIRST_STAGES: dict = {}
