@@ -107,7 +107,7 @@ def write_restored(config: ml_collections.ConfigDict, workdir: str, output: str,
     read, restore = kind.load.FILE_RESTORERS[task]
     inputs = read(config, workdir, input_dir)
     run = kind.load(config, workdir)
-    with _bar(len(inputs), f"{task} ({config.sampling.sampler})", "image") as bar:
+    with _bar(len(inputs), f"restore ({task})", "image") as bar:
         images = restore(run, [item for _, item in inputs], key=jax.random.key(config.sampling.seed),
                          progress=lambda *_: bar.update(1))
     write_named(output, inputs, images)
