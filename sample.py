@@ -29,7 +29,7 @@ from __future__ import annotations
 import sys
 
 from diffjax import builders, distributed, errors
-from diffjax.run_config import CONFIG_FILE, load_run_config  # noqa: F401  (re-exported for scripts)
+from diffjax.run_config import CONFIG_FILE, load_run_config, split_config_flag  # noqa: F401  (re-exported for scripts)
 from diffjax.runs import (  # noqa: F401  (re-exported for scripts and benchmarks)
     RESTORE_TASKS,
     TASKS,
@@ -38,15 +38,6 @@ from diffjax.runs import (  # noqa: F401  (re-exported for scripts and benchmark
     sample_from_folder,
     sample_from_workdir,
 )
-
-
-def _workdir_from_argv(argv: list[str]) -> str | None:
-    for i, arg in enumerate(argv):
-        if arg.startswith("--workdir="):
-            return arg.split("=", 1)[1]
-        if arg == "--workdir" and i + 1 < len(argv):
-            return argv[i + 1]
-    return None
 
 
 def _sample_folder(workdir: str, argv: list[str]) -> None:
@@ -72,7 +63,7 @@ def cli(argv: list[str]) -> None:
     from absl import logging as absl_logging
     from ml_collections import config_flags
 
-    workdir = _workdir_from_argv(argv)
+    workdir = split_config_flag(argv, "workdir")[0]
     if workdir is None:
         raise errors.UserError("sample.py needs --workdir DIR (the directory of a train.py run)")
     from diffjax.interop.diffusers_run import is_diffusers_folder
@@ -87,16 +78,13 @@ def cli(argv: list[str]) -> None:
     num_flag = flags.DEFINE_integer("num", None, "number of samples (default config.sampling.num_samples)")
     output_flag = flags.DEFINE_string("output", None, "output folder (default WORKDIR/generated)")
     input_flag = flags.DEFINE_string("input", None, "input folder, for restoration tasks")
-    coordinator_flag = flags.DEFINE_string(
-        "coordinator_address", None, "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
-    num_processes_flag = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
-    process_id_flag = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    join = distributed.define_flags()  # --coordinator_address, --num_processes, --process_id
 
     def main(_):
         absl_logging.set_verbosity(absl_logging.WARNING)
         # Before any array exists: every process restores the checkpoint
         # collectively and runs the same sampling program; process 0 writes.
-        distributed.initialize(coordinator_flag.value, num_processes_flag.value, process_id_flag.value)
+        join()
         sample_from_workdir(config_flag.value, workdir, output=output_flag.value, num=num_flag.value,
                             input_dir=input_flag.value)
 

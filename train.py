@@ -34,7 +34,7 @@ def main(argv):
     absl_logging.set_verbosity(absl_logging.WARNING)
     log.setLevel(logging.INFO)
     # Before any array exists: join the multi-host job (flags, env vars or TPU/SLURM auto-detection).
-    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    _JOIN()
     summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     if distributed.is_lead():
         log.info("done: %s", summary)
@@ -69,9 +69,6 @@ if __name__ == "__main__":
     _CONFIG = config_flags.DEFINE_config_dict("config", _BASE, "config file, e.g. configs/ddpm_digits.py[:smoke]",
                                               lock_config=True, sys_argv=_ARGV)
     _WORKDIR = flags.DEFINE_string("workdir", None, "directory for checkpoints, logs and samples")
-    _COORDINATOR = flags.DEFINE_string("coordinator_address", None,
-                                       "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
-    _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
-    _PROCESS_ID = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    _JOIN = distributed.define_flags()  # --coordinator_address, --num_processes, --process_id
     flags.mark_flags_as_required(["workdir"])
     errors.run_cli(app.run, main, _ARGV)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
 import os
 
 import ml_collections
@@ -31,26 +30,9 @@ from diffjax.training import make_lr_schedule, make_optimizer
 from diffjax.run_config import load_run_config
 from diffjax.config_checks import check_override_keys, fill_missing_keys, validate_config  # noqa: F401  (re-exported)
 
-__all__ = [
-    "SDES",
-    "SAMPLERS",
-    "validate_config",
-    "fill_missing_keys",
-    "build_sde",
-    "build_model_config",
-    "build_model",
-    "build_autoencoder_config",
-    "build_loss",
-    "build_sampler",
-    "build_dataset",
-    "build_optimizer",
-    "build_lr_schedule",
-    "build_pipeline",
-    "PIPELINES",
-    "load_model_config",
-    "restore_ema_model",
-    "first_stage_for",
-]
+__all__ = ["SDES", "SAMPLERS", "PIPELINES", "validate_config", "fill_missing_keys", "build_sde", "build_model_config",
+           "build_model", "build_autoencoder_config", "build_loss", "build_sampler", "build_dataset", "build_optimizer",
+           "build_lr_schedule", "build_pipeline", "load_model_config", "restore_ema_model", "first_stage_for"]
 
 SDES = {
     "vp": sde_lib.VPSDE,
@@ -138,10 +120,20 @@ def unet_model_keys(config: ml_collections.ConfigDict) -> dict:
     """``config.model`` as ``UNetConfig`` keyword arguments (tuples for the lists), without the keys that pick the
     network class; refuses a converted diffusers UNet, which trains in no diffjax loop."""
     _refuse_training(config)
-    kwargs = {k: v for k, v in config.model.items() if k not in _ARCHITECTURE_KEYS}
-    kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
-    kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
-    return kwargs
+    return _with_tuples({k: v for k, v in config.model.items() if k not in _ARCHITECTURE_KEYS})
+
+
+def _network(name: str):
+    """``(network class, its config class)`` of ``pipeline.network`` (``"unet"``, ``"classifier"``, ``"autoencoder"``)."""
+    from diffjax import nn  # the network package is only needed here
+
+    return {"classifier": (nn.Classifier, nn.ClassifierConfig),
+            "autoencoder": (nn.Autoencoder, nn.AutoencoderConfig)}.get(name, (nn.UNet, nn.UNetConfig))
+
+
+def _with_tuples(kwargs: dict) -> dict:
+    """``kwargs`` with the list fields a JSON round trip leaves as lists made tuples (the configs are hashable)."""
+    return {**kwargs, **{k: tuple(kwargs.get(k, ())) for k in ("channel_mult", "attn_resolutions")}}
 
 
 # -- builders ----------------------------------------------------------------
@@ -177,9 +169,7 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
         return build_autoencoder_config(config, image_shape)
     if pipeline.network == "classifier":
         # The classifier shares the UNet's keys it has a use for (prediction is not one).
-        kwargs = _pick(config.model, ClassifierConfig)
-        kwargs["channel_mult"] = tuple(kwargs.get("channel_mult", ()))
-        kwargs["attn_resolutions"] = tuple(kwargs.get("attn_resolutions", ()))
+        kwargs = _with_tuples(_pick(config.model, ClassifierConfig))
         return ClassifierConfig(image_size=height, in_channels=channels, num_classes=num_classes, **kwargs)
     _refuse_training(config)
     fields = _constructor_fields(UNetConfig)
@@ -225,10 +215,10 @@ def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, 
     Returns:
       ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
     """
-    from diffjax.nn import Autoencoder, AutoencoderConfig, Classifier, ClassifierConfig, UNet
+    from diffjax import nn
 
     model_config = build_model_config(config, image_shape, num_classes)
-    network = {ClassifierConfig: Classifier, AutoencoderConfig: Autoencoder}.get(type(model_config), UNet)
+    network = {nn.ClassifierConfig: nn.Classifier, nn.AutoencoderConfig: nn.Autoencoder}.get(type(model_config), nn.UNet)
     return network(model_config, rngs=rngs), model_config
 
 
@@ -255,17 +245,8 @@ def build_loss(config: ml_collections.ConfigDict, sde: sde_lib.SDE | None = None
     make, extra = make_loss_fn, {}
     if isinstance(pipeline, conditional_pipelines.ConditionalTask):
         make, extra = make_conditional_loss_fn, {"method": pipeline.method, "sde_y": pipeline.sde_y}
-    return make(
-        sde,
-        **extra,
-        prediction=config.model.prediction,
-        time_input=config.loss.time_input,
-        kind=config.loss.kind,
-        norm=config.loss.norm,
-        weighting=config.loss.weighting,
-        t_sampling=config.loss.t_sampling,
-        num_steps=config.loss.num_steps,
-    )
+    loss = {k: config.loss[k] for k in ("time_input", "kind", "norm", "weighting", "t_sampling", "num_steps")}
+    return make(sde, **extra, prediction=config.model.prediction, **loss)
 
 
 def build_sampler(config: ml_collections.ConfigDict) -> samplers.Sampler:
@@ -305,15 +286,8 @@ def build_lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
 def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """AdamW + clipping + warm-up/cosine schedule from ``config.optim``."""
     o = config.optim
-    return make_optimizer(
-        lr=o.lr,
-        warmup_steps=o.warmup_steps,
-        total_steps=config.training.num_steps,
-        weight_decay=o.weight_decay,
-        grad_clip=o.grad_clip,
-        b1=o.b1,
-        b2=o.b2,
-    )
+    return make_optimizer(lr=o.lr, warmup_steps=o.warmup_steps, total_steps=config.training.num_steps,
+                          weight_decay=o.weight_decay, grad_clip=o.grad_clip, b1=o.b1, b2=o.b2)
 
 
 def build_pipeline(config: ml_collections.ConfigDict):
@@ -340,7 +314,6 @@ def load_model_config(workdir: str, network: str = "unet"):
     """
     from diffjax.checkpoint import model_config_path
     from diffjax.errors import dataclass_from_json
-    from diffjax.nn import AutoencoderConfig, ClassifierConfig, UNetConfig
 
     from diffjax.errors import load_json
     from diffjax.nn.diffusers_unet import DiffusersUNetConfig
@@ -348,7 +321,7 @@ def load_model_config(workdir: str, network: str = "unet"):
     path = model_config_path(workdir)
     if not os.path.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
-    cls = {"classifier": ClassifierConfig, "autoencoder": AutoencoderConfig}.get(network, UNetConfig)
+    cls = _network(network)[1]
     if network == "unet":
         stored = load_json(path)
         if isinstance(stored, dict) and "diffusers_config" in stored:  # a converted diffusers UNet2DModel
@@ -375,7 +348,6 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     import jax
 
     from diffjax.checkpoint import Checkpointer, abstract_state
-    from diffjax.nn import Autoencoder, Classifier, UNet
     from diffjax.sharding import replicated
     from diffjax.training import TrainState
 
@@ -385,9 +357,7 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     # Abstract model: shapes only, no weights drawn.
     from diffjax.nn.diffusers_unet import DiffusersUNet2D, DiffusersUNetConfig
 
-    cls = {"classifier": Classifier, "autoencoder": Autoencoder}.get(network, UNet)
-    if isinstance(model_config, DiffusersUNetConfig):
-        cls = DiffusersUNet2D
+    cls = DiffusersUNet2D if isinstance(model_config, DiffusersUNetConfig) else _network(network)[0]
     model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 
@@ -410,7 +380,6 @@ def _zeros_like(tree):
     import jax
 
     return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
-
 
 
 _FIRST_STAGES: dict = {}

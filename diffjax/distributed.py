@@ -122,6 +122,21 @@ def initialize(
     return True
 
 
+def define_flags():
+    """Define the absl flags ``--coordinator_address``, ``--num_processes`` and ``--process_id`` (``train.py``, ``sample.py``).
+
+    Returns:
+      ``join()``: :func:`initialize` with the parsed flags; call it before any array exists.
+    """
+    from absl import flags
+
+    coordinator = flags.DEFINE_string("coordinator_address", None,
+                                      "multi-host: host:port of process 0 (default $JAX_COORDINATOR_ADDRESS)")
+    num_processes = flags.DEFINE_integer("num_processes", None, "multi-host: number of processes")
+    process_id = flags.DEFINE_integer("process_id", None, "multi-host: this process's index")
+    return lambda: initialize(coordinator.value, num_processes.value, process_id.value)
+
+
 def is_lead() -> bool:
     """Whether this process writes files and logs: process 0 of a job (always true on one host)."""
     return jax.process_index() == 0

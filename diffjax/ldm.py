@@ -9,10 +9,11 @@
 * :func:`make_latent_sample_fn`: prior draw, any sampler on the latent grid
   (tiled when the latent is larger than the network), ``z / scale_factor``
   through the decoder, all in one compiled program.
-* The ``sample.py`` / :class:`diffjax.Run` entries for the tasks
-  ``autoencoder`` (reconstruction), ``ldm`` (generation, ``--num`` per class),
-  ``ldm_sr`` and ``ldm_inpainting`` (wired in ``runs.GENERATORS`` / ``RESTORERS``
-  / ``TASKS`` / ``RESTORE_TASKS``).
+* :class:`LatentRun`'s entries for the tasks ``autoencoder`` (reconstruction),
+  ``ldm`` (generation), ``ldm_sr`` and ``ldm_inpainting``: arrays
+  (``GENERATORS`` / ``RESTORERS``) and ``sample.py --input`` files
+  (``FILE_RESTORERS``: each reader checks every file before the model is
+  restored); :mod:`diffjax.run_files` writes them.
 """
 
 from __future__ import annotations
@@ -22,31 +23,17 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from diffjax import builders, distributed
 from diffjax.builders import first_stage_for, load_model_config  # noqa: F401  (first_stage_for re-exported)
-from diffjax.logging_utils import save_class_samples, save_grid, save_samples
+from diffjax.generate import generate_batches
+from diffjax.logging_utils import save_grid
 from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
-from diffjax.run_base import Run, check_channels, check_num, lead_print, write_named
+from diffjax.run_base import Run, check_channels
 
-__all__ = [
-    "LatentRun",
-    "LATENT_TASKS",
-    "first_stage_for",
-    "evaluate_autoencoder",
-    "make_latent_sample_fn",
-    "reconstruct",
-    "reconstruct_arrays",
-    "run_reconstruct",
-    "generate_arrays",
-    "run_ldm_generate",
-    "super_resolve_arrays",
-    "run_ldm_sr",
-    "inpaint_arrays",
-    "run_ldm_inpaint",
-]
+__all__ = ["LatentRun", "LATENT_TASKS", "first_stage_for", "evaluate_autoencoder", "make_latent_sample_fn",
+           "reconstruct", "reconstruct_arrays", "generate_arrays", "super_resolve_arrays", "inpaint_arrays"]
 
 # -- the first stage: reconstruction -------------------------------------------
 
@@ -130,13 +117,23 @@ def reconstruct_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[
     del key, seed
     if masks is not None or kind is not None or sampler is not None:
         raise ValueError("an autoencoder run reconstructs images: pass only the images")
-    channels = run.model_config.in_channels
-    if pixels.shape[-1] != channels:
-        raise ValueError(f"images have {pixels.shape[-1]} channels; the autoencoder takes {channels}")
+    check_channels(pixels, run.model_config.in_channels)
+    return list(_reconstruct(run, np.asarray(pixels, np.float32) / 127.5 - 1.0))
+
+
+def _reconstruct(run, images, *, key=None, progress=None):
+    """Reconstruct a batch (or a list of ``(H, W, C)`` images one at a time, for files), in ``[-1, 1]``."""
+    del key
     if "reconstruct" not in run._compiled:
         run._compiled["reconstruct"] = _reconstruct_fn(run._graphdef, run._model_state)
-    images = np.asarray(pixels, np.float32) / 127.5 - 1.0
-    return list(reconstruct(run._compiled["reconstruct"], run.params, images, run.model_config.factor))
+    if isinstance(images, np.ndarray):
+        return reconstruct(run._compiled["reconstruct"], run.params, images, run.model_config.factor)
+    out = []
+    for image in images:
+        out.append(reconstruct(run._compiled["reconstruct"], run.params, image[None], run.model_config.factor)[0])
+        if progress is not None:
+            progress(len(out))
+    return out
 
 
 def _read_pngs(input_dir: str, channels: int, action: str, *, scale: int = 1, tile: int = 1):
@@ -149,24 +146,43 @@ def _read_pngs(input_dir: str, channels: int, action: str, *, scale: int = 1, ti
         raise ValueError(str(err).replace("cannot super-resolve", f"cannot {action}")) from None
 
 
-def run_reconstruct(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
-    """``sample.py`` for an autoencoder run: reconstruct every PNG of ``input_dir`` (same names, same sizes).
+def _refuse(input_dir: str, action: str, problems) -> None:
+    """One error naming every ``(file, problem)`` whose problem is not ``None``, before anything is written."""
+    problems = [f"{name}: {problem}" for name, problem in problems if problem is not None]
+    if problems:
+        raise ValueError(f"cannot {action} {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
 
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
 
-    Raises:
-      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
-    """
+def _pixel_tile(config, workdir: str):
+    """The latent run's pipeline, its autoencoder's config and the pixel size of one network tile."""
+    pipeline = builders.build_pipeline(config)
+    ae = pipeline.first_stage.config
+    return pipeline, ae, load_model_config(workdir).image_size * ae.factor
 
-    mc = load_model_config(workdir, "autoencoder")
-    inputs = _read_pngs(input_dir, mc.in_channels, "reconstruct")
-    run = LatentRun(config, workdir)
-    fn = _reconstruct_fn(run._graphdef, run._model_state)
-    images = [reconstruct(fn, run.params, low[None], mc.factor)[0] for _, low in inputs]
-    write_named(output, inputs, images)
-    lead_print(f"reconstructed {len(images)} images (autoencoder f={mc.factor}, step {run.step}) into {output}")
-    return {"output": output, "num": len(images), "step": run.step}
+
+def read_autoencoder_files(config, workdir: str, input_dir: str) -> list:
+    """``sample.py --input`` of an autoencoder run: every PNG, any size, as ``(name, image in [-1, 1])``."""
+    return _read_pngs(input_dir, load_model_config(workdir, "autoencoder").in_channels, "reconstruct")
+
+
+def read_sr_files(config, workdir: str, input_dir: str) -> list:
+    """``sample.py --input`` of an ``ldm_sr`` run: SR3's checks plus the autoencoder's factor."""
+    pipeline, ae, pixel_tile = _pixel_tile(config, workdir)
+    inputs = _read_pngs(input_dir, ae.in_channels, "super-resolve", scale=pipeline.scale, tile=pixel_tile)
+    _refuse(input_dir, "super-resolve", [(name, _sr_problem(low.shape[:2], pipeline, pixel_tile))
+                                         for name, low in inputs])
+    return inputs
+
+
+def read_inpainting_files(config, workdir: str, input_dir: str) -> list:
+    """``sample.py --input`` of an ``ldm_inpainting`` run: ``name.png`` + ``name_mask.png``, as ``(name, (image, known))``."""
+    from diffjax.pipelines.restoration import read_inputs
+
+    _, ae, pixel_tile = _pixel_tile(config, workdir)
+    inputs = read_inputs(input_dir, (pixel_tile, pixel_tile, ae.in_channels), ("inpainting",))
+    _refuse(input_dir, "inpaint", [(item.name, _inpaint_size_problem(item.image.shape[:2], ae.factor, pixel_tile))
+                                   for item in inputs])
+    return [(item.name, (item.image, item.mask)) for item in inputs]
 
 
 # -- the second stage: sampling through the decoder -------------------------------------
@@ -236,7 +252,7 @@ def _ready(run):
     return np.float32(run.pipeline.scale_factor), run.pipeline.first_stage.load()[1]
 
 
-def generate_arrays(run, n: int, key, sampler=None, labels=None) -> np.ndarray:
+def generate_arrays(run, n: int, key, sampler=None, labels=None, progress=None) -> np.ndarray:
     """``run.generate`` for a latent run: ``n`` images; a class-conditional run gets ``labels``
     (checked by :meth:`diffjax.Run.generate`), by default class ``i % num_classes`` for image ``i``.
 
@@ -246,57 +262,13 @@ def generate_arrays(run, n: int, key, sampler=None, labels=None) -> np.ndarray:
       ``(n, H, W, C)`` float32 images in ``[-1, 1]``.
     """
     scale, ae_params = _ready(run)
-    sampler = sampler or builders.build_sampler(run.config)
     classes = run.model_config.num_classes
     if labels is None and classes:
         labels = np.arange(n) % classes
-    return _generate(run, n, key, sampler, labels, scale, ae_params)
-
-
-def _generate(run, n, key, sampler, labels, scale, ae_params, progress=None):
     batch = min(run.config.sampling.batch_size, n)
-    fn = _compiled(run, "ldm", sampler, batch=batch)
-    out = []
-    for b, start in enumerate(range(0, n, batch)):
-        lab = None
-        if labels is not None:
-            lab = np.asarray(labels[start:start + batch], np.int32)
-            lab = np.concatenate([lab, np.repeat(lab[-1:], batch - len(lab))])
-        out.append(np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, b), None, lab)))
-        if progress is not None:
-            progress(b + 1)
-    return np.concatenate(out)[:n]
-
-
-def run_ldm_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
-    """``sample.py`` for a latent generation run: ``num`` images per class (or ``num`` images, unlabelled).
-
-    Writes ``NNNNNN_classK.png`` (or ``NNNNNN.png``) and ``grid.png`` (one row per class).
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
-
-    Raises:
-      ValueError: ``num < 1`` or a workdir without a checkpoint or ``latent.json``.
-    """
-
-    check_num(num)
-    run = LatentRun(config, workdir)
-    scale, ae_params = _ready(run)
-    classes = run.model_config.num_classes
-    labels = np.repeat(np.arange(classes), num) if classes else None
-    total = num * classes if classes else num
-    images = _generate(run, total, jax.random.key(config.sampling.seed), builders.build_sampler(config), labels,
-                       scale, ae_params)
-    if distributed.is_lead():
-        if classes:
-            save_class_samples(output, images, labels)
-        else:
-            save_samples(output, images)
-    lead_print(f"wrote {total} latent-diffusion samples ({num} per class for {classes} classes) "
-               f"(checkpoint step {run.step}) to {output}" if classes else
-               f"wrote {total} latent-diffusion samples (checkpoint step {run.step}) to {output}")
-    return {"output": output, "num": total, "step": run.step}
+    fn = _compiled(run, "ldm", sampler or builders.build_sampler(run.config), batch=batch)
+    return generate_batches(lambda params, k, labels=None: fn(params, ae_params, scale, k, None, labels), run.params,
+                            key, n, batch, progress=progress, labels=labels)
 
 
 # -- latent super-resolution -------------------------------------------------------------
@@ -313,18 +285,32 @@ def _sr_problem(hw, pipeline, pixel_tile: int) -> str | None:
     return problem
 
 
-def _super_resolve(run, lows, key, sampler, progress=None) -> list[np.ndarray]:
-    scale, ae_params = _ready(run)
-    pipeline = run.pipeline
-    fn = _compiled(run, "ldm_sr", sampler or builders.build_sampler(run.config))
-    f, out = pipeline.first_stage.config.factor, []
-    for i, low in enumerate(lows):
-        hw = (low.shape[0] * pipeline.scale // f, low.shape[1] * pipeline.scale // f)
-        cond = pipeline.latent_condition(low[None], hw)
+def _each(run, task: str, conds, key, sampler, progress) -> list[np.ndarray]:
+    """Image ``i`` of a latent restoration task from its latent-grid condition, with ``fold_in(key, i)``."""
+    scale, ae_params = _ready(run)  # before the conditions: they encode with the loaded first stage
+    fn = _compiled(run, task, sampler or builders.build_sampler(run.config))
+    out = []
+    for i, cond in enumerate(conds):
         out.append(np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, i), cond, None))[0])
         if progress is not None:
             progress(i + 1)
     return out
+
+
+def _checked_pixels(run, pixels, size_problem) -> np.ndarray:
+    """``run.restore``'s arrays for a latent task, checked as ``sample.py`` checks files, in ``[-1, 1]``."""
+    ae = run.pipeline.first_stage.config
+    check_channels(pixels, ae.in_channels)
+    problem = size_problem(pixels.shape[1:3], run.model_config.image_size * ae.factor)
+    if problem is not None:
+        raise ValueError(f"images: {problem}")
+    return np.asarray(pixels, np.float32) / 127.5 - 1.0
+
+
+def _super_resolve(run, lows, key, sampler=None, progress=None) -> list[np.ndarray]:
+    p, f = run.pipeline, run.pipeline.first_stage.config.factor
+    conds = (p.latent_condition(low[None], (low.shape[0] * p.scale // f, low.shape[1] * p.scale // f)) for low in lows)
+    return _each(run, "ldm_sr", conds, key, sampler, progress)
 
 
 def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
@@ -339,57 +325,18 @@ def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> lis
     del seed
     if masks is not None or kind is not None:
         raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
-    ae = run.pipeline.first_stage.config
-    check_channels(pixels, ae.in_channels)
-    problem = _sr_problem(pixels.shape[1:3], run.pipeline, run.model_config.image_size * ae.factor)
-    if problem is not None:
-        raise ValueError(f"images: {problem}")
-    return _super_resolve(run, list(np.asarray(pixels, np.float32) / 127.5 - 1.0), key, sampler)
-
-
-def run_ldm_sr(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
-    """``sample.py`` for an ``ldm_sr`` run: super-resolve every PNG of ``input_dir`` into ``output`` (same names).
-
-    Every input is checked (as SR3's, plus the autoencoder's factor) before the
-    model is restored or anything is written.
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
-
-    Raises:
-      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
-    """
-
-    pipeline = builders.build_pipeline(config)
-    ae = pipeline.first_stage.config
-    pixel_tile = load_model_config(workdir).image_size * ae.factor
-    inputs = _read_pngs(input_dir, ae.in_channels, "super-resolve", scale=pipeline.scale, tile=pixel_tile)
-    problems = [f"{name}: {p}" for name, low in inputs
-                if (p := _sr_problem(low.shape[:2], pipeline, pixel_tile)) is not None]
-    if problems:
-        raise ValueError(f"cannot super-resolve {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
-    run = LatentRun(config, workdir)
-    images = _super_resolve(run, [low for _, low in inputs], jax.random.key(config.sampling.seed), None)
-    write_named(output, inputs, images)
-    lead_print(f"latent SR: super-resolved {len(images)} images x{pipeline.scale} (checkpoint step {run.step}) "
-               f"into {output}")
-    return {"output": output, "num": len(images), "step": run.step}
+    lows = _checked_pixels(run, pixels, lambda hw, tile: _sr_problem(hw, run.pipeline, tile))
+    return _super_resolve(run, list(lows), key, sampler)
 
 
 # -- latent inpainting -----------------------------------------------------------------
 
 
-def _inpaint(run, items, key, sampler) -> list[np.ndarray]:
+def _inpaint(run, items, key, sampler=None, progress=None) -> list[np.ndarray]:
     """``[(image (H, W, C) in [-1, 1], known (H, W))]`` -> inpainted images; known pixels kept exactly."""
-    scale, ae_params = _ready(run)
-    pipeline = run.pipeline
-    fn = _compiled(run, "ldm_inpainting", sampler or builders.build_sampler(run.config))
-    out = []
-    for i, (image, known) in enumerate(items):
-        cond = pipeline.latent_condition(image[None], known[None])
-        decoded = np.asarray(fn(run.params, ae_params, scale, jax.random.fold_in(key, i), cond, None))[0]
-        out.append(known[..., None] * image + (1.0 - known[..., None]) * decoded)
-    return out
+    conds = (run.pipeline.latent_condition(image[None], known[None]) for image, known in items)
+    decoded = _each(run, "ldm_inpainting", conds, key, sampler, progress)
+    return [known[..., None] * image + (1.0 - known[..., None]) * x for (image, known), x in zip(items, decoded)]
 
 
 def _inpaint_size_problem(hw, f: int, pixel_tile: int) -> str | None:
@@ -407,45 +354,13 @@ def inpaint_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.n
       ValueError: no masks, a kind other than ``"inpainting"``, bad masks, a
         wrong channel count or size.
     """
-
     del seed
     if masks is None or kind not in (None, "inpainting"):
         raise ValueError("latent inpainting needs masks (1 = keep, 0 = fill) and kind=None or 'inpainting'")
-    ae = run.pipeline.first_stage.config
-    check_channels(pixels, ae.in_channels)
-    problem = _inpaint_size_problem(pixels.shape[1:3], ae.factor, run.model_config.image_size * ae.factor)
-    if problem is not None:
-        raise ValueError(f"images: {problem}")
+    f = run.pipeline.first_stage.config.factor
+    images = _checked_pixels(run, pixels, lambda hw, tile: _inpaint_size_problem(hw, f, tile))
     known = as_known_masks(masks, pixels.shape)
-    images = np.asarray(pixels, np.float32) / 127.5 - 1.0
     return _inpaint(run, list(zip(images, known)), key, sampler)
-
-
-def run_ldm_inpaint(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
-    """``sample.py`` for an ``ldm_inpainting`` run: every ``name.png`` with its ``name_mask.png`` (white = fill).
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
-
-    Raises:
-      ValueError: bad inputs (as the pixel inpainting tasks'), sizes not a multiple of ``f``.
-    """
-    from diffjax.pipelines.restoration import read_inputs, write_outputs
-
-    pipeline = builders.build_pipeline(config)
-    ae = pipeline.first_stage.config
-    pixel_tile = load_model_config(workdir).image_size * ae.factor
-    inputs = read_inputs(input_dir, (pixel_tile, pixel_tile, ae.in_channels), ("inpainting",))
-    problems = [f"{item.name}: {p}" for item in inputs
-                if (p := _inpaint_size_problem(item.image.shape[:2], ae.factor, pixel_tile)) is not None]
-    if problems:
-        raise ValueError(f"cannot inpaint {input_dir!r} (nothing was written):\n  " + "\n  ".join(problems))
-    run = LatentRun(config, workdir)
-    images = _inpaint(run, [(item.image, item.mask) for item in inputs], jax.random.key(config.sampling.seed), None)
-    if distributed.is_lead():
-        write_outputs(output, inputs, images)
-    lead_print(f"latent inpainting: {len(images)} images (checkpoint step {run.step}) into {output}")
-    return {"output": output, "num": len(images), "step": run.step}
 
 
 #: The tasks whose runs are :class:`LatentRun` (the first stage, and diffusion in its latent space).
@@ -458,6 +373,8 @@ class LatentRun(Run):
     GENERATORS = {**Run.GENERATORS, "ldm": generate_arrays}
     RESTORERS = {**Run.RESTORERS, "autoencoder": reconstruct_arrays, "ldm_sr": super_resolve_arrays,
                  "ldm_inpainting": inpaint_arrays}
+    FILE_RESTORERS = {**Run.FILE_RESTORERS, "autoencoder": (read_autoencoder_files, _reconstruct),
+                      "ldm_sr": (read_sr_files, _super_resolve), "ldm_inpainting": (read_inpainting_files, _inpaint)}
 
     @property
     def capabilities(self) -> tuple[str, ...]:
@@ -473,13 +390,10 @@ class LatentRun(Run):
         else:
             graphdef, params, state = self.pipeline.first_stage.load()
         if ("coder", name) not in self._compiled:
-            def encode(p, x):
-                return model_from_state(graphdef, p, state).encode(x)[0]
-
-            def decode(p, z):
-                return jnp.clip(model_from_state(graphdef, p, state).decode(z), -1.0, 1.0)
-
-            self._compiled[("coder", name)] = jax.jit(encode if name == "encode" else decode)
+            model = lambda p: model_from_state(graphdef, p, state)  # noqa: E731
+            self._compiled[("coder", name)] = jax.jit(
+                (lambda p, x: model(p).encode(x)[0]) if name == "encode"
+                else (lambda p, z: jnp.clip(model(p).decode(z), -1.0, 1.0)))
         return self._compiled[("coder", name)], params
 
     def _autoencoder_config(self):

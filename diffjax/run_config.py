@@ -17,17 +17,8 @@ import ml_collections
 from diffjax import config_checks
 from diffjax.errors import UserError, load_json
 
-__all__ = [
-    "CONFIG_FILE",
-    "get_base_config",
-    "load_config_file",
-    "bundled_configs_dir",
-    "split_config_flag",
-    "apply_overrides",
-    "resolve_config",
-    "write_run_config",
-    "load_run_config",
-]
+__all__ = ["CONFIG_FILE", "get_base_config", "load_config_file", "bundled_configs_dir", "split_config_flag",
+           "apply_overrides", "resolve_config", "write_run_config", "load_run_config"]
 
 #: The run config ``train.py`` stores in its workdir (read back by ``sample.py`` and :func:`diffjax.load_run`).
 CONFIG_FILE = "config.json"
@@ -285,18 +276,21 @@ def get_base_config() -> ml_collections.ConfigDict:
     return c
 
 
+def _bundled_spec():
+    """The module spec of ``diffjax.configs`` (how an installed diffjax carries ``configs/``), or ``None``."""
+    try:
+        return importlib.util.find_spec("diffjax.configs")
+    except ImportError:
+        return None
+
+
 def bundled_configs_dir() -> str | None:
     """The folder of the configs shipped with diffjax (``configs/`` of the source tree).
 
     An installed diffjax carries them as the package ``diffjax.configs``; a source
     checkout (``PYTHONPATH``, editable install) has them next to the package.
     """
-    import importlib.util as util
-
-    try:
-        spec = util.find_spec("diffjax.configs")
-    except ImportError:
-        spec = None
+    spec = _bundled_spec()
     if spec is not None and spec.submodule_search_locations:
         return list(spec.submodule_search_locations)[0]
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -309,13 +303,8 @@ def _bundled_configs_importable() -> None:
     An installed diffjax carries them as ``diffjax.configs``, whose ``__init__``
     registers itself as ``configs`` when no other package has that name.
     """
-    import importlib.util as util
-
-    try:
-        if util.find_spec("diffjax.configs") is not None:
-            importlib.import_module("diffjax.configs")
-    except ImportError:
-        pass
+    if _bundled_spec() is not None:
+        importlib.import_module("diffjax.configs")
 
 
 def _config_path(name: str) -> str:
@@ -363,18 +352,19 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
     return module.get_config(arg or None)
 
 
-def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
+def split_config_flag(argv: list[str], name: str = "config") -> tuple[str | None, list[str]]:
     """``argv`` without its ``--config SPEC`` / ``--config=SPEC`` flag, and that SPEC (``None`` if absent).
 
     ``train.py`` loads SPEC with :func:`load_config_file` (paths and bundled names
-    alike) and lets ``--config.a.b=v`` override the result.
+    alike) and lets ``--config.a.b=v`` override the result; ``sample.py`` reads
+    ``--workdir`` (``name="workdir"``) the same way before absl parses the flags.
     """
     rest, spec, i = [], None, 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith("--config="):
+        if arg.startswith(f"--{name}="):
             spec = arg.split("=", 1)[1]
-        elif arg == "--config" and i + 1 < len(argv):
+        elif arg == f"--{name}" and i + 1 < len(argv):
             spec, i = argv[i + 1], i + 1
         else:
             rest.append(arg)
@@ -459,9 +449,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
     """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
-        raise ValueError(
-            f"{workdir} holds no {CONFIG_FILE}: expected the --workdir of a train.py run "
-            "(python train.py --config configs/X.py --workdir DIR)"
-        )
+        raise ValueError(f"{workdir} holds no {CONFIG_FILE}: expected the --workdir of a train.py run "
+                         "(python train.py --config configs/X.py --workdir DIR)")
     stored = ml_collections.ConfigDict(load_json(path))  # a damaged file is named, with its line
     return config_checks.fill_missing_keys(stored, get_base_config())

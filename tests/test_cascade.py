@@ -181,3 +181,7 @@ def test_cascade_runs_end_to_end_from_trained_stages(cascade_workdirs, tmp_path,
     assert info["stages"] == 2
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["stage0_8px", "stage1_16px"]
     assert len(list((tmp_path / "out" / "stage1_16px").glob("*_class*.png"))) == 3
+    if not truncated:  # a cascade stage loads as a dj.Run (once is enough)
+        import diffjax as dj
+
+        assert isinstance(dj.load_run(sr_dir, overrides={"task.cascade.previous_workdir": base_dir}), dj.Run)

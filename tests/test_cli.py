@@ -49,6 +49,9 @@ def test_sample_in_process_with_another_sampler(trained_workdir, tmp_path):
     config.sampling.steps = 2
     info = sample_from_workdir(config, trained_workdir, output=str(tmp_path / "o"), num=2)
     assert info["step"] == 2 and len(os.listdir(tmp_path / "o")) == 3
+    import diffjax as dj
+
+    assert isinstance(dj.load_run(trained_workdir), dj.Run)  # a DDPM run is a dj.Run
 
 
 def test_sample_py_without_a_run_says_what_it_needs(tmp_path):

@@ -163,6 +163,7 @@ def test_scale_by_std_is_measured_on_the_first_batch_stored_and_restored(runs):
     np.testing.assert_allclose(stored["scale_factor"], 1.0 / np.std(z), rtol=1e-5)
     assert stored["autoencoder"]["workdir"] == os.path.abspath(runs["ae"])
     run = dj.load_run(runs["sr"])
+    assert isinstance(run, dj.Run)  # a latent-diffusion (LDM) run is a dj.Run
     ldm._ready(run)
     assert run.pipeline.scale_factor == stored["scale_factor"]
     # A resumed run reads the stored value instead of measuring again.

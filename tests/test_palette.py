@@ -210,6 +210,9 @@ def test_smoke_train_then_restore(path, tmp_path):
     rgb = write_inputs(str(tmp_path / "in"), kinds)
     out = str(tmp_path / "out")
     info = sample_from_workdir(config, workdir, output=out, input_dir=str(tmp_path / "in"))
+    import diffjax as dj
+
+    assert isinstance(dj.load_run(workdir), dj.Run)  # a Palette run is a dj.Run
     expected = {"inpainting": "inp.png", "colorization": "gray.png", "jpeg": "comp.png"}
     assert sorted(os.listdir(out)) == sorted(expected[k] for k in kinds) and info["num"] == len(kinds)
     for name in os.listdir(out):

@@ -15,6 +15,8 @@ and both samplers plug the network's ``x_0`` estimate (Tweedie) into it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax.numpy as jnp
 
 from diffjax.parametrization import convert
@@ -45,33 +47,8 @@ def _eps_and_x0(score_fn, sde, x, t, clip_x0=0.0):
     return eps, x0
 
 
-def _discrete_options_check(self):
-    check_positive(type(self).__name__, "clip_x0", self.clip_x0, allow_zero=True)
-    if isinstance(self.steps_offset, bool) or not isinstance(self.steps_offset, int) or self.steps_offset < 0:
-        raise ValueError(f"{type(self).__name__} needs an integer steps_offset >= 0, got {self.steps_offset!r}")
-    if self.steps_offset and self.spacing != "leading":
-        raise ValueError(f"steps_offset only applies to spacing='leading', got spacing={self.spacing!r}")
-
-
-def _run(self, step, sde, x, key, t_start, t_end):
-    if self.spacing in DISCRETE_SPACINGS:
-        return run_on_discrete_steps(step, sde, x, key=key, t_start=t_start, steps=self.steps, spacing=self.spacing,
-                                     steps_offset=self.steps_offset, final_alpha_one=self.final_alpha_one)
-    return run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
-
-
-
-
-@static_sampler
-class Ancestral(Sampler):
-    """DDPM ancestral sampling: draw ``x_s ~ q(x_s | x_t, x0_hat)`` with Tweedie's ``x0_hat``.
-
-    On the grid ``t_n = (n + 1) / N`` of a :class:`~diffjax.sde.DiscreteVPSDE` with
-    ``steps = N - 1`` this is DDPM's sampler with the posterior variance
-    ``beta-tilde``. The last step returns the posterior mean (no noise).
-
-    Args:
-      steps: number of steps (``nfe = steps``).
+#: The Args text of the options both samplers share (appended to each one's docstring).
+_OPTIONS_DOC = """
       spacing: time grid (see ``time_grid``), or one of diffusers' integer spacings
         ``"leading"``, ``"trailing"``, ``"linspace"`` on a :class:`~diffjax.sde.DiscreteVPSDE`
         (timestep ``k`` at ``t = (k + 1) / N``, each step jumping ``N // steps``
@@ -83,16 +60,50 @@ class Ancestral(Sampler):
       final_alpha_one: diffusers' ``set_alpha_to_one`` (discrete spacings only).
     """
 
-    steps: int
+
+@dataclasses.dataclass(frozen=True)
+class _PosteriorSampler(Sampler):
+    """The grid and x0 options of :class:`Ancestral` and :class:`DDIM` (keyword-only, after each one's own fields)."""
+
+    _: dataclasses.KW_ONLY
     spacing: str = "uniform"
     steps_offset: int = 0
     clip_x0: float = 0.0
     final_alpha_one: bool = True
     _discrete_ok = True
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = cls.__doc__.rstrip() + _OPTIONS_DOC
+
     def validate(self):
         super().validate()
-        _discrete_options_check(self)
+        check_positive(type(self).__name__, "clip_x0", self.clip_x0, allow_zero=True)
+        if isinstance(self.steps_offset, bool) or not isinstance(self.steps_offset, int) or self.steps_offset < 0:
+            raise ValueError(f"{type(self).__name__} needs an integer steps_offset >= 0, got {self.steps_offset!r}")
+        if self.steps_offset and self.spacing != "leading":
+            raise ValueError(f"steps_offset only applies to spacing='leading', got spacing={self.spacing!r}")
+
+    def _run(self, step, sde, x, key, t_start, t_end):
+        if self.spacing in DISCRETE_SPACINGS:
+            return run_on_discrete_steps(step, sde, x, key=key, t_start=t_start, steps=self.steps, spacing=self.spacing,
+                                         steps_offset=self.steps_offset, final_alpha_one=self.final_alpha_one)
+        return run_on_grid(step, sde, x, key=key, t_start=t_start, t_end=t_end, steps=self.steps, spacing=self.spacing)
+
+
+@static_sampler
+class Ancestral(_PosteriorSampler):
+    """DDPM ancestral sampling: draw ``x_s ~ q(x_s | x_t, x0_hat)`` with Tweedie's ``x0_hat``.
+
+    On the grid ``t_n = (n + 1) / N`` of a :class:`~diffjax.sde.DiscreteVPSDE` with
+    ``steps = N - 1`` this is DDPM's sampler with the posterior variance
+    ``beta-tilde``. The last step returns the posterior mean (no noise).
+
+    Args:
+      steps: number of steps (``nfe = steps``).
+    """
+
+    steps: int
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
@@ -102,11 +113,11 @@ class Ancestral(Sampler):
             std = sigma_s * jnp.sqrt(one_minus)
             return jnp.where(is_last, mean, mean + std * noise_like(key, x))
 
-        return _run(self, step, sde, x, key, t_start, t_end), {"nfe": self.steps}
+        return self._run(step, sde, x, key, t_start, t_end), {"nfe": self.steps}
 
 
 @static_sampler
-class DDIM(Sampler):
+class DDIM(_PosteriorSampler):
     """DDIM: ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z``.
 
     ``c = eta * sigma_s sqrt(1 - e^{-2h})`` is ``eta`` times the ancestral posterior
@@ -117,29 +128,14 @@ class DDIM(Sampler):
     Args:
       steps: number of steps (``nfe = steps``).
       eta: stochasticity, ``>= 0``.
-      spacing: time grid (see ``time_grid``), or one of diffusers' integer spacings
-        ``"leading"``, ``"trailing"``, ``"linspace"`` on a :class:`~diffjax.sde.DiscreteVPSDE`
-        (timestep ``k`` at ``t = (k + 1) / N``, each step jumping ``N // steps``
-        timesteps as diffusers' DDIM / DDPM schedulers do; ``t_end`` is then unused:
-        the chain ends at ``alpha = 1``, or at ``alpha_bar_0`` without ``final_alpha_one``).
-      steps_offset: diffusers' ``steps_offset`` (``"leading"`` only).
-      clip_x0: clip the ``x0`` estimate to ``[-clip_x0, clip_x0]`` (diffusers'
-        ``clip_sample`` with ``clip_sample_range``); 0 = no clipping.
-      final_alpha_one: diffusers' ``set_alpha_to_one`` (discrete spacings only).
     """
 
     steps: int
     eta: float = 0.0
-    spacing: str = "uniform"
-    steps_offset: int = 0
-    clip_x0: float = 0.0
-    final_alpha_one: bool = True
-    _discrete_ok = True
 
     def validate(self):
         super().validate()
         check_positive(type(self).__name__, "eta", self.eta, allow_zero=True)
-        _discrete_options_check(self)
 
     def run(self, score_fn: ScoreFn, sde: SDE, x: Array, *, key: PRNGKey, t_start, t_end):
         def step(x, t, s, key, is_last):
@@ -152,4 +148,4 @@ class DDIM(Sampler):
             mean = alpha_s * x0 + jnp.sqrt(jnp.maximum(sigma_s**2 - c**2, 0.0)) * eps
             return jnp.where(is_last, mean, mean + c * noise_like(key, x))
 
-        return _run(self, step, sde, x, key, t_start, t_end), {"nfe": self.steps}
+        return self._run(step, sde, x, key, t_start, t_end), {"nfe": self.steps}

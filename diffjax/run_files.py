@@ -1,0 +1,145 @@
+"""``sample.py``'s writers: one per capability, each the :class:`diffjax.Run` method's images written as PNG files.
+
+* :func:`write_generated`: ``generate``, ``repaint`` and ``ldm`` runs; ``--num``
+  images (``--num`` per class for a class-conditional run) and ``grid.png``.
+* :func:`write_cascade`: every stage of a cascade, one folder each.
+* :func:`write_restored`: every image of ``--input`` with the task the run
+  trained for (the kind's ``FILE_RESTORERS``: SR, Palette, RePaint, autoencoder
+  reconstruction, latent SR and inpainting), same names.
+* :func:`write_translated`: SDEdit / EGSDE of every image of ``--input``.
+
+(LSGM sampling and segmentation write through their kinds' own writers,
+``run_lsgm.run_lsgm_generate`` and ``run_segmentation.run_segment``.) Every input
+is checked before the model is restored; only process 0 writes, each file
+atomically (:func:`diffjax.outputs.save_image`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from diffjax import distributed
+from diffjax.builders import load_model_config
+from diffjax.logging_utils import save_class_samples, save_samples, to_uint8
+from diffjax.outputs import save_image
+from diffjax.run_base import Run, check_num, lead_print
+from diffjax.run_kinds import kind_of
+from diffjax.run_translate import check_translation
+
+__all__ = ["write_generated", "write_cascade", "write_restored", "write_translated", "write_named"]
+
+
+def write_named(output: str, inputs, images) -> None:
+    """Process 0 writes ``images[i]`` (``[-1, 1]``) as ``output/name_i`` for the ``(name_i, ...)`` pairs ``inputs``."""
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, images):
+            save_image(os.path.join(output, name), to_uint8(image))
+
+
+def _bar(total, desc: str, unit: str = "batch"):
+    return tqdm(total=total, desc=desc, unit=unit, disable=not distributed.is_lead())
+
+
+def write_generated(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """``num`` images from noise (``num`` per class, ``NNNNNN_classK.png``, for a class-conditional run) and ``grid.png``.
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: ``num < 1`` or a workdir without a checkpoint.
+    """
+    check_num(num)
+    run = kind_of(config).load(config, workdir)
+    classes = run.model_config.num_classes
+    labels = np.repeat(np.arange(classes), num) if classes else None
+    total = num * classes if classes else num
+    with _bar(-(-total // min(config.sampling.batch_size, total)), "sample batches") as bar:
+        images = run.GENERATORS[run.task](run, total, jax.random.key(config.sampling.seed), None, labels=labels,
+                                          progress=lambda *_: bar.update(1))
+    if distributed.is_lead():
+        save_class_samples(output, images, labels) if classes else save_samples(output, images)
+    per_class = f", {num} per class for {classes} classes" if classes else ""
+    lead_print(f"wrote {total} {run.task} samples (checkpoint step {run.step}, sampler {config.sampling.sampler}"
+               f"{per_class}) to {output}")
+    return {"output": output, "num": total, "step": run.step}
+
+
+def write_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
+    """Class labels -> base stage -> SR stages; each stage's images into ``output/stageI_SIZEpx`` (docs/sr.md).
+
+    Returns:
+      ``{"output": folder, "num": num, "stages": number of stages}``.
+
+    Raises:
+      ValueError: ``num < 1``, a missing or looping ``previous_workdir`` chain, or a stage without a checkpoint.
+    """
+    check_num(num)
+    run = Run(config, workdir)
+    with _bar(None, f"cascade stages ({num} images)", "stage") as bar:
+        stages, labels = run._cascade(num, jax.random.key(config.sampling.seed), progress=lambda *_: bar.update(1))
+    if distributed.is_lead():
+        for i, images in enumerate(stages):
+            save_class_samples(os.path.join(output, f"stage{i}_{images.shape[1]}px"), images, labels)
+    lead_print(f"cascade of {len(stages)} stages wrote {num} images per stage into {output}")
+    return {"output": output, "num": num, "stages": len(stages)}
+
+
+def write_restored(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """Restore every image of ``input_dir`` with the run's task into ``output``, same names (docs/sr.md, docs/palette.md).
+
+    Every input is checked before the model is restored; images larger than
+    the model are restored whole (blended tiles).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step}``.
+
+    Raises:
+      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
+    """
+    kind, task = kind_of(config), config.task.name
+    read, restore = kind.load.FILE_RESTORERS[task]
+    inputs = read(config, workdir, input_dir)
+    run = kind.load(config, workdir)
+    with _bar(len(inputs), f"restore ({task})", "image") as bar:
+        images = restore(run, [item for _, item in inputs], key=jax.random.key(config.sampling.seed),
+                         progress=lambda *_: bar.update(1))
+    write_named(output, inputs, images)
+    lead_print(f"{task}: restored {len(images)} images (checkpoint step {run.step}) into {output}")
+    return {"output": output, "num": len(images), "step": run.step}
+
+
+def write_translated(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """Translate every PNG of ``input_dir`` with ``config.translation.method`` (SDEdit / EGSDE).
+
+    Every check (method, score run, classifier run, input files) runs before
+    the model is restored and before anything is written (docs/translation.md).
+
+    Returns:
+      ``{"output": folder, "num": images written, "step": checkpoint step, "method": method}``.
+
+    Raises:
+      ValueError: see :meth:`diffjax.Run.translate`, and input files of another size.
+    """
+    from diffjax.pipelines.translation import read_translation_inputs
+
+    method = config.translation.method
+    check_translation(config, workdir, method)
+    mc = load_model_config(workdir)
+    inputs = read_translation_inputs(input_dir, (mc.image_size, mc.image_size, mc.in_channels))
+    run = Run(config, workdir)
+    classifier = run._translation_classifier(method)
+    images = np.stack([image for _, image in inputs])
+    with _bar(-(-len(images) // min(config.sampling.batch_size, len(images))), f"{method} batches") as bar:
+        out = run._translate(images, method, classifier, key=jax.random.key(config.sampling.seed),
+                             progress=lambda *_: bar.update(1))
+    write_named(output, inputs, out)
+    lead_print(f"{method}: translated {len(images)} images (t0 {config.translation.t0}, checkpoint step {run.step}) "
+               f"into {output}")
+    return {"output": output, "num": len(images), "step": run.step, "method": method}
