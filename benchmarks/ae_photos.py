@@ -13,7 +13,14 @@ docs/data.md) at each ``--sizes``:
   the decoder's period ``f`` (frequencies ``(a H/f, b W/f)``, DC excluded), divided by
   the mean power at every other frequency. A pattern repeating every ``f`` pixels
   puts its energy exactly there; an error without one scores about 1 or less (natural
-  errors are low-pass). Scored for the posterior mean and for a posterior draw.
+  errors are low-pass). Scored for the posterior mean and for a posterior draw;
+* the **green shift** per crop: the length of the mean RGB error vector over the
+  crop's green pixels (8-bit levels; crops with under ``MIN_GREEN`` green pixels are
+  left out), with its interval over crops.
+
+With several runs, each later run is compared with the first on the same crops: the
+paired difference of PSNR, LPIPS, grid score and green shift, with its 95% bootstrap
+interval over crops (e.g. before / after a change of the training data).
 
 It also compares the **colour coverage** of training and test crops: the share of
 coloured pixels in each 30-degree hue bin, and the share of green pixels.
@@ -42,6 +49,7 @@ from diffjax.data.corpus import PhotoCorpus, texture_labels  # noqa: E402
 from diffjax.training import model_from_state  # noqa: E402
 
 GREEN_HUE = (75.0, 165.0)  # degrees
+MIN_GREEN = 50  # green pixels a crop needs for its green shift to be scored
 HUE_BINS = 12
 
 
@@ -109,10 +117,34 @@ def channel_error(recon: np.ndarray, images: np.ndarray, mask: np.ndarray | None
     return [round(float(x), 2) for x in d.reshape(-1, 3).mean(0)]
 
 
+def green_shift(recon: np.ndarray, images: np.ndarray, green: np.ndarray) -> np.ndarray:
+    """Per crop: length of the mean RGB error vector over its green pixels (8-bit levels; NaN under MIN_GREEN)."""
+    d = (np.asarray(recon, np.float64) - images) * 127.5
+    count = green.sum((1, 2))
+    mean = (d * green[..., None]).sum((1, 2)) / np.maximum(count, 1)[:, None]
+    return np.where(count >= MIN_GREEN, np.linalg.norm(mean, axis=-1), np.nan)
+
+
 def interval(values) -> list[float]:
-    """95% bootstrap interval of the mean over crops."""
-    ci = metrics.bootstrap_ci(np.asarray(values, np.float64))
+    """95% bootstrap interval of the mean over crops (NaN crops left out)."""
+    values = np.asarray(values, np.float64)
+    ci = metrics.bootstrap_ci(values[~np.isnan(values)])
     return [round(ci["low"], 4), round(ci["high"], 4)]
+
+
+PAIRED = {"psnr": "higher", "lpips": "lower", "grid_score_mean": "lower", "green_shift": "lower"}
+
+
+def paired(first: dict, later: dict) -> dict:
+    """``later - first`` per metric of PAIRED over the crops both score, with its 95% bootstrap interval."""
+    out = {}
+    for name, better in PAIRED.items():
+        a, b = np.asarray(later[name], np.float64), np.asarray(first[name], np.float64)
+        keep = ~(np.isnan(a) | np.isnan(b))
+        ci = metrics.bootstrap_ci(a[keep], b[keep])
+        out[name] = {"diff": round(ci["mean"], 4), "ci": [round(ci["low"], 4), round(ci["high"], 4)],
+                     "crops": int(keep.sum()), "better": better}
+    return out
 
 
 def reconstructions(run, images: np.ndarray, key) -> tuple[np.ndarray, np.ndarray]:
@@ -136,7 +168,9 @@ def evaluate(run, images: np.ndarray, key) -> dict:
     grid_mean, grid_draw = grid_score(mean - images, f), grid_score(draw - images, f)
     green = green_mask(images)
     textured = texture_labels(images)
-    return {
+    shift = green_shift(mean, images, green)
+    per_crop = {"psnr": ps, "lpips": lp, "grid_score_mean": grid_mean, "green_shift": shift}
+    return per_crop, {
         "num": len(images), "textured": int(textured.sum()),
         "psnr": round(float(ps.mean()), 3), "psnr_ci": interval(ps),
         "lpips": round(float(lp.mean()), 4), "lpips_ci": interval(lp),
@@ -145,6 +179,9 @@ def evaluate(run, images: np.ndarray, key) -> dict:
         "rgb_error_all": channel_error(mean, images),
         "rgb_error_green": channel_error(mean, images, green),
         "green_pixels": int(green.sum()),
+        "green_shift": round(float(np.nanmean(shift)), 3) if (~np.isnan(shift)).any() else None,
+        "green_shift_ci": interval(shift) if (~np.isnan(shift)).sum() > 1 else None,
+        "green_shift_crops": int((~np.isnan(shift)).sum()),
         "rgb_abs_error_all": [round(float(x), 2) for x in (np.abs(mean - images) * 127.5).reshape(-1, 3).mean(0)],
         "grid_score_mean": round(float(grid_mean.mean()), 3), "grid_score_mean_ci": interval(grid_mean),
         "grid_score_draw": round(float(grid_draw.mean()), 3), "grid_score_draw_ci": interval(grid_draw),
@@ -170,10 +207,14 @@ def main() -> None:
     result = {"coverage": {split: colour_coverage(PhotoCorpus(split, 64).eval_images(args.coverage_num, seed=1))
                            for split in ("train", "test")}, "runs": {}}
     crops = {s: PhotoCorpus("test", s).eval_images(args.num, seed=0) for s in sizes}
-    for workdir in args.workdirs.split(","):
+    per_crop, workdirs = {}, args.workdirs.split(",")
+    for workdir in workdirs:
         run = dj.load_run(workdir)
-        result["runs"][workdir] = {"step": int(run.step),
-                                   **{str(s): evaluate(run, crops[s], jax.random.key(s)) for s in sizes}}
+        result["runs"][workdir] = {"step": int(run.step)}
+        for s in sizes:
+            per_crop[workdir, s], result["runs"][workdir][str(s)] = evaluate(run, crops[s], jax.random.key(s))
+    result["paired"] = {f"{w} - {workdirs[0]}": {str(s): paired(per_crop[workdirs[0], s], per_crop[w, s])
+                                                  for s in sizes} for w in workdirs[1:]}
     print(json.dumps(result, indent=1))
 
     print("\n| split | coloured share | green share | mean saturation | coloured share per 30-degree hue bin (0, 30, ..., 330) |")
@@ -191,6 +232,14 @@ def main() -> None:
                   f"{e['lpips']:.3f} [{e['lpips_ci'][0]:.3f}, {e['lpips_ci'][1]:.3f}] | "
                   f"{e['rgb_error_all']} | {e['rgb_error_green']} ({e['green_pixels']}) | "
                   f"{e['grid_score_mean']:.2f} / {e['grid_score_draw']:.2f} / {e['grid_score_bicubic_x4']:.2f} |")
+    if result["paired"]:
+        print("\n| runs | crop | metric (better) | difference [95% CI over crops] | crops |")
+        print("|---|---|---|---|---|")
+    for label, per_size in result["paired"].items():
+        for s, rows in per_size.items():
+            for name, r in rows.items():
+                print(f"| {label} | {s} | {name} ({r['better']}) | {r['diff']:+.3f} [{r['ci'][0]:+.3f}, "
+                      f"{r['ci'][1]:+.3f}] | {r['crops']} |")
 
 
 if __name__ == "__main__":

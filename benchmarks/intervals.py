@@ -11,7 +11,8 @@ import numpy as np
 from diffjax.metrics import bootstrap_ci
 
 # metric -> True where lower is better
-LOWER_IS_BETTER = {"lpips": True, "lpips_alex": True, "psnr": False, "ssim": False}
+LOWER_IS_BETTER = {"lpips": True, "lpips_alex": True, "psnr": False, "ssim": False,
+                   "grain": True}  # benchmarks/sr_grain.py: high-pass RMS on flat pixels
 
 
 def compare(method_a: str, method_b: str, metric: str, per_image_a, per_image_b, seed: int = 0) -> dict:

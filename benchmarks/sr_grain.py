@@ -24,7 +24,11 @@ Crops are labelled by content: *textured* (``diffjax.data.texture_labels``), els
 else *smooth*. Every variant is compared with bicubic and with ``default`` on LPIPS:
 95% bootstrap interval of the paired difference over crops and seeds.
 
-    python benchmarks/sr_grain.py --workdir runs/sr3_x4 [--num 16] [--sizes 32,64,128] [--seeds 2]
+With ``--against RUN`` the ``default`` sampler of a second SR3 run (e.g. one trained on
+other data) is scored on the same crops with the same keys, and this run's ``default`` is
+compared with it: paired 95% intervals of LPIPS, PSNR and grain over crops and seeds.
+
+    python benchmarks/sr_grain.py --workdir runs/sr3_x4 [--num 16] [--sizes 32,64,128] [--seeds 2] [--against RUN]
 
 Prints one JSON object and markdown tables.
 """
@@ -133,6 +137,7 @@ def main() -> None:
     p.add_argument("--ode-steps", type=int, default=10)
     p.add_argument("--variants", default="default,ode,sde+ode,stop early")
     p.add_argument("--defocus-std", type=float, default=0.06)
+    p.add_argument("--against", default="", help="a second SR3 run whose default sampler is compared with this one's")
     args = p.parse_args()
 
     from diffjax.sharding import make_mesh
@@ -151,6 +156,18 @@ def main() -> None:
              "untiled": dict(tile=None, eta_after=1.0, switch=None)}
     variants = [v for v in args.variants.split(",") if v]
     fns = {v: make_variant(graphdef, model_state, sde, config, **specs[v], **common) for v in variants}
+    runs = {v: params for v in variants}
+    if args.against:
+        if "default" not in variants:
+            raise ValueError("--against compares the default variants: keep 'default' in --variants")
+        other = load_run_config(args.against)
+        o_graphdef, o_params, o_state, o_mc, _ = restore_ema_model(other, args.against, make_mesh())
+        if o_mc.image_size != mc.image_size or builders.build_pipeline(other).scale != pipeline.scale:
+            raise ValueError(f"--against {args.against}: network size / scale differ from {args.workdir}'s")
+        variants.append("against")
+        fns["against"] = make_variant(o_graphdef, o_state, builders.build_sde(other), other, **specs["default"],
+                                      **common)
+        runs["against"] = o_params
     result = {"step": step, "sampler_steps": steps, "switch": args.switch, "sizes": {}}
     comparisons = []
     for size in [int(s) for s in args.sizes.split(",")]:
@@ -164,7 +181,7 @@ def main() -> None:
             lp = np.stack([np.asarray(metrics.lpips(o, hr), np.float64) for o in outs])
             ps = np.stack([np.asarray(metrics.psnr(o, hr), np.float64) for o in outs])
             gr = np.stack([grain(o, flat) for o in outs])
-            return lp, {"lpips": round(float(lp.mean()), 4), "psnr": round(float(ps.mean()), 2),
+            return {"lpips": lp, "psnr": ps, "grain": gr}, {"lpips": round(float(lp.mean()), 4), "psnr": round(float(ps.mean()), 2),
                         "grain_flat": round(float(np.nanmean(gr)), 3),
                         **{f"lpips_{c}": round(float(lp[:, classes == c].mean()), 4) if (classes == c).any()
                            else None for c in ("smooth", "defocused", "textured")}}
@@ -174,7 +191,7 @@ def main() -> None:
         for v in variants:
             if v == "untiled" and size <= mc.image_size:
                 continue
-            per_image[v], rows[v] = score([np.asarray(fns[v](params, cond, jnp.asarray(low), jax.random.key(s)))
+            per_image[v], rows[v] = score([np.asarray(fns[v](runs[v], cond, jnp.asarray(low), jax.random.key(s)))
                                            for s in range(args.seeds)])
             print(f"  size {size}: {v} {rows[v]}", flush=True)  # partial results survive an interruption
         outputs = rows
@@ -186,10 +203,18 @@ def main() -> None:
         for name in outputs:
             if name != "bicubic":
                 comparisons.append({**compare(f"{name} ({size})", f"bicubic ({size})", "lpips",
-                                              per_image[name], per_image["bicubic"]), "size": size})
-            if name not in ("bicubic", "default") and "default" in outputs:
+                                              per_image[name]["lpips"], per_image["bicubic"]["lpips"]),
+                                    "size": size})
+            if name not in ("bicubic", "default", "against") and "default" in outputs:
                 comparisons.append({**compare(f"{name} ({size})", f"default ({size})", "lpips",
-                                              per_image[name], per_image["default"]), "size": size})
+                                              per_image[name]["lpips"], per_image["default"]["lpips"]),
+                                    "size": size})
+        if "against" in outputs:
+            for metric in ("lpips", "psnr", "grain"):
+                a, b = per_image["default"][metric], per_image["against"][metric]
+                keep = ~np.isnan(a).any(0) & ~np.isnan(b).any(0)  # crops with flat pixels (grain)
+                comparisons.append({**compare(f"{args.workdir} ({size})", f"{args.against} ({size})", metric,
+                                              a[:, keep], b[:, keep]), "size": size})
     result["comparisons"] = comparisons
     print(json.dumps(result, indent=1))
     print(f"\nSR3 checkpoint {step}; {args.num} photo_corpus test crops per size, {args.seeds} seeds; grain = "

@@ -90,6 +90,7 @@ def test_the_held_out_set_has_both_subsets():
 
 
 def test_absent_debian_packages_are_skipped(monkeypatch, tmp_path):
+    monkeypatch.delenv(corpus.BACKGROUNDS_ENV, raising=False)
     monkeypatch.setattr(corpus, "BACKGROUNDS", str(tmp_path))
     monkeypatch.setattr(corpus, "JIGZO", str(tmp_path))
     corpus._load_source.cache_clear()
@@ -100,6 +101,42 @@ def test_absent_debian_packages_are_skipped(monkeypatch, tmp_path):
         assert test.eval_images(4).shape == (4, 16, 16, 3)
         with pytest.raises(ValueError, match="installed"):
             PhotoCorpus("test", 16, sources=("jigzo-data",))
+    finally:
+        corpus._load_source.cache_clear()
+
+
+def test_the_backgrounds_folder_can_be_named_by_an_environment_variable(monkeypatch, tmp_path):
+    """DIFFJAX_BACKGROUNDS_DIR replaces /usr/share/backgrounds (photos unpacked without installing
+    the package); a name that is not a folder is an error, an empty one means the default."""
+    from PIL import Image
+
+    unpacked, system = tmp_path / "unpacked", tmp_path / "system"
+    unpacked.mkdir()
+    system.mkdir()
+    Image.new("RGB", (96, 64), (40, 200, 60)).save(unpacked / "seeding_by_Clements_Engelhardt.jpg", quality=95)
+    monkeypatch.setattr(corpus, "BACKGROUNDS", str(system))  # empty: only the override can supply photos
+    corpus._load_source.cache_clear()
+    try:
+        monkeypatch.setenv(corpus.BACKGROUNDS_ENV, str(unpacked))
+        assert corpus.backgrounds_dir() == str(unpacked)
+        train = PhotoCorpus("train", 16, sources=("lomiri-wallpapers",))
+        assert train.sources == ("lomiri-wallpapers",)
+        assert [p.name for p in train.photos] == ["seeding_by_Clements_Engelhardt"]
+        crop = train.eval_images(2)
+        assert crop.shape == (2, 16, 16, 3)
+        green = (crop[..., 1] + 1) * 127.5  # the photo is flat green: every crop keeps its colour
+        assert np.all(np.abs(green - 200) < 4)
+
+        corpus._load_source.cache_clear()
+        monkeypatch.setenv(corpus.BACKGROUNDS_ENV, "")
+        assert corpus.backgrounds_dir() == str(system)
+        with pytest.raises(ValueError, match="installed"):
+            PhotoCorpus("train", 16, sources=("lomiri-wallpapers",))
+
+        corpus._load_source.cache_clear()
+        monkeypatch.setenv(corpus.BACKGROUNDS_ENV, str(tmp_path / "typo"))
+        with pytest.raises(ValueError, match="DIFFJAX_BACKGROUNDS_DIR.*not a folder"):
+            PhotoCorpus("train", 16, sources=("lomiri-wallpapers",))
     finally:
         corpus._load_source.cache_clear()
 

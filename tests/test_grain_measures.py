@@ -57,6 +57,28 @@ def test_colour_measures_on_pure_hues_and_known_offsets(bench):
     assert ae.channel_error(shifted, grey, mask) == pytest.approx([10.0, 0.0, -5.0], abs=1e-6)
 
 
+def test_green_shift_and_paired_differences_on_known_offsets(bench):
+    ae, _ = bench
+    images = np.zeros((3, 16, 16, 3))
+    images[..., 1] = 0.6  # green everywhere...
+    images[..., 0] = images[..., 2] = -1.0
+    images[2] = 0.0  # ...except crop 2 (grey: no green pixel, so no score)
+    green = ae.green_mask(images)
+    recon = images.copy()
+    recon[0] += np.array([3.0, -4.0, 0.0]) / 127.5  # a 5-level shift (3-4-5 triangle)
+    recon[1, :8] += np.array([0.0, 0.0, 24.0]) / 127.5  # 24 levels of blue on half the pixels: mean 12
+    shift = ae.green_shift(recon, images, green)
+    assert shift[:2] == pytest.approx([5.0, 12.0], abs=1e-6) and np.isnan(shift[2])
+    first = {"psnr": np.array([20.0, 21.0, 22.0]), "lpips": np.array([0.3, 0.2, 0.1]),
+             "grid_score_mean": np.ones(3), "green_shift": shift}
+    later = {"psnr": first["psnr"] + 1.0, "lpips": first["lpips"], "grid_score_mean": np.ones(3) * 0.5,
+             "green_shift": shift - np.array([1.0, 3.0, 0.0])}
+    diff = ae.paired(first, later)
+    assert diff["psnr"]["diff"] == pytest.approx(1.0) and diff["psnr"]["ci"] == pytest.approx([1.0, 1.0])
+    assert diff["grid_score_mean"]["diff"] == pytest.approx(-0.5) and diff["lpips"]["diff"] == pytest.approx(0.0)
+    assert diff["green_shift"]["diff"] == pytest.approx(-2.0) and diff["green_shift"]["crops"] == 2
+
+
 def test_grain_of_white_noise_on_a_flat_image_is_its_high_pass_gain(bench):
     _, grain = bench
     flat = np.full((2, 96, 96, 3), 0.2)

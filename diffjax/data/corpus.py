@@ -16,7 +16,8 @@ source                split      photos                                         
 ``jigzo-data``        test       11 puzzle photographs (Debian ``jigzo-data``)     optional
 ====================  =========  ==============================================  ===========
 
-A source whose package is not installed is skipped, so the corpus works (with
+The ``lomiri-wallpapers`` photos are read from ``$DIFFJAX_BACKGROUNDS_DIR`` when that
+variable is set (:func:`backgrounds_dir`). A source whose package is not installed is skipped, so the corpus works (with
 fewer photos) on any machine that has the Python test dependencies; which
 sources were found is in ``PhotoCorpus.sources``.
 
@@ -58,6 +59,7 @@ __all__ = [
     "PhotoCorpus",
     "Photo",
     "load_photos",
+    "backgrounds_dir",
     "gradient_energy",
     "texture_labels",
     "TRAIN_SOURCES",
@@ -74,6 +76,8 @@ TEXTURE_THRESHOLD = 0.08
 """Crops whose :func:`gradient_energy` exceeds this are *textured*, the rest *smooth*."""
 
 BACKGROUNDS = "/usr/share/backgrounds"
+BACKGROUNDS_ENV = "DIFFJAX_BACKGROUNDS_DIR"
+"""Environment variable naming another folder of the ``lomiri-wallpapers`` photos (see :func:`backgrounds_dir`)."""
 JIGZO = "/usr/share/games/jigzo/puzzles/00_default"
 
 
@@ -181,9 +185,35 @@ def _sklearn_photos() -> list[Photo]:
             for name in ("china", "flower") if os.path.exists(os.path.join(folder, f"{name}.jpg"))]
 
 
+def backgrounds_dir() -> str:
+    """The folder the ``lomiri-wallpapers`` photos are read from.
+
+    ``$DIFFJAX_BACKGROUNDS_DIR`` when set and non-empty (e.g. the ``usr/share/backgrounds``
+    folder of the packages unpacked with ``dpkg -x``, for a machine where they cannot be
+    installed system-wide), else ``/usr/share/backgrounds``. Photos are decoded once per
+    process, so the variable must be set before the corpus is first read.
+
+    Returns:
+      The folder's path. Listed photos missing from it are skipped, as when the
+      package is not installed.
+
+    Raises:
+      ValueError: when the variable names something that is not a folder (a typo would
+        otherwise silently train without these photos).
+    """
+    override = os.environ.get(BACKGROUNDS_ENV, "")
+    if not override:
+        return BACKGROUNDS
+    if not os.path.isdir(override):
+        raise ValueError(f"{BACKGROUNDS_ENV}={override!r} is not a folder; expected a folder holding the "
+                         f"lomiri-wallpapers photos (e.g. usr/share/backgrounds of the unpacked packages)")
+    return override
+
+
 def _lomiri_photos() -> list[Photo]:
-    return [Photo(os.path.splitext(f)[0], "lomiri-wallpapers", licence, 1.0, _open_file(os.path.join(BACKGROUNDS, f)))
-            for f, licence in LOMIRI_PHOTOS.items() if os.path.exists(os.path.join(BACKGROUNDS, f))]
+    folder = backgrounds_dir()
+    return [Photo(os.path.splitext(f)[0], "lomiri-wallpapers", licence, 1.0, _open_file(os.path.join(folder, f)))
+            for f, licence in LOMIRI_PHOTOS.items() if os.path.exists(os.path.join(folder, f))]
 
 
 def _jigzo_preview(path: str) -> Image.Image:
