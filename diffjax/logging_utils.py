@@ -15,6 +15,8 @@ import time
 import jax
 import numpy as np
 
+from diffjax.outputs import save_image, to_uint8  # to_uint8 re-exported: the writers' one 8-bit rounding
+
 __all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "save_class_samples",
            "Throughput"]
 
@@ -62,12 +64,6 @@ class MetricWriter:
             self.enabled = False
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Map images in ``[-1, 1]`` to uint8 ``[0, 255]`` (values outside are clipped)."""
-    images = np.asarray(images, np.float32)
-    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
     """Tile ``(N, H, W, C)`` uint8 images into one ``(rows*H', cols*W', C)`` image.
 
@@ -92,8 +88,6 @@ def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1)
 
 def save_png(path: str, image_uint8: np.ndarray) -> None:
     """Write an ``(H, W, C)`` uint8 image (C = 1 or 3) as PNG, atomically (:func:`diffjax.outputs.save_image`)."""
-    from diffjax.outputs import save_image
-
     save_image(path, image_uint8)
 
 

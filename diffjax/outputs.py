@@ -23,7 +23,7 @@ from PIL import Image
 
 from diffjax.errors import UserError
 
-__all__ = ["check_output_dir", "save_image", "is_own_output", "OWN_OUTPUT_SUFFIXES"]
+__all__ = ["check_output_dir", "save_image", "write_named", "to_uint8", "is_own_output", "OWN_OUTPUT_SUFFIXES"]
 
 #: Suffixes (before ``.png``) of the files ``sample.py`` writes for a segmentation run.
 OWN_OUTPUT_SUFFIXES = ("_label", "_uncertainty")
@@ -110,3 +110,19 @@ def is_own_output(name: str) -> bool:
     """Whether the file ``name`` is one a segmentation run writes (``*_label.png``, ``*_uncertainty.png``)."""
     stem, ext = os.path.splitext(os.path.basename(name))
     return ext.lower() == ".png" and stem.endswith(OWN_OUTPUT_SUFFIXES)
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Map images in ``[-1, 1]`` to uint8 ``[0, 255]`` (values outside are clipped)."""
+    images = np.asarray(images, np.float32)
+    return np.clip(np.round((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def write_named(output: str, inputs, images) -> None:
+    """Process 0 writes ``images[i]`` (``[-1, 1]``) as ``output/name_i`` for the ``(name_i, ...)`` pairs ``inputs``."""
+    from diffjax import distributed
+
+    if distributed.is_lead():
+        os.makedirs(output, exist_ok=True)
+        for (name, _), image in zip(inputs, images):
+            save_image(os.path.join(output, name), to_uint8(image))

@@ -138,6 +138,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.sampling.lower_order_final = True  # dpm_solver_pp
     c.sampling.snr = 0.16  # pc
     c.sampling.corrector_steps = 1  # pc
+    c.sampling.discrete_sigmas = False  # pc: score_sde's VE loop on the discrete sigma grid (ScoreSdeVe folders)
     c.sampling.rtol = 1e-5  # ode
     c.sampling.atol = 1e-5  # ode
     c.sampling.solver = ""  # ode: "" = the sampler's default

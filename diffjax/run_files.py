@@ -25,21 +25,13 @@ from tqdm.auto import tqdm
 
 from diffjax import distributed
 from diffjax.builders import load_model_config
-from diffjax.logging_utils import save_class_samples, save_samples, to_uint8
-from diffjax.outputs import save_image
+from diffjax.logging_utils import save_class_samples, save_samples
+from diffjax.outputs import write_named
 from diffjax.run_base import Run, check_num, lead_print
 from diffjax.run_kinds import kind_of
 from diffjax.run_translate import check_translation
 
 __all__ = ["write_generated", "write_cascade", "write_restored", "write_translated", "write_named"]
-
-
-def write_named(output: str, inputs, images) -> None:
-    """Process 0 writes ``images[i]`` (``[-1, 1]``) as ``output/name_i`` for the ``(name_i, ...)`` pairs ``inputs``."""
-    if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
-        for (name, _), image in zip(inputs, images):
-            save_image(os.path.join(output, name), to_uint8(image))
 
 
 def _bar(total, desc: str, unit: str = "batch"):

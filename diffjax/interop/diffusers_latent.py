@@ -410,7 +410,8 @@ def super_resolve_folder(run, input_dir: str, output: str, *, seed: int = 0) -> 
       ValueError: a run that does not super-resolve, or bad inputs (naming every offending file).
     """
     from diffjax.pipelines.sr3 import read_low_res_folder
-    from diffjax.run_base import lead_print, write_named
+    from diffjax.outputs import write_named
+    from diffjax.run_base import lead_print
 
     run._require("restore")
     multiple = 2 ** (len(run.model.config_dict["block_out_channels"]) - 1)
