@@ -154,7 +154,7 @@ class TranslateMixin:
         """``(N, H, W, C)`` images in [-1, 1] -> translated, in batches of ``config.sampling.batch_size``."""
         from diffjax.tasks.egsde import egsde, egsde_energy
         from diffjax.tasks.sdedit import sdedit
-        from diffjax.tiling import tiled_score_fn
+        from diffjax.tiling import default_overlap, tiled_score_fn
 
         c, tr = self.config, self.config.translation
         sampler = sampler or builders.build_sampler(c)
@@ -171,7 +171,7 @@ class TranslateMixin:
                 if x.shape[1:3] != (self.image_size, self.image_size):  # larger: blended tiles, as restore does
                     net = score_fn
                     score_fn = tiled_score_fn(lambda x, t, _: net(x, t), None, tile=self.image_size,
-                                              overlap=max(1, self.image_size // 4))
+                                              overlap=default_overlap(self.image_size))
                 if method == "sdedit":
                     out = sdedit(score_fn, sde, x, key=key, t0=t0, sampler=sampler, repeats=int(tr.repeats))
                 else:

@@ -28,8 +28,8 @@ CondScoreFn = Callable[[Array, Array, "Array | None"], Array]  # (x, t, cond) ->
 
 
 def default_overlap(tile: int) -> int:
-    """The overlap used where a task has no setting of its own: a quarter of the tile (8 for 32)."""
-    return tile // 4
+    """The overlap used where a task has no setting of its own: a quarter of the tile (8 for 32), at least 1."""
+    return max(1, tile // 4)
 
 
 def tile_offsets(size: int, tile: int, overlap: int) -> tuple[int, ...]:

@@ -23,7 +23,7 @@ from diffjax.interop.diffusers_weights import read_safetensors, unet_from_diffus
 from diffjax.parametrization import model_score_fn
 from diffjax.run_base import Run
 from diffjax.samplers import sample
-from diffjax.tiling import tiled_score_fn
+from diffjax.tiling import default_overlap, tiled_score_fn
 
 __all__ = ["DiffusersRun", "load_diffusers_run", "is_diffusers_folder", "read_diffusers_folder", "save_diffusers_folder",
            "diffusers_run_config", "write_diffusers_folder"]
@@ -128,7 +128,7 @@ class DiffusersRun(Run):
         tile = self.image_shape[0]
         if tuple(shape[1:3]) == tuple(self.image_shape[:2]):
             return net
-        return tiled_score_fn(lambda x, t, _: net(x, t), None, tile=tile, overlap=max(1, tile // 4))
+        return tiled_score_fn(lambda x, t, _: net(x, t), None, tile=tile, overlap=default_overlap(tile))
 
     @property
     def score_fn(self):
