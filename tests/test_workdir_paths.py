@@ -47,6 +47,11 @@ def test_url_whose_file_system_is_missing_is_refused_naming_the_package(tmp_path
     assert os.listdir(tmp_path) == []  # no local "gs:" folder
 
 
+def test_gs_url_is_accepted_where_tensorflow_installs_its_file_system(monkeypatch):
+    monkeypatch.setattr(workdir_io, "_tensorflow_installed", lambda: True)  # epath then writes through tf.io.gfile
+    assert check_workdir_path("gs://bucket/a") == "gs://bucket/a"
+
+
 @pytest.mark.parametrize("url", ["file:///tmp/a", "memory://a", "http://host/a"])
 def test_url_of_a_scheme_epath_does_not_route_is_refused(tmp_path, monkeypatch, url):
     monkeypatch.chdir(tmp_path)
