@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import os
 
 import ml_collections
 import optax
 from flax import nnx
 
 from diffjax import samplers, sde as sde_lib
+from diffjax import workdir_io
 from diffjax.losses import make_classifier_loss_fn, make_conditional_loss_fn, make_loss_fn
 from diffjax.pipelines import GeneratePipeline
 from diffjax.pipelines import conditional as conditional_pipelines
@@ -319,7 +319,7 @@ def load_model_config(workdir: str, network: str = "unet"):
     from diffjax.nn.diffusers_unet import DiffusersUNetConfig
 
     path = model_config_path(workdir)
-    if not os.path.exists(path):
+    if not workdir_io.exists(path):
         raise ValueError(f"{workdir} holds no model_config.json: expected the --workdir of a train.py run")
     cls = _network(network)[1]
     if network == "unet":
@@ -405,7 +405,7 @@ def first_stage_for(config: ml_collections.ConfigDict) -> ldm_pipelines.FirstSta
         declared = build_autoencoder_config(config, (64, 64, 1))
         return FirstStage(declared)
     where = f"--config.autoencoder.workdir={workdir}"
-    if not os.path.isdir(workdir):
+    if not workdir_io.isdir(workdir):
         raise ValueError(f"{where} does not exist; train the autoencoder first: python train.py "
                          f"--config configs/autoencoder_photos.py --workdir {workdir}")
     try:
@@ -424,11 +424,11 @@ def first_stage_for(config: ml_collections.ConfigDict) -> ldm_pipelines.FirstSta
         raise ValueError(f"{where} is untrained: it holds no checkpoint; train it first "
                          f"(python train.py --config <its config> --workdir {workdir})")
     ae_config = load_model_config(workdir, "autoencoder")
-    key = (os.path.abspath(workdir), step)
+    key = (workdir_io.absolute(workdir), step)
     if key not in _FIRST_STAGES:
         def loader():
             graphdef, params, model_state, _, _ = restore_ema_model(ae_run_config, workdir, make_mesh())
             return graphdef, params, model_state
 
-        _FIRST_STAGES[key] = FirstStage(ae_config, os.path.abspath(workdir), step, loader)
+        _FIRST_STAGES[key] = FirstStage(ae_config, workdir_io.absolute(workdir), step, loader)
     return _FIRST_STAGES[key]

@@ -24,6 +24,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.sharding import Sharding
 
+from diffjax import workdir_io
 from diffjax.training import TrainState
 from diffjax.typing import PyTree
 
@@ -82,7 +83,7 @@ class Checkpointer:
     def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
         if keep < 1:
             raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
-        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+        self.directory = os.path.join(workdir_io.absolute(workdir), CHECKPOINT_DIR)  # Orbax takes URLs too
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
@@ -98,13 +99,13 @@ class Checkpointer:
         self._unreadable.discard(step)
         if jax.process_index() == 0:
             aside = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR)
-            os.makedirs(aside, exist_ok=True)
+            workdir_io.makedirs(aside)
             target = os.path.join(aside, str(step))
             suffix = 0
-            while os.path.exists(target):
+            while workdir_io.exists(target):
                 suffix += 1
                 target = os.path.join(aside, f"{step}.{suffix}")
-            os.replace(os.path.join(self.directory, str(step)), target)
+            workdir_io.rename(os.path.join(self.directory, str(step)), target)
             log.warning("moved the unreadable checkpoint step %d to %s", step, target)
         self._manager.reload()
 
@@ -215,12 +216,8 @@ def _normalise(obj: Any) -> Any:
 
 def write_model_config(workdir: str, model_config: dict) -> None:
     """Store the model's hyper-parameters as JSON in the work directory."""
-    os.makedirs(workdir, exist_ok=True)
-    path = model_config_path(workdir)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_normalise(model_config), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)  # atomic: a crash never leaves half a file
+    # Whole or not at all: a crash never leaves half a file.
+    workdir_io.write_text(model_config_path(workdir), json.dumps(_normalise(model_config), indent=2, sort_keys=True))
 
 
 def check_model_config(workdir: str, model_config: dict, defaults: dict | None = None) -> None:
@@ -239,10 +236,9 @@ def check_model_config(workdir: str, model_config: dict, defaults: dict | None =
       ValueError: listing every field that differs, and what to do.
     """
     path = model_config_path(workdir)
-    if not os.path.exists(path):
+    if not workdir_io.exists(path):
         return
-    with open(path) as f:
-        stored = json.load(f)
+    stored = json.loads(workdir_io.read_text(path))
     wanted = _normalise(model_config)
     for key, value in _normalise(defaults or {}).items():
         if key in wanted and key not in stored:

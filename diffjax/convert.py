@@ -39,6 +39,8 @@ _PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt")
 
 def check_new_dir(path: str, flag: str = "--workdir") -> str:
     """``path`` made absolute, or a UserError if it is a file or a non-empty directory (named as ``flag``)."""
+    if "://" in os.fspath(path):  # written whole by a local rename, which a bucket cannot do
+        raise errors.UserError(f"{flag} {os.fspath(path)} is a URL; write a local folder, then copy it to the bucket")
     path = os.path.abspath(os.fspath(path))
     if os.path.isfile(path):
         raise errors.UserError(f"{flag} {path} is a file; expected a new or empty directory")

@@ -92,8 +92,9 @@ def load_json(path: str) -> Any:
     Raises:
       UserError: naming the file, line and column, and what to do.
     """
-    with open(path) as f:
-        text = f.read()
+    from diffjax import workdir_io
+
+    text = workdir_io.read_text(path)  # a local file or a bucket URL
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 
+from diffjax import workdir_io
 from diffjax.errors import UserError
 
 __all__ = ["fingerprint", "record", "check", "describe", "check_classifier", "record_classifier",
@@ -42,21 +43,19 @@ def _steps(workdir: str) -> list[int]:
     from diffjax.checkpoint import CHECKPOINT_DIR
 
     folder = os.path.join(workdir, CHECKPOINT_DIR)
-    if not os.path.isdir(folder):
+    if not workdir_io.isdir(folder):
         return []
-    return sorted(int(n) for n in os.listdir(folder) if n.isdigit() and os.path.isdir(os.path.join(folder, n)))
+    return sorted(int(n) for n in workdir_io.listdir(folder)
+                  if n.isdigit() and workdir_io.isdir(os.path.join(folder, n)))
 
 
 def _digest_files(folder: str) -> str:
     h = hashlib.sha256()
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            h.update(os.path.relpath(path, folder).replace(os.sep, "/").encode() + b"\0")
-            with open(path, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    h.update(chunk)
+    for relative in workdir_io.file_names(folder):  # os.walk order, folders and files sorted
+        h.update(relative.encode() + b"\0")
+        with workdir_io.open_binary(os.path.join(folder, relative)) as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
     return h.hexdigest()
 
 
@@ -68,14 +67,13 @@ def fingerprint(workdir: str) -> dict:
     """
     from diffjax.checkpoint import CHECKPOINT_DIR, model_config_path
 
-    workdir = os.path.abspath(workdir)
+    workdir = workdir_io.absolute(workdir)
     steps = _steps(workdir)
     if not steps:
         raise UserError(f"{workdir} holds no checkpoint: train it first")
     shape = {}
-    if os.path.exists(model_config_path(workdir)):
-        with open(model_config_path(workdir)) as f:
-            stored = json.load(f)
+    if workdir_io.exists(model_config_path(workdir)):
+        stored = json.loads(workdir_io.read_text(model_config_path(workdir)))
         stored = stored.get("vae", stored) if isinstance(stored, dict) else {}
         shape = {k: stored[k] for k in _SHAPE_KEYS if k in stored}
     return {"workdir": workdir, "step": steps[-1],
@@ -96,7 +94,7 @@ def _read(workdir: str) -> dict:
     from diffjax.errors import load_json
 
     path = _path(workdir)
-    return load_json(path) if os.path.exists(path) else {}
+    return load_json(path) if workdir_io.exists(path) else {}
 
 
 def record(workdir: str, role: str, first_workdir: str) -> dict:
@@ -115,11 +113,7 @@ def record(workdir: str, role: str, first_workdir: str) -> dict:
 
 
 def _write(workdir: str, stored: dict) -> None:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = _path(workdir) + f".{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(stored, f, indent=2, sort_keys=True)
-    os.replace(tmp, _path(workdir))  # atomic
+    workdir_io.write_text(_path(workdir), json.dumps(stored, indent=2, sort_keys=True))  # whole or not at all
 
 
 def _change(stored: dict, now: dict) -> str | None:

@@ -30,7 +30,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from diffjax.errors import UserError
 
-__all__ = ["open_image", "read_header", "read_pixels", "to_8bit", "check_files", "normalise_mode", "MAX_PIXELS"]
+__all__ = ["open_image", "read_header", "read_pixels", "to_8bit", "check_files", "file_problems", "problems_message",
+           "normalise_mode", "MAX_PIXELS"]
 
 #: Largest image (width x height) any reader accepts: Pillow's own limit (about 89 Mpx).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -171,13 +172,34 @@ def check_files(paths, *, decode=(), what: str = "dataset") -> None:
     Raises:
       ValueError: listing up to 10 bad files (and how many in all) on one line.
     """
-    problems = []
+    problems = file_problems(paths, decode=decode)
+    if problems:
+        raise UserError(problems_message(what, problems, "nothing was trained"))
+
+
+def file_problems(paths, *, decode=(), header_test=None) -> list[str]:
+    """One message per bad file: headers of ``paths`` read, ``decode`` fully decoded.
+
+    Args:
+      paths: files whose header is read.
+      decode: files decoded fully (skipped when their header already failed).
+      header_test: optional ``(path, mode, size) -> message or None``, a further check
+        of each readable header.
+
+    Returns:
+      ``"path: what is wrong"`` strings, in the order the files were read.
+    """
+    problems, header_bad = [], set()
     for path in paths:
         try:
-            read_header(path)
+            _, mode, size = read_header(path)
         except ValueError as err:
             problems.append(str(err))
-    header_bad = {p.split(": ", 1)[0] for p in problems}
+            header_bad.add(path)
+            continue
+        found = header_test(path, mode, size) if header_test is not None else None
+        if found:
+            problems.append(found)
     for path in decode:
         if path in header_bad:
             continue
@@ -185,7 +207,11 @@ def check_files(paths, *, decode=(), what: str = "dataset") -> None:
             open_image(path)
         except ValueError as err:
             problems.append(str(err))
-    if problems:
-        more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
-        raise UserError(f"{what}: {len(problems)} bad file(s), nothing was trained: " + "; ".join(problems[:10]) + more)
+    return problems
+
+
+def problems_message(what: str, problems: list[str], consequence: str) -> str:
+    """``"{what}: N bad file(s), {consequence}: p1; p2; ..."``: up to 10 named, on one line."""
+    more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+    return f"{what}: {len(problems)} bad file(s), {consequence}: " + "; ".join(problems[:10]) + more
 

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffjax import builders, distributed
+from diffjax import workdir_io
 from diffjax.builders import first_stage_for, load_model_config  # noqa: F401  (first_stage_for re-exported)
 from diffjax.generate import generate_batches
 from diffjax.logging_utils import save_grid
@@ -102,8 +103,7 @@ def evaluate_autoencoder(run, state, workdir: str) -> dict:
     if distributed.is_lead():
         k = min(16, len(recon))
         save_grid(os.path.join(workdir, "eval", "reconstructions.png"), np.concatenate([held_out[:k], recon[:k]]))
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
-            json.dump(out, f, indent=2)
+        workdir_io.write_text(os.path.join(workdir, "metrics.json"), json.dumps(out, indent=2))
         print(f"autoencoder reconstruction on {len(recon)} held-out {c.eval.split!r} crops: {json.dumps(out)}")
     return out
 

@@ -8,6 +8,7 @@ any tool. Only process 0 of a multi-host job writes.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -15,10 +16,13 @@ import time
 import jax
 import numpy as np
 
+from diffjax import workdir_io
 from diffjax.outputs import save_image, to_uint8  # to_uint8 re-exported: the writers' one 8-bit rounding
 
 __all__ = ["MetricWriter", "to_uint8", "image_grid", "save_png", "save_grid", "save_samples", "save_class_samples",
            "Throughput"]
+
+log = logging.getLogger("diffjax")
 
 
 class MetricWriter:
@@ -35,11 +39,9 @@ class MetricWriter:
         self._tb = None
         self._jsonl = None
         if self.enabled:
-            from tensorboardX import SummaryWriter
-
-            os.makedirs(workdir, exist_ok=True)
-            self._tb = SummaryWriter(os.path.join(workdir, "tb"))
-            self._jsonl = open(self.jsonl_path, "a")
+            workdir_io.makedirs(workdir)
+            self._tb = _tensorboard_writer(os.path.join(workdir, "tb"))
+            self._jsonl = workdir_io.AppendLog(self.jsonl_path)
 
     def write_scalars(self, step: int, scalars: dict) -> None:
         """Log ``{name: number}`` at ``step``."""
@@ -47,21 +49,44 @@ class MetricWriter:
             return
         values = {k: float(v) for k, v in scalars.items()}
         for name, value in values.items():
-            self._tb.add_scalar(name, value, step)
+            if self._tb is not None:
+                self._tb.add_scalar(name, value, step)
         self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
         self._jsonl.flush()
 
     def write_image(self, step: int, name: str, image_uint8: np.ndarray) -> None:
         """Log one ``(H, W, C)`` uint8 image to TensorBoard."""
-        if self.enabled:
+        if self.enabled and self._tb is not None:
             self._tb.add_image(name, image_uint8, step, dataformats="HWC")
 
     def close(self) -> None:
         """Flush and close the TensorBoard and JSONL files (no-op on processes that do not write)."""
         if self.enabled:
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
             self._jsonl.close()
             self.enabled = False
+
+
+def _tensorboard_writer(logdir: str):
+    """A tensorboardX ``SummaryWriter`` on ``logdir``, or ``None`` (with one warning) where it cannot write.
+
+    tensorboardX writes local folders itself, ``gs://`` through
+    ``google-cloud-storage`` and ``s3://`` through ``boto3``; a bucket whose
+    package is missing gets no TensorBoard events (``metrics.jsonl`` holds the
+    same scalars) rather than a crash.
+    """
+    from tensorboardX import SummaryWriter, record_writer
+
+    scheme = workdir_io.url_scheme(logdir)
+    needs = {"gs": ("GCS_ENABLED", "google-cloud-storage"), "s3": ("S3_ENABLED", "boto3")}
+    if scheme is not None and not getattr(record_writer, needs.get(scheme, ("", ""))[0], False):
+        package = needs[scheme][1] if scheme in needs else None
+        log.warning("no TensorBoard events for %s: %s (metrics.jsonl holds the same scalars)", logdir,
+                    f"tensorboardX writes {scheme}:// with {package}: pip install {package}" if package
+                    else f"tensorboardX cannot write {scheme}:// URLs")
+        return None
+    return SummaryWriter(logdir)
 
 
 def image_grid(images: np.ndarray, columns: int | None = None, padding: int = 1) -> np.ndarray:
@@ -100,7 +125,7 @@ def save_grid(path: str, images: np.ndarray) -> np.ndarray:
 
 def save_samples(output: str, images: np.ndarray) -> None:
     """Write ``[-1, 1]`` images as ``output/000000.png``, ... and the first 256 as ``output/grid.png``."""
-    os.makedirs(output, exist_ok=True)
+    workdir_io.makedirs(output)
     for i, img in enumerate(to_uint8(images)):
         save_png(os.path.join(output, f"{i:06d}.png"), img)
     save_grid(os.path.join(output, "grid.png"), images[:256])
@@ -108,7 +133,7 @@ def save_samples(output: str, images: np.ndarray) -> None:
 
 def save_class_samples(output: str, images: np.ndarray, labels: np.ndarray) -> None:
     """Write ``[-1, 1]`` images as ``output/000000_class3.png``, ... and the first 256 as ``output/grid.png``."""
-    os.makedirs(output, exist_ok=True)
+    workdir_io.makedirs(output)
     for i, img in enumerate(to_uint8(images)):
         save_png(os.path.join(output, f"{i:06d}_class{int(labels[i])}.png"), img)
     save_grid(os.path.join(output, "grid.png"), images[:256])

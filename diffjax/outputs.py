@@ -8,7 +8,8 @@
 * :func:`save_image` writes every output image under a temporary name in the
   same folder and renames it (``os.replace`` is atomic on POSIX file systems):
   a killed run leaves whole images and at most a hidden ``.*.tmp.png`` file,
-  never half an image under the final name.
+  never half an image under the final name. A ``gs://`` / ``s3://`` path is
+  uploaded as one object (:mod:`diffjax.workdir_io`).
 * :func:`is_own_output` recognises the files a segmentation run writes
   (``name_label.png``, ``name_uncertainty.png``), so running it again on a
   folder that holds them does not segment its own outputs.
@@ -16,11 +17,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 from PIL import Image
 
+from diffjax import workdir_io
 from diffjax.errors import UserError
 
 __all__ = ["check_output_dir", "save_image", "write_named", "to_uint8", "is_own_output", "OWN_OUTPUT_SUFFIXES"]
@@ -57,6 +60,9 @@ def check_output_dir(output: str, inputs=(), *, flag: str = "--output") -> str:
     """
     if not isinstance(output, str) or not output:
         raise UserError(f"{flag} must be a folder path, got {output!r}")
+    if workdir_io.url_scheme(output):  # a bucket: written object by object, never onto a local input
+        workdir_io.check_url(output)
+        return output
     real = _real(output)
     for given in inputs:
         if given is None:
@@ -94,6 +100,11 @@ def save_image(path: str, image) -> str:
     if not isinstance(image, Image.Image):
         array = np.asarray(image)
         image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
+    if workdir_io.url_scheme(path):  # a bucket: one object, uploaded whole
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        workdir_io.write_bytes(path, buffer.getvalue())
+        return path
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
@@ -123,6 +134,6 @@ def write_named(output: str, inputs, images) -> None:
     from diffjax import distributed
 
     if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
+        workdir_io.makedirs(output)
         for (name, _), image in zip(inputs, images):
             save_image(os.path.join(output, name), to_uint8(image))

@@ -14,6 +14,7 @@ returned paths can be shown with ``IPython.display.Image``).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -42,10 +43,33 @@ def _figure(rows: int = 1, cols: int = 1, *, width: float = 6.0, height: float =
     return fig, list(axes.flat)
 
 
+def _is_url(path: str) -> bool:
+    return "://" in os.fspath(path)
+
+
+def _read_text(path: str) -> str | None:
+    """The text of the file ``path`` (local, or a bucket URL through etils.epath), ``None`` if there is none."""
+    if _is_url(path):
+        from etils import epath
+
+        return epath.Path(path).read_text() if epath.Path(path).exists() else None
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
 def _save(fig, path: str) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)  # attach the off-screen canvas explicitly
+    if _is_url(path):  # a bucket: one object, uploaded whole
+        from etils import epath
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        epath.Path(path).write_bytes(buffer.getvalue())
+        return path
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -69,10 +93,11 @@ def read_metrics(workdir: str) -> dict[str, np.ndarray]:
       ValueError: when a line is not a JSON object with an integer ``step``.
     """
     path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.isfile(path):
+    text = _read_text(path)
+    if text is None:
         raise FileNotFoundError(f"no metrics log at {path}; expected a workdir written by train.py / dj.train")
     by_step: dict[int, dict] = {}
-    with open(path) as f:
+    with io.StringIO(text) as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -155,9 +180,9 @@ def plot_training_curves(workdir: str, out_dir: str | None = None) -> list[str]:
         written.append(_save(fig, os.path.join(out_dir, "train_metrics.png")))
 
     eval_path = os.path.join(workdir, "metrics.json")
-    if os.path.isfile(eval_path):
-        with open(eval_path) as f:
-            evaluation = json.load(f)
+    eval_text = _read_text(eval_path)
+    if eval_text is not None:
+        evaluation = json.loads(eval_text)
         bars = {k: float(v) for k, v in evaluation.items()
                 if k.startswith("fd_") and isinstance(v, (int, float)) and math.isfinite(v)}
         if bars:

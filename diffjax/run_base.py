@@ -11,13 +11,13 @@ adds its own entries to ``Run.GENERATORS`` / ``Run.RESTORERS`` /
 
 from __future__ import annotations
 
-import os
 
 import jax
 import ml_collections
 import numpy as np
 
 from diffjax import builders
+from diffjax import workdir_io
 from diffjax.builders import restore_ema_model
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.parametrization import model_score_fn
@@ -294,14 +294,14 @@ class Run(RestoreMixin, TranslateMixin):
                          pipeline if run_config.task.name == "cascade" else None, mc.num_classes)
 
         stages = [stage(self.config, self._graphdef, self.params, self._model_state, self.model_config, self.pipeline)]
-        seen, run_dir, pipeline = {os.path.abspath(self.workdir)}, self.workdir, self.pipeline
+        seen, run_dir, pipeline = {workdir_io.absolute(self.workdir)}, self.workdir, self.pipeline
         while stages[0].pipeline is not None:  # walk down from this SR stage to the base
             if not pipeline.previous_workdir:
                 raise ValueError(f"{run_dir}: set --config.task.cascade.previous_workdir to the stage below's workdir")
             run_dir = pipeline.previous_workdir
-            if os.path.abspath(run_dir) in seen:
+            if workdir_io.absolute(run_dir) in seen:
                 raise ValueError(f"the cascade's previous_workdir links loop back to {run_dir}")
-            seen.add(os.path.abspath(run_dir))
+            seen.add(workdir_io.absolute(run_dir))
             run_config = load_run_config(run_dir)
             pipeline = builders.build_pipeline(run_config)
             graphdef, params, model_state, mc, _ = restore_ema_model(run_config, run_dir, self.mesh)

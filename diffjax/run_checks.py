@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import jax
 import ml_collections
 import numpy as np
 
-from diffjax import distributed
+from diffjax import distributed, workdir_io
 
 __all__ = ["NONFINITE_MODES", "check_workdir_path", "check_workdir_writable", "check_num", "check_channels",
            "check_training_section", "restore_or_start", "lead_print"]
@@ -29,17 +28,10 @@ def check_workdir_path(workdir) -> str:
     if not isinstance(workdir, (str, os.PathLike)) or not str(workdir):
         raise ValueError(f"workdir must be a directory path, got {workdir!r}")
     workdir = os.fspath(workdir)
-    _check_not_url(workdir)
+    # A bucket URL is written through etils.epath; one it cannot write (unknown scheme, file system
+    # not installed) is refused here, before it could become a local folder named "gs:".
+    workdir_io.check_url(workdir)
     return workdir
-
-
-def _check_not_url(workdir: str) -> None:
-    """Refuse ``gs://...`` and other URLs: the run layer writes with ``os``/``open``, so a
-    URL would silently become a local folder named ``gs:`` under the current directory."""
-    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", workdir)
-    if match:
-        raise ValueError(f"workdir {workdir!r} is a {match.group(1)}:// URL; a workdir must be a file-system path: "
-                         "mount the bucket (e.g. with gcsfuse) and pass the path of the mount")
 
 
 def check_num(num: int) -> None:
@@ -81,7 +73,9 @@ def check_workdir_writable(workdir: str) -> None:
     Raises:
       ValueError: naming the path that is in the way and what to do.
     """
-    _check_not_url(os.fspath(workdir))
+    workdir_io.check_url(workdir)
+    if workdir_io.url_scheme(workdir):
+        return  # a bucket has no permission bits to read here: the first write names any refusal
     path = os.path.abspath(workdir)
     existing = path
     while not os.path.exists(existing):

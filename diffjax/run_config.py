@@ -15,6 +15,7 @@ import os
 import ml_collections
 
 from diffjax import config_checks
+from diffjax import workdir_io
 from diffjax.errors import UserError, load_json
 
 __all__ = ["CONFIG_FILE", "get_base_config", "load_config_file", "bundled_configs_dir", "split_config_flag",
@@ -434,10 +435,7 @@ def resolve_config(config, overrides: dict | None = None) -> ml_collections.Conf
 
 def write_run_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Store the whole config as ``WORKDIR/config.json`` (atomically; read back by :func:`load_run_config`)."""
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.write(config.to_json(indent=2, sort_keys=True))
-    os.replace(path + ".tmp", path)
+    workdir_io.write_text(os.path.join(workdir, CONFIG_FILE), config.to_json(indent=2, sort_keys=True))
 
 
 def load_run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -449,7 +447,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
       ValueError: if ``workdir`` holds no ``config.json``.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not workdir_io.exists(path):
         raise ValueError(f"{workdir} holds no {CONFIG_FILE}: expected the --workdir of a train.py run "
                          "(python train.py --config configs/X.py --workdir DIR)")
     stored = ml_collections.ConfigDict(load_json(path))  # a damaged file is named, with its line

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 
 import jax
@@ -25,6 +24,7 @@ import optax
 from flax import nnx
 
 from diffjax import builders, distributed
+from diffjax import workdir_io
 from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
 from diffjax.logging_utils import save_samples
 # make_lsgm_generate_fn and lsgm_bound_fn are looked up here (tests count their traces).
@@ -214,9 +214,8 @@ def _image_shape(workdir: str, config) -> tuple[int, int, int]:
     from diffjax.checkpoint import model_config_path
 
     path = model_config_path(workdir)
-    if os.path.exists(path):
-        with open(path) as f:
-            vae = json.load(f)["vae"]
+    if workdir_io.exists(path):
+        vae = json.loads(workdir_io.read_text(path))["vae"]
         return (vae["image_size"], vae["image_size"], vae["in_channels"])
     return builders.build_dataset(config, "test").image_shape
 

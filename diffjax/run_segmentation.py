@@ -34,6 +34,7 @@ import optax
 from flax import nnx
 
 from diffjax import builders, distributed, fingerprint
+from diffjax import workdir_io
 from diffjax.builders import load_model_config
 from diffjax.checkpoint import write_model_config
 from diffjax.data.pipeline import host_rows
@@ -107,10 +108,8 @@ def _evaluate(predict_fn, images, labels, num_classes, batch_size) -> dict:
 
 def _finish(config, workdir, summary: dict, info: dict) -> dict:
     if distributed.is_lead():
-        with open(os.path.join(workdir, INFO_FILE), "w") as f:
-            json.dump(info, f, indent=2, sort_keys=True)
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        workdir_io.write_text(os.path.join(workdir, INFO_FILE), json.dumps(info, indent=2, sort_keys=True))
+        workdir_io.write_text(os.path.join(workdir, "metrics.json"), json.dumps(summary, indent=2))
         print(f"{config.task.name}: {json.dumps(summary)}")
     return summary
 
@@ -126,13 +125,13 @@ def _train_features(config, workdir) -> dict:
     num_classes = _num_label_classes(config)
     feature_fn, info = build_feature_fn(config, images.shape[1:])
     _start(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
+    workdir_io.makedirs(workdir)
     write_run_config(workdir, config)
     if "backbone_workdir" in info and distributed.is_lead():  # sample.py refuses a backbone changed since (diffjax.fingerprint)
         fingerprint.record(workdir, "backbone", info["backbone_workdir"])
     t0 = time.perf_counter()
     if s.feature_memmap:  # on disk; the ensemble reads chunk_pixels pixels' features at a time
-        path = os.path.join(workdir, "features.npy")
+        path = workdir_io.scratch_path(workdir, "features.npy")  # a memmap needs a local file
         shape = (len(images), *images.shape[1:3], seg.feature_channels(feature_fn, images.shape[1:]))
         seg.compute_features(feature_fn, images, s.feature_batch_size, out=seg.open_feature_memmap(path, shape))
         feats = np.load(path, mmap_mode="r")
@@ -173,10 +172,9 @@ class _ResumeFile:
         self.directory = os.path.join(workdir, RESUME_FILE)
 
     def latest_step(self) -> int | None:
-        if not os.path.exists(self.directory):
+        if not workdir_io.exists(self.directory):
             return None
-        with np.load(self.directory, allow_pickle=False) as stored:
-            return int(stored["['step']"])
+        return int(workdir_io.load_npz(self.directory)["['step']"])
 
     def save(self, step: int, state) -> None:
         if distributed.is_lead():
@@ -233,8 +231,8 @@ def _train_ddep_pretrain(config, workdir, stop=None) -> dict:
         return summary
     if distributed.is_lead():
         _save_npz(os.path.join(workdir, STATE_FILE), result.state.params)
-        if os.path.exists(os.path.join(workdir, RESUME_FILE)):
-            os.remove(os.path.join(workdir, RESUME_FILE))
+        if workdir_io.exists(os.path.join(workdir, RESUME_FILE)):
+            workdir_io.remove(os.path.join(workdir, RESUME_FILE))
     return _finish(config, workdir, summary, {"image_shape": list(dataset.image_shape)})
 
 
@@ -251,10 +249,10 @@ def _pretrained_unet(config, image_shape, num_classes):
         raise ValueError("init='pretrained' needs the pretraining run: --config.segmentation.pretrain_workdir=P "
                          "(python train.py --config configs/segmentation_ddep.py:pretrain --workdir P), "
                          "or --config.segmentation.init=random for the baseline")
-    if not os.path.isdir(p):
+    if not workdir_io.isdir(p):
         raise ValueError(f"config.segmentation.pretrain_workdir {p} does not exist")
     p_config = load_run_config(p)
-    if p_config.task.name != "ddep_pretrain" or not os.path.exists(os.path.join(p, STATE_FILE)):
+    if p_config.task.name != "ddep_pretrain" or not workdir_io.exists(os.path.join(p, STATE_FILE)):
         raise ValueError(f"{p} is not a finished DDeP pretraining run (task {p_config.task.name!r}); train one with "
                          "configs/segmentation_ddep.py:pretrain")
     pmc = load_model_config(p)
@@ -267,7 +265,7 @@ def _pretrained_unet(config, image_shape, num_classes):
     params = _load_npz(os.path.join(p, STATE_FILE), nnx.state(model, nnx.Param),
                        skip=lambda name: "conv_out" in name)
     nnx.update(model, params)
-    return model, {"init": "pretrained", "pretrain_workdir": os.path.abspath(p)}
+    return model, {"init": "pretrained", "pretrain_workdir": workdir_io.absolute(p)}
 
 
 def _train_ddep_finetune(config, workdir, stop=None) -> dict:

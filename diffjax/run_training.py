@@ -36,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from diffjax import builders, distributed
+from diffjax import workdir_io
 from diffjax.checkpoint import StopRequest, write_model_config
 from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
@@ -176,7 +177,7 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
         summary.update(evaluate(run, state, workdir))
     if distributed.is_lead():
         plot_training_curves(workdir)  # loss, logged scalars (and eval) as PNGs in workdir/plots/
-        print(f"outputs in {os.path.abspath(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/, plots/"
+        print(f"outputs in {workdir_io.absolute(workdir)}: checkpoints/, metrics.jsonl, tb/, samples/, plots/"
               + (", eval/, metrics.json" if "fd_alexnet_ema" in summary or "eval_dir" in summary else ""))
     return summary
 
@@ -212,8 +213,7 @@ def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
         eval_dir = os.path.join(workdir, "eval")
         save_grid(os.path.join(eval_dir, "samples_ema.png"), samples_ema[:64])
         save_grid(os.path.join(eval_dir, "samples_initial.png"), samples_initial[:64])
-        with open(os.path.join(workdir, "metrics.json"), "w") as f:
-            json.dump(out, f, indent=2)
+        workdir_io.write_text(os.path.join(workdir, "metrics.json"), json.dumps(out, indent=2))
         print(f"demo evaluation: {json.dumps(out)}")
         print(f"  sample grids in {eval_dir}/, figures in {os.path.join(workdir, 'metrics.json')}")
     out["eval_dir"] = os.path.join(workdir, "eval")

@@ -7,12 +7,12 @@ A mixin of :class:`diffjax.Run` (docs/ARCHITECTURE.md, "Layers": the run core);
 
 from __future__ import annotations
 
-import os
 
 import jax
 import numpy as np
 
 from diffjax import builders, distributed, fingerprint
+from diffjax import workdir_io
 from diffjax.builders import load_model_config, restore_ema_model
 from diffjax.run_arrays import as_key as _as_key, as_pixels, check_sampler as _check_sampler, to_unit
 from diffjax.run_config import load_run_config
@@ -133,7 +133,7 @@ class TranslateMixin:
         if not cls_dir:
             raise ValueError("EGSDE needs a domain-classifier run: pass --config.translation.classifier_workdir=DIR "
                              "(trained with configs/translation_fashion_mnist.py:classifier or any domain_classifier config)")
-        if not os.path.isdir(cls_dir):
+        if not workdir_io.isdir(cls_dir):
             raise ValueError(f"translation.classifier_workdir {cls_dir} does not exist")
         cls_config = load_run_config(cls_dir)
         network = builders.build_pipeline(cls_config).network if cls_config.task.name in builders.PIPELINES else ""

@@ -23,6 +23,7 @@ import os
 import ml_collections
 
 from diffjax import builders, distributed
+from diffjax import workdir_io
 from diffjax.builders import load_model_config, restore_ema_model  # noqa: F401  (re-exported)
 from diffjax.outputs import check_output_dir
 from diffjax.logging_utils import save_samples
@@ -116,7 +117,7 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
         (it does not segment; fine-tune it first).
     """
     workdir = check_workdir_path(workdir)
-    if not os.path.isdir(workdir):
+    if not workdir_io.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist; expected the --workdir of a train.py run")
     from diffjax.interop.diffusers_latent import load_folder_run
     from diffjax.interop.diffusers_run import is_diffusers_folder

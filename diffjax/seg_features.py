@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from diffjax import builders
+from diffjax import workdir_io
 from diffjax.builders import load_model_config, restore_ema_model
 from diffjax.run_config import load_run_config
 from diffjax.tasks import ddep
@@ -125,7 +126,7 @@ def _backbone(config, image_shape):
                          "--config.segmentation.backbone_workdir=DDPM_RUN (e.g. python train.py "
                          "--config configs/ddpm_scenes.py --workdir DDPM_RUN); or features=pixels|random_unet")
     if backbone:
-        if not os.path.isdir(backbone):
+        if not workdir_io.isdir(backbone):
             raise ValueError(f"config.segmentation.backbone_workdir {backbone} does not exist")
         b_config = load_run_config(backbone)
         # RePaint runs (python -m diffjax.convert writes one) train the same unconditional network.
@@ -145,7 +146,7 @@ def _backbone(config, image_shape):
     if s.features == "ddpm":
         graphdef, params, state, mc, step = restore_ema_model(b_config, backbone, make_mesh())
         model = model_from_state(graphdef, params, state)
-        info = {"backbone_workdir": os.path.abspath(backbone), "backbone_step": step}
+        info = {"backbone_workdir": workdir_io.absolute(backbone), "backbone_step": step}
     else:
         model = UNet(mc, rngs=nnx.Rngs(params=config.training.seed))
         _redraw_zero_kernels(model, jax.random.key(config.training.seed))
@@ -202,15 +203,12 @@ def _flat(tree) -> dict:
 
 
 def _save_npz(path: str, tree) -> None:
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **_flat(tree))
-    os.replace(tmp, path)
+    workdir_io.save_npz(path, _flat(tree))  # whole or not at all, local or on a bucket
 
 
 def _load_npz(path: str, like, skip=lambda name: False):
     """Arrays of ``path`` in the structure of ``like`` (leaves named by their key paths)."""
-    with np.load(path, allow_pickle=False) as stored:
-        arrays = dict(stored)
+    arrays = workdir_io.load_npz(path)
     leaves = []
     for key_path, leaf in jax.tree_util.tree_flatten_with_path(like)[0]:
         name = jax.tree_util.keystr(key_path)

@@ -13,6 +13,7 @@ from flax import nnx
 from PIL import Image
 
 from diffjax import distributed, fingerprint
+from diffjax import workdir_io
 from diffjax.builders import load_model_config
 from diffjax.run_base import Run
 from diffjax.run_config import load_run_config
@@ -44,8 +45,7 @@ class Segmenter(Run):
                 model.config.image_size, model.config.image_size, model.config.in_channels)
             self._build()
             return
-        with open(os.path.join(workdir, INFO_FILE)) as f:
-            info = json.load(f)
+        info = json.loads(workdir_io.read_text(os.path.join(workdir, INFO_FILE)))
         self.num_classes, self.image_shape = int(info["num_classes"]), tuple(info["image_shape"])
         state_path = os.path.join(workdir, STATE_FILE)
         if config.task.name == "segmentation_features":
@@ -140,13 +140,13 @@ def load_segmenter(workdir: str) -> Segmenter:
       ValueError: a workdir without a finished segmentation run, a pretraining run (it
         does not segment), or a backbone run that changed since.
     """
-    if not os.path.isdir(workdir):
+    if not workdir_io.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist")
     config = load_run_config(workdir)
     if config.task.name not in ("segmentation_features", "ddep_finetune"):
         raise ValueError(f"{workdir} is a {config.task.name!r} run; segmenting needs a segmentation_features or "
                          "ddep_finetune run")
-    if not os.path.exists(os.path.join(workdir, STATE_FILE)):
+    if not workdir_io.exists(os.path.join(workdir, STATE_FILE)):
         raise ValueError(f"{workdir} holds no {STATE_FILE}: its training did not finish")
     return Segmenter(config, workdir)
 
@@ -184,10 +184,9 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         raise ValueError(f"{workdir} is a DDeP pretraining run, which denoises and does not segment; fine-tune it "
                          "with configs/segmentation_ddep.py:finetune --config.segmentation.pretrain_workdir=... first")
     info_path = os.path.join(workdir, INFO_FILE)
-    if not os.path.exists(info_path):
+    if not workdir_io.exists(info_path):
         raise ValueError(f"{workdir} holds no {INFO_FILE}: its segmentation training did not finish")
-    with open(info_path) as f:
-        shape = tuple(json.load(f)["image_shape"])
+    shape = tuple(json.loads(workdir_io.read_text(info_path))["image_shape"])
     # A folder holding an earlier run's name_label.png / name_uncertainty.png: segment only the images.
     inputs = read_translation_inputs(input_dir, shape, exclude=is_own_output)
     segmenter = Segmenter(config, workdir)
@@ -200,7 +199,7 @@ def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, in
         entropy.append(ent)
     labels, entropy = np.concatenate(labels), np.concatenate(entropy)
     if distributed.is_lead():
-        os.makedirs(output, exist_ok=True)
+        workdir_io.makedirs(output)
         palette = label_palette()
         scale = 255.0 / np.log(segmenter.num_classes)
         for (name, _), lab, ent in zip(inputs, labels, entropy):

@@ -35,6 +35,7 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from diffjax import distributed
+from diffjax import workdir_io
 from diffjax.checkpoint import Checkpointer, StopRequest, check_model_config
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
 from diffjax.run_base import _check_training_section, check_workdir_writable, restore_or_start
@@ -205,7 +206,7 @@ def train_loop(task: LoopTask, workdir: str, config: ml_collections.ConfigDict, 
     tc, mesh, n = config.training, task.mesh, task.num_steps
     lead = distributed.is_lead()
     if lead:
-        os.makedirs(workdir, exist_ok=True)
+        workdir_io.makedirs(workdir)
     checkpointer = task.checkpointer(workdir, tc) if task.checkpointer is not None else None
     init_state = task.init_state()
     # Replicated, or split over the devices with fsdp (a checkpoint restores onto either).

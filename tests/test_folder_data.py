@@ -186,3 +186,100 @@ def test_config_route_trains_on_a_folder(tmp_path):
     train, test = builders.build_dataset(c, "train"), builders.build_dataset(c, c.eval.split)
     assert (train.num_examples, test.num_examples) == (9, 1)
     assert train.image_shape == (4, 4, 3) and train.batch(0, 2)["label_map"].shape == (2, 4, 4)
+
+
+# -- large folders: start-up independent of the folder's size, files checked beside training ------------------
+
+
+def _write_grey(folder, n, start=0):
+    """``n`` tiny grey PNGs ``g00000.png``, ... (fast to write: a few seconds for thousands)."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(start, start + n):
+        Image.fromarray(np.full((6, 6), i % 251, np.uint8), "L").save(os.path.join(folder, f"g{i:05d}.png"))
+
+
+def _file_reads_at_load(monkeypatch, folder, **kwargs):
+    """(dataset, files opened by the loading thread): headers and decodes both open through image_io._opened."""
+    import threading
+
+    from diffjax import image_io
+    from diffjax.data.folder import load_folder
+
+    opened, real, me = [], image_io._opened, threading.get_ident()
+    monkeypatch.setattr(image_io, "_opened", lambda path: (threading.get_ident() == me and opened.append(path),
+                                                            real(path))[1])
+    ds = load_folder(folder, **kwargs)
+    monkeypatch.setattr(image_io, "_opened", real)
+    return ds, opened
+
+
+def test_start_up_reads_a_bounded_number_of_files_whatever_the_folder_size(tmp_path, monkeypatch):
+    from diffjax.data.folder import CHANNEL_PROBE, CHECK_AT_LOAD_LIMIT
+
+    counts = {}
+    for n in (CHECK_AT_LOAD_LIMIT + 88, 3 * CHECK_AT_LOAD_LIMIT):
+        folder = str(tmp_path / str(n))
+        _write_grey(folder, n)
+        ds, opened = _file_reads_at_load(monkeypatch, folder, image_size=4, eval_fraction=0.1)
+        assert ds.image_shape == (4, 4, 1) and ds.file_check is not None
+        counts[n] = len(opened)
+        assert ds.file_check.wait(120) and ds.batch(0, 4)["image"].shape == (4, 4, 4, 1)
+    assert counts[CHECK_AT_LOAD_LIMIT + 88] == counts[3 * CHECK_AT_LOAD_LIMIT] <= CHANNEL_PROBE, counts
+    # A small folder is still checked whole at load (every header read, every file decoded).
+    _write_grey(str(tmp_path / "small"), 20)
+    ds, opened = _file_reads_at_load(monkeypatch, str(tmp_path / "small"), image_size=4, eval_fraction=0)
+    assert ds.file_check is None and len(opened) >= 2 * 20
+
+
+def test_large_folder_gives_the_batches_of_the_check_at_load(tmp_path, monkeypatch):
+    from diffjax.data import folder as folder_mod
+
+    folder = str(tmp_path / "f")
+    _write_grey(folder, folder_mod.CHECK_AT_LOAD_LIMIT + 8)
+    _save(os.path.join(folder, "a_colour.png"), _rgb(3, 6, 6))  # among the first files: RGB, as before
+    lazy = folder_mod.load_folder(folder, image_size=4, eval_fraction=0.1, seed=3)
+    monkeypatch.setattr(folder_mod, "CHECK_AT_LOAD_LIMIT", 10**6)
+    checked = folder_mod.load_folder(folder, image_size=4, eval_fraction=0.1, seed=3)
+    assert lazy.file_check is not None and checked.file_check is None
+    assert lazy.files == checked.files and lazy.image_shape == checked.image_shape == (4, 4, 3)
+    for step in (0, 7):
+        a, b = lazy.batch(step, 8, seed=1), checked.batch(step, 8, seed=1)
+        np.testing.assert_array_equal(a["image"], b["image"])
+    assert lazy.file_check.wait(120)
+
+
+@pytest.mark.parametrize("where", ["train", "held_out"])
+def test_bad_file_of_a_large_folder_is_named_by_the_check_beside_training(tmp_path, where):
+    from diffjax.data.folder import CHECK_AT_LOAD_LIMIT, load_folder
+
+    folder = str(tmp_path / "f")
+    _write_grey(folder, CHECK_AT_LOAD_LIMIT + 40)
+    test_files = load_folder(folder, split="test", eval_fraction=0.1).files
+    train_files = load_folder(folder, split="train", eval_fraction=0.1).files
+    bad = train_files[-1] if where == "train" else test_files[-1]
+    with open(bad, "r+b") as f:  # truncated: the header still reads, the pixels do not
+        f.truncate(40)
+    if where == "train":  # garbage: even the header fails
+        with open(bad, "wb") as f:
+            f.write(b"not a PNG at all")
+    ds = load_folder(folder, split="train", eval_fraction=0.1)  # starts: only the listing was read
+    assert ds.file_check.wait(120)
+    message = r"found by the check of every file that runs beside training.*: " + re.escape(bad) + ": "
+    with pytest.raises(ValueError, match=message) as info:
+        ds.batch(0, 2)
+    assert "1 bad file(s)" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=message):
+        next(ds.iterator(2))  # through grain too
+
+
+def test_colour_image_late_in_a_folder_read_as_grey_is_refused_naming_it(tmp_path):
+    from diffjax.data.folder import CHECK_AT_LOAD_LIMIT, load_folder
+
+    folder = str(tmp_path / "f")
+    _write_grey(folder, CHECK_AT_LOAD_LIMIT + 40)
+    _save(os.path.join(folder, "zz_colour.png"), _rgb(3, 6, 6))
+    ds = load_folder(folder, image_size=4, eval_fraction=0)
+    assert ds.image_shape == (4, 4, 1) and ds.file_check.wait(120)
+    with pytest.raises(ValueError, match=r"zz_colour\.png: a colour image in a folder read as grey.*channels=3"):
+        ds.batch(0, 2)
+    assert load_folder(folder, image_size=4, eval_fraction=0, channels=3).file_check.wait(120)

@@ -6,9 +6,17 @@ it with Pillow (never anything else: no pickles, no NumPy object arrays) when a 
 needs it, on a pool of decoding threads (:mod:`diffjax.data.streaming`): host memory does
 not grow with the number of files. Batches are the finite-dataset batches of
 :class:`~diffjax.data.pipeline.ArrayDataset`: a pure function of the step, sharded per
-host (each host decodes only its rows). Folders of up to ``VALIDATE_LIMIT`` files are
-decoded once when loaded, so that a broken file is named before training starts; in
-larger folders a broken file is named by the batch that reads it.
+host (each host decodes only its rows).
+
+**Bad files**: a folder of up to ``CHECK_AT_LOAD_LIMIT`` (512) images has every header
+read when it is loaded (and its files decoded when there are at most ``VALIDATE_LIMIT``),
+so a broken file is named before training starts. A larger folder is only listed when it
+is loaded, so the time to the first step does not grow with it: its headers are read by
+a thread beside training (:mod:`diffjax.data.file_check`), and the first row read after
+that check finds a bad file raises one error naming every bad file; a batch that reads a
+broken file names it too. With ``channels=0`` a large folder is read as grey when its
+first ``CHANNEL_PROBE`` (64) images are, and the background check refuses a colour image
+found later (naming it and ``data.channels``).
 
 **Labelled folders** (``num_classes > 0``): each image ``name.png`` (or ``.jpg``) has a
 label map ``name_label.png`` beside it: one 8-bit channel of class ids in
@@ -64,6 +72,11 @@ DEFAULT_EVAL_FRACTION = 0.1
 _FULL_CHECK_LIMIT = 512
 #: Folders with at most this many files are decoded once at load time to name a broken file early.
 VALIDATE_LIMIT = 256
+#: Folders of at most this many images are checked (every header) before the first step; larger
+#: ones start at once and are checked on a thread beside training (:mod:`diffjax.data.file_check`).
+CHECK_AT_LOAD_LIMIT = 512
+#: Files of a large folder whose header decides ``channels=0`` at load (grey if all of them are).
+CHANNEL_PROBE = 64
 #: Random stream of the random crops (training batches use 0, evaluation images 1).
 CROP_STREAM = 2
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -217,7 +230,7 @@ class FolderDataset(ArrayDataset):
     """
 
     def __init__(self, name, split, data_dir, files, images, label_maps, label_classes, seed=0,
-                 random_crop=None):
+                 random_crop=None, file_check=None):
         super().__init__(name, split, images, None, num_classes=0, seed=seed)
         self.data_dir = data_dir
         self.files = list(files)
@@ -226,6 +239,8 @@ class FolderDataset(ArrayDataset):
         self._label_maps = label_maps
         # read(i, rng) -> a random square of file i (crop="random"), else None.
         self._random_crop = random_crop
+        #: A large folder's :class:`~diffjax.data.file_check.BackgroundCheck` (``None``: checked at load).
+        self.file_check = file_check
 
     def _rows(self, step, global_batch_size, rows, seed):
         index = self._indices(step, global_batch_size, rows, seed)
@@ -233,6 +248,7 @@ class FolderDataset(ArrayDataset):
             return self._rows_at(index)
         # The crop's position is drawn from the row's place in the run, not from the file: a pure
         # function of (seed, step, row) that differs between epochs and is the same on any host.
+        self._raise_if_bad_files()
         positions = step * global_batch_size + rows
         read = self._random_crop
         images = self._images.rows(np.arange(len(index)), lambda k: read(
@@ -252,7 +268,13 @@ class FolderDataset(ArrayDataset):
         return {"image": images, "label": labels, "label_map": self._label_maps[index].astype(np.int32)}
 
     def _rows_at(self, index):
+        self._raise_if_bad_files()
         return to_unit_range(self._images[index]), self._labels[index]
+
+    def _raise_if_bad_files(self) -> None:
+        """Stop at the next row once the background check of a large folder has found a bad file."""
+        if self.file_check is not None:
+            self.file_check.raise_if_failed()
 
     def eval_images(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` images of this split in a seeded order, float32 ``(n, H, W, C)`` in [-1, 1].
@@ -348,9 +370,9 @@ def load_folder(
             f"{', '.join(IMAGE_EXTENSIONS)}"
         )
     if num_classes:
-        expected = {_label_path(p) for p in image_files}
+        expected, listed = {_label_path(p) for p in image_files}, set(label_files)
         for path in image_files:
-            if not os.path.isfile(_label_path(path)):
+            if _label_path(path) not in listed:  # the listing, not a stat per file
                 raise ValueError(
                     f"{path}: image without its label map {os.path.basename(_label_path(path))!r}; "
                     f"a labelled folder (num_classes={num_classes}) needs name{LABEL_SUFFIX}.png beside every image"
@@ -374,15 +396,22 @@ def load_folder(
         keep = held if split == "test" else ~held
     else:
         keep = np.ones(len(image_files), bool)
-    _check_all_files(data_dir, image_files, keep, num_classes)
+    small = len(image_files) <= CHECK_AT_LOAD_LIMIT
+    if small:  # every header now: a bad file is named before the first step
+        _check_all_files(data_dir, image_files, keep, num_classes)
 
+    guessed_grey = False
     if channels == 0:
-        channels = 1 if all(_open_mode(p) in _GREY_MODES for p in image_files) else 3
+        probe = image_files if small else image_files[:CHANNEL_PROBE]
+        channels = 1 if all(_open_mode(p) in _GREY_MODES for p in probe) else 3
+        guessed_grey = channels == 1 and not small
     files = [p for p, k in zip(image_files, keep) if k]
     if image_size is None:
         height, width = _open_size(files[0])[::-1]
     else:
         height = width = image_size
+    file_check = None if small else _check_in_background(data_dir, image_files, keep, split, num_classes,
+                                                         guessed_grey, None if image_size else files[0])
 
     def read(i: int) -> np.ndarray:
         image = read_image(files[i], channels, image_size)
@@ -419,6 +448,7 @@ def load_folder(
         num_classes,
         seed=seed,
         random_crop=read_random_square if crop == "random" and split == "train" else None,
+        file_check=file_check,
     )
 
 
@@ -430,6 +460,34 @@ def _check_all_files(data_dir: str, image_files: list[str], keep: np.ndarray, nu
     others += [_label_path(p) for p in others] if num_classes else []
     image_io.check_files(image_files + labels, decode=others if len(others) <= _FULL_CHECK_LIMIT else (),
                          what=f"folder dataset {data_dir!r}")
+
+
+def _check_in_background(data_dir, image_files, keep, split, num_classes, guessed_grey, first):
+    """A large folder's :func:`_check_all_files` on a thread (the train split checks both splits' files,
+    the test split its own), plus what load time took on trust: every image grey when ``channels=0``
+    was decided from the first :data:`CHANNEL_PROBE` files, and every image of ``first``'s size when
+    ``image_size`` is unset (``first`` not ``None``)."""
+    from diffjax.data.file_check import BackgroundCheck
+
+    mine = [p for p, k in zip(image_files, keep) if k]
+    others = [p for p, k in zip(image_files, keep) if not k] if split == "train" else []
+    images = mine + others
+    labels = [_label_path(p) for p in images] if num_classes else []
+    decode = others + ([_label_path(p) for p in others] if num_classes else [])
+    first_size = _open_size(first) if first is not None else None
+    mine_set, label_set = set(mine), set(labels)
+
+    def header_test(path, mode, size):
+        if guessed_grey and path not in label_set and mode not in _GREY_MODES:
+            return (f"{path}: a colour image in a folder read as grey (its first {CHANNEL_PROBE} images are grey); "
+                    "set --config.data.channels=3 (or 1 to read every image as grey)")
+        if first_size is not None and path in mine_set and size != first_size:
+            return (f"{path}: size {size[0]}x{size[1]} differs from {first} ({first_size[0]}x{first_size[1]}); set "
+                    "image_size (--config.data.image_size=S) to resize and centre-crop every image")
+        return None
+
+    return BackgroundCheck(images + labels, decode=decode if len(others) <= _FULL_CHECK_LIMIT else (),
+                           header_test=header_test, what=f"folder dataset {data_dir!r}")
 
 
 def _check_same_size(path: str, first: str) -> None:

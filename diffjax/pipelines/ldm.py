@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from diffjax import fingerprint
+from diffjax import fingerprint, workdir_io
 
 from diffjax.pipelines.base import Pipeline, row_rng
 
@@ -199,15 +199,15 @@ class LatentPipeline(Pipeline):
     @staticmethod
     def _read(workdir: str) -> dict | None:
         path = os.path.join(workdir, LATENT_FILE)
-        if not os.path.exists(path):
+        if not workdir_io.exists(path):
             return None
-        with open(path) as f:
-            return json.load(f)
+        return json.loads(workdir_io.read_text(path))
 
     def write_run_files(self, workdir: str) -> None:
         """Write ``latent.json``: the scale factor and the autoencoder it belongs to."""
-        with open(os.path.join(workdir, LATENT_FILE), "w") as f:
-            json.dump({"scale_factor": self.scale_factor, "autoencoder": self.first_stage.describe()}, f, indent=2)
+        workdir_io.write_text(os.path.join(workdir, LATENT_FILE),
+                              json.dumps({"scale_factor": self.scale_factor, "autoencoder": self.first_stage.describe()},
+                                         indent=2))
         fingerprint.record(workdir, "autoencoder", self.first_stage.workdir)
 
     def load_run_files(self, workdir: str) -> None:
