@@ -154,11 +154,9 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     unknown = sorted(set(config.model.keys()) - fields - set(_ARCHITECTURE_KEYS))
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
-    kwargs = unet_model_keys(config)
-    kwargs.update(image_size=height, in_channels=channels)
-    kwargs["num_classes"] = num_classes if config.data.use_labels else 0
-    kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
-    kwargs.update(pipeline.model_fields())
+    kwargs = {**unet_model_keys(config), "image_size": height, "in_channels": channels,
+              "num_classes": num_classes if config.data.use_labels else 0,
+              "cond_channels": pipeline.cond_channels(image_shape), **pipeline.model_fields()}
     if getattr(pipeline, "needs_autoencoder", False):  # latent diffusion: the network sees the latent grid
         kwargs["image_size"], kwargs["in_channels"] = pipeline.network_shape(image_shape)
     return UNetConfig(**kwargs)

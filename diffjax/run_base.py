@@ -159,6 +159,7 @@ class Run(RestoreMixin, TranslateMixin):
           labels: for a class-conditional ``generate`` or ``ldm`` run, ``(n,)``
             integer classes in ``[0, num_classes]`` (``num_classes`` is the null
             label); ``None`` = ``arange(n) % num_classes``.
+          context: for a ``generate`` run with cross-attention, ``(n, tokens, context_dim)`` finite floats.
 
         Returns:
           ``(n, H, W, C)`` float32 numpy in ``[0, 1]`` (a cascade: its last stage).
@@ -178,7 +179,7 @@ class Run(RestoreMixin, TranslateMixin):
         if context is not None:
             extra["context"] = self._check_context(context, n)
         images = self.GENERATORS[self.task](self, n, _as_key(key, self.config.sampling.seed), _check_sampler(sampler),
-                                       **extra)
+                                            **extra)
         return to_unit(images[-1] if isinstance(images, list) else images, single=False)
 
     def _check_labels(self, labels, n: int) -> np.ndarray:
