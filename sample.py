@@ -1,27 +1,10 @@
-"""Sample from a trained run: ``python sample.py --workdir DIR [--num N] [--output DIR] [--config.sampling.X=v]``.
+"""Sample from a trained run: ``python sample.py --workdir DIR [--num N] [--output DIR] [--input DIR] [--config.a.b=v]``.
 
-A thin command line over :func:`diffjax.runs.sample_from_workdir` (from Python,
-:func:`diffjax.load_run` gives the same images as arrays). Reads the run's
-``config.json`` and ``model_config.json`` from ``--workdir``, restores the EMA
-parameters of the latest checkpoint and runs the sampler of ``config.sampling``
-(any of ``diffjax.builders.SAMPLERS``; overrides such as
-``--config.sampling.sampler=dpm_solver_pp --config.sampling.steps=20`` apply).
-
-What it does is chosen by ``config.task.name`` (the task the run trained for):
-:data:`diffjax.runs.TASKS` generate from noise (``000000.png``, ... and
-``grid.png`` into ``--output``, default ``WORKDIR/generated``; the cascade writes
-each stage), :data:`diffjax.runs.RESTORE_TASKS` restore every image of
-``--input IN_DIR`` (SR3, Palette, RePaint).
-
-Multi-host: start one ``sample.py`` per host with ``--coordinator_address``,
-``--num_processes`` and ``--process_id`` (or the ``JAX_*`` environment
-variables; automatic on TPU VMs), as for ``train.py``. Every process restores
-the checkpoint collectively, whatever layout wrote it, and runs the same
-sampling program over all devices; only process 0 writes files.
-
-A mistake in what was given (flags, files, folders, the run's config) ends with
-one ``error: ...`` line and exit status 1; ``--debug`` or ``DIFFJAX_DEBUG=1``
-shows the traceback (docs/guarantees.md).
+A thin command line over :func:`diffjax.runs.sample_from_workdir` (docs/runs.md): the run's task picks a
+writer of :mod:`diffjax.run_files`; ``--config.sampling.*`` overrides apply. Multi-host: one process per
+host with ``--coordinator_address``, ``--num_processes``, ``--process_id`` (or the ``JAX_*`` variables), as
+for ``train.py``; only process 0 writes. A mistake in what was given ends with one ``error: ...`` line and
+exit status 1 (``--debug`` or ``DIFFJAX_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -30,14 +13,8 @@ import sys
 
 from diffjax import builders, distributed, errors
 from diffjax.run_config import CONFIG_FILE, load_run_config, split_config_flag  # noqa: F401  (re-exported for scripts)
-from diffjax.runs import (  # noqa: F401  (re-exported for scripts and benchmarks)
-    RESTORE_TASKS,
-    TASKS,
-    load_model_config,
-    restore_ema_model,
-    sample_from_folder,
-    sample_from_workdir,
-)
+from diffjax.runs import (RESTORE_TASKS, TASKS, load_model_config, restore_ema_model,  # noqa: F401  (re-exported)
+                          sample_from_folder, sample_from_workdir)
 
 
 def _sample_folder(workdir: str, argv: list[str]) -> None:

@@ -1,18 +1,9 @@
 """Train a diffusion model: ``python train.py --config configs/X.py[:arg] --workdir DIR [--config.a.b=v]``.
 
-``--config`` takes a path or the name of a config shipped with diffjax
-(``--config ddpm_digits:smoke`` works from any directory once installed).
-
-A thin command line over :func:`diffjax.run_kinds.train_and_evaluate` (what
-a run writes, its resume order and multi-host behaviour are described there;
-from Python, :func:`diffjax.train` does the same).
-
-Multi-host: ``--coordinator_address``, ``--num_processes``, ``--process_id`` (or
-``JAX_COORDINATOR_ADDRESS`` etc.; automatic on TPU VMs, SLURM, Open MPI) join a
-``jax.distributed`` job (:mod:`diffjax.distributed`) before anything else runs.
-
-A mistake in what was given (config, flags, data) ends with one ``error: ...``
-line and exit status 1; ``--debug`` or ``DIFFJAX_DEBUG=1`` shows the traceback.
+``--config`` takes a path or the name of a bundled config (``--config ddpm_digits:smoke`` works from any
+directory once installed). A thin command line over :func:`diffjax.run_kinds.train_and_evaluate` (from Python,
+:func:`diffjax.train`); multi-host flags as in docs/multihost.md. A mistake in what was given ends with one
+``error: ...`` line and exit status 1 (``--debug`` or ``DIFFJAX_DEBUG=1`` shows the traceback).
 """
 
 from __future__ import annotations

@@ -72,13 +72,9 @@ def train_for(config, workdir: str, seconds: float) -> dict:
 
 def generate(workdir: str, num: int, seed: int) -> tuple[np.ndarray, float]:
     """``num`` samples in ``[-1, 1]`` of any of the three runs, and the seconds taken (compilation excluded)."""
-    config = load_run_config(workdir)
-    if config.task.name == "lsgm":
-        from diffjax.run_lsgm import generate_lsgm, load_lsgm
-
-        model, vae_params, prior_params, _, config = load_lsgm(workdir)
-        return generate_lsgm(model, vae_params, prior_params, config, num, seed=seed)
     import diffjax as dj
+
+    config = load_run_config(workdir)
 
     run = dj.load_run(workdir)
     batch = min(config.sampling.batch_size, num)

@@ -34,25 +34,13 @@ __all__ = ["SDES", "SAMPLERS", "PIPELINES", "validate_config", "fill_missing_key
            "build_model", "build_autoencoder_config", "build_loss", "build_sampler", "build_dataset", "build_optimizer",
            "build_lr_schedule", "build_pipeline", "load_model_config", "restore_ema_model", "first_stage_for"]
 
-SDES = {
-    "vp": sde_lib.VPSDE,
-    "subvp": sde_lib.SubVPSDE,
-    "ve": sde_lib.VESDE,
-    "cosine": sde_lib.CosineVPSDE,
-    "discrete": sde_lib.DiscreteVPSDE,
-}
+SDES = {"vp": sde_lib.VPSDE, "subvp": sde_lib.SubVPSDE, "ve": sde_lib.VESDE, "cosine": sde_lib.CosineVPSDE,
+        "discrete": sde_lib.DiscreteVPSDE}
 
-SAMPLERS = {
-    "euler_maruyama": samplers.EulerMaruyama,
-    "reverse_diffusion": samplers.ReverseDiffusion,
-    "pc": samplers.PredictorCorrector,
-    "ancestral": samplers.Ancestral,
-    "ddim": samplers.DDIM,
-    "heun": samplers.Heun,
-    "dpm_solver_pp": samplers.DPMSolverPP,
-    "unipc": samplers.UniPC,
-    "ode": samplers.ProbabilityFlowODE,
-}
+SAMPLERS = {"euler_maruyama": samplers.EulerMaruyama, "reverse_diffusion": samplers.ReverseDiffusion,
+            "pc": samplers.PredictorCorrector, "ancestral": samplers.Ancestral, "ddim": samplers.DDIM,
+            "heun": samplers.Heun, "dpm_solver_pp": samplers.DPMSolverPP, "unipc": samplers.UniPC,
+            "ode": samplers.ProbabilityFlowODE}
 
 # config.task.name -> the pipeline class; each takes the config's task section.
 PIPELINES = {
@@ -73,9 +61,6 @@ PIPELINES = {
     "ldm_sr": ldm_pipelines.LatentSR,
     "ldm_inpainting": ldm_pipelines.LatentInpainting,
 }
-
-# Config keys of the sde section that are not constructor arguments.
-_SDE_SELECTOR = "name"
 
 
 def _lookup(kind: str, name: str, table: dict):
@@ -102,15 +87,11 @@ _ARCHITECTURE_KEYS = ("architecture", "diffusers_config")
 ARCHITECTURES = ("unet", "diffusers_unet2d")
 
 
-def _architecture(config: ml_collections.ConfigDict) -> str:
+def _refuse_training(config: ml_collections.ConfigDict) -> None:
     name = config.model.get("architecture", "unet")
     if name not in ARCHITECTURES:
         raise ValueError(f"model.architecture must be one of {list(ARCHITECTURES)}, got {name!r}")
-    return name
-
-
-def _refuse_training(config: ml_collections.ConfigDict) -> None:
-    if _architecture(config) == "diffusers_unet2d":
+    if name == "diffusers_unet2d":
         raise ValueError("model.architecture='diffusers_unet2d' (a converted diffusers UNet2DModel) samples but "
                          "does not train in diffjax: its blocks take no dropout key, label dropout or remat; "
                          "train a diffjax UNet (model.architecture='unet') in a new workdir instead")
@@ -134,9 +115,6 @@ def _network(name: str):
 def _with_tuples(kwargs: dict) -> dict:
     """``kwargs`` with the list fields a JSON round trip leaves as lists made tuples (the configs are hashable)."""
     return {**kwargs, **{k: tuple(kwargs.get(k, ())) for k in ("channel_mult", "attn_resolutions")}}
-
-
-# -- builders ----------------------------------------------------------------
 
 
 def build_sde(config: ml_collections.ConfigDict) -> sde_lib.SDE:
@@ -176,11 +154,9 @@ def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int
     unknown = sorted(set(config.model.keys()) - fields - set(_ARCHITECTURE_KEYS))
     if unknown:
         raise ValueError(f"unknown model keys {unknown}; UNetConfig takes {sorted(fields)}")
-    kwargs = unet_model_keys(config)
-    kwargs.update(image_size=height, in_channels=channels)
-    kwargs["num_classes"] = num_classes if config.data.use_labels else 0
-    kwargs["cond_channels"] = pipeline.cond_channels(image_shape)
-    kwargs.update(pipeline.model_fields())
+    kwargs = {**unet_model_keys(config), "image_size": height, "in_channels": channels,
+              "num_classes": num_classes if config.data.use_labels else 0,
+              "cond_channels": pipeline.cond_channels(image_shape), **pipeline.model_fields()}
     if getattr(pipeline, "needs_autoencoder", False):  # latent diffusion: the network sees the latent grid
         kwargs["image_size"], kwargs["in_channels"] = pipeline.network_shape(image_shape)
     return UNetConfig(**kwargs)
@@ -263,18 +239,11 @@ def build_dataset(config: ml_collections.ConfigDict, split: str = "train"):
     """``diffjax.data.load_dataset`` for ``config.data`` and ``split`` (only ``config.data.classes``, if set)."""
     from diffjax.data import load_dataset, select_classes
 
-    dataset = load_dataset(
-        config.data.name,
-        split=split,
-        image_size=config.data.image_size or None,
-        seed=config.training.seed,
-        data_dir=config.data.data_dir or None,
-        channels=config.data.channels,
-        num_classes=config.data.num_classes,
-        eval_fraction=config.data.eval_fraction,
-        crop=config.data.get("crop", "center"),
-    )
-    classes = tuple(config.data.get("classes", ()))
+    d = config.data
+    dataset = load_dataset(d.name, split=split, image_size=d.image_size or None, seed=config.training.seed,
+                           data_dir=d.data_dir or None, channels=d.channels, num_classes=d.num_classes,
+                           eval_fraction=d.eval_fraction, crop=d.get("crop", "center"))
+    classes = tuple(d.get("classes", ()))
     return select_classes(dataset, classes) if classes else dataset
 
 
@@ -283,10 +252,10 @@ def build_lr_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
     return make_lr_schedule(config.optim.lr, config.optim.warmup_steps, config.training.num_steps)
 
 
-def build_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """AdamW + clipping + warm-up/cosine schedule from ``config.optim``."""
+def build_optimizer(config: ml_collections.ConfigDict, lr: float | None = None) -> optax.GradientTransformation:
+    """AdamW + clipping + warm-up/cosine schedule from ``config.optim`` (peak ``lr``, default ``optim.lr``)."""
     o = config.optim
-    return make_optimizer(lr=o.lr, warmup_steps=o.warmup_steps, total_steps=config.training.num_steps,
+    return make_optimizer(lr=o.lr if lr is None else lr, warmup_steps=o.warmup_steps, total_steps=config.training.num_steps,
                           weight_decay=o.weight_decay, grad_clip=o.grad_clip, b1=o.b1, b2=o.b2)
 
 
@@ -313,9 +282,7 @@ def load_model_config(workdir: str, network: str = "unet"):
       ValueError: if ``workdir`` holds no ``model_config.json``.
     """
     from diffjax.checkpoint import model_config_path
-    from diffjax.errors import dataclass_from_json
-
-    from diffjax.errors import load_json
+    from diffjax.errors import dataclass_from_json, load_json
     from diffjax.nn.diffusers_unet import DiffusersUNetConfig
 
     path = model_config_path(workdir)
@@ -347,39 +314,25 @@ def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, ste
     """
     import jax
 
-    from diffjax.checkpoint import Checkpointer, abstract_state
+    from diffjax.checkpoint import restore_latest
+    from diffjax.nn.diffusers_unet import DiffusersUNet2D, DiffusersUNetConfig
     from diffjax.sharding import replicated
     from diffjax.training import TrainState
 
     network = build_pipeline(config).network
-    model_config = load_model_config(workdir, network)
-    optimizer = build_optimizer(config)
+    model_config, optimizer = load_model_config(workdir, network), build_optimizer(config)
     # Abstract model: shapes only, no weights drawn.
-    from diffjax.nn.diffusers_unet import DiffusersUNet2D, DiffusersUNetConfig
-
     cls = DiffusersUNet2D if isinstance(model_config, DiffusersUNetConfig) else _network(network)[0]
     model = nnx.eval_shape(lambda: cls(model_config, rngs=nnx.Rngs(0)))
     graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
 
     def init():
-        p, r = _zeros_like(params), _zeros_like(model_state)
+        p, r = (jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree) for tree in (params, model_state))
         return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), params=p, opt_state=optimizer.init(p),
                           ema_params=p, model_state=r)
 
-    checkpointer = Checkpointer(workdir, keep=max(1, config.training.keep_checkpoints), async_save=False)
-    try:
-        if checkpointer.latest_step() is None:
-            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
-        state = checkpointer.restore(abstract_state(init, replicated(mesh)), step=step)
-    finally:
-        checkpointer.close()
+    state = restore_latest(workdir, init, replicated(mesh), step)
     return graphdef, state.ema_params, state.model_state, model_config, int(state.step)
-
-
-def _zeros_like(tree):
-    import jax
-
-    return jax.tree.map(lambda s: jax.numpy.zeros(s.shape, s.dtype), tree)
 
 
 _FIRST_STAGES: dict = {}

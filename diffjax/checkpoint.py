@@ -34,6 +34,7 @@ __all__ = [
     "model_config_path",
     "write_model_config",
     "check_model_config",
+    "restore_latest",
     "StopRequest",
 ]
 
@@ -69,6 +70,10 @@ def abstract_state(init_fn: Callable[[], PyTree], sharding: Sharding | PyTree) -
     if isinstance(sharding, Sharding):
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
     return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, sharding)
+
+
+class _OlderLayout(ValueError):
+    """A checkpoint whose training state lacks fields this version's state has."""
 
 
 class Checkpointer:
@@ -166,7 +171,7 @@ class Checkpointer:
                             self.directory, _first_line(err), candidate)
                 self._unreadable.add(bad)
             return state
-        if len(failures) == 1 and isinstance(failures[0][1], ValueError):
+        if isinstance(failures[0][1], _OlderLayout) or (len(failures) == 1 and isinstance(failures[0][1], ValueError)):
             raise failures[0][1]
         raise ValueError(
             f"no checkpoint in {self.directory} can be restored: steps {steps} all fail (damaged files, or "
@@ -178,6 +183,12 @@ class Checkpointer:
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
         except Exception as err:  # noqa: BLE001  (reported on one line, see restore)
+            missing = self._missing_fields(target, step)
+            if missing:
+                raise _OlderLayout(
+                    f"checkpoint {step} in {self.directory} was written by an older diffjax: its training state has no "
+                    f"{missing}, which this version's state holds, so it cannot be restored here. Sample or resume it "
+                    "with the diffjax version that wrote it, or train again into a new --workdir") from err
             older = [s for s in self.all_steps() if s < step]
             fallback = (
                 f"To resume from the previous checkpoint {older[-1]}, move {os.path.join(self.directory, str(step))} "
@@ -191,6 +202,16 @@ class Checkpointer:
             ) from err
         return restored.state
 
+    def _missing_fields(self, target: PyTree, step: int) -> list[str]:
+        """The top-level fields of ``target`` that checkpoint ``step`` lacks (readable after a restore attempt)."""
+        try:
+            stored = set(self._manager.item_metadata(step)["state"].tree)
+        except Exception:  # noqa: BLE001  (no readable metadata: not a question of layout)
+            return []
+        paths = jax.tree_util.tree_flatten_with_path(target)[0]
+        names = {getattr(path[0], "name", getattr(path[0], "key", None)) for path, _ in paths if path}
+        return sorted(str(name) for name in names - stored if name is not None)
+
     def wait(self) -> None:
         """Block until every started save has been written."""
         self._manager.wait_until_finished()
@@ -199,6 +220,21 @@ class Checkpointer:
         """Finish pending saves and release the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def restore_latest(workdir: str, init_fn: Callable[[], PyTree], sharding: Sharding, step: int | None = None) -> PyTree:
+    """Checkpoint ``step`` (default: the newest intact one) of ``workdir`` read into ``init_fn()``'s structure.
+
+    Raises:
+      ValueError: no checkpoint (train first), or one that does not fit (see :meth:`Checkpointer.restore`).
+    """
+    checkpointer = Checkpointer(workdir, keep=1, async_save=False)
+    try:
+        if checkpointer.latest_step() is None:
+            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
+        return checkpointer.restore(abstract_state(init_fn, sharding), step=step)
+    finally:
+        checkpointer.close()
 
 
 # -- the model's hyper-parameters next to its checkpoints --------------------

@@ -1,9 +1,4 @@
-"""Checks of a ``ConfigDict`` against the schema and of ``--config.a.b=v`` overrides.
-
-Plain ConfigDict walks with no other diffjax import, so both the stored-config
-reader (:mod:`diffjax.run_config`) and the builders (:mod:`diffjax.builders`)
-sit above them; :mod:`diffjax.builders` re-exports the three names.
-"""
+"""Checks of a ``ConfigDict`` against the schema and of ``--config.a.b=v`` overrides (no other diffjax import)."""
 
 from __future__ import annotations
 
@@ -17,10 +12,8 @@ __all__ = ["fill_missing_keys", "validate_config", "check_override_keys"]
 def fill_missing_keys(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy of ``config`` with every key of ``schema`` it lacks added at its default.
 
-    A run's stored config predates keys added to the schema later (a new task
-    section, a new training option); those keys take their defaults, which is
-    what the run used, so older runs stay readable. Unknown keys are kept for
-    :func:`validate_config` to report.
+    A stored config predates keys added to the schema since; their defaults are what the run
+    used, so older runs stay readable. Unknown keys are kept for :func:`validate_config` to report.
     """
     filled = ml_collections.ConfigDict(config.to_dict())
 
@@ -94,8 +87,6 @@ def check_override_keys(argv: list[str], config: ml_collections.ConfigDict, flag
                 where = "config." + ".".join(walked) if walked else "config"
                 close = difflib.get_close_matches(key, valid, n=1)
                 hint = f" Did you mean {close[0]!r}?" if close else ""
-                raise ValueError(
-                    f"unknown config key {key!r} in {arg.split('=', 1)[0]}.{hint} "
-                    f"Valid keys of {where}: {valid}"
-                )
+                raise ValueError(f"unknown config key {key!r} in {arg.split('=', 1)[0]}.{hint} "
+                                 f"Valid keys of {where}: {valid}")
             node, walked = node[key], walked + [key]

@@ -1,8 +1,4 @@
-"""Unconditional image generation from a trained network's parameters.
-
-Shared by ``train.py`` (sample grids, demo evaluation) and ``sample.py``. The
-returned function is pure and un-jitted; callers jit it once per batch shape.
-"""
+"""Image generation from a network's parameters, shared by training (grids, evaluation) and sampling."""
 
 from __future__ import annotations
 
@@ -20,20 +16,10 @@ from diffjax.typing import Array, PRNGKey, PyTree
 __all__ = ["make_generate_fn", "generate_batches"]
 
 
-def make_generate_fn(
-    graphdef,
-    model_state: PyTree,
-    sde: SDE,
-    sampler: Sampler,
-    image_shape: tuple[int, int, int],
-    batch_size: int,
-    *,
-    prediction: str = "eps",
-    time_input: str = "t",
-    denoise: bool = True,
-    batch_sharding: jax.sharding.Sharding | None = None,
-) -> Callable[[PyTree, PRNGKey], Array]:
-    """Build ``generate(params, key) -> images`` for a batch of ``batch_size`` images.
+def make_generate_fn(graphdef, model_state: PyTree, sde: SDE, sampler: Sampler, image_shape: tuple[int, int, int],
+                     batch_size: int, *, prediction: str = "eps", time_input: str = "t", denoise: bool = True,
+                     batch_sharding: jax.sharding.Sharding | None = None) -> Callable[[PyTree, PRNGKey], Array]:
+    """Build ``generate(params, key) -> images`` for a batch of ``batch_size`` images (pure; jit it once per shape).
 
     Args:
       graphdef, model_state: the network's structure and non-trainable variables.

@@ -1,19 +1,6 @@
-"""Latent diffusion runs: the frozen first stage, its evaluation, and sampling through the decoder (docs/ldm.md).
-
-* :func:`first_stage_for` turns ``config.autoencoder.workdir`` into a checked
-  :class:`~diffjax.pipelines.ldm.FirstStage` (a missing, untrained or
-  mismatched run is refused with a message that says what to do);
-  ``builders.build_pipeline`` attaches it to every latent task.
-* :func:`evaluate_autoencoder`: reconstruction PSNR / LPIPS on held-out crops,
-  logged at the end of an autoencoder run.
-* :func:`make_latent_sample_fn`: prior draw, any sampler on the latent grid
-  (tiled when the latent is larger than the network), ``z / scale_factor``
-  through the decoder, all in one compiled program.
-* :class:`LatentRun`'s entries for the tasks ``autoencoder`` (reconstruction),
-  ``ldm`` (generation), ``ldm_sr`` and ``ldm_inpainting``: arrays
-  (``GENERATORS`` / ``RESTORERS``) and ``sample.py --input`` files
-  (``FILE_RESTORERS``: each reader checks every file before the model is
-  restored); :mod:`diffjax.run_files` writes them.
+"""Latent diffusion runs (docs/ldm.md): the first stage's evaluation, sampling through the decoder, and
+:class:`LatentRun`'s task entries for ``autoencoder``, ``ldm``, ``ldm_sr`` and ``ldm_inpainting`` (arrays and
+``sample.py --input`` files; each file reader checks every file before the model is restored).
 """
 
 from __future__ import annotations
@@ -30,14 +17,11 @@ from diffjax import workdir_io
 from diffjax.builders import first_stage_for, load_model_config  # noqa: F401  (first_stage_for re-exported)
 from diffjax.generate import generate_batches
 from diffjax.logging_utils import save_grid
-from diffjax.run_arrays import as_known_masks, as_pixels, to_unit
-from diffjax.run_base import Run, check_channels
+from diffjax.run_base import Run
+from diffjax.run_checks import as_known_masks, as_pixels, check_channels, to_unit
 
 __all__ = ["LatentRun", "LATENT_TASKS", "first_stage_for", "evaluate_autoencoder", "make_latent_sample_fn",
            "reconstruct", "reconstruct_arrays", "generate_arrays", "super_resolve_arrays", "inpaint_arrays"]
-
-# -- the first stage: reconstruction -------------------------------------------
-
 
 def _reconstruct_fn(graphdef, model_state):
     from diffjax.training import model_from_state
@@ -58,7 +42,7 @@ def reconstruct(fn, params, images: np.ndarray, factor: int, batch_size: int = 1
     Args:
       fn: ``jit((params, x) -> reconstruction)``.
       params: the autoencoder's parameters.
-      images: the batch.
+      images: the ``(N, H, W, C)`` batch.
       factor: the autoencoder's ``f``.
       batch_size: images per call.
 
@@ -185,9 +169,6 @@ def read_inpainting_files(config, workdir: str, input_dir: str) -> list:
     return [(item.name, (item.image, item.mask)) for item in inputs]
 
 
-# -- the second stage: sampling through the decoder -------------------------------------
-
-
 def make_latent_sample_fn(run, sampler, *, tile_overlap: int = 4):
     """``fn(params, ae_params, scale, key, cond, labels) -> images`` for a latent run (pure; jit it).
 
@@ -271,9 +252,6 @@ def generate_arrays(run, n: int, key, sampler=None, labels=None, progress=None) 
                             key, n, batch, progress=progress, labels=labels)
 
 
-# -- latent super-resolution -------------------------------------------------------------
-
-
 def _sr_problem(hw, pipeline, pixel_tile: int) -> str | None:
     from diffjax.pipelines.sr3 import low_res_size_problem
 
@@ -327,9 +305,6 @@ def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> lis
         raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
     lows = _checked_pixels(run, pixels, lambda hw, tile: _sr_problem(hw, run.pipeline, tile))
     return _super_resolve(run, list(lows), key, sampler)
-
-
-# -- latent inpainting -----------------------------------------------------------------
 
 
 def _inpaint(run, items, key, sampler=None, progress=None) -> list[np.ndarray]:

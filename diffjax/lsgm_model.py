@@ -1,8 +1,4 @@
-"""LSGM's networks built from a config, and the pure programs over their parameters (docs/lsgm.md).
-
-The math is :mod:`diffjax.tasks.lsgm`; :mod:`diffjax.run_lsgm` trains and
-restores runs of these networks.
-"""
+"""LSGM's networks built from a config, and the pure programs over their parameters (docs/lsgm.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +56,6 @@ class LSGMModel:
         """The hyper-parameters stored as ``model_config.json``."""
         return {"vae": dataclasses.asdict(self.vae_config), "prior": dataclasses.asdict(self.prior_config)}
 
-    # -- closures over parameters ---------------------------------------------------
     def encode_fn(self, vae_params):
         """``x -> (mean, std)`` of ``q(z_0 | x)``."""
         return lambda x: nnx.merge(self.vae_graphdef, vae_params).encode(x)
@@ -104,14 +99,6 @@ class LSGMModel:
         return score
 
 
-def _vae_config(config: ml_collections.ConfigDict, image_shape):
-    from diffjax.nn.vae import VAEConfig
-
-    lc = config.lsgm
-    return VAEConfig(image_size=image_shape[0], in_channels=image_shape[2], latent_channels=lc.latent_channels,
-                     channels=tuple(lc.vae_channels), num_res_blocks=lc.vae_res_blocks)
-
-
 def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: int | None = None):
     """The networks of an LSGM config: ``(LSGMModel, vae_params, prior_params)``.
 
@@ -127,7 +114,7 @@ def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: in
       ValueError: an unknown prior or weighting, a non-VP process, or shapes the networks reject.
     """
     from diffjax.nn import UNetConfig
-    from diffjax.nn.vae import VAE, LatentPrior
+    from diffjax.nn.vae import VAE, LatentPrior, VAEConfig
 
     lc = config.lsgm
     if lc.prior not in lsgm_math.PRIORS:
@@ -138,7 +125,8 @@ def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: in
     sde = builders.build_sde(config)
     if config.sde.name != "vp":
         raise ValueError(f"LSGM needs config.sde.name='vp' (its cross-entropy is derived for VP), got {config.sde.name!r}")
-    vae_config = _vae_config(config, image_shape)
+    vae_config = VAEConfig(image_size=image_shape[0], in_channels=image_shape[2], latent_channels=lc.latent_channels,
+                           channels=tuple(lc.vae_channels), num_res_blocks=lc.vae_res_blocks)
     h, _, c = vae_config.latent_shape
     kwargs = builders.unet_model_keys(config)
     kwargs.update(image_size=h, in_channels=c, num_classes=0)

@@ -1,13 +1,4 @@
-"""The restored :class:`Run` every run kind shares, and the checks it re-exports.
-
-Below the run kinds (:mod:`diffjax.ldm`, :mod:`diffjax.run_lsgm`,
-:mod:`diffjax.run_segmentation`, :mod:`diffjax.run_training`) and above the
-builders (docs/ARCHITECTURE.md, "Layers"): a kind subclasses :class:`Run` and
-adds its own entries to ``Run.GENERATORS`` / ``Run.RESTORERS`` /
-``Run.FILE_RESTORERS``. Restoration and translation live in their own mixins
-(:mod:`diffjax.run_restore`, :mod:`diffjax.run_translate`); the shared checks in
-:mod:`diffjax.run_checks`.
-"""
+"""The restored :class:`Run` every run kind shares (a kind subclasses it and adds its task-table entries)."""
 
 from __future__ import annotations
 
@@ -21,26 +12,17 @@ from diffjax import workdir_io
 from diffjax.builders import restore_ema_model
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.parametrization import model_score_fn
-from diffjax.run_arrays import as_key as _as_key, check_sampler as _check_sampler, to_unit
-from diffjax.run_checks import (  # noqa: F401  (re-exported: the trainers import them from here)
-    NONFINITE_MODES,
-    check_channels,
-    check_num,
-    check_training_section,
-    check_training_section as _check_training_section,
-    check_workdir_path,
-    check_workdir_writable,
-    lead_print,
-    restore_or_start,
-)
+from diffjax.run_checks import as_key as _as_key, check_sampler as _check_sampler, to_unit
+from diffjax.run_checks import (NONFINITE_MODES, check_channels, check_int, check_num,  # noqa: F401  (re-exported)
+                                check_workdir_path, check_workdir_writable, lead_print, restore_or_start)
 from diffjax.run_config import get_base_config, load_run_config
 from diffjax.run_restore import RestoreMixin, read_restoration_files, read_sr_files
-from diffjax.run_translate import TranslateMixin, classifier_feature_fn  # noqa: F401  (re-exported)
+from diffjax.run_translate import TranslateMixin
 from diffjax.sharding import data_sharding, make_mesh, replicated
 from diffjax.training import model_from_state
 
 __all__ = ["Run", "lead_print", "check_workdir_writable", "check_workdir_path", "check_num", "check_channels",
-           "restore_or_start", "NONFINITE_MODES", "classifier_feature_fn"]
+           "restore_or_start", "NONFINITE_MODES"]
 
 
 class Run(RestoreMixin, TranslateMixin):
@@ -110,7 +92,7 @@ class Run(RestoreMixin, TranslateMixin):
                              f"({type(self).__name__}), which cannot do that; it can: {list(self.capabilities)}")
 
     def __getattr__(self, name: str):
-        # Only reached when normal lookup fails: a capability attribute (``sde``) this kind never sets.
+        # Only reached when normal lookup fails: a capability (``sde``, ``encode``, ``predict``) this kind lacks.
         if name in Run.ALL_CAPABILITIES:
             self._require(name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
@@ -120,26 +102,6 @@ class Run(RestoreMixin, TranslateMixin):
         """The sampler of the run's ``config.sampling`` (what :meth:`generate` uses by default)."""
         self._require("sampler")
         return builders.build_sampler(self.config)
-
-    def encode(self, images) -> np.ndarray:
-        """Latent runs (:class:`diffjax.ldm.LatentRun`): images to latents. Other runs raise ValueError."""
-        self._require("encode")
-
-    def decode(self, latents) -> np.ndarray:
-        """Latent runs (:class:`diffjax.ldm.LatentRun`): latents to images. Other runs raise ValueError."""
-        self._require("decode")
-
-    def nll_bound(self, images, **kwargs) -> np.ndarray:
-        """LSGM runs (:class:`diffjax.run_lsgm.LSGMRun`): a bound on the NLL. Other runs raise ValueError."""
-        self._require("nll_bound")
-
-    def predict(self, images, **kwargs) -> np.ndarray:
-        """Segmentation runs (:class:`diffjax.run_segmentation.Segmenter`): label maps. Other runs raise ValueError."""
-        self._require("predict")
-
-    def log_probs(self, images, **kwargs) -> np.ndarray:
-        """Segmentation runs (:class:`diffjax.run_segmentation.Segmenter`): class log-probabilities."""
-        self._require("log_probs")
 
     # -- the model as a score function -----------------------------------------
     def _score_fn(self, params, **inputs):
@@ -177,7 +139,6 @@ class Run(RestoreMixin, TranslateMixin):
         Returns:
           The score function (a new closure per access; it holds no compiled state).
         """
-
         self._require("score_fn")
 
         def score_fn(x, t, *, cond=None, labels=None, aug_level=None):
@@ -198,6 +159,7 @@ class Run(RestoreMixin, TranslateMixin):
           labels: for a class-conditional ``generate`` or ``ldm`` run, ``(n,)``
             integer classes in ``[0, num_classes]`` (``num_classes`` is the null
             label); ``None`` = ``arange(n) % num_classes``.
+          context: for a ``generate`` run with cross-attention, ``(n, tokens, context_dim)`` finite floats.
 
         Returns:
           ``(n, H, W, C)`` float32 numpy in ``[0, 1]`` (a cascade: its last stage).
@@ -212,13 +174,12 @@ class Run(RestoreMixin, TranslateMixin):
         if self.task not in self.GENERATORS:
             raise ValueError(f"this run's task {self.task!r} restores images: use run.restore(images, ...); "
                              f"run.generate is for the tasks {sorted(self.GENERATORS)}")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be an integer >= 1, got {n!r}")
-        extra = {} if labels is None else {"labels": self._check_labels(labels, int(n))}
+        n = check_int(n, "n")
+        extra = {} if labels is None else {"labels": self._check_labels(labels, n)}
         if context is not None:
-            extra["context"] = self._check_context(context, int(n))
-        images = self.GENERATORS[self.task](self, int(n), _as_key(key, self.config.sampling.seed), _check_sampler(sampler),
-                                       **extra)
+            extra["context"] = self._check_context(context, n)
+        images = self.GENERATORS[self.task](self, n, _as_key(key, self.config.sampling.seed), _check_sampler(sampler),
+                                            **extra)
         return to_unit(images[-1] if isinstance(images, list) else images, single=False)
 
     def _check_labels(self, labels, n: int) -> np.ndarray:
@@ -273,9 +234,6 @@ class Run(RestoreMixin, TranslateMixin):
         return generate_batches(self._compiled[cache_key], self.params, key, num, batch, progress=progress,
                                 labels=labels, context=context)
 
-    def _generate_cascade(self, num: int, key, sampler=None) -> list[np.ndarray]:
-        return self._cascade(num, key, sampler)[0]
-
     def _cascade(self, num: int, key, sampler=None, progress=None) -> tuple[list[np.ndarray], np.ndarray]:
         """Class labels ``arange(num) % classes`` -> base stage -> SR stages.
 
@@ -314,7 +272,6 @@ class Run(RestoreMixin, TranslateMixin):
         """The network's input height and width."""
         return self.image_shape[0]
 
-
     # What run.generate / run.restore do for each config.task.name; a subclass
     # adds its kind's entries (diffjax.ldm.LatentRun). GENERATORS: (run, n, key,
     # sampler) -> (n, H, W, C) images in [-1, 1], or a list of stages (the last is
@@ -323,7 +280,7 @@ class Run(RestoreMixin, TranslateMixin):
     GENERATORS = {
         "generate": _generate,
         "repaint": _generate,
-        "cascade": _generate_cascade,
+        "cascade": lambda run, num, key, sampler=None: run._cascade(num, key, sampler)[0],
     }
     _PIXEL_RESTORE = ("repaint", "palette_inpainting", "palette_uncropping", "palette_colorization", "palette_jpeg",
                       "palette_multitask", "conditional_inpainting")

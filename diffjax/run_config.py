@@ -1,10 +1,7 @@
 """Run configs: the schema every config starts from, loading config files, stored run configs.
 
-:func:`get_base_config` is the schema: every ``configs/*.py`` file starts from
-it and changes values only, so a key that is not here is a typo and a run
-refuses it (:func:`diffjax.config_checks.validate_config`). It lives in the package
-so that an installed ``diffjax`` (which does not ship ``configs/``) can read and
-check the config a run stored in its workdir.
+:func:`get_base_config` is the schema: every ``configs/*.py`` file starts from it and changes values only,
+so a key that is not here is a typo and a run refuses it (:func:`diffjax.config_checks.validate_config`).
 """
 
 from __future__ import annotations
@@ -299,16 +296,6 @@ def bundled_configs_dir() -> str | None:
     return here if os.path.isfile(os.path.join(here, "__init__.py")) else None
 
 
-def _bundled_configs_importable() -> None:
-    """Make ``from configs.X import ...`` (how the bundled configs share code) work outside a clone.
-
-    An installed diffjax carries them as ``diffjax.configs``, whose ``__init__``
-    registers itself as ``configs`` when no other package has that name.
-    """
-    if _bundled_spec() is not None:
-        importlib.import_module("diffjax.configs")
-
-
 def _config_path(name: str) -> str:
     """A config given as a path, or as the name of a bundled config (``ddpm_digits``)."""
     if os.path.isfile(name):
@@ -341,8 +328,10 @@ def load_config_file(spec: str) -> ml_collections.ConfigDict:
         raise ValueError(f"a config file is given as 'path/to/config.py[:arg]', got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
     path = _config_path(name)
-    if path != name:
-        _bundled_configs_importable()
+    if path != name and _bundled_spec() is not None:
+        # The bundled configs share code through ``from configs.X import ...``: diffjax.configs' __init__
+        # registers itself as ``configs`` when no other package has that name.
+        importlib.import_module("diffjax.configs")
     module_spec = importlib.util.spec_from_file_location("_run_config", path)
     module = importlib.util.module_from_spec(module_spec)
     try:

@@ -1,17 +1,7 @@
-"""``sample.py``'s writers: one per capability, each the :class:`diffjax.Run` method's images written as PNG files.
+"""``sample.py``'s writers, one per capability: a :class:`diffjax.Run` method's images written as PNG files.
 
-* :func:`write_generated`: ``generate``, ``repaint`` and ``ldm`` runs; ``--num``
-  images (``--num`` per class for a class-conditional run) and ``grid.png``.
-* :func:`write_cascade`: every stage of a cascade, one folder each.
-* :func:`write_restored`: every image of ``--input`` with the task the run
-  trained for (the kind's ``FILE_RESTORERS``: SR, Palette, RePaint, autoencoder
-  reconstruction, latent SR and inpainting), same names.
-* :func:`write_translated`: SDEdit / EGSDE of every image of ``--input``.
-
-(LSGM sampling and segmentation write through their kinds' own writers,
-``run_lsgm.run_lsgm_generate`` and ``run_segmentation.run_segment``.) Every input
-is checked before the model is restored; only process 0 writes, each file
-atomically (:func:`diffjax.outputs.save_image`).
+Every input is checked before the model is restored; only process 0 writes, each file atomically
+(:func:`diffjax.outputs.save_image`).
 """
 
 from __future__ import annotations
@@ -23,15 +13,16 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from diffjax import distributed
+from diffjax import distributed, workdir_io
 from diffjax.builders import load_model_config
 from diffjax.logging_utils import save_class_samples, save_samples
-from diffjax.outputs import write_named
+from diffjax.outputs import is_own_output, save_image, write_named
 from diffjax.run_base import Run, check_num, lead_print
 from diffjax.run_kinds import kind_of
 from diffjax.run_translate import check_translation
+from diffjax.segmenter import label_palette, segmentation_image_shape
 
-__all__ = ["write_generated", "write_cascade", "write_restored", "write_translated", "write_named"]
+__all__ = ["write_generated", "write_cascade", "write_restored", "write_translated", "write_segmented", "write_named"]
 
 
 def _bar(total, desc: str, unit: str = "batch"):
@@ -41,6 +32,8 @@ def _bar(total, desc: str, unit: str = "batch"):
 def write_generated(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
     """``num`` images from noise (``num`` per class, ``NNNNNN_classK.png``, for a class-conditional run) and ``grid.png``.
 
+    For the ``generate``, ``repaint``, ``ldm`` and ``lsgm`` tasks.
+
     Returns:
       ``{"output": folder, "num": images written, "step": checkpoint step}``.
 
@@ -49,12 +42,12 @@ def write_generated(config: ml_collections.ConfigDict, workdir: str, output: str
     """
     check_num(num)
     run = kind_of(config).load(config, workdir)
-    classes = run.model_config.num_classes
+    classes = getattr(getattr(run, "model_config", None), "num_classes", 0)  # an LSGM run has no one network
     labels = np.repeat(np.arange(classes), num) if classes else None
     total = num * classes if classes else num
     with _bar(-(-total // min(config.sampling.batch_size, total)), "sample batches") as bar:
-        images = run.GENERATORS[run.task](run, total, jax.random.key(config.sampling.seed), None, labels=labels,
-                                          progress=lambda *_: bar.update(1))
+        images = run.GENERATORS[run.task](run, total, jax.random.key(config.sampling.seed), None,
+                                          progress=lambda *_: bar.update(1), **({"labels": labels} if classes else {}))
     if distributed.is_lead():
         save_class_samples(output, images, labels) if classes else save_samples(output, images)
     per_class = f", {num} per class for {classes} classes" if classes else ""
@@ -135,3 +128,44 @@ def write_translated(config: ml_collections.ConfigDict, workdir: str, output: st
     lead_print(f"{method}: translated {len(images)} images (t0 {config.translation.t0}, checkpoint step {run.step}) "
                f"into {output}")
     return {"output": output, "num": len(images), "step": run.step, "method": method}
+
+
+def write_segmented(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
+    """A label map per PNG ``name.png`` of ``input_dir``, for segmentation runs (docs/segmentation.md).
+
+    Writes ``name_label.png`` (8-bit palette PNG whose indices are the class ids, readable as a labelled
+    folder's map) and ``name_uncertainty.png`` (grey: the entropy scaled so that 255 is ``log K``).
+
+    Returns:
+      ``{"output": folder, "num": images segmented, "task": task}``.
+
+    Raises:
+      ValueError: a pretraining run, a missing folder, no PNG, or images of another size (naming every such file).
+    """
+    from PIL import Image
+
+    from diffjax.logging_utils import save_png
+    from diffjax.pipelines.translation import read_translation_inputs
+
+    # A folder holding an earlier run's name_label.png / name_uncertainty.png: segment only the images.
+    inputs = read_translation_inputs(input_dir, segmentation_image_shape(config, workdir), exclude=is_own_output)
+    segmenter, batch = kind_of(config).load(config, workdir), int(config.segmentation.feature_batch_size)
+    images = np.stack([image for _, image in inputs])
+    with _bar(len(images), f"segment ({config.task.name})", "image") as bar:
+        parts = []
+        for start in range(0, len(images), batch):
+            parts.append(segmenter.predict(images[start:start + batch]))
+            bar.update(len(parts[-1][0]))
+    labels, entropy = (np.concatenate(p) for p in zip(*parts))
+    if distributed.is_lead():
+        workdir_io.makedirs(output)
+        palette, scale = label_palette(), 255.0 / np.log(segmenter.num_classes)
+        for (name, _), lab, ent in zip(inputs, labels, entropy):
+            stem = os.path.splitext(name)[0]
+            img = Image.fromarray(lab.astype(np.uint8), mode="P")
+            img.putpalette(palette)
+            save_image(os.path.join(output, f"{stem}_label.png"), img)
+            save_png(os.path.join(output, f"{stem}_uncertainty.png"),
+                     np.clip(np.rint(ent * scale), 0, 255).astype(np.uint8)[..., None])
+    lead_print(f"segmented {len(inputs)} images ({config.task.name}) into {output}")
+    return {"output": output, "num": len(inputs), "task": config.task.name}

@@ -1,13 +1,5 @@
-"""Run kinds and the one table from ``config.task.name`` to a kind.
-
-A kind is what a run's state and loop are made of: one diffusion network
-(:mod:`diffjax.run_training`), one in an autoencoder's latent space
-(:mod:`diffjax.ldm`), LSGM's VAE and prior (:mod:`diffjax.run_lsgm`), or
-segmentation classifiers / DDeP (:mod:`diffjax.run_segmentation`). Each kind
-gives the same small protocol, :class:`RunKind`; :data:`TASK_KINDS` names the
-kind of every task, and :func:`kind_of` is the only place that turns a task
-name into a kind (a task added later is one entry there and one in the kind's
-own tables).
+"""Run kinds (one diffusion network, latent, LSGM, segmentation) and the one table from ``config.task.name``
+to a kind: :func:`kind_of` is the only dispatch on the task name (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -41,22 +33,12 @@ class RunKind:
     load: Callable[[ml_collections.ConfigDict, str], Run]
 
 
-def _load_lsgm(config, workdir):
-    return run_lsgm.LSGMRun(workdir, config)
-
-
-def _load_segmenter(config, workdir):
-    if config.task.name == "ddep_pretrain":
-        raise ValueError(f"{workdir} is a DDeP pretraining run: fine-tune it with configs/segmentation_ddep.py:finetune "
-                         "(segmentation.pretrain_workdir) and load that run")
-    return run_segmentation.load_segmenter(workdir)
-
-
 KINDS = {
     "diffusion": RunKind("diffusion", run_training.train_diffusion, Run),
     "latent": RunKind("latent", run_training.train_diffusion, ldm.LatentRun),
-    "lsgm": RunKind("lsgm", run_lsgm.train_lsgm, _load_lsgm),
-    "segmentation": RunKind("segmentation", run_segmentation.train_segmentation, _load_segmenter),
+    "lsgm": RunKind("lsgm", run_lsgm.train_lsgm, lambda config, workdir: run_lsgm.LSGMRun(workdir, config)),
+    "segmentation": RunKind("segmentation", run_segmentation.train_segmentation,
+                            lambda config, workdir: run_segmentation.load_segmenter(workdir, config)),
 }
 
 #: ``config.task.name`` -> the name of its kind in :data:`KINDS`.
@@ -94,15 +76,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop=
         two with several processes: their vote on stopping is one step late).
 
     Returns:
-      A summary dict: ``step``, ``final_loss``, ``stopped_early`` and, when the
-      demo evaluation ran, its metrics.
+      The summary of :func:`diffjax.train`.
 
     Raises:
-      ValueError: an unknown task, a bad config, batch not divisible by the
-        device count, image size the network cannot take, or a workdir holding a
-        different model — all before anything is written.
-      FloatingPointError: a loss or gradient became NaN/inf and
-        ``config.training.nonfinite`` is ``"stop"``.
+      ValueError, FloatingPointError: as :func:`diffjax.train`.
     """
     from diffjax.interop.diffusers_run import is_diffusers_folder
 

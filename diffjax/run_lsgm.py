@@ -1,20 +1,13 @@
-"""LSGM runs: training the VAE and the latent score prior together, sampling, the test bound (docs/lsgm.md).
+"""LSGM runs: the training state of the VAE and the latent score prior, its step, the restored run (docs/lsgm.md).
 
-A run with ``config.task.name = "lsgm"`` goes through here from ``train.py``
-(:func:`diffjax.run_kinds.train_and_evaluate` dispatches to :func:`train_lsgm`)
-and ``sample.py`` (:data:`diffjax.runs.TASKS`). The math is
-:mod:`diffjax.tasks.lsgm`, the networks :mod:`diffjax.lsgm_model`; this module
-owns the training state (two parameter sets with their own optimisers and EMAs)
-and its train step, which :func:`diffjax.trainer.train_loop` runs like every
-kind's: ``config.json``, ``model_config.json``, ``checkpoints/``,
-``metrics.jsonl``, ``samples/``.
+The math is :mod:`diffjax.tasks.lsgm`, the networks :mod:`diffjax.lsgm_model`; the loop is
+:func:`diffjax.trainer.train_loop`, as for every kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import jax
 import jax.numpy as jnp
@@ -23,22 +16,20 @@ import numpy as np
 import optax
 from flax import nnx
 
-from diffjax import builders, distributed
-from diffjax import workdir_io
-from diffjax.checkpoint import Checkpointer, StopRequest, abstract_state, check_model_config, write_model_config
-from diffjax.logging_utils import save_samples
+from diffjax import builders, workdir_io
+from diffjax.checkpoint import StopRequest, check_model_config, restore_latest, write_model_config
 # make_lsgm_generate_fn and lsgm_bound_fn are looked up here (tests count their traces).
 from diffjax.lsgm_model import LSGMModel, build_lsgm_model, lsgm_bound_fn, make_lsgm_generate_fn
-from diffjax.run_arrays import as_key, as_pixels, check_sampler, to_unit
-from diffjax.run_base import Run, check_num
+from diffjax.run_checks import as_key, as_pixels, check_sampler, to_unit
+from diffjax.run_base import Run
 from diffjax.run_config import load_run_config, write_run_config
 from diffjax.sharding import make_mesh, replicated
 from diffjax.tasks import lsgm as lsgm_math
 from diffjax.trainer import LoopTask, check_run_workdir, host_batches, prepare_run, train_loop
-from diffjax.training import all_finite, ema_update, keep_finite, make_optimizer
+from diffjax.training import all_finite, ema_update, keep_finite
 
 __all__ = ["LSGMState", "LSGMModel", "LSGMRun", "build_lsgm_model", "make_lsgm_train_step", "make_lsgm_generate_fn",
-           "lsgm_bound_fn", "train_lsgm", "load_lsgm", "run_lsgm_generate", "generate_lsgm"]
+           "lsgm_bound_fn", "train_lsgm", "load_lsgm"]
 
 
 @jax.tree_util.register_dataclass
@@ -67,10 +58,7 @@ class LSGMState:
 
 
 def _optimizers(config):
-    o, lc = config.optim, config.lsgm
-    common = dict(warmup_steps=o.warmup_steps, total_steps=config.training.num_steps, weight_decay=o.weight_decay,
-                  grad_clip=o.grad_clip, b1=o.b1, b2=o.b2)
-    return make_optimizer(lr=lc.vae_lr, **common), make_optimizer(lr=lc.prior_lr, **common)
+    return tuple(builders.build_optimizer(config, lr=lr) for lr in (config.lsgm.vae_lr, config.lsgm.prior_lr))
 
 
 def _initial_state(vae_params, prior_params, vae_opt, prior_opt) -> LSGMState:
@@ -133,25 +121,15 @@ def make_lsgm_train_step(model: LSGMModel, vae_opt, prior_opt, ema_decay: float)
 
     return train_step
 
+
 def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
     """Train an LSGM run (or its VAE alone with ``config.lsgm.prior = "normal"``), resuming if possible.
 
-    Args:
-      config: the run config (``task.name = "lsgm"``).
-      workdir: where checkpoints, logs and sample grids go.
-      stop: a preemption flag (as in :func:`diffjax.run_kinds.train_and_evaluate`);
-        when set the run saves a checkpoint and stops after the current step.
+    Arguments and errors as :func:`diffjax.run_kinds.train_and_evaluate`'s.
 
     Returns:
       ``{"step", "final_loss", "final_bpd", "stopped_early", "train_seconds"}``.
-
-    Raises:
-      ValueError: a config off the schema or with bad LSGM settings, or a
-        workdir holding another model (before anything is written).
-      FloatingPointError: the bound became NaN/inf and ``config.training.nonfinite`` is ``"stop"``
-        (with ``"skip"`` such updates are skipped and counted, as for the diffusion kinds).
     """
-
     tc = config.training
     mesh = prepare_run(config)
     dataset = builders.build_dataset(config, "train")
@@ -187,7 +165,6 @@ def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     Raises:
       ValueError: a workdir without config or checkpoint, or not an LSGM run.
     """
-
     config = load_run_config(workdir) if config is None else config
     if config.task.name != "lsgm":
         raise ValueError(f"{workdir} is a {config.task.name!r} run, not an LSGM run")
@@ -195,15 +172,8 @@ def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     # model_config.json is the network the checkpoints hold: a config.json edited since is refused, not applied.
     check_model_config(workdir, model.model_config_dict())
     vae_opt, prior_opt = _optimizers(config)
-    rep = replicated(make_mesh())
     init = _initial_state(vae_params, prior_params, vae_opt, prior_opt)
-    checkpointer = Checkpointer(workdir, keep=max(1, config.training.keep_checkpoints), async_save=False)
-    try:
-        if checkpointer.latest_step() is None:
-            raise ValueError(f"no checkpoint in {checkpointer.directory}: train first with train.py")
-        state = checkpointer.restore(abstract_state(lambda: init, rep))
-    finally:
-        checkpointer.close()
+    state = restore_latest(workdir, lambda: init, replicated(make_mesh()))
     return model, state.vae_ema, state.prior_ema, int(state.step), config
 
 
@@ -218,42 +188,6 @@ def _image_shape(workdir: str, config) -> tuple[int, int, int]:
         vae = json.loads(workdir_io.read_text(path))["vae"]
         return (vae["image_size"], vae["image_size"], vae["in_channels"])
     return builders.build_dataset(config, "test").image_shape
-
-
-def run_lsgm_generate(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
-    """``sample.py`` for LSGM runs: ``num`` decoded samples as PNGs and a grid.
-
-    Returns:
-      ``{"output", "num", "step", "seconds", "samples_per_second"}``.
-
-    Raises:
-      ValueError: ``num < 1`` or a workdir without a checkpoint.
-    """
-    check_num(num)
-    model, vae_params, prior_params, step, _ = load_lsgm(workdir, config)
-    images, seconds = generate_lsgm(model, vae_params, prior_params, config, num)
-    if distributed.is_lead():
-        save_samples(output, images)
-        print(f"wrote {num} LSGM samples (checkpoint step {step}, prior {model.prior}) to {output}")
-    return {"output": output, "num": num, "step": step, "seconds": round(seconds, 2),
-            "samples_per_second": round(num / seconds, 2)}
-
-
-def generate_lsgm(model: LSGMModel, vae_params, prior_params, config, num: int, *, sampler=None, seed=None):
-    """``num`` images in ``[-1, 1]`` from batches of ``config.sampling.batch_size`` and the seconds taken.
-
-    Batch ``i`` uses ``fold_in(key(seed), i)``; the first batch's compilation is
-    excluded from the time.
-    """
-    batch = min(config.sampling.batch_size, num)
-    fn = jax.jit(make_lsgm_generate_fn(model, sampler or builders.build_sampler(config), batch))
-    key = jax.random.key(config.sampling.seed if seed is None else seed)
-    fn.lower(vae_params, prior_params, key).compile()
-    jax.block_until_ready(fn(vae_params, prior_params, key))  # warm-up run
-    start, out = time.perf_counter(), []
-    for i in range(-(-num // batch)):
-        out.append(np.asarray(fn(vae_params, prior_params, jax.random.fold_in(key, i))))
-    return np.concatenate(out)[:num], time.perf_counter() - start
 
 
 class LSGMRun(Run):
@@ -318,15 +252,24 @@ class LSGMRun(Run):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                       or value < 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        key = as_key(key, self.config.sampling.seed)
-        sampler = check_sampler(sampler) or builders.build_sampler(self.config)
-        batch = min(int(batch_size or self.config.sampling.batch_size), int(n))
-        cache_key = ("generate", batch, sampler)
-        if cache_key not in self._compiled:
-            self._compiled[cache_key] = jax.jit(make_lsgm_generate_fn(self.model, sampler, batch))
-        fn = self._compiled[cache_key]
-        out = [np.asarray(fn(self._vae, self._prior, jax.random.fold_in(key, i))) for i in range(-(-n // batch))]
-        return to_unit(np.concatenate(out)[:n], single=False)
+        images = self._generate(int(n), as_key(key, self.config.sampling.seed), check_sampler(sampler),
+                                batch_size=batch_size)
+        return to_unit(images, single=False)
+
+    def _generate(self, n: int, key, sampler=None, progress=None, batch_size: int | None = None) -> np.ndarray:
+        """``(n, H, W, C)`` images in ``[-1, 1]``, batch ``i`` from ``fold_in(key, i)`` (``sample.py``'s path)."""
+        sampler = sampler or builders.build_sampler(self.config)
+        batch = min(int(batch_size or self.config.sampling.batch_size), n)
+        if ("generate", batch, sampler) not in self._compiled:
+            self._compiled[("generate", batch, sampler)] = jax.jit(make_lsgm_generate_fn(self.model, sampler, batch))
+        fn, out = self._compiled[("generate", batch, sampler)], []
+        for i in range(-(-n // batch)):
+            out.append(np.asarray(fn(self._vae, self._prior, jax.random.fold_in(key, i))))
+            if progress is not None:
+                progress(i + 1)
+        return np.concatenate(out)[:n]
+
+    GENERATORS = {"lsgm": _generate}
 
     def nll_bound(self, images, *, key=None, exact_divergence: bool = False) -> np.ndarray:
         """Per-image one-sample bound on the negative log-likelihood, in bits per dimension.

@@ -1,10 +1,5 @@
-"""Restoration on a restored run: :meth:`diffjax.Run.restore` and the file inputs of ``sample.py --input``.
-
-A mixin of :class:`diffjax.Run` (docs/ARCHITECTURE.md, "Layers": the run core).
-Arrays (:meth:`restore`) and files (:func:`diffjax.run_files.write_restored`) are
-checked by the same validators and restored by the same code, so both give the
-same images.
-"""
+""":meth:`diffjax.Run.restore` (a mixin) and the readers of ``sample.py --input``: arrays and files share
+validators and sampling code, so both give the same images."""
 
 from __future__ import annotations
 
@@ -13,8 +8,8 @@ import numpy as np
 
 from diffjax import builders
 from diffjax.builders import load_model_config
-from diffjax.run_arrays import as_key as _as_key, as_known_masks, as_pixels, check_sampler as _check_sampler, to_unit
-from diffjax.run_checks import check_channels
+from diffjax.run_checks import as_key as _as_key, as_known_masks, as_pixels, check_channels, check_sampler as _check_sampler
+from diffjax.run_checks import to_unit
 
 __all__ = ["RestoreMixin", "read_restoration_files", "read_sr_files"]
 
@@ -119,11 +114,7 @@ class RestoreMixin:
         return self._restore_inputs(inputs, key=key, seed=seed, sampler=sampler)
 
     def _restore_inputs(self, inputs, *, key=None, seed=None, sampler=None, progress=None) -> list[np.ndarray]:
-        """Restore checked inputs (``sample.py --input``'s path); ``(H, W, C)`` images in ``[-1, 1]``.
-
-        All inputs of one kind and size are sampled in batches of one program, so ``progress`` is not called.
-        """
-        del progress
+        """Restore checked inputs (``sample.py --input``'s path); ``(H, W, C)`` images in ``[-1, 1]``."""
         from diffjax.pipelines.restoration import restore_inputs
 
         if sampler is not None and self.task == "repaint":
@@ -133,7 +124,7 @@ class RestoreMixin:
                               sde=self.sde, sampler=sampler or builders.build_sampler(c), image_shape=self.image_shape,
                               key=_as_key(key, c.sampling.seed), batch_size=c.sampling.batch_size,
                               denoise=c.sampling.denoise, seed=c.sampling.seed if seed is None else seed,
-                              compiled=self._compiled)
+                              compiled=self._compiled, progress=progress)
 
     def _super_resolve_arrays(self, pixels, masks, *, key, seed, sampler, kind):
         """SR3: check the low-resolution arrays as ``sample.py`` checks files, then super-resolve."""

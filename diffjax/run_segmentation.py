@@ -1,22 +1,7 @@
-"""Segmentation runs: what ``train.py`` and ``sample.py`` do for the segmentation tasks.
-
-Three tasks (``config.task.name``), all set up by ``config.segmentation`` (docs/segmentation.md):
-
-* ``segmentation_features`` (Baranchuk et al.): per-pixel features of a network
-  (``features="ddpm"``: the UNet of an unconditional run named by ``backbone_workdir``;
-  ``"random_unet"``: a randomly initialised UNet of the same shape; ``"pixels"``: the raw
-  pixels) train an ensemble of small MLPs (:mod:`diffjax.tasks.pixel_classifier`) on a few
-  labelled images.
-* ``ddep_pretrain`` (DDeP): a UNet learns to denoise unlabelled images under scaled additive
-  noise (:mod:`diffjax.tasks.ddep`).
-* ``ddep_finetune``: the pretrained UNet (``pretrain_workdir``) with a new output layer, or
-  a fresh one (``init="random"``, the baseline), is fine-tuned on the labelled images.
-
-Labelled images come from ``labelled_dir`` (a labelled folder, :mod:`diffjax.data.folder`;
-its held-out share is the evaluation set) or, when empty, from the procedural scene set
-(:mod:`diffjax.data.scenes`: training scenes for the labels, scenes on held-out backgrounds
-for the evaluation). Every run ends with the mIoU and pixel accuracy of the held-out images
-in ``metrics.json``. Weights are stored as plain ``.npz`` files (never pickled).
+"""Training segmentation runs (docs/segmentation.md): ``segmentation_features`` (Baranchuk et al.: an MLP
+ensemble on a network's per-pixel features), ``ddep_pretrain`` (DDeP: denoising pretraining of a UNet) and
+``ddep_finetune`` (that UNet, or a fresh one, fine-tuned on the labelled images). Every run ends with the
+held-out mIoU and pixel accuracy in ``metrics.json``; weights are plain ``.npz`` files (never pickled).
 """
 
 from __future__ import annotations
@@ -39,41 +24,21 @@ from diffjax.builders import load_model_config
 from diffjax.checkpoint import write_model_config
 from diffjax.data.pipeline import host_rows
 from diffjax.metrics import confusion_matrix, mean_iou_from_confusion
-from diffjax.run_base import check_workdir_path, check_workdir_writable
+from diffjax.run_checks import check_int, check_workdir_path, check_workdir_writable
 from diffjax.run_config import get_base_config, load_run_config, write_run_config  # noqa: F401  (load_run_config re-exported)
-# Re-exported: tests and benchmarks reach _flat, _load_npz, _redraw_zero_kernels, STATE_FILE here.
-from diffjax.seg_features import (DDEP_INITS, FEATURE_KINDS, INFO_FILE, SEGMENTATION_TASKS, STATE_FILE,  # noqa: F401
-                                  _ddep_level, _flat, _load_npz, _num_label_classes, _redraw_zero_kernels, _save_npz,
-                                  _seg_unet_config, build_feature_fn, labelled_data)
-from diffjax.segmenter import Segmenter, label_palette, load_segmenter, run_segment  # noqa: F401  (re-exported)
+# Re-exported: tests and benchmarks reach _flat, _load_npz, _redraw_zero_kernels, Segmenter, ... here.
+from diffjax.segmenter import (DDEP_INITS, FEATURE_KINDS, INFO_FILE, SEGMENTATION_TASKS, STATE_FILE,  # noqa: F401
+                               Segmenter, _ddep_level, _flat, _load_npz, _num_label_classes, _redraw_zero_kernels,
+                               _save_npz, _seg_unet_config, build_feature_fn, label_palette, labelled_data,
+                               load_segmenter)
 from diffjax.sharding import make_mesh
 from diffjax.tasks import ddep, pixel_classifier as pc
 from diffjax.tasks import segmentation as seg
 from diffjax.trainer import LoopTask, check_run_workdir, host_batches, prepare_run, train_loop
 from diffjax.training import create_train_state, make_train_step
 
-__all__ = [
-    "SEGMENTATION_TASKS",
-    "FEATURE_KINDS",
-    "DDEP_INITS",
-    "STATE_FILE",
-    "train_segmentation",
-    "labelled_data",
-    "build_feature_fn",
-    "Segmenter",
-    "load_segmenter",
-    "run_segment",
-    "label_palette",
-]
-
-
-# -- checks ---------------------------------------------------------------
-
-
-def _positive_int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"config.segmentation.{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+__all__ = ["SEGMENTATION_TASKS", "FEATURE_KINDS", "DDEP_INITS", "STATE_FILE", "train_segmentation", "labelled_data",
+           "build_feature_fn", "Segmenter", "load_segmenter", "label_palette"]
 
 
 def _check_section(config: ml_collections.ConfigDict) -> None:
@@ -88,12 +53,10 @@ def _check_section(config: ml_collections.ConfigDict) -> None:
     for name, minimum in (("num_labelled", 0), ("feature_batch_size", 1), ("num_members", 1), ("steps", 1),
                           ("batch_size", 2 if config.task.name == "segmentation_features" else 1), ("num_eval", 1),
                           ("chunk_pixels", 2)):
-        _positive_int(name, s[name], minimum)
+        check_int(s[name], f"config.segmentation.{name}", minimum)
     if not float(s.learning_rate) > 0:
         raise ValueError(f"config.segmentation.learning_rate must be positive, got {s.learning_rate!r}")
     ddep.check_noise_scales(s.noise_scales)
-
-# -- training ----------------------------------------------------------------------
 
 
 def _evaluate(predict_fn, images, labels, num_classes, batch_size) -> dict:
@@ -114,17 +77,13 @@ def _finish(config, workdir, summary: dict, info: dict) -> dict:
     return summary
 
 
-def _start(config, workdir):
-    check_workdir_writable(check_workdir_path(workdir))
-
-
 def _train_features(config, workdir) -> dict:
     s = config.segmentation
     images, labels, where = labelled_data(config, "train")
     eval_images, eval_labels, eval_where = labelled_data(config, "test")
     num_classes = _num_label_classes(config)
     feature_fn, info = build_feature_fn(config, images.shape[1:])
-    _start(config, workdir)
+    check_workdir_writable(check_workdir_path(workdir))
     workdir_io.makedirs(workdir)
     write_run_config(workdir, config)
     if "backbone_workdir" in info and distributed.is_lead():  # sample.py refuses a backbone changed since (diffjax.fingerprint)
@@ -158,6 +117,7 @@ def _train_features(config, workdir) -> dict:
     info.update(num_classes=num_classes, num_features=int(f), image_shape=list(images.shape[1:]))
     return _finish(config, workdir, summary, info)
 
+
 RESUME_FILE = "ddep_resume.npz"  # a DDeP pretraining's training state and step, until it finishes
 
 
@@ -174,7 +134,13 @@ class _ResumeFile:
     def latest_step(self) -> int | None:
         if not workdir_io.exists(self.directory):
             return None
-        return int(workdir_io.load_npz(self.directory)["['step']"])
+        stored = workdir_io.load_npz(self.directory)
+        if not any(name.startswith("['state']") for name in stored):  # params / opt_state / step
+            raise ValueError(
+                f"{self.directory} was written by an older diffjax, whose DDeP pretraining keyed its steps "
+                "with key(step) and stored no loop state; this version cannot continue it bit for bit. Delete "
+                "the file to pretrain again from step 0 (or finish the run with the diffjax that started it)")
+        return int(stored["['step']"])
 
     def save(self, step: int, state) -> None:
         if distributed.is_lead():
@@ -274,7 +240,7 @@ def _train_ddep_finetune(config, workdir, stop=None) -> dict:
     eval_images, eval_labels, eval_where = labelled_data(config, "test")
     num_classes = _num_label_classes(config)
     model, info = _pretrained_unet(config, images.shape[1:], num_classes)
-    _start(config, workdir)
+    check_workdir_writable(check_workdir_path(workdir))
     level = _ddep_level(config)
     batch = min(int(s.batch_size), len(images))
     prepare_run(config, batch)

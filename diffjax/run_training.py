@@ -1,25 +1,6 @@
-"""Training a run: what ``train.py`` does, importable (``diffjax.train`` calls it).
+"""The trainer of the one-network kinds (diffusion, latent) and their end-of-training demo evaluation.
 
-What a run writes to its workdir:
-
-* ``config.json``, ``model_config.json``: the run's settings (``sample.py`` and
-  :func:`diffjax.load_run` read them);
-* ``checkpoints/<step>/``: the last few training states (resume is automatic);
-* ``metrics.jsonl`` and ``tb/``: loss, gradient norm, learning rate, images/s;
-* ``samples/step_XXXXXX.png``: sample grids from the EMA parameters;
-* ``eval/`` and ``metrics.json``: the demo evaluation at the end of training;
-* ``plots/``: ``loss.png``, ``train_metrics.png`` (and ``eval.png``) from :mod:`diffjax.plots`.
-
-Resume order: (1) check the config and the device count, (2) build data, process,
-loss, sampler and model, (3) refuse a workdir of a different model or one that
-cannot be written, (4) restore the latest checkpoint if any, and only then
-(5) write the run's files, (6) train from its step with the batches and keys
-that step would have had anyway.
-
-Multi-host: the caller joins the ``jax.distributed`` job first
-(:func:`diffjax.distributed.initialize`; ``train.py`` does); process 0 writes
-logs, metrics and grids, all processes save checkpoints together, and a SIGTERM
-on any host stops every host after the same step (docs/multihost.md).
+What a run writes to its workdir and the order in which it resumes: docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -32,7 +13,6 @@ import time
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from diffjax import builders, distributed
@@ -42,7 +22,7 @@ from diffjax.data.pipeline import host_rows
 from diffjax.generate import generate_batches, make_generate_fn
 from diffjax.logging_utils import save_grid
 from diffjax.plots import plot_training_curves
-from diffjax.run_base import NONFINITE_MODES, check_workdir_writable  # noqa: F401  (re-exported)
+from diffjax.run_checks import NONFINITE_MODES, check_int, check_workdir_writable  # noqa: F401  (re-exported)
 from diffjax.run_config import write_run_config
 from diffjax.sharding import replicated
 from diffjax.trainer import LoopTask, check_run_workdir, host_batches, prepare_run, train_loop
@@ -50,11 +30,10 @@ from diffjax.training import create_train_state, make_train_step
 
 __all__ = ["train_diffusion", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
 
+
 def check_grad_accum(tc: ml_collections.ConfigDict, num_devices: int) -> None:
     """Refuse a ``grad_accum`` that does not split every device's rows into equal microbatches."""
-    k = tc.get("grad_accum", 1)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"config.training.grad_accum must be an integer >= 1, got {k!r}")
+    k = check_int(tc.get("grad_accum", 1), "config.training.grad_accum")
     if tc.batch_size % (k * num_devices):
         raise ValueError(f"config.training.batch_size={tc.batch_size} must be a multiple of grad_accum ({k}) x "
                          f"devices ({num_devices}) = {k * num_devices}")
@@ -98,26 +77,14 @@ class TrainingSetup:
     def generate_fn(self, batch_size: int):
         """Jitted ``generate(params, key)`` for ``batch_size`` images (compiled once per size)."""
         if batch_size not in self._generate_fns:
-            self._generate_fns[batch_size] = self._make_generate_fn(batch_size)
+            c, rep = self.config, replicated(self.mesh)
+            jitted = jax.jit(make_generate_fn(self.graphdef, self.model_state, self.sde, self.sampler,
+                                              self.dataset.image_shape, batch_size, prediction=c.model.prediction,
+                                              time_input=c.loss.time_input, denoise=c.sampling.denoise),
+                             in_shardings=(rep, rep))
+            # Parameters of an FSDP run are gathered once per call (a no-op when already replicated).
+            self._generate_fns[batch_size] = lambda params, key: jitted(jax.device_put(params, rep), key)
         return self._generate_fns[batch_size]
-
-    def _make_generate_fn(self, batch_size: int):
-        c = self.config
-        fn = make_generate_fn(
-            self.graphdef,
-            self.model_state,
-            self.sde,
-            self.sampler,
-            self.dataset.image_shape,
-            batch_size,
-            prediction=c.model.prediction,
-            time_input=c.loss.time_input,
-            denoise=c.sampling.denoise,
-        )
-        rep = replicated(self.mesh)
-        jitted = jax.jit(fn, in_shardings=(rep, rep))
-        # Parameters of an FSDP run are gathered once per call (a no-op when already replicated).
-        return lambda params, key: jitted(jax.device_put(params, rep), key)
 
 
 def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: StopRequest | None = None) -> dict:
@@ -145,17 +112,10 @@ def train_diffusion(config: ml_collections.ConfigDict, workdir: str, *, stop: St
         if latent:
             run.pipeline.write_run_files(workdir)
 
-    train_step = make_train_step(
-        run.graphdef,
-        run.loss_fn,
-        run.optimizer,
-        tc.ema_decay,
-        lr_schedule=run.lr_schedule,
-        use_labels=config.data.use_labels,
-        # The network draws its dropout masks and its condition drop (classifier-free guidance) from this key.
-        use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0,
-        grad_accum=tc.grad_accum,
-    )
+    # The network draws its dropout masks and its condition drop (classifier-free guidance) from the step's key.
+    train_step = make_train_step(run.graphdef, run.loss_fn, run.optimizer, tc.ema_decay, lr_schedule=run.lr_schedule,
+                                 use_labels=config.data.use_labels, grad_accum=tc.grad_accum,
+                                 use_dropout=config.model.dropout > 0 or config.model.condition_dropout > 0)
     rows = host_rows(tc.batch_size, jax.process_index(), jax.process_count())
     # The iterator's batch for train step `step` is data step `step - 1`.
     prepare = lambda batch, data_step: run.pipeline.prepare_batch(batch, step=data_step, seed=tc.seed, rows=rows)  # noqa: E731
@@ -199,13 +159,8 @@ def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
     sample_seconds = time.perf_counter() - start
     samples_initial = generate_batches(generate, jax.device_put(run.initial_params(), replicated(run.mesh)), key, n, batch)
 
-    out = {
-        "step": int(state.step),
-        "num_samples": n,
-        "sampler": c.sampling.sampler,
-        "sampler_steps": c.sampling.steps,
-        "sampling_seconds_ema": round(sample_seconds, 2),
-    }
+    out = {"step": int(state.step), "num_samples": n, "sampler": c.sampling.sampler, "sampler_steps": c.sampling.steps,
+           "sampling_seconds_ema": round(sample_seconds, 2)}
     if c.eval.fd_alexnet:
         out.update(_fd_alexnet_figures(run, samples_ema, samples_initial, n))
 

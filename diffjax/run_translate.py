@@ -1,9 +1,4 @@
-"""SDEdit and EGSDE on a restored score run: :meth:`diffjax.Run.translate` and the domain classifier's features.
-
-A mixin of :class:`diffjax.Run` (docs/ARCHITECTURE.md, "Layers": the run core);
-``sample.py --config.translation.method=...`` writes the same images through
-:func:`diffjax.run_files.write_translated`.
-"""
+"""SDEdit and EGSDE on a restored score run: :meth:`diffjax.Run.translate` (a mixin) and a classifier's features."""
 
 from __future__ import annotations
 
@@ -14,7 +9,7 @@ import numpy as np
 from diffjax import builders, distributed, fingerprint
 from diffjax import workdir_io
 from diffjax.builders import load_model_config, restore_ema_model
-from diffjax.run_arrays import as_key as _as_key, as_pixels, check_sampler as _check_sampler, to_unit
+from diffjax.run_checks import as_key as _as_key, as_pixels, check_sampler as _check_sampler, to_unit
 from diffjax.run_config import load_run_config
 from diffjax.sharding import replicated
 from diffjax.training import model_from_state

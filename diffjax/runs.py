@@ -1,19 +1,8 @@
 """Runs from Python: what ``train.py`` and ``sample.py`` do, importable (docs/runs.md).
 
-* :func:`train` trains a run (a ConfigDict or a ``"path.py[:arg]"`` config file,
-  with overrides) into a workdir; ``train.py`` is a thin command line over the
-  same :func:`diffjax.run_kinds.train_and_evaluate`.
-* :func:`load_run` restores a run's EMA parameters onto the devices present as a
-  :class:`Run`: ``run.generate(n)``, ``run.restore(images, masks)`` (arrays in,
-  arrays out) and ``run.score_fn`` for :func:`diffjax.sample` / :mod:`diffjax.tasks`.
-* :func:`sample_from_workdir` is ``sample.py``: the same :class:`Run` methods,
-  writing PNG files (:mod:`diffjax.run_files`, one writer per capability).
-
-Tasks dispatch through explicit dicts keyed by ``config.task.name``:
-:data:`GENERATORS` / :data:`RESTORERS` (the array methods) and :data:`TASKS` /
-:data:`RESTORE_TASKS` (the command line's: ``task(config, workdir, output,
-num)`` and ``task(config, workdir, output, input_dir)``). A task added later
-plugs in with one entry in each.
+:func:`train` and :func:`load_run` are ``dj.train`` / ``dj.load_run``; :func:`sample_from_workdir`
+is ``sample.py``, dispatching on ``config.task.name`` through :data:`TASKS` (from noise) and
+:data:`RESTORE_TASKS` (``--input``) to :mod:`diffjax.run_files`' writers.
 """
 
 from __future__ import annotations
@@ -30,27 +19,14 @@ from diffjax.logging_utils import save_samples
 from diffjax.run_base import Run, check_num, check_workdir_path, lead_print
 from diffjax.run_config import apply_overrides, get_base_config, load_run_config, resolve_config
 from diffjax import ldm as _ldm  # latent diffusion's entries of the task tables (docs/ldm.md)
-from diffjax.run_files import write_cascade, write_generated, write_restored, write_translated
-from diffjax.run_lsgm import run_lsgm_generate
-from diffjax.run_segmentation import run_segment
+from diffjax.run_files import write_cascade, write_generated, write_restored, write_segmented, write_translated
 from diffjax.run_kinds import kind_of, train_and_evaluate
+from diffjax.segmenter import SEGMENTATION_TASKS
 
 run_translate = write_translated  # the name sample.py's translation writer had
 
-__all__ = [
-    "train",
-    "load_run",
-    "Run",
-    "GENERATORS",
-    "RESTORERS",
-    "sample_from_workdir",
-    "sample_from_folder",
-    "TASKS",
-    "RESTORE_TASKS",
-    "run_translate",
-    "restore_ema_model",
-    "load_model_config",
-]
+__all__ = ["train", "load_run", "Run", "GENERATORS", "RESTORERS", "sample_from_workdir", "sample_from_folder", "TASKS",
+           "RESTORE_TASKS", "run_translate", "restore_ema_model", "load_model_config"]
 
 
 def train(config, workdir: str, overrides: dict | None = None) -> dict:
@@ -133,25 +109,12 @@ def load_run(workdir: str, overrides: dict | None = None) -> Run:
     return kind_of(config).load(config, workdir)
 
 
-# What sample.py does for each config.task.name. A task plugs in with one entry:
-# TASKS generate from noise, task(config, workdir, output, num) -> summary dict;
-# RESTORE_TASKS restore --input IN_DIR, task(config, workdir, output, input_dir).
-# A task in both (RePaint) generates without --input and restores with it.
-
-TASKS = {
-    "generate": write_generated,
-    "repaint": write_generated,
-    "cascade": write_cascade,
-    "ldm": write_generated,
-    "lsgm": run_lsgm_generate,
-}
-RESTORE_TASKS = {
-    **dict.fromkeys(_ldm.LatentRun.FILE_RESTORERS, write_restored),  # SR3, Palette, RePaint, latent tasks
-    # Segmentation runs write name_label.png + name_uncertainty.png (docs/segmentation.md).
-    "segmentation_features": run_segment,
-    "ddep_finetune": run_segment,
-    "ddep_pretrain": run_segment,  # refuses: a pretraining run does not segment
-}
+# What sample.py does for each config.task.name: TASKS generate from noise, writer(config, workdir, output, num);
+# RESTORE_TASKS restore --input IN_DIR, writer(config, workdir, output, input_dir). RePaint is in both: it
+# generates without --input and restores with it. DDeP pretraining is listed to refuse (it does not segment).
+TASKS = {**dict.fromkeys(("generate", "repaint", "ldm", "lsgm"), write_generated), "cascade": write_cascade}
+RESTORE_TASKS = {**dict.fromkeys(_ldm.LatentRun.FILE_RESTORERS, write_restored),
+                 **dict.fromkeys(SEGMENTATION_TASKS, write_segmented)}
 
 
 def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16, seed: int = 0,

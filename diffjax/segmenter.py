@@ -1,4 +1,5 @@
-"""A trained segmentation run restored for prediction, and ``sample.py``'s label maps (docs/segmentation.md)."""
+"""Segmentation runs restored for prediction, and what their training shares: task names, labelled images,
+per-pixel features, ``.npz`` weights (docs/segmentation.md)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,219 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
-from PIL import Image
 
-from diffjax import distributed, fingerprint
-from diffjax import workdir_io
-from diffjax.builders import load_model_config
+from diffjax import builders, fingerprint, workdir_io
+from diffjax.builders import load_model_config, restore_ema_model
 from diffjax.run_base import Run
 from diffjax.run_config import load_run_config
-from diffjax.seg_features import INFO_FILE, STATE_FILE, _ddep_level, _load_npz, build_feature_fn
-from diffjax.tasks import pixel_classifier as pc
+from diffjax.tasks import ddep, pixel_classifier as pc
+from diffjax.tasks import segmentation as seg
 
-__all__ = ["Segmenter", "load_segmenter", "label_palette", "run_segment"]
+__all__ = ["SEGMENTATION_TASKS", "FEATURE_KINDS", "DDEP_INITS", "STATE_FILE", "INFO_FILE", "labelled_data",
+           "build_feature_fn", "Segmenter", "load_segmenter", "segmentation_image_shape", "label_palette"]
+
+SEGMENTATION_TASKS = ("segmentation_features", "ddep_pretrain", "ddep_finetune")
+FEATURE_KINDS = ("ddpm", "random_unet", "pixels")
+DDEP_INITS = ("pretrained", "random")
+STATE_FILE = "segmentation.npz"
+INFO_FILE = "segmentation.json"
+
+
+def _num_label_classes(config) -> int:
+    """Classes of the label maps: ``config.data.num_classes`` (11 for scenes when 0)."""
+    from diffjax.data.scenes import NUM_CLASSES
+
+    k = int(config.data.num_classes)
+    if config.segmentation.labelled_dir or config.data.name == "folder":
+        if k < 2:
+            raise ValueError("a labelled folder needs the number of classes of its name_label.png maps: "
+                             f"--config.data.num_classes=K (K >= 2), got {k}")
+        return k
+    if k not in (0, NUM_CLASSES):
+        raise ValueError(f"the scene set has {NUM_CLASSES} classes, got config.data.num_classes={k}")
+    return NUM_CLASSES
+
+
+def labelled_data(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The labelled images of a segmentation run: ``(images, label_maps, description)``.
+
+    Args:
+      config: the run's config; ``segmentation.labelled_dir`` names a labelled folder
+        (``name.png`` + ``name_label.png``, ``data.num_classes`` classes), or is empty for
+        the scene set.
+      split: ``"train"`` (the first ``segmentation.num_labelled`` images: a folder's files
+        not held out; the scene set's labelled training scenes) or ``"test"`` (a folder's
+        held-out share, ``data.eval_fraction``; ``segmentation.num_eval`` scenes on the
+        held-out backgrounds).
+
+    Returns:
+      float32 ``(N, S, S, C)`` images in [-1, 1], uint8 ``(N, S, S)`` label maps (255 =
+      ignore) and a one-line description of the source.
+
+    Raises:
+      ValueError: a folder without labels, fewer images than asked for, bad files
+        (naming them), or a scene-set class count other than 11.
+    """
+    from diffjax.data.folder import load_folder
+    from diffjax.data.pipeline import to_unit_range
+    from diffjax.data.scenes import Scenes
+
+    s, size = config.segmentation, (config.data.image_size or None)
+    num_classes = _num_label_classes(config)
+    if s.labelled_dir:
+        if not os.path.isdir(s.labelled_dir):
+            raise ValueError(f"config.segmentation.labelled_dir {s.labelled_dir} is not a folder")
+        ds = load_folder(s.labelled_dir, split, size, config.training.seed, config.data.channels, num_classes,
+                         config.data.eval_fraction)
+        images, labels = ds.stored_images(), ds.label_maps()
+        if split == "train" and s.num_labelled:
+            if s.num_labelled > len(images):
+                raise ValueError(f"config.segmentation.num_labelled={s.num_labelled} but {s.labelled_dir} holds "
+                                 f"{len(images)} labelled training images (besides its held-out share)")
+            images, labels = images[: s.num_labelled], labels[: s.num_labelled]
+        where = f"{len(images)} {split} images of {s.labelled_dir}"
+    else:
+        n = s.num_labelled if split == "train" else s.num_eval
+        if n < 1:
+            raise ValueError("config.segmentation.num_labelled must be >= 1 for the scene set")
+        scenes = Scenes(split, size, config.training.seed, config.data.channels)
+        images, labels = scenes.labelled_scenes(n)
+        where = f"{n} labelled scenes ({'held-out backgrounds' if split == 'test' else 'training backgrounds'})"
+    return to_unit_range(np.asarray(images)), np.asarray(labels, np.uint8), where
+
+
+def _redraw_zero_kernels(model: nnx.Module, key) -> None:
+    """Draw the zero-initialised convolutions (residual branches, output) like the others (fan-in scaling):
+    a *random* network as a feature baseline should compute something, not the identity."""
+    state = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    out = []
+    for i, leaf in enumerate(leaves):
+        if leaf.ndim == 4 and not bool(jnp.any(leaf)):
+            fan_in = leaf.shape[0] * leaf.shape[1] * leaf.shape[2]
+            leaf = jax.random.normal(jax.random.fold_in(key, i), leaf.shape, leaf.dtype) / np.sqrt(fan_in)
+        out.append(leaf)
+    nnx.update(model, jax.tree_util.tree_unflatten(treedef, out))
+
+
+def _backbone(config, image_shape):
+    """``(model, sde, time_input, info)`` of the features' UNet (trained or random)."""
+    from diffjax.nn import UNet
+    from diffjax.sharding import make_mesh
+    from diffjax.training import model_from_state
+
+    s = config.segmentation
+    backbone = s.backbone_workdir
+    if s.features == "ddpm" and not backbone:
+        raise ValueError("features='ddpm' needs a trained unconditional run: "
+                         "--config.segmentation.backbone_workdir=DDPM_RUN (e.g. python train.py "
+                         "--config configs/ddpm_scenes.py --workdir DDPM_RUN); or features=pixels|random_unet")
+    if backbone:
+        if not workdir_io.isdir(backbone):
+            raise ValueError(f"config.segmentation.backbone_workdir {backbone} does not exist")
+        b_config = load_run_config(backbone)
+        # RePaint runs (python -m diffjax.convert writes one) train the same unconditional network.
+        if b_config.task.name not in ("generate", "repaint") or b_config.data.use_labels:
+            raise ValueError(f"backbone run {backbone} has task {b_config.task.name!r}"
+                             f"{' with class labels' if b_config.data.use_labels else ''}; the features need an "
+                             "unconditional run (task 'generate', e.g. configs/ddpm_scenes.py)")
+        mc = load_model_config(backbone)
+        if (mc.image_size, mc.image_size, mc.in_channels) != tuple(image_shape):
+            raise ValueError(f"backbone run {backbone} takes {mc.image_size}x{mc.image_size}x{mc.in_channels} "
+                             f"images but the labelled images are {'x'.join(map(str, image_shape))}; "
+                             "set --config.data.image_size / --config.data.channels to the backbone's")
+    else:
+        b_config = config
+        mc = _seg_unet_config(config, image_shape, None)
+    sde = builders.build_sde(b_config)
+    if s.features == "ddpm":
+        graphdef, params, state, mc, step = restore_ema_model(b_config, backbone, make_mesh())
+        model = model_from_state(graphdef, params, state)
+        info = {"backbone_workdir": workdir_io.absolute(backbone), "backbone_step": step}
+    else:
+        model = UNet(mc, rngs=nnx.Rngs(params=config.training.seed))
+        _redraw_zero_kernels(model, jax.random.key(config.training.seed))
+        info = {"random_unet_seed": int(config.training.seed)}
+    unknown = [b for b in s.blocks if b not in model.activation_names()]
+    if unknown or not s.blocks:
+        raise ValueError(f"config.segmentation.blocks {list(s.blocks)}: unknown {unknown}; the UNet has "
+                         f"{list(model.activation_names())}")
+    return model, sde, b_config.loss.time_input, info
+
+
+def build_feature_fn(config: ml_collections.ConfigDict, image_shape) -> tuple:
+    """The run's per-pixel feature function ``features(images) -> (B, S, S, F)``, jitted, and a record.
+
+    Args:
+      config: a ``segmentation_features`` config (``segmentation.features``, ``times``,
+        ``blocks``, ``noise_seed``, ``backbone_workdir``).
+      image_shape: ``(S, S, C)`` of the images.
+
+    Returns:
+      ``(feature_fn, info)``: ``info`` records what the features came from (the backbone's
+      workdir and checkpoint step, or the random network's seed) for the stored run.
+
+    Raises:
+      ValueError: ``features="ddpm"`` without a backbone run, a backbone that is missing,
+        conditional, of another image size or channel count, unknown blocks or bad times.
+    """
+    from diffjax.parametrization import network_time_input
+
+    s = config.segmentation
+    if s.features == "pixels":
+        return jax.jit(lambda images: jnp.asarray(images, jnp.float32)), {"features": "pixels"}
+    model, sde, time_input, info = _backbone(config, image_shape)
+    graphdef, state = nnx.split(model)
+    noise = seg.fixed_noise(jax.random.key(int(s.noise_seed)), image_shape)
+    times, blocks = tuple(s.times), tuple(s.blocks)
+
+    def features(state, images):
+        net = nnx.merge(graphdef, state)
+        act = lambda x, t: net.activations(x, network_time_input(sde, t, time_input))  # noqa: E731
+        return seg.ddpm_feature_fn(act, sde, times=times, blocks=blocks, noise=noise)(images)
+
+    jitted = jax.jit(features)
+    return (lambda images: jitted(state, images)), {"features": s.features, **info}
+
+
+def _flat(tree) -> dict:
+    # A replicated array of a multi-host job is read from this host's copy.
+    host = lambda x: np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) and not x.is_fully_addressable else x)  # noqa: E731
+    return {jax.tree_util.keystr(path): host(leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _save_npz(path: str, tree) -> None:
+    workdir_io.save_npz(path, _flat(tree))  # whole or not at all, local or on a bucket
+
+
+def _load_npz(path: str, like, skip=lambda name: False):
+    """Arrays of ``path`` in the structure of ``like`` (leaves named by their key paths)."""
+    arrays = workdir_io.load_npz(path)
+    leaves = []
+    for key_path, leaf in jax.tree_util.tree_flatten_with_path(like)[0]:
+        name = jax.tree_util.keystr(key_path)
+        if skip(name):
+            leaves.append(leaf)
+            continue
+        if name not in arrays or arrays[name].shape != tuple(leaf.shape):
+            got = arrays[name].shape if name in arrays else "nothing"
+            raise ValueError(f"{path}: expected {name} of shape {tuple(leaf.shape)}, found {got}")
+        leaves.append(jnp.asarray(arrays[name], leaf.dtype))
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), leaves)
+
+
+def _seg_unet_config(config, image_shape, out_channels):
+    """A plain UNet of ``config.model`` for ``image_shape`` (no condition, no labels)."""
+    from diffjax.nn import UNetConfig
+
+    kwargs = builders.unet_model_keys(config)
+    kwargs.update(image_size=int(image_shape[0]), in_channels=int(image_shape[2]), out_channels=out_channels)
+    return UNetConfig(**kwargs)
+
+
+def _ddep_level(config) -> float:
+    """The conditioning scalar of a fine-tuned network: the pretraining's (smallest) noise level."""
+    return ddep.check_noise_scales(config.segmentation.noise_scales)[0]
 
 
 class Segmenter(Run):
@@ -62,7 +265,7 @@ class Segmenter(Run):
             self._ensemble = _load_npz(state_path, like)
         else:
             from diffjax.nn import UNet
-        
+
             self._kind, self._level = "unet", _ddep_level(config)
             self._model = UNet(load_model_config(workdir), rngs=nnx.Rngs(0))
             nnx.update(self._model, _load_npz(state_path, nnx.state(self._model, nnx.Param)))
@@ -102,6 +305,12 @@ class Segmenter(Run):
 
         self._predict = lambda x: run(state, x)
 
+    def _checked(self, images) -> np.ndarray:
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
+        return images
+
     def predict(self, images) -> tuple[np.ndarray, np.ndarray]:
         """``(labels, uncertainty)`` of ``(N, S, S, C)`` images in [-1, 1], each ``(N, S, S)``.
 
@@ -111,13 +320,8 @@ class Segmenter(Run):
         Raises:
           ValueError: images of another shape than the run's.
         """
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
-        if self._kind == "ensemble":
-            labels, entropy = self._predict(self._feature_fn(images))
-        else:
-            labels, entropy = self._predict(images)
+        images = self._checked(images)
+        labels, entropy = self._predict(self._feature_fn(images) if self._kind == "ensemble" else images)
         return np.asarray(labels), np.asarray(entropy)
 
     def log_probs(self, images) -> np.ndarray:
@@ -127,14 +331,29 @@ class Segmenter(Run):
         Raises:
           ValueError: images of another shape than the run's.
         """
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(f"images must be (N, {', '.join(map(str, self.image_shape))}), got {images.shape}")
-        return np.asarray(self._log_probs(images))
+        return np.asarray(self._log_probs(self._checked(images)))
 
 
-def load_segmenter(workdir: str) -> Segmenter:
+def segmentation_image_shape(config: ml_collections.ConfigDict, workdir: str) -> tuple[int, int, int]:
+    """The checks of :func:`load_segmenter` (nothing restored); the run's ``(S, S, C)``."""
+    if config.task.name == "ddep_pretrain":
+        raise ValueError(f"{workdir} is a DDeP pretraining run, which denoises and does not segment: fine-tune it "
+                         "with configs/segmentation_ddep.py:finetune (--config.segmentation.pretrain_workdir="
+                         f"{workdir}) and use that run")
+    if config.task.name not in ("segmentation_features", "ddep_finetune"):
+        raise ValueError(f"{workdir} is a {config.task.name!r} run; segmenting needs a segmentation_features or "
+                         "ddep_finetune run")
+    if not all(workdir_io.exists(os.path.join(workdir, name)) for name in (STATE_FILE, INFO_FILE)):
+        raise ValueError(f"{workdir} holds no {STATE_FILE} and {INFO_FILE}: its training did not finish")
+    return tuple(json.loads(workdir_io.read_text(os.path.join(workdir, INFO_FILE)))["image_shape"])
+
+
+def load_segmenter(workdir: str, config: ml_collections.ConfigDict | None = None) -> Segmenter:
     """Restore the trained ``segmentation_features`` or ``ddep_finetune`` run in ``workdir``.
+
+    Args:
+      workdir: the run's ``--workdir``.
+      config: its config with any overrides (default: the stored ``config.json``).
 
     Raises:
       ValueError: a workdir without a finished segmentation run, a pretraining run (it
@@ -142,12 +361,8 @@ def load_segmenter(workdir: str) -> Segmenter:
     """
     if not workdir_io.isdir(workdir):
         raise ValueError(f"workdir {workdir} does not exist")
-    config = load_run_config(workdir)
-    if config.task.name not in ("segmentation_features", "ddep_finetune"):
-        raise ValueError(f"{workdir} is a {config.task.name!r} run; segmenting needs a segmentation_features or "
-                         "ddep_finetune run")
-    if not workdir_io.exists(os.path.join(workdir, STATE_FILE)):
-        raise ValueError(f"{workdir} holds no {STATE_FILE}: its training did not finish")
+    config = load_run_config(workdir) if config is None else config
+    segmentation_image_shape(config, workdir)
     return Segmenter(config, workdir)
 
 
@@ -159,55 +374,3 @@ def label_palette() -> list[int]:
     colours = base + [tuple(int(v) for v in rng.integers(40, 256, 3)) for _ in range(256 - len(base))]
     colours[255] = (255, 255, 255)
     return [v for c in colours for v in c]
-
-
-def run_segment(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
-    """``sample.py --input IN --output OUT`` for segmentation runs: a label map per image.
-
-    Writes ``name_label.png`` (8-bit palette PNG whose indices are the class ids, readable
-    as a labelled folder's map) and ``name_uncertainty.png`` (grey: the entropy scaled so
-    that 255 is ``log K``, the most uncertain) for every PNG ``name.png`` of ``input_dir``.
-    Every input is checked before anything is computed or written.
-
-    Returns:
-      ``{"output": folder, "num": images segmented, "task": task}``.
-
-    Raises:
-      ValueError: a pretraining run, a missing folder, no PNG, or images of another size
-        (naming every such file).
-    """
-    from diffjax.logging_utils import save_png
-    from diffjax.outputs import is_own_output, save_image
-    from diffjax.pipelines.translation import read_translation_inputs
-
-    if config.task.name == "ddep_pretrain":
-        raise ValueError(f"{workdir} is a DDeP pretraining run, which denoises and does not segment; fine-tune it "
-                         "with configs/segmentation_ddep.py:finetune --config.segmentation.pretrain_workdir=... first")
-    info_path = os.path.join(workdir, INFO_FILE)
-    if not workdir_io.exists(info_path):
-        raise ValueError(f"{workdir} holds no {INFO_FILE}: its segmentation training did not finish")
-    shape = tuple(json.loads(workdir_io.read_text(info_path))["image_shape"])
-    # A folder holding an earlier run's name_label.png / name_uncertainty.png: segment only the images.
-    inputs = read_translation_inputs(input_dir, shape, exclude=is_own_output)
-    segmenter = Segmenter(config, workdir)
-    batch = int(config.segmentation.feature_batch_size)
-    images = np.stack([image for _, image in inputs])
-    labels, entropy = [], []
-    for start in range(0, len(images), batch):
-        lab, ent = segmenter.predict(images[start:start + batch])
-        labels.append(lab)
-        entropy.append(ent)
-    labels, entropy = np.concatenate(labels), np.concatenate(entropy)
-    if distributed.is_lead():
-        workdir_io.makedirs(output)
-        palette = label_palette()
-        scale = 255.0 / np.log(segmenter.num_classes)
-        for (name, _), lab, ent in zip(inputs, labels, entropy):
-            stem = os.path.splitext(name)[0]
-            img = Image.fromarray(lab.astype(np.uint8), mode="P")
-            img.putpalette(palette)
-            save_image(os.path.join(output, f"{stem}_label.png"), img)
-            save_png(os.path.join(output, f"{stem}_uncertainty.png"),
-                     np.clip(np.rint(ent * scale), 0, 255).astype(np.uint8)[..., None])
-        print(f"segmented {len(inputs)} images ({config.task.name}) into {output}")
-    return {"output": output, "num": len(inputs), "task": config.task.name}

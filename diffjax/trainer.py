@@ -1,23 +1,7 @@
-"""The one training loop of every run kind: diffusion, latent, LSGM, DDeP pretraining and fine-tuning.
+"""The one training loop of every run kind: a kind hands :func:`train_loop` a :class:`LoopTask`.
 
-A kind hands :func:`train_loop` a :class:`LoopTask`: its step-0 state, its pure
-train step, its batches and optional hooks (run files, sample grids). The loop
-does the rest the same way for every kind:
-
-* the latest checkpoint is restored (or the step-0 state placed on the mesh),
-  and only then are the run's files written;
-* each host builds only its rows of every batch (:func:`host_batches`), which
-  become one global array sharded over all devices;
-* train step ``s`` draws its randomness from ``fold_in(key(training.seed), s)``
-  (the kind's step folds in ``state.step``), so a resumed run replays the
-  uninterrupted one;
-* a SIGTERM on any host stops every host after the same step
-  (:class:`diffjax.distributed.StopVote`), with a checkpoint;
-* a NaN/inf step is skipped on device (:func:`diffjax.training.keep_finite`);
-  ``training.nonfinite = "stop"`` raises at the next read of the metrics;
-* ``metrics.jsonl``, TensorBoard, sample grids and a progress bar are written
-  by process 0; checkpoints every ``training.ckpt_every`` steps, at the end and
-  when stopped.
+What the loop guarantees (restore-then-write, per-host batches, ``fold_in`` keys, the stop vote, the
+non-finite guard, checkpoints, logs) is written down once, in docs/ARCHITECTURE.md.
 """
 
 from __future__ import annotations
@@ -38,7 +22,7 @@ from diffjax import distributed
 from diffjax import workdir_io
 from diffjax.checkpoint import Checkpointer, StopRequest, check_model_config
 from diffjax.logging_utils import MetricWriter, Throughput, save_grid
-from diffjax.run_base import _check_training_section, check_workdir_writable, restore_or_start
+from diffjax.run_checks import check_training_section, check_workdir_writable, restore_or_start
 from diffjax.sharding import (check_batch_divisible, data_sharding, host_local_to_global, make_mesh, per_device_bytes,
                               replicated, state_shardings)
 
@@ -129,7 +113,7 @@ def prepare_run(config: ml_collections.ConfigDict, batch_size: int | None = None
     from diffjax.run_config import get_base_config
 
     builders.validate_config(config, get_base_config())
-    _check_training_section(config.training)
+    check_training_section(config.training)
     mesh = make_mesh()
     check_batch_divisible(config.training.batch_size if batch_size is None else batch_size, mesh)
     return mesh

@@ -226,6 +226,7 @@ def restore_inputs(
     seed: int = 0,
     overlap: int | None = None,
     compiled: dict | None = None,
+    progress: Callable | None = None,
 ) -> list[np.ndarray]:
     """Restore every input; one compiled program per input kind and size.
 
@@ -250,6 +251,7 @@ def restore_inputs(
       compiled: optional dict that keeps the compiled programs between calls
         (keyed by kind, batch shape, sampler, overlap and ``denoise``); pass the
         same dict only with the same ``pipeline``, ``make_score_fn`` and ``sde``.
+      progress: optional callable, called once for each restored image.
 
     Returns:
       ``(H, W, C)`` float32 images in [-1, 1], in the order of ``inputs``.
@@ -296,6 +298,8 @@ def restore_inputs(
                 out = np.asarray(run(params, cond, known, mask, jax.random.fold_in(jax.random.fold_in(key, k), b)))
                 for i, img in zip(chunk, out):
                     results[i] = img
+                    if progress is not None:
+                        progress(i)
                 b += 1
     return results
 
