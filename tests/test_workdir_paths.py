@@ -77,7 +77,7 @@ def _write_run_files(workdir: str) -> None:
     from diffjax.outputs import save_image
     from diffjax.plots import plot_training_curves
     from diffjax.run_config import get_base_config, write_run_config
-    from diffjax.seg_features import _save_npz
+    from diffjax.segmenter import _save_npz
 
     write_run_config(workdir, get_base_config())
     write_model_config(workdir, {"image_size": 8, "channel_mult": (1, 2)})
@@ -98,7 +98,7 @@ def test_run_files_go_through_epath_to_a_bucket_byte_for_byte_as_locally(tmp_pat
     from diffjax.checkpoint import check_model_config
     from diffjax.plots import read_metrics
     from diffjax.run_config import load_run_config
-    from diffjax.seg_features import _load_npz
+    from diffjax.segmenter import _load_npz
 
     local = str(tmp_path / "local")
     _write_run_files(local)
