@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 
 import pytest
 
@@ -28,3 +30,38 @@ def fashion_mnist_fixture(tmp_path_factory):
         os.environ.pop(FASHION_MNIST_ENV, None)
     else:
         os.environ[FASHION_MNIST_ENV] = previous
+
+
+# One persistent JAX compilation cache for the whole run: both xdist workers and every
+# train.py / sample.py / worker subprocess they start (they inherit the environment).
+# Most of the suite's time is XLA compiling the same tiny programs again: each cold
+# process, each new jit closure of a train step in the same process. A cached entry is
+# the executable XLA compiled, so every number is the same. The folder is new for each
+# pytest run (CI starts empty) and removed at its end. Entries are written whole by one
+# process and never evicted; JAX compiles anew (with a warning) if an entry cannot be
+# read, e.g. one cut short by a test's SIGKILL. DIFFJAX_TEST_NO_JAX_CACHE=1 turns it off.
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_CACHE_OWNER = "DIFFJAX_TEST_JAX_CACHE_OWNER"
+_CACHE_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def pytest_configure(config):
+    if os.environ.get("DIFFJAX_TEST_NO_JAX_CACHE") == "1":
+        return
+    if not os.environ.get(_CACHE_ENV):  # the controller (or a plain run) makes it; xdist workers inherit it
+        os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="diffjax-jax-cache-")
+        os.environ[_CACHE_OWNER] = str(os.getpid())
+    for name, value in _CACHE_SETTINGS.items():
+        os.environ.setdefault(name, value)
+    import jax  # already imported above (through diffjax), before these variables were set
+
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                      int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
+
+
+def pytest_unconfigure(config):
+    if os.environ.get(_CACHE_OWNER) == str(os.getpid()):
+        shutil.rmtree(os.environ[_CACHE_ENV], ignore_errors=True)

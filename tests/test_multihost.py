@@ -16,17 +16,12 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from worker_procs import assert_close_params as _assert_close_params
 from worker_procs import finish, finish_job, load_params, metric_rows, start_job
 
 
 def _losses(workdir: str) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in metric_rows(workdir)}
-
-
-def _assert_close_params(a: dict, b: dict, rtol: float = 2e-5, atol: float = 2e-6) -> None:
-    assert a.keys() == b.keys()
-    for name in a:
-        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
 
 
 def _continue(src: str, dst: str, processes: int, devices_each: int, steps: int, sample: bool = False) -> list:
@@ -72,30 +67,6 @@ def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
     assert [r["step"] for r in metric_rows(b)] == [1, 2, 3, 4, 5]
     assert _losses(a) == pytest.approx(_losses(b), rel=2e-5)
     _assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
-
-
-def _kind_two_processes_like_one(tmp_path, task: str) -> tuple[str, str]:
-    """3 steps of ``task`` on 2 processes x 4 devices and on 1 x 8: the same per-step losses (to 1e-4)."""
-    two, one = str(tmp_path / f"{task}_2x4"), str(tmp_path / f"{task}_1x8")
-    jobs = [start_job(2, 4, "--workdir", two, "--task", task), start_job(1, 8, "--workdir", one, "--task", task)]
-    s_two, s_one = (finish_job(job) for job in jobs)
-    assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 8, 3)
-    assert (s_one["processes"], s_one["devices"], s_one["step"]) == (1, 8, 3)
-    assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]  # process 0 writes, once per step
-    assert _losses(two) == pytest.approx(_losses(one), rel=1e-4)
-    return two, one
-
-
-def test_lsgm_two_processes_train_like_one(tmp_path):
-    """LSGM's loop reads each host's rows of the batch and votes on stopping, as the plain loop does."""
-    _kind_two_processes_like_one(tmp_path, "lsgm")
-
-
-def test_ddep_two_processes_train_like_one(tmp_path):
-    """DDeP pretraining runs the one loop: per-host rows, one process-0 metrics.jsonl, the same weights."""
-    two, one = _kind_two_processes_like_one(tmp_path, "ddep")
-    _assert_close_params(load_params(os.path.join(two, "segmentation.npz")),
-                         load_params(os.path.join(one, "segmentation.npz")), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

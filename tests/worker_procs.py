@@ -67,6 +67,13 @@ def load_params(path: str) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+def assert_close_params(a: dict, b: dict, rtol: float = 2e-5, atol: float = 2e-6) -> None:
+    """Two ``{name: array}`` parameter sets with the same names and close values."""
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=atol, err_msg=name)
+
+
 def metric_rows(workdir: str) -> list[dict]:
     path = os.path.join(workdir, "metrics.jsonl")
     if not os.path.exists(path):
