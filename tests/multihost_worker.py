@@ -30,6 +30,8 @@ def main() -> None:
     parser.add_argument("--num_processes", type=int, default=None)
     parser.add_argument("--process_id", type=int, default=None)
     parser.add_argument("--stop-after-first-step", action="store_true")
+    # A stop request (as from SIGTERM) on this process only: the stop vote must stop every process.
+    parser.add_argument("--stop-on-process", type=int, default=None)
     parser.add_argument("--out", default=None)
     parser.add_argument("--sample-dir", default=None)
     # "lsgm": the LSGM smoke config cut to --steps / --batch (--out: its EMA parameters);
@@ -73,7 +75,7 @@ def main() -> None:
         config.data.name, config.data.data_dir, config.data.eval_fraction = "folder", args.folder, 0.0
         config.data.channels, config.data.crop = 3, "random"
     stop = StopRequest()
-    if args.stop_after_first_step:
+    if args.stop_after_first_step or (args.stop_on_process is not None and args.stop_on_process == args.process_id):
         stop.request()
     try:
         summary = train_and_evaluate(config, args.workdir, stop=stop)

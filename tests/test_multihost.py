@@ -10,6 +10,7 @@ single process writes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -51,6 +52,23 @@ def test_two_processes_train_like_one(two_by_four_and_one_by_eight):
     assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]
     assert _losses(two) == pytest.approx(_losses(one), rel=2e-5)
     _assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
+
+
+def test_a_stop_requested_on_one_process_stops_every_process_after_the_same_step(tmp_path):
+    # Process 1 alone asks to stop (as a SIGTERM delivered to one host would): the stop vote makes
+    # both leave the loop after the same step and save that step together. Without the vote,
+    # process 1 would leave after its first step while process 0 waits in the next step's
+    # collectives: a hang, caught here by the timeout.
+    workdir = str(tmp_path / "run")
+    procs = start_job(2, 4, "--workdir", workdir, "--steps", "6", "--stop-on-process", "1")
+    try:
+        outs = [json.loads(finish(p, timeout=240)[0].strip().splitlines()[-1]) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert outs[0] == outs[1]
+    assert outs[0]["processes"] == 2 and 0 < outs[0]["step"] < 6
+    assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(outs[0]["step"])]
 
 
 def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
