@@ -127,16 +127,8 @@ def build_sde(config: ml_collections.ConfigDict) -> sde_lib.SDE:
 
 
 def build_model_config(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int = 0):
-    """``diffjax.nn.UNetConfig`` from ``config.model`` and the data's image shape.
-
-    Args:
-      config: the run config.
-      image_shape: ``(H, W, C)`` of the training images.
-      num_classes: label classes when ``config.data.use_labels``, else ignored.
-
-    Raises:
-      ValueError: on unknown model keys or hyper-parameters the UNet rejects.
-    """
+    """``diffjax.nn.UNetConfig`` from ``config.model``, the data's ``(H, W, C)`` and ``num_classes`` (used with
+    ``config.data.use_labels``); a ValueError for unknown model keys or hyper-parameters the UNet rejects."""
     from diffjax.nn import ClassifierConfig, UNetConfig  # the network package is only needed here
 
     height, width, channels = image_shape
@@ -180,17 +172,8 @@ def build_autoencoder_config(config: ml_collections.ConfigDict, image_shape: tup
 
 
 def build_model(config: ml_collections.ConfigDict, rngs: nnx.Rngs, image_shape, num_classes: int = 0):
-    """The network of ``config`` (a UNet, or a Classifier for a classifier task) with weights from ``rngs``.
-
-    Args:
-      config: the run config.
-      rngs: ``nnx.Rngs`` for initialisation.
-      image_shape: ``(H, W, C)`` of the data (``dataset.image_shape``).
-      num_classes: label classes of the dataset (used with ``config.data.use_labels``).
-
-    Returns:
-      ``(model, model_config)``: the ``nnx.Module`` and its ``UNetConfig``.
-    """
+    """``(model, model_config)``: the network of ``config`` (a UNet, or a Classifier / Autoencoder for such a task)
+    initialised from ``rngs``, for the data's ``image_shape`` and ``num_classes`` (see :func:`build_model_config`)."""
     from diffjax import nn
 
     model_config = build_model_config(config, image_shape, num_classes)
@@ -299,18 +282,10 @@ def load_model_config(workdir: str, network: str = "unet"):
 def restore_ema_model(config: ml_collections.ConfigDict, workdir: str, mesh, step: int | None = None):
     """Restore the EMA parameters of checkpoint ``step`` (default: the latest) onto ``mesh`` (replicated).
 
-    Args:
-      config: the run's config (its optimizer gives the checkpoint's structure).
-      workdir: the training run's directory.
-      mesh: the devices to restore onto (:func:`diffjax.sharding.make_mesh`),
-        whatever the layout that wrote the checkpoint.
-      step: the checkpoint step to restore; ``None`` = the latest.
-
-    Raises:
-      ValueError: no model config or no checkpoint in ``workdir``.
-
-    Returns:
-      ``(graphdef, ema_params, model_state, model_config, step)``.
+    ``config`` is the run's (its optimizer gives the checkpoint's structure); ``mesh`` any devices
+    (:func:`diffjax.sharding.make_mesh`), whatever the layout that wrote the checkpoint. Returns
+    ``(graphdef, ema_params, model_state, model_config, step)``; a ValueError if ``workdir`` holds no
+    model config or no checkpoint.
     """
     import jax
 
@@ -355,8 +330,7 @@ def first_stage_for(config: ml_collections.ConfigDict) -> ldm_pipelines.FirstSta
 
     workdir = config.autoencoder.workdir
     if not workdir:
-        declared = build_autoencoder_config(config, (64, 64, 1))
-        return FirstStage(declared)
+        return FirstStage(build_autoencoder_config(config, (64, 64, 1)))
     where = f"--config.autoencoder.workdir={workdir}"
     if not workdir_io.isdir(workdir):
         raise ValueError(f"{where} does not exist; train the autoencoder first: python train.py "

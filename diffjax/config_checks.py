@@ -29,17 +29,10 @@ def fill_missing_keys(config: ml_collections.ConfigDict, schema: ml_collections.
 
 
 def validate_config(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict) -> None:
-    """Check that ``config`` has exactly the sections and keys of ``schema``.
+    """Check that ``config`` has exactly the sections and keys of ``schema``; a ValueError names each other one.
 
     Catches typos in config files (``config.training.bacth_size = ...`` silently
     adds a key to an unlocked ConfigDict) and missing sections.
-
-    Args:
-      config: the run's config.
-      schema: the reference (``configs/default.get_base_config()``).
-
-    Raises:
-      ValueError: naming each unknown or missing key.
     """
     problems = []
 
@@ -62,18 +55,10 @@ def validate_config(config: ml_collections.ConfigDict, schema: ml_collections.Co
 
 
 def check_override_keys(argv: list[str], config: ml_collections.ConfigDict, flag: str = "config") -> None:
-    """Reject ``--config.a.b=v`` command-line overrides naming keys ``config`` lacks.
+    """Reject (ValueError, on the first) ``--{flag}.a.b=v`` command-line overrides naming keys ``config`` lacks.
 
     ml_collections would fail too, but with a bare ``AttributeError``
     traceback; this names the flag, the closest key and the valid ones.
-
-    Args:
-      argv: the command line.
-      config: the config the overrides apply to.
-      flag: the config flag's name.
-
-    Raises:
-      ValueError: on the first unknown key.
     """
     prefix = f"--{flag}."
     for arg in argv:

@@ -22,13 +22,9 @@ def make_generate_fn(graphdef, model_state: PyTree, sde: SDE, sampler: Sampler, 
     """Build ``generate(params, key) -> images`` for a batch of ``batch_size`` images (pure; jit it once per shape).
 
     Args:
-      graphdef, model_state: the network's structure and non-trainable variables.
-      sde: the process the network was trained under.
-      sampler: any :mod:`diffjax.samplers` sampler.
-      image_shape: ``(H, W, C)``.
-      batch_size: images per call.
-      prediction, time_input: how the network was trained (see :mod:`diffjax.parametrization`).
-      denoise: finish with a Tweedie denoising step.
+      graphdef, model_state: the network's structure and non-trainable variables, trained under ``sde`` with
+        ``prediction`` and ``time_input`` (:mod:`diffjax.parametrization`); ``image_shape`` is its ``(H, W, C)``.
+      sampler: any :mod:`diffjax.samplers` sampler; ``denoise``: finish with a Tweedie denoising step.
       batch_sharding: optional sharding of the batch axis (e.g.
         :func:`diffjax.sharding.data_sharding`), so the devices of every host
         share the sampling loop. Random draws do not depend on it (JAX's
@@ -62,19 +58,10 @@ def generate_batches(generate_jit, params: PyTree, key: PRNGKey, num: int, batch
                      labels: np.ndarray | None = None, context: np.ndarray | None = None) -> np.ndarray:
     """Call a jitted ``generate`` until ``num`` images exist (batch ``i`` uses ``fold_in(key, i)``).
 
-    Args:
-      generate_jit: ``jax.jit(make_generate_fn(...))``.
-      params: the network parameters (EMA ones for best samples).
-      key: base key.
-      num: images wanted.
-      batch_size: images per call (the last batch is cut to size).
-      progress: optional callable ``progress(done, total)`` after each batch.
-      labels: optional ``(num,)`` class labels, image ``j`` conditioned on ``labels[j]``
-        (the last batch is padded with its last label, the padding dropped).
-      context: optional ``(num, tokens, context_dim)`` cross-attention context, padded the same way.
-
-    Returns:
-      ``(num, H, W, C)`` float32 numpy images in ``[-1, 1]``.
+    ``generate_jit`` is ``jax.jit(make_generate_fn(...))`` for ``batch_size`` images, called with ``params``;
+    ``progress(done, total)`` follows each batch. Image ``j`` is conditioned on ``labels[j]`` (``(num,)``) and
+    ``context[j]`` (``(num, tokens, context_dim)``) where given; the last batch is padded with its last row,
+    the padding dropped. Returns ``(num, H, W, C)`` float32 numpy images in ``[-1, 1]``.
     """
     out = []
     batches = -(-num // batch_size)

@@ -34,20 +34,11 @@ def _reconstruct_fn(graphdef, model_state):
 
 
 def reconstruct(fn, params, images: np.ndarray, factor: int, batch_size: int = 16) -> np.ndarray:
-    """Encode and decode ``(N, H, W, C)`` images in ``[-1, 1]`` (posterior mean), in batches.
+    """Encode and decode ``(N, H, W, C)`` images in ``[-1, 1]`` (posterior mean), ``batch_size`` per call of
+    ``fn = jit((params, x) -> reconstruction)``; float32 ``(N, H, W, C)`` out, in ``[-1, 1]``.
 
-    Sides not divisible by ``factor`` are reflect-padded up to a multiple and
+    Sides not divisible by the autoencoder's ``factor`` are reflect-padded up to a multiple and
     the output cropped back, so every image keeps its size.
-
-    Args:
-      fn: ``jit((params, x) -> reconstruction)``.
-      params: the autoencoder's parameters.
-      images: the ``(N, H, W, C)`` batch.
-      factor: the autoencoder's ``f``.
-      batch_size: images per call.
-
-    Returns:
-      ``(N, H, W, C)`` float32 reconstructions in ``[-1, 1]``.
     """
     n, h, w, _ = images.shape
     ph, pw = -h % factor, -w % factor
@@ -62,12 +53,8 @@ def evaluate_autoencoder(run, state, workdir: str) -> dict:
     The crops come from ``config.eval.split`` (photo_corpus: the held-out
     sources). Writes ``eval/reconstructions.png`` (originals above their
     reconstructions) and ``metrics.json``. Images under 31 pixels are
-    upsampled for LPIPS (:func:`diffjax.metrics.lpips_loss_fn`).
-
-    Args:
-      run: the :class:`diffjax.run_training.TrainingSetup`.
-      state: the final training state.
-      workdir: the run's directory.
+    upsampled for LPIPS (:func:`diffjax.metrics.lpips_loss_fn`). ``run`` is the
+    :class:`diffjax.run_training.TrainingSetup`, ``state`` the final training state.
 
     Returns:
       ``{"recon_psnr", "recon_lpips", "recon_num", "step"}``.
@@ -93,11 +80,7 @@ def evaluate_autoencoder(run, state, workdir: str) -> dict:
 
 
 def reconstruct_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
-    """``run.restore`` for an autoencoder run: reconstruct images of any size (``[-1, 1]`` list out).
-
-    Raises:
-      ValueError: masks, a kind or a sampler given, or a wrong channel count.
-    """
+    """``run.restore`` for an autoencoder run: images of any size reconstructed (masks, kind, sampler refused)."""
     del key, seed
     if masks is not None or kind is not None or sampler is not None:
         raise ValueError("an autoencoder run reconstructs images: pass only the images")
@@ -176,16 +159,9 @@ def make_latent_sample_fn(run, sampler, *, tile_overlap: int = 4):
     evaluated on blended ``tile x tile`` latent tiles when ``cond`` is larger
     than the network), ``z / scale`` and the decoder.
 
-    Args:
-      run: the :class:`diffjax.Run` of a latent task.
-      sampler: any :mod:`diffjax.samplers` sampler.
-      tile_overlap: latent pixels shared by neighbouring tiles.
-
-    Returns:
-      The function; ``cond`` is the latent-grid condition ``(B, h, w, Cc)`` or
-      ``None``, ``labels`` ``(B,)`` class ids or ``None``, and for ``cond=None``
-      the batch and grid are the network's (``labels`` gives the batch size).
-      The images are clipped to ``[-1, 1]``.
+    ``tile_overlap`` latent pixels are shared by neighbouring tiles. In the function, ``cond`` is the latent-grid
+    condition ``(B, h, w, Cc)`` or ``None`` (then the grid is the network's and ``labels``, ``(B,)`` class ids,
+    give the batch size); the images are clipped to ``[-1, 1]``.
     """
     from diffjax.tasks.latent import latent_sample
     from diffjax.tasks.sr3 import conditional_score_fn
@@ -234,14 +210,8 @@ def _ready(run):
 
 
 def generate_arrays(run, n: int, key, sampler=None, labels=None, progress=None) -> np.ndarray:
-    """``run.generate`` for a latent run: ``n`` images; a class-conditional run gets ``labels``
-    (checked by :meth:`diffjax.Run.generate`), by default class ``i % num_classes`` for image ``i``.
-
-    Batch ``b`` of ``config.sampling.batch_size`` uses ``fold_in(key, b)``.
-
-    Returns:
-      ``(n, H, W, C)`` float32 images in ``[-1, 1]``.
-    """
+    """``run.generate`` for a latent run: ``(n, H, W, C)`` images in ``[-1, 1]``, batch ``b`` from ``fold_in(key, b)``;
+    ``labels`` (checked by :meth:`diffjax.Run.generate`) default to class ``i % num_classes`` for image ``i``."""
     scale, ae_params = _ready(run)
     classes = run.model_config.num_classes
     if labels is None and classes:
@@ -292,14 +262,8 @@ def _super_resolve(run, lows, key, sampler=None, progress=None) -> list[np.ndarr
 
 
 def super_resolve_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
-    """``run.restore`` for an ``ldm_sr`` run: low-resolution arrays, checked as ``sample.py`` checks files.
-
-    Image ``i`` uses ``fold_in(key, i)``.
-
-    Raises:
-      ValueError: masks or a kind given, a wrong channel count, an image too
-        small or whose output is not a multiple of ``f``.
-    """
+    """``run.restore`` for an ``ldm_sr`` run: low-resolution arrays checked as ``sample.py`` checks files (no masks
+    or kind; an output side a multiple of ``f``); image ``i`` uses ``fold_in(key, i)``."""
     del seed
     if masks is not None or kind is not None:
         raise ValueError("super-resolution takes only the low-resolution images: pass masks=None, kind=None")
@@ -323,12 +287,7 @@ def _inpaint_size_problem(hw, f: int, pixel_tile: int) -> str | None:
 
 
 def inpaint_arrays(run, pixels, masks, *, key, seed, sampler, kind) -> list[np.ndarray]:
-    """``run.restore`` for an ``ldm_inpainting`` run: images and masks (1 = keep), image ``i`` with ``fold_in(key, i)``.
-
-    Raises:
-      ValueError: no masks, a kind other than ``"inpainting"``, bad masks, a
-        wrong channel count or size.
-    """
+    """``run.restore`` for an ``ldm_inpainting`` run: images, masks (1 = keep); image ``i`` uses ``fold_in(key, i)``."""
     del seed
     if masks is None or kind not in (None, "inpainting"):
         raise ValueError("latent inpainting needs masks (1 = keep, 0 = fill) and kind=None or 'inpainting'")
@@ -389,7 +348,7 @@ class LatentRun(Run):
         """
         pixels, single = as_pixels(images)
         ae = self._autoencoder_config()
-        f = 2 ** (len(ae.channel_mult) - 1)
+        f = ae.factor
         if pixels.shape[-1] != ae.in_channels or pixels.shape[1] % f or pixels.shape[2] % f:
             raise ValueError(f"images must have {ae.in_channels} channels and sides divisible by {f}, "
                              f"got shape {pixels.shape[1:]}")

@@ -74,29 +74,23 @@ class LSGMModel:
         """``z -> `` the decoder's location, the image shown as a sample (in ``[-1, 1]``)."""
         return lambda z: nnx.merge(self.vae_graphdef, vae_params).decode(z)[0]
 
-    def _prior_parts(self, prior_params, z_t, t):
-        """The network's raw output, ``sigma(t)`` and the mixing logits."""
-        prior = nnx.merge(self.prior_graphdef, prior_params)
-        net = prior(z_t, network_time_input(self.sde, t, self.time_input))
-        return net, self.sde.alpha_sigma(t)[1], prior.mixing_logit[...]
+    def _mixed(self, prior_params, mix):
+        """``(z_t, t) -> mix(network output, z_t, sigma(t), mixing logit)`` of the latent prior."""
+
+        def fn(z_t, t):
+            prior = nnx.merge(self.prior_graphdef, prior_params)
+            net = prior(z_t, network_time_input(self.sde, t, self.time_input))
+            return mix(net, z_t, self.sde.alpha_sigma(t)[1], prior.mixing_logit[...])
+
+        return fn
 
     def eps_fn(self, prior_params):
         """The mixed noise prediction ``eps(z_t, t)`` of the latent prior."""
-
-        def eps(z_t, t):
-            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
-            return lsgm_math.mixed_eps(net, z_t, sigma, logit)
-
-        return eps
+        return self._mixed(prior_params, lsgm_math.mixed_eps)
 
     def score_fn(self, prior_params):
         """The mixed score ``score(z_t, t)`` of the latent prior (for :func:`diffjax.sample`)."""
-
-        def score(z_t, t):
-            net, sigma, logit = self._prior_parts(prior_params, z_t, t)
-            return lsgm_math.mixed_score(net, z_t, sigma, logit)
-
-        return score
+        return self._mixed(prior_params, lsgm_math.mixed_score)
 
 
 def build_lsgm_model(config: ml_collections.ConfigDict, image_shape, *, seed: int | None = None):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import ml_collections
 import numpy as np
@@ -210,10 +209,7 @@ class Run(RestoreMixin, TranslateMixin):
         return array.astype(np.float32)
 
     def _generate(self, num: int, key, sampler=None, progress=None, labels=None, context=None) -> np.ndarray:
-        """``(num, H, W, C)`` images in ``[-1, 1]`` (batch ``i`` from ``fold_in(key, i)``).
-
-        A class-conditional network gets ``labels``, by default ``arange(num) % num_classes``.
-        """
+        """``(num, H, W, C)`` images in [-1, 1], batch ``i`` from ``fold_in(key, i)``; labels default ``arange % K``."""
         if labels is None and self.model_config.num_classes > 0:
             labels = np.arange(num) % self.model_config.num_classes
         batch = min(self.config.sampling.batch_size, num)
@@ -235,11 +231,7 @@ class Run(RestoreMixin, TranslateMixin):
                                 labels=labels, context=context)
 
     def _cascade(self, num: int, key, sampler=None, progress=None) -> tuple[list[np.ndarray], np.ndarray]:
-        """Class labels ``arange(num) % classes`` -> base stage -> SR stages.
-
-        Returns:
-          Each stage's ``(num, H_i, W_i, C)`` images in ``[-1, 1]``, and the labels.
-        """
+        """Class labels ``arange(num) % classes`` -> base stage -> SR stages: each stage's images in [-1, 1], labels."""
         from diffjax.pipelines.cascade import Stage, sample_cascade
 
         if sampler is not None:

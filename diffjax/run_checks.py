@@ -74,11 +74,7 @@ def restore_or_start(checkpointer, init_state, sharding):
 
 
 def check_workdir_writable(workdir: str) -> None:
-    """Refuse a work directory that cannot be created or written, before anything is written.
-
-    Raises:
-      ValueError: naming the path that is in the way and what to do.
-    """
+    """Refuse (ValueError naming the path in the way and what to do) a workdir that cannot be created or written."""
     workdir_io.check_url(workdir)
     if workdir_io.url_scheme(workdir):
         return  # a bucket has no permission bits to read here: the first write names any refusal
@@ -116,16 +112,8 @@ def lead_print(message: str) -> None:
 
 
 def as_pixels(images, name: str = "images") -> tuple[np.ndarray, bool]:
-    """User images -> ``(N, H, W, C)`` float32 on the 0..255 scale, and whether one image was given.
-
-    Args:
-      images: numpy or JAX array, ``uint8`` or floating point in ``[0, 1]``,
-        ``(H, W, C)`` or ``(N, H, W, C)`` with ``C`` 1 or 3.
-      name: how to name the argument in messages.
-
-    Raises:
-      ValueError: another dtype, values outside ``[0, 1]`` or not finite, another
-        rank, an empty batch or a channel count other than 1 or 3.
+    """User images (numpy or JAX, ``uint8`` or floats in ``[0, 1]``, ``(H, W, C)`` or ``(N, H, W, C)``, ``C`` 1 or 3)
+    -> ``(N, H, W, C)`` float32 on the 0..255 scale, and whether one image was given; else a ValueError naming ``name``.
     """
     try:
         array = np.asarray(images)
@@ -155,17 +143,9 @@ def as_pixels(images, name: str = "images") -> tuple[np.ndarray, bool]:
 
 
 def as_known_masks(masks, image_shape: tuple[int, ...], name: str = "masks") -> np.ndarray:
-    """User masks -> ``(N, H, W)`` float32, 1 = known (keep), 0 = fill, each checked.
-
-    Args:
-      masks: bool or numeric array of 0 / 1 (1 = keep), shaped ``(H, W)``,
-        ``(H, W, 1)`` for one image or ``(N, H, W)``, ``(N, H, W, 1)`` for a batch.
-      image_shape: the ``(N, H, W, C)`` batch the masks go with.
-      name: how to name the argument in messages.
-
-    Raises:
-      ValueError: a shape that does not match the images, values other than 0
-        and 1, or a mask with nothing to fill or nothing known.
+    """User masks (bool or 0 / 1, ``(H, W)`` or ``(N, H, W)``, optionally ``[..., 1]``) for the ``(N, H, W, C)`` batch
+    ``image_shape`` -> ``(N, H, W)`` float32, 1 = known (keep), 0 = fill; a ValueError (naming ``name``) for another
+    shape, other values, or a mask with nothing to fill or nothing known.
     """
     m = np.asarray(masks)
     n, h, w = image_shape[:3]

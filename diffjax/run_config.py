@@ -310,19 +310,10 @@ def _config_path(name: str) -> str:
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Load ``path/to/config.py[:arg]`` or ``bundled_name[:arg]`` the way ``train.py --config`` does.
+    """``get_config(arg)`` of ``path/to/config.py[:arg]`` or ``bundled_name[:arg]``, as ``train.py --config`` loads it.
 
-    Args:
-      spec: a Python file defining ``get_config(arg=None)``, or the name of a
-        config shipped with diffjax (``"ddpm_digits"``, found from any directory
-        once installed), optionally followed by ``:arg`` (e.g.
-        ``"configs/ddpm_digits.py:smoke"``, ``"ddpm_digits:smoke"``).
-
-    Returns:
-      The file's ``get_config(arg)``.
-
-    Raises:
-      ValueError: if no such file or bundled config exists, or it defines no ``get_config``.
+    A bundled name (``"ddpm_digits:smoke"``) is found from any directory once installed; a ValueError if no such
+    file or bundled config exists, or it defines no ``get_config(arg=None)``.
     """
     if not isinstance(spec, str):
         raise ValueError(f"a config file is given as 'path/to/config.py[:arg]', got {type(spec).__name__}")
@@ -366,19 +357,10 @@ def split_config_flag(argv: list[str], name: str = "config") -> tuple[str | None
 def apply_overrides(config: ml_collections.ConfigDict, overrides: dict | None) -> ml_collections.ConfigDict:
     """A copy of ``config`` with dotted-key overrides applied, checked like ``--config.a.b=v``.
 
-    Args:
-      config: the config to start from (left unchanged).
-      overrides: ``{"training.num_steps": 100, "sampling.sampler": "ddim", ...}``
-        (the keys of ``--config.a.b=v`` flags without ``--config.``); ``None`` or
-        ``{}`` for none.
-
-    Returns:
-      The overridden copy.
-
-    Raises:
-      ValueError: an unknown key (naming the closest valid key, as the command
-        line does), a key that names a whole section, or a value whose type
-        does not fit the key's (e.g. a string for an integer).
+    ``overrides`` is ``{"training.num_steps": 100, ...}`` (the keys of ``--config.a.b=v`` flags without
+    ``--config.``) or ``None``; ``config`` is left unchanged. Raises a ValueError for an unknown key (naming the
+    closest valid key, as the command line does), a key that names a whole section, or a value whose type does
+    not fit the key's (e.g. a string for an integer).
     """
     out = ml_collections.ConfigDict(config.to_dict())
     if not overrides:

@@ -32,13 +32,8 @@ def _bar(total, desc: str, unit: str = "batch"):
 def write_generated(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
     """``num`` images from noise (``num`` per class, ``NNNNNN_classK.png``, for a class-conditional run) and ``grid.png``.
 
-    For the ``generate``, ``repaint``, ``ldm`` and ``lsgm`` tasks.
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
-
-    Raises:
-      ValueError: ``num < 1`` or a workdir without a checkpoint.
+    For the ``generate``, ``repaint``, ``ldm`` and ``lsgm`` tasks; returns ``{"output", "num": images written,
+    "step": checkpoint step}``; ValueError for ``num < 1`` or a workdir without a checkpoint.
     """
     check_num(num)
     run = kind_of(config).load(config, workdir)
@@ -59,11 +54,8 @@ def write_generated(config: ml_collections.ConfigDict, workdir: str, output: str
 def write_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, num: int) -> dict:
     """Class labels -> base stage -> SR stages; each stage's images into ``output/stageI_SIZEpx`` (docs/sr.md).
 
-    Returns:
-      ``{"output": folder, "num": num, "stages": number of stages}``.
-
-    Raises:
-      ValueError: ``num < 1``, a missing or looping ``previous_workdir`` chain, or a stage without a checkpoint.
+    Returns ``{"output", "num", "stages": number of stages}``; ValueError for ``num < 1``, a missing or looping
+    ``previous_workdir`` chain, or a stage without a checkpoint.
     """
     check_num(num)
     run = Run(config, workdir)
@@ -79,14 +71,8 @@ def write_cascade(config: ml_collections.ConfigDict, workdir: str, output: str, 
 def write_restored(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
     """Restore every image of ``input_dir`` with the run's task into ``output``, same names (docs/sr.md, docs/palette.md).
 
-    Every input is checked before the model is restored; images larger than
-    the model are restored whole (blended tiles).
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step}``.
-
-    Raises:
-      ValueError: bad inputs (naming every offending file), or a workdir without a checkpoint.
+    Every input is checked before the model is restored (ValueError naming every offending file); images larger
+    than the model are restored whole (blended tiles). Returns ``{"output", "num", "step": checkpoint step}``.
     """
     kind, task = kind_of(config), config.task.name
     read, restore = kind.load.FILE_RESTORERS[task]
@@ -103,14 +89,8 @@ def write_restored(config: ml_collections.ConfigDict, workdir: str, output: str,
 def write_translated(config: ml_collections.ConfigDict, workdir: str, output: str, input_dir: str) -> dict:
     """Translate every PNG of ``input_dir`` with ``config.translation.method`` (SDEdit / EGSDE).
 
-    Every check (method, score run, classifier run, input files) runs before
-    the model is restored and before anything is written (docs/translation.md).
-
-    Returns:
-      ``{"output": folder, "num": images written, "step": checkpoint step, "method": method}``.
-
-    Raises:
-      ValueError: see :meth:`diffjax.Run.translate`, and input files of another size.
+    Every check (method, score run, classifier run, input files of the model's size) runs before the model is
+    restored and before anything is written (docs/translation.md). Returns ``{"output", "num", "step", "method"}``.
     """
     from diffjax.pipelines.translation import read_translation_inputs
 
@@ -134,13 +114,9 @@ def write_segmented(config: ml_collections.ConfigDict, workdir: str, output: str
     """A label map per PNG ``name.png`` of ``input_dir``, for segmentation runs (docs/segmentation.md).
 
     Writes ``name_label.png`` (8-bit palette PNG whose indices are the class ids, readable as a labelled
-    folder's map) and ``name_uncertainty.png`` (grey: the entropy scaled so that 255 is ``log K``).
-
-    Returns:
-      ``{"output": folder, "num": images segmented, "task": task}``.
-
-    Raises:
-      ValueError: a pretraining run, a missing folder, no PNG, or images of another size (naming every such file).
+    folder's map) and ``name_uncertainty.png`` (grey: the entropy scaled so that 255 is ``log K``). Returns
+    ``{"output", "num", "task"}``; ValueError for a pretraining run, a missing folder, no PNG, or images of another
+    size (naming every such file).
     """
     from PIL import Image
 

@@ -64,22 +64,11 @@ def kind_of(config: ml_collections.ConfigDict) -> RunKind:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop=None) -> dict:
     """Train a run of any kind (resuming from ``workdir`` if it holds checkpoints), then evaluate.
 
-    What ``train.py`` and :func:`diffjax.train` run: the kind of ``config.task.name``
-    (:func:`kind_of`) checks the config and workdir before anything is written,
-    then trains with its trainer.
-
-    Args:
-      config: the run config (its schema is :func:`diffjax.run_config.get_base_config`).
-      workdir: directory for checkpoints, logs, samples and metrics.
-      stop: the preemption flag to poll (default: a fresh one on SIGTERM). A
-        flag already set stops the run after one step, with a checkpoint (after
-        two with several processes: their vote on stopping is one step late).
-
-    Returns:
-      The summary of :func:`diffjax.train`.
-
-    Raises:
-      ValueError, FloatingPointError: as :func:`diffjax.train`.
+    What ``train.py`` and :func:`diffjax.train` run (summary and errors as there): the kind of
+    ``config.task.name`` (:func:`kind_of`) checks the config and workdir before anything is written,
+    then trains with its trainer. ``stop`` is the preemption flag to poll (default: a fresh one on
+    SIGTERM); one already set stops the run after one step, with a checkpoint (after two with several
+    processes: their vote on stopping is one step late).
     """
     from diffjax.interop.diffusers_run import is_diffusers_folder
 

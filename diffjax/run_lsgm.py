@@ -158,12 +158,8 @@ def train_lsgm(config: ml_collections.ConfigDict, workdir: str, *, stop: StopReq
 def load_lsgm(workdir: str, config: ml_collections.ConfigDict | None = None):
     """Restore an LSGM run's EMA parameters: ``(model, vae_params, prior_params, step, config)``.
 
-    Args:
-      workdir: the run's ``--workdir``.
-      config: its config (default: the stored ``config.json``).
-
-    Raises:
-      ValueError: a workdir without config or checkpoint, or not an LSGM run.
+    ``config`` defaults to the stored ``config.json``; a ValueError for a workdir without config or
+    checkpoint, or not an LSGM run.
     """
     config = load_run_config(workdir) if config is None else config
     if config.task.name != "lsgm":
@@ -235,18 +231,10 @@ class LSGMRun(Run):
     def generate(self, n: int, *, key=None, sampler=None, batch_size: int | None = None) -> np.ndarray:
         """``n`` decoded samples: latents from the prior (any core sampler), then the decoder.
 
-        Args:
-          n: number of images, ``>= 1``.
-          key: a ``jax.random.key`` or an int seed; ``None`` = ``config.sampling.seed``
-            (then the images equal ``sample.py``'s). Batch ``i`` uses ``fold_in(key, i)``.
-          sampler: a :mod:`diffjax.samplers` sampler for the latent prior; ``None`` = the config's.
-          batch_size: images per compiled call (default ``config.sampling.batch_size``).
-
-        Returns:
-          ``(n, H, W, C)`` float32 numpy in ``[0, 1]``, as :meth:`diffjax.Run.generate`.
-
-        Raises:
-          ValueError: ``n`` or ``batch_size`` not a positive integer, a bad key or sampler.
+        ``key`` and ``sampler`` (the latent prior's) as in :meth:`diffjax.Run.generate`, batch ``i`` from
+        ``fold_in(key, i)``; ``batch_size`` images per compiled call (default ``config.sampling.batch_size``).
+        Returns ``(n, H, W, C)`` float32 numpy in ``[0, 1]``; a ValueError for ``n`` or ``batch_size`` not a
+        positive integer, a bad key or sampler.
         """
         for name, value in (("n", n), ("batch_size", batch_size)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
@@ -274,18 +262,10 @@ class LSGMRun(Run):
     def nll_bound(self, images, *, key=None, exact_divergence: bool = False) -> np.ndarray:
         """Per-image one-sample bound on the negative log-likelihood, in bits per dimension.
 
-        Args:
-          images: ``uint8`` or floats in ``[0, 1]`` (read as 8-bit values), ``(H, W, C)``
-            or ``(N, H, W, C)`` of the run's image shape.
-          key: a ``jax.random.key`` or an int seed for the latent draw and the trace
-            probe (default ``0``).
-          exact_divergence: exact trace in the ODE likelihood (slower) instead of Hutchinson's.
-
-        Returns:
-          ``(N,)`` float array (see :func:`lsgm_bound_fn`).
-
-        Raises:
-          ValueError: images of another dtype, range or shape than the run's.
+        ``images``: ``uint8`` or floats in ``[0, 1]`` (read as 8-bit values) of the run's image shape, one or a
+        batch; ``key`` (default ``0``) draws the latent and the trace probe; ``exact_divergence`` takes the exact
+        trace in the ODE likelihood (slower) instead of Hutchinson's. Returns an ``(N,)`` float array (see
+        :func:`lsgm_bound_fn`); a ValueError for images of another dtype, range or shape than the run's.
         """
         pixels, _ = as_pixels(images)
         if tuple(pixels.shape[1:]) != self.image_shape:

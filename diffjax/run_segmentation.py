@@ -156,12 +156,19 @@ class _ResumeFile:
     close = wait
 
 
-def _unet_task(config, model, optimizer, loss_fn, batches, num_steps: int, batch_size: int, **kwargs) -> LoopTask:
+def _unet_task(config, workdir, model, optimizer, loss_fn, batches, num_steps: int, batch_size: int,
+               **kwargs) -> LoopTask:
     """The loop task of a DDeP stage: ``model`` trained with the plain train step (``loss_fn`` as in
     :func:`diffjax.training.make_train_step`), step ``s`` keyed by ``fold_in(key(training.seed), s)``."""
+    model_config = dataclasses.asdict(model.config)
+
+    def write_files():
+        write_run_config(workdir, config)
+        write_model_config(workdir, model_config)
+
     graphdef, init = create_train_state(model, optimizer)
     step = make_train_step(graphdef, loss_fn, optimizer, config.training.ema_decay)
-    return LoopTask(make_mesh(), lambda: init, step, batches, num_steps, batch_size,
+    return LoopTask(make_mesh(), lambda: init, step, batches, num_steps, batch_size, write_files=write_files,
                     nonfinite_hint="a lower learning rate or --config.optim.grad_clip", **kwargs)
 
 
@@ -179,14 +186,9 @@ def _train_ddep_pretrain(config, workdir, stop=None) -> dict:
     def loss_fn(apply_fn, x, key, mask=None):
         return ddep.ddep_denoising_loss(apply_fn, x, key, scales), {}
 
-    def write_files():
-        write_run_config(workdir, config)
-        write_model_config(workdir, dataclasses.asdict(mc))
-
-    task = _unet_task(config, model, builders.build_optimizer(config), loss_fn,
+    task = _unet_task(config, workdir, model, builders.build_optimizer(config), loss_fn,
                       lambda start: host_batches(dataset, tc, start, lambda b, _: {"image": b["image"]}),
-                      tc.num_steps, tc.batch_size, write_files=write_files,
-                      checkpointer=lambda workdir, _: _ResumeFile(workdir), save_final=False, desc="ddep pretrain")
+                      tc.num_steps, tc.batch_size, checkpointer=lambda workdir, _: _ResumeFile(workdir), save_final=False, desc="ddep pretrain")
     result = train_loop(task, workdir, config, stop=stop)
     if result.start and distributed.is_lead():
         print(f"ddep pretrain: resumed {workdir} at step {result.start}", flush=True)
@@ -258,12 +260,8 @@ def _train_ddep_finetune(config, workdir, stop=None) -> dict:
     def loss_fn(apply_fn, x, key, mask=None, target=None):
         return ddep.segmentation_loss(apply_fn(x, jnp.full((x.shape[0],), level)), target), {}
 
-    def write_files():
-        write_run_config(workdir, config)
-        write_model_config(workdir, dataclasses.asdict(model.config))
-
-    task = _unet_task(config, model, optax.adam(float(s.learning_rate)), loss_fn, batches, int(s.steps), batch,
-                      write_files=write_files, checkpointer=None, desc="ddep finetune")
+    task = _unet_task(config, workdir, model, optax.adam(float(s.learning_rate)), loss_fn, batches, int(s.steps),
+                      batch, checkpointer=None, desc="ddep finetune")
     result = train_loop(task, workdir, config, stop=stop)
     if result.stopped_early:
         return {"task": config.task.name, "step": result.step, "stopped_early": True}

@@ -31,21 +31,17 @@ from diffjax.training import create_train_state, make_train_step
 __all__ = ["train_diffusion", "evaluate", "TrainingSetup", "check_workdir_writable", "NONFINITE_MODES"]
 
 
-def check_grad_accum(tc: ml_collections.ConfigDict, num_devices: int) -> None:
-    """Refuse a ``grad_accum`` that does not split every device's rows into equal microbatches."""
-    k = check_int(tc.get("grad_accum", 1), "config.training.grad_accum")
-    if tc.batch_size % (k * num_devices):
-        raise ValueError(f"config.training.batch_size={tc.batch_size} must be a multiple of grad_accum ({k}) x "
-                         f"devices ({num_devices}) = {k * num_devices}")
-
-
 class TrainingSetup:
     """Everything a run builds from its config before touching the workdir."""
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.mesh = prepare_run(config)
-        check_grad_accum(config.training, self.mesh.devices.size)
+        self.mesh, tc = prepare_run(config), config.training
+        # grad_accum must split every device's rows into equal microbatches.
+        k, devices = check_int(tc.get("grad_accum", 1), "config.training.grad_accum"), self.mesh.devices.size
+        if tc.batch_size % (k * devices):
+            raise ValueError(f"config.training.batch_size={tc.batch_size} must be a multiple of grad_accum ({k}) x "
+                             f"devices ({devices}) = {k * devices}")
         self.sde = builders.build_sde(config)
         self.loss_fn = builders.build_loss(config, self.sde)
         self.sampler = builders.build_sampler(config)
@@ -68,11 +64,6 @@ class TrainingSetup:
         """The network and its ``UNetConfig``, initialised from ``config.training.seed``."""
         rngs = nnx.Rngs(params=self.config.training.seed)
         return builders.build_model(self.config, rngs, self.dataset.image_shape, self.dataset.num_classes)
-
-    def initial_params(self):
-        """The untrained parameters (rebuilt from the seed: identical to step 0's)."""
-        model, _ = self.build_model()
-        return nnx.split(model, nnx.Param, ...)[1]
 
     def generate_fn(self, batch_size: int):
         """Jitted ``generate(params, key)`` for ``batch_size`` images (compiled once per size)."""
@@ -157,13 +148,21 @@ def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
     start = time.perf_counter()
     samples_ema = generate_batches(generate, state.ema_params, key, n, batch)
     sample_seconds = time.perf_counter() - start
-    samples_initial = generate_batches(generate, jax.device_put(run.initial_params(), replicated(run.mesh)), key, n, batch)
+    initial_params = nnx.split(run.build_model()[0], nnx.Param, ...)[1]  # rebuilt from the seed: step 0's
+    samples_initial = generate_batches(generate, jax.device_put(initial_params, replicated(run.mesh)), key, n, batch)
 
     out = {"step": int(state.step), "num_samples": n, "sampler": c.sampling.sampler, "sampler_steps": c.sampling.steps,
            "sampling_seconds_ema": round(sample_seconds, 2)}
-    if c.eval.fd_alexnet:
-        out.update(_fd_alexnet_figures(run, samples_ema, samples_initial, n))
+    if c.eval.fd_alexnet:  # EMA and untrained samples against held-out images, and the real-vs-real floor
+        from diffjax.metrics import alexnet_moments as moments
+        from diffjax.metrics import frechet_distance
 
+        held_out = builders.build_dataset(c, c.eval.split).eval_images(n, seed=c.training.seed)
+        train_ref = run.dataset.eval_images(n, seed=c.training.seed)
+        ref = moments(held_out)  # each set's features once: the held-out statistics serve all three distances
+        out.update(fd_alexnet_ema=float(frechet_distance(*moments(samples_ema), *ref)),
+                   fd_alexnet_initial=float(frechet_distance(*moments(samples_initial), *ref)),
+                   fd_alexnet_train_vs_heldout=float(frechet_distance(*moments(train_ref), *ref)))
     if distributed.is_lead():
         eval_dir = os.path.join(workdir, "eval")
         save_grid(os.path.join(eval_dir, "samples_ema.png"), samples_ema[:64])
@@ -173,22 +172,3 @@ def evaluate(run: TrainingSetup, state, workdir: str) -> dict:
         print(f"  sample grids in {eval_dir}/, figures in {os.path.join(workdir, 'metrics.json')}")
     out["eval_dir"] = os.path.join(workdir, "eval")
     return out
-
-
-def _fd_alexnet_figures(run: TrainingSetup, samples_ema, samples_initial, n: int) -> dict:
-    """FD-AlexNet of EMA and untrained samples against held-out images, and the real-vs-real floor."""
-    from diffjax.metrics import alexnet_moments as moments
-    from diffjax.metrics import frechet_distance
-
-    c = run.config
-    held_out = builders.build_dataset(c, c.eval.split).eval_images(n, seed=c.training.seed)
-    train_ref = run.dataset.eval_images(n, seed=c.training.seed)
-
-    # Each set's features once: the held-out statistics serve all three distances.
-    ref = moments(held_out)
-    return {
-        "fd_alexnet_ema": float(frechet_distance(*moments(samples_ema), *ref)),
-        "fd_alexnet_initial": float(frechet_distance(*moments(samples_initial), *ref)),
-        # The floor: the same statistic between two real sets of this size.
-        "fd_alexnet_train_vs_heldout": float(frechet_distance(*moments(train_ref), *ref)),
-    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import jax
 import numpy as np
 
@@ -18,16 +17,9 @@ __all__ = ["TranslateMixin", "classifier_feature_fn", "check_translation"]
 
 
 def classifier_feature_fn(graphdef, params, model_state, sde, time_input: str):
-    """``feature_fn(x, t)``: the middle features of a :class:`diffjax.nn.Classifier` at times ``t``.
-
-    Args:
-      graphdef, params, model_state: the classifier (:func:`restore_ema_model`).
-      sde: the forward process it was trained under.
-      time_input: its network time input (``config.loss.time_input``).
-
-    Returns:
-      ``feature_fn(x, t) -> (B, h, w, C)`` for :func:`diffjax.tasks.egsde_energy`.
-    """
+    """``feature_fn(x, t) -> (B, h, w, C)``, the middle features of a :class:`diffjax.nn.Classifier` (as
+    :func:`restore_ema_model` gives it, trained under ``sde`` with ``time_input``), for
+    :func:`diffjax.tasks.egsde_energy`."""
     from diffjax.parametrization import network_time_input
 
     model = model_from_state(graphdef, params, model_state)
@@ -56,13 +48,8 @@ class TranslateMixin:
         features of ``x`` (``(B, *image_shape)`` in ``[-1, 1]``) at times ``t``
         (``(B,)``), with the EMA parameters, the run's process and time input:
         ``dj.tasks.egsde_energy(dj.load_run(CLASSIFIER_RUN).feature_fn, ...)``
-        is the energy ``sample.py --config.translation.method=egsde`` builds.
-
-        Returns:
-          The feature function (a new closure per access).
-
-        Raises:
-          ValueError: if this run did not train a classifier (``domain_classifier``).
+        is the energy ``sample.py --config.translation.method=egsde`` builds. A new closure per access;
+        a ValueError if this run did not train a classifier (``domain_classifier``).
         """
         if getattr(self.pipeline, "network", "unet") != "classifier":
             raise ValueError(f"{self.workdir} is a {self.task!r} run; feature_fn needs a domain-classifier run")

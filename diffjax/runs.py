@@ -121,18 +121,9 @@ def sample_from_folder(workdir: str, *, output: str | None = None, num: int = 16
                        input_dir: str | None = None) -> dict:
     """``sample.py --workdir W`` for a diffusers folder (a ``python -m diffjax.convert`` workdir).
 
-    Generates with the folder's own pipeline loop (``dj.load_run(W).generate``).
-
-    Args:
-      workdir: the folder.
-      output: output folder (default ``WORKDIR/generated``).
-      num: images to generate.
-      seed: the key of ``run.generate``.
-      input_dir: low-resolution images for an ``LDMSuperResolutionPipeline`` folder (default output
-        ``WORKDIR/restored``).
-
-    Returns:
-      ``{"output": folder, "num": images written}``.
+    Writes ``num`` images of the folder's own pipeline loop (``dj.load_run(W).generate(num, key=seed)``) to
+    ``output`` (default ``WORKDIR/generated``), or super-resolves the low-resolution images of ``input_dir`` for
+    an ``LDMSuperResolutionPipeline`` folder (default ``WORKDIR/restored``). Returns ``{"output", "num"}``.
     """
     if input_dir is not None:
         from diffjax.interop.diffusers_latent import super_resolve_folder
@@ -152,21 +143,10 @@ def sample_from_workdir(config: ml_collections.ConfigDict, workdir: str, *, outp
                         num: int | None = None, input_dir: str | None = None) -> dict:
     """What ``sample.py`` does: dispatch on ``config.task.name`` through :data:`TASKS` / :data:`RESTORE_TASKS`.
 
-    Args:
-      config: the run's config (:func:`diffjax.run_config.load_run_config`) with
-        any overrides (e.g. ``sampling.sampler``).
-      workdir: the training run's directory.
-      output: output folder (default ``WORKDIR/generated``, or ``WORKDIR/restored``
-        for restoration).
-      num: images to generate (default ``config.sampling.num_samples``).
-      input_dir: a folder of inputs, for restoration tasks.
-
-    Returns:
-      The task's summary dict (``output``, ``num``, ...).
-
-    Raises:
-      ValueError: an unknown task, ``input_dir`` missing for a restoration-only
-        task or given to a generating one, a config off the schema, or bad inputs.
+    ``config`` is the run's stored config with any overrides; ``num`` defaults to ``config.sampling.num_samples``,
+    ``output`` to ``WORKDIR/generated`` (``restored``, ``translated``); ``input_dir`` holds the inputs of a
+    restoration or translation. Returns the writer's summary (``output``, ``num``, ...); ValueError for an
+    unknown task, ``input_dir`` missing or given where it does not belong, a config off the schema, bad inputs.
     """
     task = config.task.name
     # SDEdit / EGSDE on an unconditional score run (docs/translation.md).

@@ -45,24 +45,12 @@ def _num_label_classes(config) -> int:
 
 
 def labelled_data(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray, str]:
-    """The labelled images of a segmentation run: ``(images, label_maps, description)``.
+    """The labelled images of a segmentation run's ``split`` (``"train"`` or ``"test"``; docs/segmentation.md).
 
-    Args:
-      config: the run's config; ``segmentation.labelled_dir`` names a labelled folder
-        (``name.png`` + ``name_label.png``, ``data.num_classes`` classes), or is empty for
-        the scene set.
-      split: ``"train"`` (the first ``segmentation.num_labelled`` images: a folder's files
-        not held out; the scene set's labelled training scenes) or ``"test"`` (a folder's
-        held-out share, ``data.eval_fraction``; ``segmentation.num_eval`` scenes on the
-        held-out backgrounds).
-
-    Returns:
-      float32 ``(N, S, S, C)`` images in [-1, 1], uint8 ``(N, S, S)`` label maps (255 =
-      ignore) and a one-line description of the source.
-
-    Raises:
-      ValueError: a folder without labels, fewer images than asked for, bad files
-        (naming them), or a scene-set class count other than 11.
+    From ``segmentation.labelled_dir`` (``name.png`` + ``name_label.png``) or, when empty, the scene set.
+    Returns float32 ``(N, S, S, C)`` images in [-1, 1], uint8 ``(N, S, S)`` label maps (255 = ignore) and a
+    one-line description of the source; ValueError for a folder without labels, fewer images than asked
+    for, bad files (naming them), or a scene-set class count other than 11.
     """
     from diffjax.data.folder import load_folder
     from diffjax.data.pipeline import to_unit_range
@@ -93,8 +81,7 @@ def labelled_data(config: ml_collections.ConfigDict, split: str) -> tuple[np.nda
 
 
 def _redraw_zero_kernels(model: nnx.Module, key) -> None:
-    """Draw the zero-initialised convolutions (residual branches, output) like the others (fan-in scaling):
-    a *random* network as a feature baseline should compute something, not the identity."""
+    """Zero-initialised convolutions redrawn (fan-in scaling): a *random* feature baseline is not the identity."""
     state = nnx.state(model, nnx.Param)
     leaves, treedef = jax.tree_util.tree_flatten(state)
     out = []
@@ -152,16 +139,9 @@ def _backbone(config, image_shape):
 
 
 def build_feature_fn(config: ml_collections.ConfigDict, image_shape) -> tuple:
-    """The run's per-pixel feature function ``features(images) -> (B, S, S, F)``, jitted, and a record.
-
-    Args:
-      config: a ``segmentation_features`` config (``segmentation.features``, ``times``,
-        ``blocks``, ``noise_seed``, ``backbone_workdir``).
-      image_shape: ``(S, S, C)`` of the images.
-
-    Returns:
-      ``(feature_fn, info)``: ``info`` records what the features came from (the backbone's
-      workdir and checkpoint step, or the random network's seed) for the stored run.
+    """``(feature_fn, info)``: the jitted per-pixel features ``(B, S, S, C) -> (B, S, S, F)`` of a
+    ``segmentation_features`` config, and what they came from (the backbone's workdir and checkpoint
+    step, or the random network's seed) for the stored run.
 
     Raises:
       ValueError: ``features="ddpm"`` without a backbone run, a backbone that is missing,

@@ -126,14 +126,8 @@ def check_run_workdir(workdir: str, model_config: dict, defaults: dict | None = 
 
 
 def host_batches(dataset, tc: ml_collections.ConfigDict, start: int, prepare: Callable | None = None) -> Iterator:
-    """This host's rows of the dataset's batches from data step ``start`` (train step ``start + 1``) on.
-
-    Args:
-      dataset: a :mod:`diffjax.data` dataset (``iterator(batch, start_step=, seed=, process_index=, process_count=)``).
-      tc: ``config.training`` (``batch_size``, ``seed``).
-      start: the first data step.
-      prepare: ``(batch, data_step) -> batch`` applied to each (default: the batch as it is).
-    """
+    """This host's rows of a :mod:`diffjax.data` dataset's batches (``tc.batch_size``, ``tc.seed``) from data step
+    ``start`` (train step ``start + 1``) on, each passed through ``prepare(batch, data_step)`` if given."""
     it = dataset.iterator(tc.batch_size, start_step=start, seed=tc.seed, process_index=jax.process_index(),
                           process_count=jax.process_count())
     try:
@@ -146,9 +140,8 @@ def host_batches(dataset, tc: ml_collections.ConfigDict, start: int, prepare: Ca
 def _stop_on_nonfinite(state, seen: int, step: int, checkpointer, hint: str) -> None:
     """Raise if steps with a NaN/inf loss, gradient or update happened since ``seen`` were counted.
 
-    Checked where the loop reads its metrics anyway (log and checkpoint steps),
-    so there is no extra host sync. Those steps' updates were skipped on device,
-    and this runs before any save, so no checkpoint ever holds their effect.
+    Called where the loop reads its metrics anyway (no extra host sync) and before any save: those steps'
+    updates were skipped on device, so no checkpoint ever holds their effect.
     """
     count = int(jax.device_get(state.nonfinite_steps))
     if count <= seen:
