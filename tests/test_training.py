@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import chex
@@ -81,6 +82,20 @@ def test_loss_falls_and_step_compiles_once():
         losses.append(float(metrics["loss"]))
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10]), (losses[:10], losses[-10:])
+
+    # The step's noise is fold_in(base_key, state.step): it changes with the run's seed and with
+    # the step, and nothing else (same seed, step and batch: the same loss). Same shapes, so the
+    # step above is reused, not traced again.
+    batch = jax.tree.map(jnp.asarray, dataset.batch(0, config.training.batch_size))
+
+    def loss_at(seed: int, step: int) -> float:
+        copy = jax.tree.map(jnp.copy, state)
+        copy = dataclasses.replace(copy, step=jnp.asarray(step, copy.step.dtype))
+        return float(step_fn(copy, batch, jax.random.key(seed))[1]["loss"])
+
+    assert loss_at(0, 7) == loss_at(0, 7)
+    assert loss_at(1, 7) != loss_at(0, 7)  # the seed reaches the noise
+    assert loss_at(0, 8) != loss_at(0, 7)  # so does the step
 
 
 def test_one_step_end_to_end_writes_every_output(tmp_path):
