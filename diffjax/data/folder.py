@@ -482,8 +482,7 @@ def _check_in_background(data_dir, image_files, keep, split, num_classes, guesse
             return (f"{path}: a colour image in a folder read as grey (its first {CHANNEL_PROBE} images are grey); "
                     "set --config.data.channels=3 (or 1 to read every image as grey)")
         if first_size is not None and path in mine_set and size != first_size:
-            return (f"{path}: size {size[0]}x{size[1]} differs from {first} ({first_size[0]}x{first_size[1]}); set "
-                    "image_size (--config.data.image_size=S) to resize and centre-crop every image")
+            return _size_mismatch(path, size, first, first_size)
         return None
 
     return BackgroundCheck(images + labels, decode=decode if len(others) <= _FULL_CHECK_LIMIT else (),
@@ -494,10 +493,13 @@ def _check_same_size(path: str, first: str) -> None:
     """Refuse ``path`` when its header size differs from ``first``'s (image_size unset)."""
     size, first_size = _open_size(path), _open_size(first)
     if size != first_size:
-        raise ValueError(
-            f"{path}: size {size[0]}x{size[1]} differs from {first} ({first_size[0]}x{first_size[1]}); set "
-            "image_size (--config.data.image_size=S) to resize and centre-crop every image"
-        )
+        raise ValueError(_size_mismatch(path, size, first, first_size))
+
+
+def _size_mismatch(path: str, size, first: str, first_size) -> str:
+    """The one message for an image whose size differs from the folder's first (image_size unset)."""
+    return (f"{path}: size {size[0]}x{size[1]} differs from {first} ({first_size[0]}x{first_size[1]}); set "
+            "image_size (--config.data.image_size=S) to resize and centre-crop every image")
 
 
 def _open_mode(path: str) -> str:
