@@ -5,6 +5,19 @@ import tempfile
 
 import pytest
 
+# XLA's CPU compiler, set for quick compiles: most of the suite's time is XLA compiling
+# small programs that then run a few steps (the suite: 29 -> 16 min on 2 cores). Level 0
+# skips LLVM's optimisation passes and the legacy emitters skip the fusion emitters' MLIR
+# pipeline. The programs compute the same float32 arithmetic (no fast math) but round
+# differently from level 3, so two different programs may differ in the last bits: a test
+# that wants them bit-equal pins its own jits to the default (tests/test_unet.py).
+# Set before jax starts its backend, here and in every subprocess a test starts (they
+# inherit the environment; the fake-device helpers append to it, never replace it).
+# DIFFJAX_TEST_DEFAULT_XLA=1 keeps XLA's defaults (docs/install.md, "Running the tests").
+QUICK_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+if os.environ.get("DIFFJAX_TEST_DEFAULT_XLA") != "1" and QUICK_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + QUICK_COMPILE_FLAGS).strip()
+
 # Tests import the shared fixtures module `gaussians` and the top-level scripts.
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))

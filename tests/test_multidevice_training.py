@@ -20,7 +20,7 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multidevice_w
 
 def _start(devices: int, *args: str) -> subprocess.Popen:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     env["JAX_PLATFORMS"] = "cpu"
     return subprocess.Popen([sys.executable, WORKER, *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -26,7 +26,7 @@ def free_port() -> int:
 def start(devices: int, *args: str, env: dict | None = None, script: str = WORKER) -> subprocess.Popen:
     """One worker process (or ``script``) on ``devices`` fake CPU devices."""
     full_env = dict(os.environ, **(env or {}))
-    full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    full_env["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
     full_env["JAX_PLATFORMS"] = "cpu"
     return subprocess.Popen([sys.executable, script, *args], env=full_env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
