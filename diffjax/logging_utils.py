@@ -54,6 +54,11 @@ class MetricWriter:
         self._jsonl.write(json.dumps({"step": int(step), **values}) + "\n")
         self._jsonl.flush()
 
+    def flush(self) -> None:
+        """Make every scalar written so far durable (a bucket's ``metrics.jsonl`` is uploaded now)."""
+        if self.enabled:
+            self._jsonl.flush(force=True)
+
     def write_image(self, step: int, name: str, image_uint8: np.ndarray) -> None:
         """Log one ``(H, W, C)`` uint8 image to TensorBoard."""
         if self.enabled and self._tb is not None:

@@ -238,6 +238,7 @@ def train_loop(task: LoopTask, workdir: str, config: ml_collections.ConfigDict, 
                     writer.write_image(step, "samples", save_grid(path, images))
             if save_now:
                 checkpointer.save(step, state)
+                writer.flush()  # the log of every step a resume keeps (a bucket's log uploads now)
             if stop_now:
                 if lead:
                     log.warning("stopped by SIGTERM after step %d; %s", step,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import time
 
 from etils import epath
 
@@ -230,15 +231,20 @@ class AppendLog:
 
     Locally this is a file opened with ``"a"``, flushed on :meth:`flush`. On a
     bucket, where objects cannot be appended to, the log keeps the file's text
-    (what a resumed run wrote before, plus the new lines) and uploads it whole
-    on each :meth:`flush` and on :meth:`close`.
+    (what a resumed run wrote before, plus the new lines) and uploads it whole:
+    at most once every ``upload_every_s`` seconds on :meth:`flush` (so that a
+    long run does not upload a growing file at every logged step), and always on
+    ``flush(force=True)`` and :meth:`close`. The trainer forces an upload at each
+    checkpoint, so the log in the bucket covers every step a resumed run keeps.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, *, upload_every_s: float = 60.0):
         self.path = os.fspath(path)
         self._url = bool(url_scheme(self.path))
+        self.upload_every_s = upload_every_s
         if self._url:
             self._text = [read_text(self.path)] if exists(self.path) else []
+            self._uploaded_at, self._pending = time.monotonic(), False
         else:
             self._file = open(self.path, "a")
 
@@ -246,19 +252,22 @@ class AppendLog:
         """Append ``text``."""
         if self._url:
             self._text.append(text)
+            self._pending = True
         else:
             self._file.write(text)
 
-    def flush(self) -> None:
-        """Make what was written visible (local: flush the file; bucket: upload the whole log)."""
-        if self._url:
-            write_text(self.path, "".join(self._text))
-        else:
+    def flush(self, force: bool = False) -> None:
+        """Make what was written visible (local: flush the file; bucket: upload the whole log
+        if ``force`` or ``upload_every_s`` have passed since the last upload)."""
+        if not self._url:
             self._file.flush()
+        elif self._pending and (force or time.monotonic() - self._uploaded_at >= self.upload_every_s):
+            write_text(self.path, "".join(self._text))
+            self._uploaded_at, self._pending = time.monotonic(), False
 
     def close(self) -> None:
-        """Flush and close."""
+        """Flush (uploading what is pending) and close."""
         if self._url:
-            self.flush()
+            self.flush(force=True)
         else:
             self._file.close()

@@ -134,17 +134,23 @@ def test_one_step_end_to_end_writes_every_output(tmp_path):
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "1"))
 
 
-def test_stop_and_resume_equals_uninterrupted_run(tmp_path):
+def test_stop_and_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
     from train import train_and_evaluate
+
+    from diffjax.logging_utils import MetricWriter
 
     config = tiny_config(num_steps=4)
     full, part = str(tmp_path / "full"), str(tmp_path / "part")
     train_and_evaluate(config, full)
 
+    # The metrics log is made durable at every checkpoint (a bucket's log uploads then).
+    flushes, real_flush = [], MetricWriter.flush
+    monkeypatch.setattr(MetricWriter, "flush", lambda self: (flushes.append(1), real_flush(self))[1])
     stop = StopRequest()
     stop.request()  # as if SIGTERM arrived during the first step
     summary = train_and_evaluate(config, part, stop=stop)
     assert summary["stopped_early"] and summary["step"] == 1
+    assert len(flushes) == 1  # with the checkpoint of the stop
     assert os.path.isdir(os.path.join(part, "checkpoints", "1"))
     summary = train_and_evaluate(config, part)  # resumes from step 1
     assert summary["step"] == 4 and not summary["stopped_early"]

@@ -135,6 +135,40 @@ def test_run_files_go_through_epath_to_a_bucket_byte_for_byte_as_locally(tmp_pat
     assert json.loads(in_bucket["metrics.jsonl"].decode().splitlines()[-1]) == {"step": 3, "loss": 1 / 3}
 
 
+def test_bucket_metrics_log_uploads_at_most_once_a_minute_and_whenever_flushed(monkeypatch):
+    """A bucket cannot append: the whole log is uploaded, so not at every logged step."""
+    from diffjax.logging_utils import MetricWriter
+
+    clock = [1000.0]
+    monkeypatch.setattr(workdir_io.time, "monotonic", lambda: clock[0])
+    with fake_gcs() as store:
+        def steps_in_bucket():
+            name = "bucket/runs/a/metrics.jsonl"
+            found = [f for path, f in store.items() if path.endswith(name)]
+            return [json.loads(line)["step"] for line in bytes(found[0].getvalue()).decode().splitlines()] if found else []
+
+        writer = MetricWriter(URL, enabled=True)
+        for step in (1, 2, 3):
+            writer.write_scalars(step, {"loss": 1.0})
+        assert steps_in_bucket() == []  # three log lines within a minute: no upload yet
+        writer.flush()  # what the trainer calls at a checkpoint
+        assert steps_in_bucket() == [1, 2, 3]
+        writer.write_scalars(4, {"loss": 1.0})
+        clock[0] += 59.0
+        writer.write_scalars(5, {"loss": 1.0})
+        assert steps_in_bucket() == [1, 2, 3]
+        clock[0] += 1.0
+        writer.write_scalars(6, {"loss": 1.0})  # a minute after the last upload
+        assert steps_in_bucket() == [1, 2, 3, 4, 5, 6]
+        writer.write_scalars(7, {"loss": 1.0})
+        writer.close()
+        assert steps_in_bucket() == [1, 2, 3, 4, 5, 6, 7]
+        resumed = MetricWriter(URL, enabled=True)  # a resumed run keeps the lines before it
+        resumed.write_scalars(8, {"loss": 1.0})
+        resumed.close()
+        assert steps_in_bucket() == list(range(1, 9))
+
+
 def test_fingerprint_of_a_checkpoint_in_a_bucket_equals_the_local_one(tmp_path, monkeypatch):
     from diffjax import fingerprint
 
