@@ -7,7 +7,7 @@
   overwrites the images it was given.
 * :func:`save_image` writes every output image under a temporary name in the
   same folder and renames it (``os.replace`` is atomic on POSIX file systems):
-  a killed run leaves whole images and at most a hidden ``.*.tmp.png`` file,
+  a killed run leaves whole images and at most a hidden ``.*.tmp`` file,
   never half an image under the final name. A ``gs://`` / ``s3://`` path is
   uploaded as one object (:mod:`diffjax.workdir_io`).
 * :func:`is_own_output` recognises the files a segmentation run writes
@@ -91,8 +91,9 @@ def check_output_dir(output: str, inputs=(), *, flag: str = "--output") -> str:
 def save_image(path: str, image) -> str:
     """Write ``image`` (a ``PIL.Image`` or uint8 ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` array) as PNG, atomically.
 
-    The folder is created if needed. The file is written as ``.<name>.<pid>.tmp.png``
-    beside ``path`` and renamed over it once complete.
+    The PNG is encoded in memory, then written by :func:`diffjax.workdir_io.write_bytes`:
+    locally as ``.<name>.<pid>.tmp`` beside ``path``, renamed over it once complete
+    (the folder is created if needed); on a bucket as one object.
 
     Returns:
       ``path``.
@@ -100,20 +101,9 @@ def save_image(path: str, image) -> str:
     if not isinstance(image, Image.Image):
         array = np.asarray(image)
         image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
-    if workdir_io.url_scheme(path):  # a bucket: one object, uploaded whole
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        workdir_io.write_bytes(path, buffer.getvalue())
-        return path
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.png")
-    try:
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    workdir_io.write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -137,16 +137,42 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path, monkeypat
     outputs.save_image(path, np.zeros((4, 4, 3), np.uint8))
     before = open(path, "rb").read()
 
-    def broken_save(self, fp, format=None, **kw):
-        with open(fp, "wb") as f:
-            f.write(b"\x89PNG half")
+    def half_written(fp, data):  # the disk fills up after half of the bytes
+        fp.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(Image.Image, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        outputs.save_image(path, np.full((4, 4, 3), 255, np.uint8))
+    with monkeypatch.context() as m:  # the encoder fails after writing part of the PNG
+        m.setattr(Image.Image, "save", lambda self, fp, format=None, **kw: half_written(fp, b"\x89PNG whole"))
+        with pytest.raises(OSError, match="disk full"):
+            outputs.save_image(path, np.full((4, 4, 3), 255, np.uint8))
     assert open(path, "rb").read() == before
     assert os.listdir(tmp_path) == ["x.png"]  # no temporary file left behind
+
+    real_open = open
+
+    class HalfWriter:  # the temporary file's write stops halfway: disk full
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            half_written(self.f, data)
+
+    def open_failing_midway(name, mode="r", *args, **kwargs):
+        f = real_open(name, mode, *args, **kwargs)
+        return HalfWriter(f) if "w" in mode and os.path.basename(name).startswith(".x.png.") else f
+
+    monkeypatch.setattr("builtins.open", open_failing_midway)
+    with pytest.raises(OSError, match="disk full"):
+        outputs.save_image(path, np.full((4, 4, 3), 255, np.uint8))
+    monkeypatch.undo()
+    assert open(path, "rb").read() == before
+    assert os.listdir(tmp_path) == ["x.png"]
 
 
 def test_save_png_of_the_library_is_atomic(tmp_path, monkeypatch):
@@ -157,7 +183,7 @@ def test_save_png_of_the_library_is_atomic(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", lambda a, b: (seen.append((os.path.basename(a), os.path.basename(b))),
                                                      real(a, b)))
     save_png(str(tmp_path / "g.png"), np.zeros((2, 2, 1), np.uint8))
-    assert len(seen) == 1 and seen[0][1] == "g.png" and seen[0][0].endswith(".tmp.png")
+    assert len(seen) == 1 and seen[0][1] == "g.png" and seen[0][0].startswith(".g.png.") and seen[0][0].endswith(".tmp")
 
 
 # -- (9): one error line, files named with their line --------------------------------------
