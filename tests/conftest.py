@@ -5,19 +5,6 @@ import tempfile
 
 import pytest
 
-# XLA's CPU compiler, set for quick compiles: most of the suite's time is XLA compiling
-# small programs that then run a few steps (the suite: 29 -> 16 min on 2 cores). Level 0
-# skips LLVM's optimisation passes and the legacy emitters skip the fusion emitters' MLIR
-# pipeline. The programs compute the same float32 arithmetic (no fast math) but round
-# differently from level 3, so two different programs may differ in the last bits: a test
-# that wants them bit-equal pins its own jits to the default (tests/test_unet.py).
-# Set before jax starts its backend, here and in every subprocess a test starts (they
-# inherit the environment; the fake-device helpers append to it, never replace it).
-# DIFFJAX_TEST_DEFAULT_XLA=1 keeps XLA's defaults (docs/install.md, "Running the tests").
-QUICK_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
-if os.environ.get("DIFFJAX_TEST_DEFAULT_XLA") != "1" and QUICK_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + QUICK_COMPILE_FLAGS).strip()
-
 # Tests import the shared fixtures module `gaussians` and the top-level scripts.
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(__file__)))
@@ -45,6 +32,26 @@ def fashion_mnist_fixture(tmp_path_factory):
         os.environ[FASHION_MNIST_ENV] = previous
 
 
+# XLA's CPU compiler, set for quick compiles in the default suite: most of its time is XLA
+# compiling small programs that then run a few steps (the suite: 29 -> 17 min on 2 cores).
+# Level 0 skips LLVM's optimisation passes and the legacy emitters skip the fusion emitters'
+# MLIR pipeline. The programs compute the same float32 arithmetic (no fast math) but round
+# differently from level 3, so two different programs may differ in the last bits: a test
+# that wants them bit-equal pins its own jits to the default (tests/test_unet.py). The slow
+# checks (-m slow), long runs at full size, keep XLA's defaults, as does
+# DIFFJAX_TEST_DEFAULT_XLA=1 (docs/install.md, "Running the tests"). Set in
+# pytest_configure, before jax starts its backend; every subprocess a test starts inherits
+# it (the fake-device helpers append to XLA_FLAGS, never replace it).
+QUICK_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+
+
+def _use_quick_compile_flags(config) -> None:
+    if os.environ.get("DIFFJAX_TEST_DEFAULT_XLA") == "1" or "not slow" not in (config.getoption("markexpr") or ""):
+        return
+    if QUICK_COMPILE_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # xdist workers inherit the controller's
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + QUICK_COMPILE_FLAGS).strip()
+
+
 # One persistent JAX compilation cache for the whole run: both xdist workers and every
 # train.py / sample.py / worker subprocess they start (they inherit the environment).
 # Most of the suite's time is XLA compiling the same tiny programs again: each cold
@@ -59,6 +66,7 @@ _CACHE_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSI
 
 
 def pytest_configure(config):
+    _use_quick_compile_flags(config)
     if os.environ.get("DIFFJAX_TEST_NO_JAX_CACHE") == "1":
         return
     if not os.environ.get(_CACHE_ENV):  # the controller (or a plain run) makes it; xdist workers inherit it
