@@ -37,12 +37,7 @@ def rkey(seed: int):
     return jax.random.key(seed, impl="rbg")
 
 
-# The suite compiles at XLA's lowest optimisation level (conftest.py); this file keeps the
-# default level (3), under which the tree-mode program and the forward program round alike.
-DEFAULT_XLA = {"xla_backend_optimization_level": 3}
-
-
-@functools.partial(jax.jit, static_argnums=0, compiler_options=DEFAULT_XLA)
+@functools.partial(jax.jit, static_argnums=0)
 def _apply(graphdef, state, x, c, cond, labels, dropout_key):
     return nnx.merge(graphdef, state)(x, c, cond=cond, labels=labels, dropout_key=dropout_key)
 
@@ -163,8 +158,11 @@ def test_param_split_merge_and_grad_inside_jit(tiny):
     the gradient is finite and non-zero."""
     x, c = inputs(TINY)
     graphdef, params, rest = nnx.split(tiny, nnx.Param, ...)
+    # The default suite compiles at XLA's lowest optimisation level (conftest.py), where these
+    # two programs round differently; at the default level (3) they agree to the last bit.
+    default_xla = {"xla_backend_optimization_level": 3}
 
-    @functools.partial(jax.jit, compiler_options=DEFAULT_XLA)
+    @functools.partial(jax.jit, compiler_options=default_xla)
     def loss_and_grad(params, rest):
         def loss(params):
             out = nnx.merge(graphdef, params, rest)(x, c)
@@ -172,7 +170,9 @@ def test_param_split_merge_and_grad_inside_jit(tiny):
         return jax.value_and_grad(loss, has_aux=True)(params)
 
     (value, out), grads = loss_and_grad(params, rest)
-    np.testing.assert_allclose(out, run(tiny, x, c), rtol=1e-5, atol=1e-6)
+    whole_graphdef, state = nnx.split(tiny)
+    forward = jax.jit(lambda state: nnx.merge(whole_graphdef, state)(x, c), compiler_options=default_xla)
+    np.testing.assert_allclose(out, forward(state), rtol=1e-5, atol=1e-6)
     leaves = jax.tree.leaves(grads)
     assert np.isfinite(float(value))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in leaves)
