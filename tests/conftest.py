@@ -36,8 +36,9 @@ def fashion_mnist_fixture(tmp_path_factory):
 # compiling small programs that then run a few steps (the suite: 29 -> 17 min on 2 cores).
 # Level 0 skips LLVM's optimisation passes and the legacy emitters skip the fusion emitters'
 # MLIR pipeline. The programs compute the same float32 arithmetic (no fast math) but round
-# differently from level 3, so two different programs may differ in the last bits: a test
-# that wants them bit-equal pins its own jits to the default (tests/test_unet.py). The slow
+# differently from level 3, so two different programs may differ in the last bits, and run
+# slower: a test that wants them bit-equal, or that runs thousands of steps, pins its own
+# jits to the default level (tests/xla_levels.py). The slow
 # checks (-m slow), long runs at full size, keep XLA's defaults, as does
 # DIFFJAX_TEST_DEFAULT_XLA=1 (docs/install.md, "Running the tests"). Set in
 # pytest_configure, before jax starts its backend; every subprocess a test starts inherits

@@ -39,6 +39,7 @@ import pytest
 from diffjax.sde import VESDE, VPSDE
 from diffjax.tasks import repaint, repaint_nfe, repaint_schedule
 from gaussians import correlated_image
+from xla_levels import DEFAULT_XLA
 
 H = W = 4
 N_SAMPLES = 4000
@@ -62,7 +63,10 @@ def _run(sde, steps, jump_length, jump_n_sample, n=N_SAMPLES, key=1):
             jump_length=jump_length,
             jump_n_sample=jump_n_sample,
             return_info=True,
-        )
+        ),
+        # Thousands of score calls: the time is in running, so XLA's default level, not the
+        # default suite's quick one (tests/conftest.py).
+        compiler_options=DEFAULT_XLA,
     )
     out, info = fn(images, MASK, key=jax.random.key(key))
     return np.asarray(out), info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import diffjax as dj
+from xla_levels import DEFAULT_XLA
 
 PROCESSES = {
     "vp": dj.VPSDE(beta_min=0.1, beta_max=20.0),
@@ -102,7 +104,7 @@ def test_marginals_match_simulated_forward_sde(sde):
     dt = t_max / steps
     checkpoints = [steps // 4, steps // 2, steps]
 
-    @jax.jit
+    @functools.partial(jax.jit, compiler_options=DEFAULT_XLA)  # 2,000 steps: run time, not compile time
     def simulate(x):
         def body(x, i):
             t = jnp.full((n,), i * dt)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from xla_levels import DEFAULT_XLA
 
 from diffjax.nn import FixedFrequencies, UNet, UNetConfig, num_parameters, sinusoidal_embedding
 from diffjax.nn.layers import AttentionBlock, GroupNorm, group_count
@@ -160,9 +161,8 @@ def test_param_split_merge_and_grad_inside_jit(tiny):
     graphdef, params, rest = nnx.split(tiny, nnx.Param, ...)
     # The default suite compiles at XLA's lowest optimisation level (conftest.py), where these
     # two programs round differently; at the default level (3) they agree to the last bit.
-    default_xla = {"xla_backend_optimization_level": 3}
 
-    @functools.partial(jax.jit, compiler_options=default_xla)
+    @functools.partial(jax.jit, compiler_options=DEFAULT_XLA)
     def loss_and_grad(params, rest):
         def loss(params):
             out = nnx.merge(graphdef, params, rest)(x, c)
@@ -171,7 +171,7 @@ def test_param_split_merge_and_grad_inside_jit(tiny):
 
     (value, out), grads = loss_and_grad(params, rest)
     whole_graphdef, state = nnx.split(tiny)
-    forward = jax.jit(lambda state: nnx.merge(whole_graphdef, state)(x, c), compiler_options=default_xla)
+    forward = jax.jit(lambda state: nnx.merge(whole_graphdef, state)(x, c), compiler_options=DEFAULT_XLA)
     np.testing.assert_allclose(out, forward(state), rtol=1e-5, atol=1e-6)
     leaves = jax.tree.leaves(grads)
     assert np.isfinite(float(value))
