@@ -188,7 +188,8 @@ def _train_ddep_pretrain(config, workdir, stop=None) -> dict:
 
     task = _unet_task(config, workdir, model, builders.build_optimizer(config), loss_fn,
                       lambda start: host_batches(dataset, tc, start, lambda b, _: {"image": b["image"]}),
-                      tc.num_steps, tc.batch_size, checkpointer=lambda workdir, _: _ResumeFile(workdir), save_final=False, desc="ddep pretrain")
+                      tc.num_steps, tc.batch_size, checkpointer=lambda workdir, _: _ResumeFile(workdir),
+                      save_final=False, desc="ddep pretrain")
     result = train_loop(task, workdir, config, stop=stop)
     if result.start and distributed.is_lead():
         print(f"ddep pretrain: resumed {workdir} at step {result.start}", flush=True)

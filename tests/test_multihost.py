@@ -17,12 +17,8 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-from worker_procs import assert_close_params as _assert_close_params
-from worker_procs import finish, finish_job, load_params, metric_rows, start_job
-
-
-def _losses(workdir: str) -> dict[int, float]:
-    return {r["step"]: r["loss"] for r in metric_rows(workdir)}
+from train_fixtures import read_losses
+from worker_procs import assert_close_params, finish, finish_job, load_params, metric_rows, start_job
 
 
 def _continue(src: str, dst: str, processes: int, devices_each: int, steps: int, sample: bool = False) -> list:
@@ -50,8 +46,8 @@ def test_two_processes_train_like_one(two_by_four_and_one_by_eight):
     assert (s_one["processes"], s_one["devices"], s_one["step"]) == (1, 8, 3)
     # Only process 0 writes metrics: one line per step, not two.
     assert [r["step"] for r in metric_rows(two)] == [1, 2, 3]
-    assert _losses(two) == pytest.approx(_losses(one), rel=2e-5)
-    _assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
+    assert read_losses(two) == pytest.approx(read_losses(one), rel=2e-5)
+    assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
 
 
 def test_a_stop_requested_on_one_process_stops_every_process_after_the_same_step(tmp_path):
@@ -83,8 +79,8 @@ def test_checkpoints_move_between_process_layouts(two_by_four_and_one_by_eight):
     # Each resumed at step 4 (no step trained twice or skipped) and both continued identically.
     assert [r["step"] for r in metric_rows(a)] == [1, 2, 3, 4, 5]
     assert [r["step"] for r in metric_rows(b)] == [1, 2, 3, 4, 5]
-    assert _losses(a) == pytest.approx(_losses(b), rel=2e-5)
-    _assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
+    assert read_losses(a) == pytest.approx(read_losses(b), rel=2e-5)
+    assert_close_params(load_params(a + ".npz"), load_params(b + ".npz"))
 
 
 @pytest.mark.slow
@@ -95,8 +91,8 @@ def test_two_by_four_checkpoint_continues_on_one_process(two_by_four_and_one_by_
     jobs = [_continue(two, moved, 1, devices, steps=5, sample=True), _continue(one, reference, 1, 8, steps=5)]
     s_moved, _ = (finish_job(job) for job in jobs)
     assert (s_moved["devices"], s_moved["step"], s_moved["sample"]["step"]) == (devices, 5, 5)
-    assert _losses(moved) == pytest.approx(_losses(reference), rel=2e-5)
-    _assert_close_params(load_params(moved + ".npz"), load_params(reference + ".npz"))
+    assert read_losses(moved) == pytest.approx(read_losses(reference), rel=2e-5)
+    assert_close_params(load_params(moved + ".npz"), load_params(reference + ".npz"))
 
 
 def _pixels(folder: str) -> dict[str, np.ndarray]:
@@ -169,5 +165,5 @@ def test_two_processes_of_one_device_train_like_one_process_of_two(tmp_path):
             start_job(1, 2, "--workdir", one, "--out", one + ".npz")]
     s_two, s_one = (finish_job(job) for job in jobs)
     assert (s_two["processes"], s_two["devices"], s_two["step"]) == (2, 2, 3)
-    assert _losses(two) == pytest.approx(_losses(one), rel=2e-5)
-    _assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
+    assert read_losses(two) == pytest.approx(read_losses(one), rel=2e-5)
+    assert_close_params(load_params(two + ".npz"), load_params(one + ".npz"))
